@@ -1,0 +1,87 @@
+//! Connecting to RabbitMQ and publishing with confirms.
+//!
+//! Every warren message is persistent JSON published on a channel in confirm
+//! mode: a publish only counts once the broker has confirmed it, because only then
+//! is it safe to ack the message that caused it or to drop it from the outbox.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{Confirmation, PublisherConfirm};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use crate::error::{Error, Result};
+use crate::messages::CONTENT_TYPE;
+use crate::settings::{Settings, redact_url};
+
+/// How long to wait for RabbitMQ to accept a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a connection named `name` (shown in the management UI's Connections tab).
+pub async fn connect(settings: &Settings, name: &str) -> Result<Connection> {
+    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+    let url = redact_url(&settings.amqp_url);
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&settings.amqp_url, props)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(source)) => Err(Error::AmqpConnect { url, source }),
+        Err(_) => Err(Error::AmqpConnect {
+            url,
+            source: lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            )),
+        }),
+    }
+}
+
+/// A new channel in publisher-confirm mode.
+pub async fn confirm_channel(conn: &Connection) -> Result<Channel> {
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(ch)
+}
+
+/// Properties of a persistent JSON message, with `headers` (shown in the
+/// management UI's "Get messages").
+pub fn json_properties(headers: &[(&str, &str)]) -> BasicProperties {
+    let mut table = FieldTable::default();
+    for (k, v) in headers {
+        table.insert(ShortString::from(*k), AMQPValue::LongString(LongString::from(*v)));
+    }
+    BasicProperties::default()
+        .with_content_type(ShortString::from(CONTENT_TYPE))
+        .with_delivery_mode(2)
+        .with_headers(table)
+}
+
+/// Publishes `body`; the returned confirm must be awaited (see [`confirmed`]).
+pub async fn publish(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<PublisherConfirm> {
+    Ok(ch
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await?)
+}
+
+/// Awaits confirms of a window of publishes; any nack fails the whole window, so
+/// the caller retries it (publishing is at-least-once, consumers deduplicate).
+pub async fn confirmed(confirms: Vec<PublisherConfirm>, what: &str) -> Result<()> {
+    for c in confirms {
+        match c.await? {
+            Confirmation::Nack(_) => return Err(Error::Nacked(what.to_string())),
+            Confirmation::Ack(_) | Confirmation::NotRequested => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! Errors of the core library.
+//!
+//! Every variant names what failed and, where it helps, how to fix it: these texts
+//! reach users of the CLI verbatim.
+
+use thiserror::Error;
+
+/// Result with the core [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the shared core.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The settings could not be loaded or are invalid.
+    #[error("invalid settings: {0}")]
+    Settings(String),
+
+    /// RabbitMQ could not be reached or refused us.
+    #[error(
+        "cannot reach RabbitMQ at {url}: {source} (is it running? start it with broker-config/up.sh, or set WARREN_AMQP_URL)"
+    )]
+    AmqpConnect {
+        /// The URL tried, with its password hidden.
+        url: String,
+        /// The underlying error.
+        source: lapin::Error,
+    },
+
+    /// A RabbitMQ operation failed after connecting.
+    #[error("RabbitMQ: {0}")]
+    Amqp(#[from] lapin::Error),
+
+    /// The broker refused (nacked) a published message.
+    #[error("RabbitMQ refused a message published to {0}")]
+    Nacked(String),
+
+    /// Redis could not be reached or refused us.
+    #[error(
+        "cannot reach Redis at {url}: {source} (is it running? start it with broker-config/up.sh, or set WARREN_REDIS_URL)"
+    )]
+    RedisConnect {
+        /// The URL tried, with its password hidden.
+        url: String,
+        /// The underlying error.
+        source: redis::RedisError,
+    },
+
+    /// A Redis command failed after connecting.
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+
+    /// A message or stored record could not be encoded or decoded.
+    #[error("malformed data: {0}")]
+    Json(#[from] serde_json::Error),
+
+    /// A Lua script answered in a shape the Rust side does not expect.
+    #[error("unexpected reply from a Redis script: {0}")]
+    Script(String),
+}

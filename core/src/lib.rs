@@ -1,0 +1,26 @@
+//! The shared core of warren.
+//!
+//! warren is the dask.distributed futures workflow on a durable data path: task
+//! messages live in RabbitMQ queues and every future's state lives in Redis. This
+//! crate holds everything the scheduler, the workers and the client must agree on:
+//!
+//! - [`settings`]: one settings type, loaded the same way by every binary;
+//! - [`messages`]: the JSON bodies that travel through RabbitMQ;
+//! - [`topology`]: the names of exchanges and queues, and their idempotent declaration;
+//! - [`amqp`]: connecting to RabbitMQ and publishing with confirms;
+//! - [`store`]: the Redis key layout and the Lua scripts that are the only way state changes;
+//! - [`args`] and [`taskkey`]: futures inside arguments, and dask-style task keys;
+//! - [`status`]: the states a future moves through.
+
+pub mod amqp;
+pub mod args;
+pub mod error;
+pub mod messages;
+pub mod settings;
+pub mod status;
+pub mod store;
+pub mod taskkey;
+pub mod topology;
+
+pub use error::{Error, Result};
+pub use settings::Settings;

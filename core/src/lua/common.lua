@@ -1,0 +1,81 @@
+-- Shared helpers, prepended to every warren script (see store.rs).
+-- P is the namespace prefix ("<ns>:"); events collects notifications for clients:
+-- per transition: key, state, payload, #watchers, watchers...
+local P = ARGV[1]
+local events = {}
+local queued = 0
+
+local function tkey(k) return P .. 't:' .. k end
+
+local function is_terminal(s)
+  return s == 'finished' or s == 'error' or s == 'cancelled'
+end
+
+-- The payload clients get for a terminal state: the value, the error, or nothing.
+local function payload_of(tk, s)
+  if s == 'finished' then return redis.call('HGET', tk, 'v') or 'null' end
+  if s == 'error' then return redis.call('HGET', tk, 'e') or '{}' end
+  return ''
+end
+
+local function emit(key, state, payload, watchers)
+  if #watchers == 0 then return end
+  events[#events + 1] = key
+  events[#events + 1] = state
+  events[#events + 1] = payload
+  events[#events + 1] = #watchers
+  for _, w in ipairs(watchers) do events[#events + 1] = w end
+end
+
+local function make_queued(key)
+  redis.call('HSET', tkey(key), 's', 'queued')
+  redis.call('RPUSH', P .. 'outbox', key)
+  queued = queued + 1
+end
+
+-- Moves `key` to a terminal state exactly once, notifies its watchers, and
+-- releases its dependents: a finished value counts them down (queueing those
+-- that reach zero), an error or cancellation propagates to them, as in dask.
+local function finish(key, state, payload, ttl)
+  local work = { { key, state, payload } }
+  local i = 1
+  while i <= #work do
+    local k, st, pl = work[i][1], work[i][2], work[i][3]
+    i = i + 1
+    local tk = tkey(k)
+    local s = redis.call('HGET', tk, 's')
+    if s and not is_terminal(s) then
+      if st == 'finished' then
+        redis.call('HSET', tk, 's', st, 'v', pl)
+      elseif st == 'error' then
+        redis.call('HSET', tk, 's', st, 'e', pl)
+      else
+        redis.call('HSET', tk, 's', st)
+      end
+      -- The arguments are only needed to run the task; drop them to save memory.
+      redis.call('HDEL', tk, 'a', 'n')
+      if ttl > 0 then redis.call('EXPIRE', tk, ttl) end
+      local wk = P .. 'w:' .. k
+      emit(k, st, pl, redis.call('SMEMBERS', wk))
+      redis.call('DEL', wk)
+      local dk = P .. 'd:' .. k
+      for _, d in ipairs(redis.call('SMEMBERS', dk)) do
+        if st == 'finished' then
+          local dtk = tkey(d)
+          if redis.call('HGET', dtk, 's') == 'waiting' then
+            if redis.call('HINCRBY', dtk, 'n', -1) <= 0 then make_queued(d) end
+          end
+        else
+          work[#work + 1] = { d, st, pl }
+        end
+      end
+      redis.call('DEL', dk)
+    end
+  end
+end
+
+local function split_words(s)
+  local out = {}
+  if s then for w in string.gmatch(s, '%S+') do out[#out + 1] = w end end
+  return out
+end

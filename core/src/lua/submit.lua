@@ -1,0 +1,65 @@
+-- Records a batch of submitted tasks. Applying it twice changes nothing: a key
+-- that exists is deduplicated (dask's pure=True), and the submitter just watches it.
+-- ARGV: prefix, reply_to ('' for none), ttl, ntasks,
+--       then per task: key, func, queue, args-json, ndeps, dep keys...
+-- Returns: { tasks queued, events... }
+local reply = ARGV[2]
+local ttl = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local i = 5
+for _ = 1, n do
+  local key, func, queue, args = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local ndeps = tonumber(ARGV[i + 4])
+  local deps = {}
+  for d = 1, ndeps do deps[d] = ARGV[i + 4 + d] end
+  i = i + 5 + ndeps
+  local tk = tkey(key)
+  local s = redis.call('HGET', tk, 's')
+  local watchers = {}
+  if reply ~= '' then watchers = { reply } end
+  if s then
+    if is_terminal(s) then
+      emit(key, s, payload_of(tk, s), watchers)
+    elseif reply ~= '' then
+      redis.call('SADD', P .. 'w:' .. key, reply)
+    end
+  else
+    -- A failed or cancelled dependency decides the task's fate before it is ever queued.
+    local fail, fail_payload = nil, ''
+    for _, dep in ipairs(deps) do
+      local ds = redis.call('HGET', tkey(dep), 's')
+      if not ds then
+        fail = 'error'
+        fail_payload = cjson.encode({ type = 'UnknownFuture',
+          message = 'dependency ' .. dep .. ' is not a known future (never submitted, expired, forgotten or cleared by restart)',
+          traceback = '' })
+        break
+      elseif ds == 'error' or ds == 'cancelled' then
+        fail = ds
+        fail_payload = payload_of(tkey(dep), ds)
+        break
+      end
+    end
+    redis.call('HSET', tk, 'f', func, 'q', queue, 'a', args, 'deps', table.concat(deps, ' '), 's', 'waiting')
+    redis.call('SADD', P .. 'queues', queue)
+    if reply ~= '' then redis.call('SADD', P .. 'w:' .. key, reply) end
+    if fail then
+      finish(key, fail, fail_payload, ttl)
+    else
+      local outstanding = 0
+      for _, dep in ipairs(deps) do
+        if redis.call('HGET', tkey(dep), 's') ~= 'finished' then
+          redis.call('SADD', P .. 'd:' .. dep, key)
+          outstanding = outstanding + 1
+        end
+      end
+      if outstanding == 0 then
+        make_queued(key)
+      else
+        redis.call('HSET', tk, 'n', outstanding)
+      end
+    end
+  end
+end
+table.insert(events, 1, queued)
+return events

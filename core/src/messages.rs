@@ -1,0 +1,286 @@
+//! The JSON bodies that travel through RabbitMQ.
+//!
+//! Every body carries `v`, the protocol version, so a component meeting a message
+//! from a newer or older warren rejects it by name instead of misreading it.
+//! Unknown fields are refused for the same reason. Values and arguments are
+//! arbitrary JSON ([`serde_json::Value`]); a future inside arguments is the object
+//! `{"$future": "<key>"}` (see [`crate::args`]).
+//!
+//! Who sends what:
+//! - client → scheduler, on the submit queue: [`ClientRequest`];
+//! - scheduler → worker, on a work queue: [`WorkMessage`];
+//! - worker → scheduler, on the results queue: [`WorkerReport`];
+//! - scheduler / worker → client, on the client's reply queue: [`ClientEvents`];
+//! - scheduler → all workers, on the control exchange: [`Control`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Version of the message format; bump on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The `content_type` of every warren message.
+pub const CONTENT_TYPE: &str = "application/json";
+
+/// One task as the client submits it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// The future's key (unique in the namespace).
+    pub key: String,
+    /// Name of a function registered on the workers.
+    pub func: String,
+    /// Positional arguments; futures appear as `{"$future": key}`.
+    pub args: Vec<Value>,
+    /// Keys of the futures inside `args`, each once.
+    #[serde(default)]
+    pub deps: Vec<String>,
+    /// Work queue (`default` unless routed elsewhere).
+    #[serde(default = "default_queue")]
+    pub queue: String,
+}
+
+/// The queue tasks go to unless told otherwise.
+pub fn default_queue() -> String {
+    "default".into()
+}
+
+/// What a client asks of the scheduler. The reply queue is the AMQP `reply_to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientRequest {
+    /// Create these tasks (deduplicated by key) and watch them.
+    Submit {
+        /// Protocol version.
+        v: u32,
+        /// Echoed in the [`ClientEvent::Submitted`] acknowledgement.
+        batch: String,
+        /// The tasks, dependencies before dependents or in any order within the batch.
+        tasks: Vec<TaskSpec>,
+    },
+    /// Cancel every future, empty the queues, and have the workers start afresh.
+    Restart {
+        /// Protocol version.
+        v: u32,
+    },
+}
+
+/// A runnable task, with the values of its dependencies already inlined: workers
+/// never read Redis to run a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkMessage {
+    /// Protocol version.
+    pub v: u32,
+    /// The future's key.
+    pub key: String,
+    /// Registered function name.
+    pub func: String,
+    /// Positional arguments, futures replaced by their values.
+    pub args: Vec<Value>,
+    /// The namespace epoch this task was dispatched in; a `restart` bumps it, and
+    /// workers drop messages from older epochs.
+    pub epoch: u64,
+}
+
+/// An error raised by a task, as the client sees it (dask's exception + traceback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFailure {
+    /// Error type, e.g. `ZeroDivisionError`, `TypeError`, `Panic`, `KilledWorker`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Where it happened: task, worker, source location, backtrace if any.
+    pub traceback: String,
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+/// The outcome of running a task once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaskResult {
+    /// The function returned this value.
+    Ok(Value),
+    /// The function failed (or panicked).
+    Err(TaskFailure),
+}
+
+/// One finished execution, reported by a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outcome {
+    /// The future's key.
+    pub key: String,
+    /// What the function produced.
+    pub result: TaskResult,
+}
+
+/// What a worker tells the scheduler, on the results queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WorkerReport {
+    /// Tasks that ended (a batch: a worker reports what finished while its last
+    /// report was being confirmed).
+    Outcomes {
+        /// Protocol version.
+        v: u32,
+        /// Worker identity (`host:pid`).
+        worker: String,
+        /// The outcomes.
+        outcomes: Vec<Outcome>,
+    },
+    /// Tasks that have been running long enough to show as `processing`.
+    Started {
+        /// Protocol version.
+        v: u32,
+        /// Worker identity (`host:pid`).
+        worker: String,
+        /// Keys of the tasks.
+        keys: Vec<String>,
+    },
+}
+
+/// A future's final state, as delivered to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Terminal {
+    /// Finished with this value.
+    Finished {
+        /// The value.
+        value: Value,
+    },
+    /// Failed with this error.
+    Error {
+        /// The error.
+        error: TaskFailure,
+    },
+    /// Cancelled.
+    Cancelled,
+}
+
+/// Something a client is told on its reply queue.
+// No deny_unknown_fields here: serde does not support it together with `flatten`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClientEvent {
+    /// The scheduler recorded a submit batch: its futures exist now.
+    Submitted {
+        /// The batch id from [`ClientRequest::Submit`].
+        batch: String,
+    },
+    /// A watched future reached a final state.
+    Done {
+        /// The future's key.
+        key: String,
+        /// Its final state.
+        #[serde(flatten)]
+        terminal: Terminal,
+    },
+    /// The scheduler finished a restart: every future is cancelled, queues empty.
+    Restarted {
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// A worker dropped its old work and is ready after a restart.
+    WorkerReady {
+        /// Worker identity (`host:pid`).
+        worker: String,
+    },
+}
+
+/// A batch of client events (one message per scheduler step and reply queue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEvents {
+    /// Protocol version.
+    pub v: u32,
+    /// The events, in the order they happened.
+    pub events: Vec<ClientEvent>,
+}
+
+/// A broadcast from the scheduler to every worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Control {
+    /// Drop work from epochs before `epoch`, then report ready to `reply_to`.
+    Restart {
+        /// Protocol version.
+        v: u32,
+        /// The new epoch.
+        epoch: u64,
+        /// The restarting client's reply queue, for [`ClientEvent::WorkerReady`].
+        reply_to: String,
+    },
+}
+
+/// Why a message body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or not the expected shape.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// A version this build does not speak.
+    #[error("unsupported protocol version {found} (this build speaks {PROTOCOL_VERSION})")]
+    Version {
+        /// The version found in the message.
+        found: u64,
+    },
+}
+
+/// Decodes a message body, checking the protocol version first so a version
+/// mismatch is reported as such rather than as a schema error.
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    let raw: Value = serde_json::from_slice(body)?;
+    match raw.get("v").and_then(Value::as_u64) {
+        Some(v) if v != u64::from(PROTOCOL_VERSION) => return Err(DecodeError::Version { found: v }),
+        _ => {}
+    }
+    Ok(serde_json::from_value(raw)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn work_message_round_trips() {
+        let m = WorkMessage {
+            v: PROTOCOL_VERSION,
+            key: "inc-1".into(),
+            func: "inc".into(),
+            args: vec![json!(1)],
+            epoch: 0,
+        };
+        let body = serde_json::to_vec(&m).unwrap();
+        assert_eq!(decode::<WorkMessage>(&body).unwrap(), m);
+    }
+
+    #[test]
+    fn decode_names_version_and_schema_problems() {
+        let err = decode::<WorkMessage>(br#"{"v":99,"key":"k"}"#).unwrap_err();
+        assert!(err.to_string().contains("version 99"), "{err}");
+        let err = decode::<WorkMessage>(br#"{"v":1,"key":"k"}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field"), "{err}");
+        assert!(decode::<WorkMessage>(b"not json").is_err());
+    }
+
+    #[test]
+    fn done_event_is_flat_json() {
+        let e = ClientEvent::Done {
+            key: "k".into(),
+            terminal: Terminal::Finished { value: json!(3) },
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"kind": "done", "key": "k", "state": "finished", "value": 3})
+        );
+    }
+}

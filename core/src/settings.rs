@@ -1,0 +1,217 @@
+//! Settings shared by every warren binary.
+//!
+//! One type, loaded in one order by the scheduler, the workers and the CLI, so that
+//! a value set once (in `warren.toml` or the environment) reaches every component:
+//!
+//! 1. built-in defaults (local RabbitMQ and Redis, namespace `warren`);
+//! 2. a TOML file: `warren.toml` in the working directory if present, or the file
+//!    named by `--config` / `WARREN_CONFIG` (then it must exist);
+//! 3. `WARREN_*` environment variables, one per field, upper-cased:
+//!    `WARREN_AMQP_URL`, `WARREN_REDIS_URL`, `WARREN_NAMESPACE`, `WARREN_CONCURRENCY`,
+//!    `WARREN_PREFETCH`, `WARREN_RESULT_TTL_SECS`, `WARREN_MAX_PAYLOAD_BYTES`,
+//!    `WARREN_DELIVERY_LIMIT`, `WARREN_REDIS_TIMEOUT_SECS`;
+//! 4. command-line flags, passed in as overrides.
+//!
+//! Flat field names (not nested tables) keep the environment names obvious: the
+//! `config` crate would otherwise need a double-underscore separator.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Every tunable of warren, with its default in [`Settings::default`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// RabbitMQ URL (`amqp://` or `amqps://`), including user, password and vhost.
+    pub amqp_url: String,
+    /// Redis URL (`redis://`), including password and database if any.
+    pub redis_url: String,
+    /// Prefix of every queue, exchange and Redis key: several users or test runs can
+    /// share one RabbitMQ and one Redis without seeing each other.
+    pub namespace: String,
+    /// Tasks a worker runs at once; 0 means one per CPU core.
+    pub concurrency: usize,
+    /// Unacknowledged work messages a worker holds; 0 means equal to concurrency,
+    /// so a worker never sits on tasks another worker could start.
+    pub prefetch: u16,
+    /// Seconds a finished future's record and value are kept in Redis.
+    pub result_ttl_secs: u64,
+    /// Largest message body a client may publish, in bytes.
+    pub max_payload_bytes: usize,
+    /// Deliveries of one work message before RabbitMQ dead-letters it and the future
+    /// becomes `error: KilledWorker` (dask's `allowed-failures`).
+    pub delivery_limit: u32,
+    /// How long a single Redis command (a Lua script over a big batch) may take.
+    pub redis_timeout_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            namespace: "warren".into(),
+            concurrency: 0,
+            prefetch: 0,
+            result_ttl_secs: 24 * 3600,
+            max_payload_bytes: 8 * 1024 * 1024,
+            delivery_limit: 3,
+            redis_timeout_secs: 60,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then the TOML file, then `WARREN_*` variables, then `overrides`
+    /// (flag name without dashes, value as text).
+    ///
+    /// `config_file` is the explicit file (`--config`); when `None`, `WARREN_CONFIG`
+    /// or an optional `warren.toml` in the working directory is used.
+    pub fn load(config_file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self> {
+        let defaults = config::Config::try_from(&Settings::default()).map_err(settings_err)?;
+        let mut builder = config::Config::builder().add_source(defaults);
+
+        let env_file = std::env::var_os("WARREN_CONFIG");
+        match config_file.map(Path::to_path_buf).or(env_file.map(Into::into)) {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(Error::Settings(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                builder = builder.add_source(config::File::from(path).required(true));
+            }
+            None => {
+                builder = builder.add_source(config::File::with_name("warren.toml").required(false));
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("WARREN")
+                .try_parsing(true)
+                // WARREN_CONFIG names the file; it is not a setting.
+                .source(Some(
+                    std::env::vars()
+                        .filter(|(k, _)| k != "WARREN_CONFIG" && k.starts_with("WARREN_"))
+                        .collect(),
+                )),
+        );
+        for (name, value) in overrides {
+            builder = builder
+                .set_override(name.replace('-', "_"), value.clone())
+                .map_err(settings_err)?;
+        }
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(settings_err)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that would otherwise fail far from where they were set.
+    pub fn validate(&self) -> Result<()> {
+        let ns = &self.namespace;
+        if ns.is_empty()
+            || ns.len() > 64
+            || !ns.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Error::Settings(format!(
+                "namespace {ns:?} must be 1-64 characters of letters, digits, '-' or '_'"
+            )));
+        }
+        if !(self.amqp_url.starts_with("amqp://") || self.amqp_url.starts_with("amqps://")) {
+            return Err(Error::Settings(format!(
+                "amqp_url {} must start with amqp:// or amqps://",
+                redact_url(&self.amqp_url)
+            )));
+        }
+        if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
+            return Err(Error::Settings(format!(
+                "redis_url {} must start with redis:// or rediss://",
+                redact_url(&self.redis_url)
+            )));
+        }
+        if self.delivery_limit == 0 {
+            return Err(Error::Settings("delivery_limit must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Worker concurrency with 0 resolved to the number of CPU cores.
+    pub fn effective_concurrency(&self) -> usize {
+        if self.concurrency == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.concurrency
+        }
+    }
+
+    /// Worker prefetch with 0 resolved to the effective concurrency.
+    pub fn effective_prefetch(&self) -> u16 {
+        if self.prefetch == 0 {
+            u16::try_from(self.effective_concurrency()).unwrap_or(u16::MAX)
+        } else {
+            self.prefetch
+        }
+    }
+}
+
+fn settings_err(e: config::ConfigError) -> Error {
+    Error::Settings(e.to_string())
+}
+
+/// A URL with its password replaced by `***`, safe to print in errors and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                format!("{scheme}://{user}@{host}{path}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_but_keeps_user_and_host() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact_url("redis://:pw@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
+        assert_eq!(redact_url("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
+    }
+
+    #[test]
+    fn overrides_win_over_defaults_and_bad_namespace_is_named() {
+        let s = Settings::load(None, &[("namespace", "team-a".into())]).unwrap();
+        assert_eq!(s.namespace, "team-a");
+        let err = Settings::load(None, &[("namespace", "a b".into())]).unwrap_err();
+        assert!(err.to_string().contains("\"a b\""), "{err}");
+    }
+
+    #[test]
+    fn numbers_parse_from_text_overrides() {
+        let s = Settings::load(None, &[("concurrency", "3".into())]).unwrap();
+        assert_eq!(s.effective_concurrency(), 3);
+        assert_eq!(s.effective_prefetch(), 3);
+    }
+}

@@ -1,0 +1,487 @@
+//! The Redis store: where every future's state lives.
+//!
+//! State changes only through the Lua scripts in `src/lua/`, each applied
+//! atomically by Redis and written so that applying it twice is harmless. That is
+//! what makes two schedulers safe and lets this module retry a command whose
+//! connection dropped. The key layout, with `P` = `<namespace>:`:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P t:<key>` | hash | the task: `s` state, `f` func, `q` queue, `a` args, `deps`, `n` outstanding deps, `v` value, `e` error |
+//! | `P d:<key>` | set | keys of tasks waiting on `<key>` (its dependents) |
+//! | `P w:<key>` | set | reply queues of clients watching `<key>` |
+//! | `P outbox` | list | runnable keys not yet published to RabbitMQ |
+//! | `P claimed:<scheduler>` | list | outbox entries a scheduler is publishing |
+//! | `P sched:<scheduler>` | string, TTL | a scheduler's heartbeat |
+//! | `P epoch` | integer | bumped by every restart |
+//! | `P queues` | set | work queue names in use |
+//!
+//! The `{ns}`-less layout keeps scripts simple on one Redis; on a Redis Cluster,
+//! a namespace maps to one hash slot by wrapping it in braces (`{team}`).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script, Value as RValue};
+use tracing::warn;
+
+use crate::error::{Error, Result};
+use crate::messages::{TaskFailure, TaskSpec, Terminal};
+use crate::settings::{Settings, redact_url};
+use crate::status::State;
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{COMMON}\n{body}"))
+}
+
+/// The scripts, hashed once.
+struct Scripts {
+    submit: Script,
+    complete: Script,
+    claim: Script,
+    reclaim: Script,
+    watch: Script,
+    cancel_all: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            submit: script(include_str!("lua/submit.lua")),
+            complete: script(include_str!("lua/complete.lua")),
+            claim: script(include_str!("lua/claim.lua")),
+            reclaim: script(include_str!("lua/reclaim.lua")),
+            watch: script(include_str!("lua/watch.lua")),
+            cancel_all: script(include_str!("lua/cancel_all.lua")),
+        }
+    }
+}
+
+/// A terminal transition and the reply queues to tell about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// The future's key.
+    pub key: String,
+    /// Its final state.
+    pub terminal: Terminal,
+    /// Reply queues of the clients watching it.
+    pub watchers: Vec<String>,
+}
+
+/// What a state-changing script did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Tasks that became runnable (pushed to the outbox).
+    pub queued: u64,
+    /// Clients to notify.
+    pub notifications: Vec<Notification>,
+}
+
+/// A report to apply with [`Store::complete`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// The task ended.
+    Terminal(Terminal),
+    /// A worker has been running it for a while.
+    Processing,
+}
+
+/// A runnable task claimed from the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedTask {
+    /// The future's key.
+    pub key: String,
+    /// Registered function name.
+    pub func: String,
+    /// Work queue name.
+    pub queue: String,
+    /// Arguments as JSON text, futures still as references.
+    pub args: String,
+    /// Each dependency's key and value (JSON text), `None` if it has none any more.
+    pub deps: Vec<(String, Option<String>)>,
+}
+
+/// One future's state as [`Store::watch`] found it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Watched {
+    /// No such future.
+    Unknown,
+    /// Not done; the watcher (if any) is registered.
+    Pending(State),
+    /// Done.
+    Done(Terminal),
+}
+
+/// A handle on the namespace's state in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    con: ConnectionManager,
+    prefix: String,
+    ttl: u64,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("prefix", &self.prefix).finish()
+    }
+}
+
+/// How often a command whose connection dropped is tried again.
+const RETRIES: u32 = 5;
+
+impl Store {
+    /// Connects to Redis (failing within a bounded time, naming the URL).
+    pub async fn connect(settings: &Settings) -> Result<Self> {
+        let url = redact_url(&settings.redis_url);
+        let client = redis::Client::open(settings.redis_url.as_str())
+            .map_err(|source| Error::RedisConnect { url: url.clone(), source })?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(settings.redis_timeout_secs)))
+            .set_number_of_retries(3);
+        let con = tokio::time::timeout(
+            Duration::from_secs(15),
+            ConnectionManager::new_with_config(client, cfg),
+        )
+        .await
+        .map_err(|_| Error::RedisConnect {
+            url: url.clone(),
+            source: redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer within 15s",
+            )),
+        })?
+        .map_err(|source| Error::RedisConnect { url, source })?;
+        Ok(Self {
+            con,
+            prefix: format!("{}:", settings.namespace),
+            ttl: settings.result_ttl_secs,
+            scripts: std::sync::Arc::new(Scripts::new()),
+        })
+    }
+
+    /// The key prefix (`<namespace>:`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The raw connection, for tests and tools.
+    pub fn connection(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+
+    /// Runs a script, retrying when the connection dropped (scripts are idempotent).
+    async fn run(&self, script: &Script, args: Vec<Vec<u8>>) -> Result<RValue> {
+        let mut attempt = 0;
+        loop {
+            let mut inv = script.prepare_invoke();
+            for a in &args {
+                inv.arg(a.as_slice());
+            }
+            let mut con = self.con.clone();
+            match inv.invoke_async::<RValue>(&mut con).await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < RETRIES && is_transient(&e) => {
+                    attempt += 1;
+                    warn!(error = %e, attempt, "Redis command failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Records submitted tasks; `reply_to` (if not empty) watches them all.
+    pub async fn submit(&self, reply_to: &str, tasks: &[TaskSpec]) -> Result<Applied> {
+        let mut args = vec![
+            self.prefix.clone().into_bytes(),
+            reply_to.as_bytes().to_vec(),
+            self.ttl.to_string().into_bytes(),
+            tasks.len().to_string().into_bytes(),
+        ];
+        for t in tasks {
+            args.push(t.key.clone().into_bytes());
+            args.push(t.func.clone().into_bytes());
+            args.push(t.queue.clone().into_bytes());
+            args.push(serde_json::to_vec(&t.args)?);
+            args.push(t.deps.len().to_string().into_bytes());
+            args.extend(t.deps.iter().map(|d| d.clone().into_bytes()));
+        }
+        parse_applied(self.run(&self.scripts.submit, args).await?)
+    }
+
+    /// Applies worker reports, each at most once.
+    pub async fn complete(&self, reports: &[(String, Transition)]) -> Result<Applied> {
+        let mut args = vec![
+            self.prefix.clone().into_bytes(),
+            self.ttl.to_string().into_bytes(),
+            reports.len().to_string().into_bytes(),
+        ];
+        for (key, tr) in reports {
+            args.push(key.clone().into_bytes());
+            let (kind, payload) = match tr {
+                Transition::Processing => ("processing", Vec::new()),
+                Transition::Terminal(Terminal::Finished { value }) => {
+                    ("finished", serde_json::to_vec(value)?)
+                }
+                Transition::Terminal(Terminal::Error { error }) => ("error", serde_json::to_vec(error)?),
+                Transition::Terminal(Terminal::Cancelled) => ("cancelled", Vec::new()),
+            };
+            args.push(kind.as_bytes().to_vec());
+            args.push(payload);
+        }
+        parse_applied(self.run(&self.scripts.complete, args).await?)
+    }
+
+    /// Claims up to `max` runnable tasks for scheduler `owner` (returning its
+    /// unreleased claims first), with the current epoch.
+    pub async fn claim(&self, owner: &str, max: usize) -> Result<(u64, Vec<ClaimedTask>)> {
+        let args = vec![
+            self.prefix.clone().into_bytes(),
+            owner.as_bytes().to_vec(),
+            max.to_string().into_bytes(),
+        ];
+        let reply = self.run(&self.scripts.claim, args).await?;
+        let mut r = Reply::new(reply)?;
+        let epoch = r.string()?.parse().map_err(|_| Error::Script("epoch is not a number".into()))?;
+        let mut tasks = Vec::new();
+        while !r.done() {
+            let key = r.string()?;
+            let func = r.string()?;
+            let queue = r.string()?;
+            let args = r.string()?;
+            let n = r.int()?;
+            let mut deps = Vec::new();
+            for _ in 0..n {
+                let dep = r.string()?;
+                let has = r.int()? == 1;
+                let value = r.string()?;
+                deps.push((dep, has.then_some(value)));
+            }
+            tasks.push(ClaimedTask { key, func, queue, args, deps });
+        }
+        Ok((epoch, tasks))
+    }
+
+    /// Forgets `owner`'s claims: their publishes are confirmed.
+    pub async fn release(&self, owner: &str) -> Result<()> {
+        let mut con = self.con.clone();
+        let _: () = con.del(format!("{}claimed:{owner}", self.prefix)).await?;
+        Ok(())
+    }
+
+    /// Marks scheduler `owner` alive for `ttl`.
+    pub async fn heartbeat(&self, owner: &str, ttl: Duration) -> Result<()> {
+        let mut con = self.con.clone();
+        let _: () = con
+            .set_ex(format!("{}sched:{owner}", self.prefix), 1, ttl.as_secs().max(1))
+            .await?;
+        Ok(())
+    }
+
+    /// Returns claims of schedulers that stopped heartbeating to the outbox.
+    pub async fn reclaim_orphans(&self) -> Result<u64> {
+        let pattern = format!("{}claimed:*", self.prefix);
+        let lists = self.scan(&pattern).await?;
+        let mut total = 0;
+        for list in lists {
+            let owner = &list[self.prefix.len() + "claimed:".len()..];
+            let args = vec![self.prefix.clone().into_bytes(), owner.as_bytes().to_vec()];
+            if let RValue::Int(n) = self.run(&self.scripts.reclaim, args).await? {
+                total += n.max(0) as u64;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Length of the outbox.
+    pub async fn outbox_len(&self) -> Result<u64> {
+        let mut con = self.con.clone();
+        Ok(con.llen(format!("{}outbox", self.prefix)).await?)
+    }
+
+    /// Registers `reply_to` (if not empty) as a watcher of each pending key and
+    /// returns what each key is now.
+    pub async fn watch(&self, reply_to: &str, keys: &[String]) -> Result<Vec<Watched>> {
+        let mut args = vec![self.prefix.clone().into_bytes(), reply_to.as_bytes().to_vec()];
+        args.extend(keys.iter().map(|k| k.clone().into_bytes()));
+        let mut r = Reply::new(self.run(&self.scripts.watch, args).await?)?;
+        let mut out = Vec::with_capacity(keys.len());
+        while !r.done() {
+            let _key = r.string()?;
+            let state = r.string()?;
+            let payload = r.string()?;
+            out.push(match state.as_str() {
+                "unknown" => Watched::Unknown,
+                s => {
+                    let st: State = s.parse().map_err(Error::Script)?;
+                    if st.is_terminal() {
+                        Watched::Done(terminal(st, &payload)?)
+                    } else {
+                        Watched::Pending(st)
+                    }
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// The state of each key (`None`: unknown), read-only.
+    pub async fn states(&self, keys: &[String]) -> Result<Vec<Option<State>>> {
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.hget(format!("{}t:{k}", self.prefix), "s");
+        }
+        let mut con = self.con.clone();
+        let raw: Vec<Option<String>> = pipe.query_async(&mut con).await?;
+        raw.into_iter()
+            .map(|s| s.map(|s| s.parse::<State>().map_err(Error::Script)).transpose())
+            .collect()
+    }
+
+    /// The work queues tasks have been submitted to.
+    pub async fn work_queues(&self) -> Result<Vec<String>> {
+        let mut con = self.con.clone();
+        let mut qs: Vec<String> = con.smembers(format!("{}queues", self.prefix)).await?;
+        if !qs.iter().any(|q| q == "default") {
+            qs.push("default".into());
+        }
+        qs.sort();
+        Ok(qs)
+    }
+
+    /// The current epoch.
+    pub async fn epoch(&self) -> Result<u64> {
+        let mut con = self.con.clone();
+        let e: Option<u64> = con.get(format!("{}epoch", self.prefix)).await?;
+        Ok(e.unwrap_or(0))
+    }
+
+    /// Restart: bumps the epoch, empties the outbox and claims, and cancels every
+    /// future. Returns the new epoch and the clients to notify.
+    pub async fn restart(&self) -> Result<(u64, Vec<Notification>)> {
+        let mut con = self.con.clone();
+        let epoch: u64 = con.incr(format!("{}epoch", self.prefix), 1).await?;
+        let mut doomed = vec![format!("{}outbox", self.prefix)];
+        doomed.extend(self.scan(&format!("{}claimed:*", self.prefix)).await?);
+        let _: () = con.del(doomed).await?;
+        let mut notes = Vec::new();
+        let records = self.scan(&format!("{}t:*", self.prefix)).await?;
+        for chunk in records.chunks(500) {
+            let mut args = vec![self.prefix.clone().into_bytes(), self.ttl.to_string().into_bytes()];
+            args.extend(chunk.iter().map(|k| k.clone().into_bytes()));
+            notes.extend(parse_applied(self.run(&self.scripts.cancel_all, args).await?)?.notifications);
+        }
+        // Leftover dependents/watchers sets of tasks cancelled above.
+        for pattern in ["d:*", "w:*"] {
+            let keys = self.scan(&format!("{}{pattern}", self.prefix)).await?;
+            for chunk in keys.chunks(500) {
+                let _: () = con.del(chunk).await?;
+            }
+        }
+        Ok((epoch, notes))
+    }
+
+    /// Deletes every key of the namespace (tests and `warren` tooling).
+    pub async fn wipe(&self) -> Result<()> {
+        let keys = self.scan(&format!("{}*", self.prefix)).await?;
+        let mut con = self.con.clone();
+        for chunk in keys.chunks(500) {
+            let _: () = con.del(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        let mut con = self.con.clone();
+        let mut out = Vec::new();
+        let mut iter: redis::AsyncIter<String> = con
+            .scan_options(redis::ScanOptions::default().with_pattern(pattern).with_count(1000))
+            .await?;
+        while let Some(k) = futures::StreamExt::next(&mut iter).await {
+            out.push(k?);
+        }
+        Ok(out)
+    }
+}
+
+fn is_transient(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error() || e.is_timeout() || e.is_connection_refusal()
+}
+
+/// Builds the [`Terminal`] stored for `state` with `payload`.
+fn terminal(state: State, payload: &str) -> Result<Terminal> {
+    Ok(match state {
+        State::Finished => Terminal::Finished {
+            value: serde_json::from_str(payload)?,
+        },
+        State::Error => Terminal::Error {
+            error: serde_json::from_str::<TaskFailure>(payload)?,
+        },
+        _ => Terminal::Cancelled,
+    })
+}
+
+fn parse_applied(reply: RValue) -> Result<Applied> {
+    let mut r = Reply::new(reply)?;
+    let queued = r.int()? as u64;
+    let mut notifications = Vec::new();
+    while !r.done() {
+        let key = r.string()?;
+        let state: State = r.string()?.parse().map_err(Error::Script)?;
+        let payload = r.string()?;
+        let n = r.int()?;
+        let watchers = (0..n).map(|_| r.string()).collect::<Result<Vec<_>>>()?;
+        notifications.push(Notification {
+            key,
+            terminal: terminal(state, &payload)?,
+            watchers,
+        });
+    }
+    Ok(Applied { queued, notifications })
+}
+
+/// A cursor over a flat script reply.
+struct Reply {
+    items: std::vec::IntoIter<RValue>,
+    left: usize,
+}
+
+impl Reply {
+    fn new(v: RValue) -> Result<Self> {
+        match v {
+            RValue::Array(items) => Ok(Self {
+                left: items.len(),
+                items: items.into_iter(),
+            }),
+            other => Err(Error::Script(format!("expected an array, got {other:?}"))),
+        }
+    }
+    fn done(&self) -> bool {
+        self.left == 0
+    }
+    fn next(&mut self) -> Result<RValue> {
+        self.left = self.left.saturating_sub(1);
+        self.items.next().ok_or_else(|| Error::Script("reply ended early".into()))
+    }
+    fn string(&mut self) -> Result<String> {
+        match self.next()? {
+            RValue::BulkString(b) => String::from_utf8(b).map_err(|e| Error::Script(e.to_string())),
+            RValue::SimpleString(s) => Ok(s),
+            RValue::Int(i) => Ok(i.to_string()),
+            other => Err(Error::Script(format!("expected a string, got {other:?}"))),
+        }
+    }
+    fn int(&mut self) -> Result<i64> {
+        match self.next()? {
+            RValue::Int(i) => Ok(i),
+            RValue::BulkString(b) => String::from_utf8_lossy(&b)
+                .parse()
+                .map_err(|_| Error::Script("expected an integer".into())),
+            other => Err(Error::Script(format!("expected an integer, got {other:?}"))),
+        }
+    }
+}

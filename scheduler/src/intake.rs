@@ -1,0 +1,283 @@
+//! Intake: the scheduler's consumers, where every state change starts.
+//!
+//! Three queues feed it: client requests (`<ns>.submit`), worker reports
+//! (`<ns>.results`) and work messages past their delivery limit (`<ns>.killed`).
+//! Each wake-up takes every message already delivered (a micro-batch), applies
+//! them to Redis in as few script calls as possible, tells clients, and only then
+//! acks: a crash before the ack redelivers, and the scripts make that harmless.
+//! A message that cannot be decoded is moved to `<ns>.dead` with the reason in a
+//! header, so one bad message never blocks the queue.
+
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+use warren_core::amqp;
+use warren_core::messages::{
+    ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, TaskFailure, Terminal, WorkMessage,
+    WorkerReport, decode,
+};
+use warren_core::store::{Store, Transition};
+use warren_core::topology::{DEAD_ROUTING_KEY, REASON_HEADER, Topology};
+
+use crate::notify::{Notifier, Outgoing};
+
+/// Messages taken per wake-up at most.
+const BATCH: usize = 256;
+
+/// The scheduler's consumers and what they change.
+pub struct Intake {
+    ch: Channel,
+    confirm: Channel,
+    store: Store,
+    topology: Topology,
+    notifier: Notifier,
+    wake: Arc<Notify>,
+    submit: Consumer,
+    results: Consumer,
+    killed: Consumer,
+}
+
+impl Intake {
+    /// Starts consuming the three queues.
+    pub async fn new(
+        conn: &Connection,
+        store: Store,
+        topology: Topology,
+        notifier: Notifier,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<Self> {
+        let ch = conn.create_channel().await?;
+        ch.basic_qos(BATCH as u16 * 2, BasicQosOptions::default()).await?;
+        let tag = format!("warren-scheduler@{}", std::process::id());
+        let consume = |queue: String, suffix: &'static str| {
+            let ch = ch.clone();
+            let tag = format!("{tag}/{suffix}");
+            async move {
+                ch.basic_consume(
+                    queue.into(),
+                    tag.into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+            }
+        };
+        let submit = consume(topology.submit_queue(), "submit").await?;
+        let results = consume(topology.results_queue(), "results").await?;
+        let killed = consume(topology.killed_queue(), "killed").await?;
+        Ok(Self {
+            confirm: amqp::confirm_channel(conn).await?,
+            ch,
+            store,
+            topology,
+            notifier,
+            wake,
+            submit,
+            results,
+            killed,
+        })
+    }
+
+    /// Consumes until a consumer ends (the connection closed).
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                biased;
+                d = self.results.next() => {
+                    let batch = take_batch(d, &mut self.results)?;
+                    self.on_reports(batch).await?;
+                }
+                d = self.submit.next() => {
+                    let batch = take_batch(d, &mut self.submit)?;
+                    for delivery in batch {
+                        self.on_request(delivery).await?;
+                    }
+                }
+                d = self.killed.next() => {
+                    let batch = take_batch(d, &mut self.killed)?;
+                    self.on_killed(batch).await?;
+                }
+            }
+        }
+    }
+
+    async fn on_request(&mut self, delivery: Delivery) -> anyhow::Result<()> {
+        let reply_to = delivery
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let request = match decode::<ClientRequest>(&delivery.data) {
+            Ok(r) => r,
+            Err(e) => return self.dead_letter(delivery, &format!("undecodable client request: {e}")).await,
+        };
+        let mut out = Outgoing::default();
+        match request {
+            ClientRequest::Submit { batch, tasks, .. } => {
+                if let Some(problem) = tasks.iter().find_map(|t| {
+                    warren_core::taskkey::validate_key(&t.key)
+                        .and(warren_core::taskkey::validate_key(&t.func))
+                        .err()
+                }) {
+                    return self.dead_letter(delivery, &format!("invalid task: {problem}")).await;
+                }
+                let applied = self.store.submit(&reply_to, &tasks).await?;
+                out.push(&reply_to, ClientEvent::Submitted { batch });
+                out.extend(applied.notifications);
+                if applied.queued > 0 {
+                    self.wake.notify_one();
+                }
+            }
+            ClientRequest::Restart { .. } => {
+                let epoch = self.restart(&reply_to, &mut out).await?;
+                out.push(&reply_to, ClientEvent::Restarted { epoch });
+            }
+        }
+        self.notifier.send(out).await?;
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Cancels every future, empties the work queues, and tells the workers.
+    async fn restart(&mut self, reply_to: &str, out: &mut Outgoing) -> anyhow::Result<u64> {
+        let (epoch, notes) = self.store.restart().await?;
+        let mut purged = 0;
+        for q in self.store.work_queues().await? {
+            let name = self.topology.work_queue(&q);
+            // A queue never declared yet has nothing to purge.
+            if let Ok(n) = self.ch.queue_purge(name.as_str().into(), QueuePurgeOptions::default()).await {
+                purged += n;
+            }
+        }
+        let control = serde_json::to_vec(&Control::Restart {
+            v: PROTOCOL_VERSION,
+            epoch,
+            reply_to: reply_to.to_string(),
+        })?;
+        let confirm = amqp::publish(
+            &self.confirm,
+            &self.topology.control_exchange(),
+            "",
+            &control,
+            amqp::json_properties(&[]),
+        )
+        .await?;
+        amqp::confirmed(vec![confirm], "the control exchange").await?;
+        info!(epoch, cancelled = notes.len(), purged, "restarted");
+        out.extend(notes);
+        Ok(epoch)
+    }
+
+    async fn on_reports(&mut self, batch: Vec<Delivery>) -> anyhow::Result<()> {
+        let mut transitions = Vec::new();
+        let mut good = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match decode::<WorkerReport>(&delivery.data) {
+                Ok(WorkerReport::Outcomes { outcomes, .. }) => {
+                    transitions.extend(outcomes.into_iter().map(|o| {
+                        let t = match o.result {
+                            warren_core::messages::TaskResult::Ok(value) => Terminal::Finished { value },
+                            warren_core::messages::TaskResult::Err(error) => Terminal::Error { error },
+                        };
+                        (o.key, Transition::Terminal(t))
+                    }));
+                    good.push(delivery);
+                }
+                Ok(WorkerReport::Started { keys, .. }) => {
+                    transitions.extend(keys.into_iter().map(|k| (k, Transition::Processing)));
+                    good.push(delivery);
+                }
+                Err(e) => self.dead_letter(delivery, &format!("undecodable worker report: {e}")).await?,
+            }
+        }
+        self.apply(transitions).await?;
+        for d in good {
+            d.acker.ack(BasicAckOptions::default()).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_killed(&mut self, batch: Vec<Delivery>) -> anyhow::Result<()> {
+        let mut transitions = Vec::new();
+        let mut good = Vec::new();
+        for delivery in batch {
+            match decode::<WorkMessage>(&delivery.data) {
+                Ok(msg) => {
+                    warn!(key = %msg.key, func = %msg.func, "task reached the delivery limit: KilledWorker");
+                    let error = TaskFailure {
+                        kind: "KilledWorker".into(),
+                        message: format!(
+                            "task {} ({}) was delivered too many times: each time the worker running it died or lost its connection (delivery limit reached)",
+                            msg.key, msg.func
+                        ),
+                        traceback: String::new(),
+                    };
+                    transitions.push((msg.key, Transition::Terminal(Terminal::Error { error })));
+                    good.push(delivery);
+                }
+                Err(e) => self.dead_letter(delivery, &format!("undecodable dead-lettered work message: {e}")).await?,
+            }
+        }
+        self.apply(transitions).await?;
+        for d in good {
+            d.acker.ack(BasicAckOptions::default()).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, transitions: Vec<(String, Transition)>) -> anyhow::Result<()> {
+        if transitions.is_empty() {
+            return Ok(());
+        }
+        let applied = self.store.complete(&transitions).await?;
+        if applied.queued > 0 {
+            self.wake.notify_one();
+        }
+        let mut out = Outgoing::default();
+        out.extend(applied.notifications);
+        self.notifier.send(out).await
+    }
+
+    /// Moves a message that cannot be processed to `<ns>.dead`, reason in a header.
+    async fn dead_letter(&mut self, delivery: Delivery, reason: &str) -> anyhow::Result<()> {
+        warn!(reason, bytes = delivery.data.len(), "dead-lettering a malformed message");
+        let mut props = amqp::json_properties(&[(REASON_HEADER, reason)]);
+        if let Some(ct) = delivery.properties.content_type() {
+            props = props.with_content_type(ct.clone());
+        }
+        let confirm = amqp::publish(
+            &self.confirm,
+            &self.topology.dead_letter_exchange(),
+            DEAD_ROUTING_KEY,
+            &delivery.data,
+            props,
+        )
+        .await?;
+        amqp::confirmed(vec![confirm], "the dead-letter exchange").await?;
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+}
+
+/// The delivery just received plus every one already waiting, up to [`BATCH`].
+fn take_batch(
+    first: Option<lapin::Result<Delivery>>,
+    consumer: &mut Consumer,
+) -> anyhow::Result<Vec<Delivery>> {
+    let first = first.ok_or_else(|| anyhow::anyhow!("consumer cancelled by the broker"))??;
+    let mut batch = vec![first];
+    while batch.len() < BATCH {
+        match consumer.next().now_or_never() {
+            Some(Some(d)) => batch.push(d?),
+            _ => break,
+        }
+    }
+    Ok(batch)
+}

@@ -1,0 +1,108 @@
+//! `warren-scheduler`: resolves DAG readiness and dispatches runnable tasks.
+//!
+//! The scheduler holds no state of its own: everything lives in Redis (changed
+//! only by atomic Lua scripts) and in RabbitMQ. Kill it at any moment and start
+//! another; run two at once and they share the work safely.
+
+mod dispatch;
+mod intake;
+mod notify;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::info;
+use warren_core::{Settings, amqp, store::Store, topology::Topology};
+
+/// The warren scheduler. Reads client requests and worker reports from RabbitMQ,
+/// keeps every future's state in Redis, and publishes runnable tasks.
+///
+/// Settings come from (later wins): defaults, warren.toml (or --config), WARREN_*
+/// environment variables (WARREN_AMQP_URL, WARREN_REDIS_URL, WARREN_NAMESPACE, ...),
+/// then these flags.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// A TOML settings file (default: ./warren.toml if present).
+    #[arg(long, env = "WARREN_CONFIG")]
+    config: Option<PathBuf>,
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
+    #[arg(long)]
+    amqp_url: Option<String>,
+    /// Redis URL, e.g. redis://127.0.0.1:6379/
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Namespace: prefix of every queue and Redis key.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Log format: human or json.
+    #[arg(long, default_value = "human")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    let mut overrides = Vec::new();
+    for (name, v) in [
+        ("amqp_url", &args.amqp_url),
+        ("redis_url", &args.redis_url),
+        ("namespace", &args.namespace),
+    ] {
+        if let Some(v) = v {
+            overrides.push((name, v.clone()));
+        }
+    }
+    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    run(settings).await
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let id = format!(
+        "{}-{}-{}",
+        hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let topology = Topology::new(&settings.namespace, settings.delivery_limit);
+    let conn = amqp::connect(&settings, &format!("warren-scheduler {id}")).await?;
+    let store = Store::connect(&settings).await?;
+    let setup = conn.create_channel().await?;
+    let queues = store.work_queues().await?;
+    let queue_refs: Vec<&str> = queues.iter().map(String::as_str).collect();
+    topology.declare(&setup, &queue_refs).await.context("declaring the RabbitMQ topology")?;
+    info!(namespace = %settings.namespace, %id, "scheduler started");
+
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let notifier = notify::Notifier::new(&conn).await?;
+    let dispatcher = dispatch::Dispatcher::new(
+        &conn,
+        store.clone(),
+        topology.clone(),
+        id.clone(),
+        wake.clone(),
+        notifier.clone(),
+    )
+    .await?;
+    let dispatch_task = tokio::spawn(dispatcher.run());
+    let intake = intake::Intake::new(&conn, store, topology, notifier, wake).await?;
+    tokio::select! {
+        r = intake.run() => r.context("intake stopped")?,
+        r = dispatch_task => r.context("dispatcher panicked")?.context("dispatcher stopped")?,
+        _ = tokio::signal::ctrl_c() => info!("interrupted; stopping (nothing is lost: state is in Redis and RabbitMQ)"),
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! Build warren workers.
+//!
+//! A worker runs only functions it registered: a name, typed arguments decoded
+//! with serde, a typed result. Nothing is shipped as code over the wire.
+//!
+//! ```no_run
+//! use warren_worker::{Registry, TaskError, Worker};
+//!
+//! # async fn go() -> anyhow::Result<()> {
+//! let mut registry = Registry::new();
+//! registry.register("double", |x: i64| Ok::<_, TaskError>(x * 2));
+//! registry.register("greet", |name: String, excited: bool| {
+//!     Ok::<_, TaskError>(format!("hello {name}{}", if excited { "!" } else { "" }))
+//! });
+//! let settings = warren_core::Settings::load(None, &[])?;
+//! Worker::new(settings, registry).run().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! - [`registry`]: registering functions, and turning errors and panics into
+//!   `{type, message, traceback}`;
+//! - [`runner`]: consuming work queues, running tasks off the async runtime,
+//!   reporting outcomes with confirms before acking;
+//! - [`stock`]: the functions of the stock `warren-worker` (the notebook's).
+
+pub mod registry;
+pub mod runner;
+pub mod stock;
+
+pub use registry::{Registry, TaskError, TaskFn};
+pub use runner::Worker;

@@ -1,0 +1,73 @@
+//! `warren-worker`: the stock worker, with the notebook's functions.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use warren_core::Settings;
+use warren_worker::{Worker, stock};
+
+/// A warren worker. Runs registered functions (the notebook's: is_prime,
+/// count_primes_less_than, add_them, goes_wrong; and inc, sum, sleep, identity,
+/// raise_panic) from the work queues of a namespace. Start as many as you like, on
+/// as many machines as you like: they share the queues.
+///
+/// Settings come from (later wins): defaults, warren.toml (or --config), WARREN_*
+/// environment variables (WARREN_AMQP_URL, WARREN_NAMESPACE, WARREN_CONCURRENCY, ...),
+/// then these flags.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// A TOML settings file (default: ./warren.toml if present).
+    #[arg(long, env = "WARREN_CONFIG")]
+    config: Option<PathBuf>,
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
+    #[arg(long)]
+    amqp_url: Option<String>,
+    /// Namespace: prefix of every queue it consumes.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Tasks run at once (default: number of CPU cores).
+    #[arg(long, short = 'c')]
+    concurrency: Option<usize>,
+    /// Work queues to serve, comma-separated.
+    #[arg(long, default_value = "default", value_delimiter = ',')]
+    queues: Vec<String>,
+    /// List the registered functions and exit.
+    #[arg(long)]
+    list_functions: bool,
+    /// Log format: human or json.
+    #[arg(long, default_value = "human")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let registry = stock::registry();
+    if args.list_functions {
+        for name in registry.names() {
+            println!("{name}");
+        }
+        return Ok(());
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+    let mut overrides = Vec::new();
+    if let Some(v) = args.amqp_url {
+        overrides.push(("amqp_url", v));
+    }
+    if let Some(v) = args.namespace {
+        overrides.push(("namespace", v));
+    }
+    if let Some(v) = args.concurrency {
+        overrides.push(("concurrency", v.to_string()));
+    }
+    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    Worker::new(settings, registry).queues(args.queues).run().await
+}

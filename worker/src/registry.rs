@@ -1,0 +1,321 @@
+//! The function registry: what a worker can run.
+//!
+//! Functions take positional arguments decoded from JSON with serde and return
+//! `Result<T, E>` where `T: Serialize` and `E` converts into [`TaskError`] (any
+//! `std::error::Error` does, through `?`). A wrong number of arguments or an
+//! argument of the wrong type is a `TypeError`, worded as Python would, and a
+//! panic is caught and becomes a `Panic` error with its source location: a task
+//! can never take its worker down.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, Location};
+use std::sync::{Arc, Once};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use warren_core::messages::TaskFailure;
+
+/// An error raised by a task function.
+///
+/// Create one with [`TaskError::new`] (`type`, message), or let `?` convert any
+/// `std::error::Error`. The source location is recorded for the traceback.
+#[derive(Debug, Clone)]
+pub struct TaskError {
+    kind: String,
+    message: String,
+    location: &'static Location<'static>,
+}
+
+impl TaskError {
+    /// An error of type `kind` (e.g. `ValueError`) with `message`.
+    #[track_caller]
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+            location: Location::caller(),
+        }
+    }
+
+    /// The error type.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl<E: std::error::Error> From<E> for TaskError {
+    #[track_caller]
+    fn from(e: E) -> Self {
+        let full = std::any::type_name::<E>();
+        let short = full.split('<').next().unwrap_or(full);
+        let short = short.rsplit("::").next().unwrap_or(short);
+        TaskError::new(short, e.to_string())
+    }
+}
+
+/// What a task function returns: `Result<T, E>` with a serializable `T`.
+pub trait IntoTaskResult {
+    /// The JSON value, or the error.
+    fn into_task_result(self) -> Result<Value, TaskError>;
+}
+
+impl<T: Serialize, E: Into<TaskError>> IntoTaskResult for Result<T, E> {
+    fn into_task_result(self) -> Result<Value, TaskError> {
+        let v = self.map_err(Into::into)?;
+        serde_json::to_value(v).map_err(|e| TaskError::new("SerializationError", e.to_string()))
+    }
+}
+
+/// A function callable with positional JSON arguments. Implemented for closures
+/// and `fn`s of up to six serde-decodable arguments.
+pub trait TaskFn<Args>: Send + Sync + 'static {
+    /// Decodes `args`, calls the function, encodes the result.
+    fn call(&self, name: &str, args: Vec<Value>) -> Result<Value, TaskError>;
+}
+
+fn arity_error(name: &str, expected: usize, given: usize) -> TaskError {
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    TaskError::new(
+        "TypeError",
+        format!(
+            "{name}() takes {expected} positional argument{} but {given} {} given",
+            plural(expected),
+            if given == 1 { "was" } else { "were" }
+        ),
+    )
+}
+
+fn decode_arg<T: DeserializeOwned>(name: &str, index: usize, v: Value) -> Result<T, TaskError> {
+    let shown = {
+        let s = v.to_string();
+        if s.len() > 80 { format!("{}...", &s[..s.floor_char_boundary(77)]) } else { s }
+    };
+    serde_json::from_value(v).map_err(|e| {
+        TaskError::new(
+            "TypeError",
+            format!(
+                "{name}() argument {} must be {}, got {shown}: {e}",
+                index + 1,
+                std::any::type_name::<T>()
+            ),
+        )
+    })
+}
+
+macro_rules! impl_task_fn {
+    ($n:expr; $($A:ident $i:tt),*) => {
+        impl<F, R, $($A),*> TaskFn<($($A,)*)> for F
+        where
+            F: Fn($($A),*) -> R + Send + Sync + 'static,
+            R: IntoTaskResult,
+            $($A: DeserializeOwned,)*
+        {
+            #[allow(unused_mut, unused_variables, non_snake_case)]
+            fn call(&self, name: &str, args: Vec<Value>) -> Result<Value, TaskError> {
+                if args.len() != $n {
+                    return Err(arity_error(name, $n, args.len()));
+                }
+                let mut it = args.into_iter();
+                $(let $A: $A = decode_arg(name, $i, it.next().unwrap_or(Value::Null))?;)*
+                (self)($($A),*).into_task_result()
+            }
+        }
+    };
+}
+
+impl_task_fn!(0;);
+impl_task_fn!(1; A0 0);
+impl_task_fn!(2; A0 0, A1 1);
+impl_task_fn!(3; A0 0, A1 1, A2 2);
+impl_task_fn!(4; A0 0, A1 1, A2 2, A3 3);
+impl_task_fn!(5; A0 0, A1 1, A2 2, A3 3, A4 4);
+impl_task_fn!(6; A0 0, A1 1, A2 2, A3 3, A4 4, A5 5);
+
+type Handler = Arc<dyn Fn(&str, Vec<Value>) -> Result<Value, TaskError> + Send + Sync>;
+
+/// The functions a worker can run, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    fns: BTreeMap<String, Handler>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.fns.keys()).finish()
+    }
+}
+
+/// Where a running task is, for its traceback.
+#[derive(Debug, Clone, Copy)]
+pub struct CallSite<'a> {
+    /// The future's key.
+    pub key: &'a str,
+    /// The worker's identity (`host:pid`).
+    pub worker: &'a str,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `f` under `name` (replacing any function of that name).
+    pub fn register<Args, F: TaskFn<Args>>(&mut self, name: &str, f: F) -> &mut Self {
+        let f = Arc::new(f);
+        self.fns
+            .insert(name.to_string(), Arc::new(move |n: &str, args| f.call(n, args)));
+        self
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.fns.keys().map(String::as_str).collect()
+    }
+
+    /// Runs `name` on `args`. Every failure, including an unknown name and a
+    /// panic, comes back as a [`TaskFailure`] with a traceback.
+    pub fn call(&self, name: &str, args: Vec<Value>, site: CallSite<'_>) -> Result<Value, TaskFailure> {
+        install_panic_hook();
+        let header = format!(
+            "Traceback (most recent call last):\n  task {} (function {name}) on worker {}\n",
+            site.key, site.worker
+        );
+        let Some(f) = self.fns.get(name) else {
+            return Err(TaskFailure {
+                kind: "UnknownFunction".into(),
+                message: format!(
+                    "no function named {name:?} is registered on this worker; registered: {}",
+                    self.names().join(", ")
+                ),
+                traceback: format!("{header}UnknownFunction: {name}"),
+            });
+        };
+        IN_TASK.with(|t| t.set(true));
+        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| f(name, args)));
+        IN_TASK.with(|t| t.set(false));
+        match caught {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(TaskFailure {
+                traceback: format!(
+                    "{header}  File \"{}\", line {}, column {}, in {name}\n{}: {}",
+                    e.location.file(),
+                    e.location.line(),
+                    e.location.column(),
+                    e.kind,
+                    e.message
+                ),
+                kind: e.kind,
+                message: e.message,
+            }),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic with a non-string payload".into());
+                let (location, backtrace) = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
+                Err(TaskFailure {
+                    kind: "Panic".into(),
+                    traceback: format!("{header}  {location}, in {name}\n{backtrace}Panic: {message}"),
+                    message,
+                })
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Whether this thread is inside [`Registry::call`]: panics elsewhere keep
+    /// the default report.
+    static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Location and backtrace of the last panic on this thread, set by the hook.
+    static LAST_PANIC: std::cell::RefCell<Option<(String, String)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Records where a panic happened (the payload alone does not say) instead of
+/// printing it: the panic becomes the task's error and is logged once there.
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info.location().map_or_else(
+                || "File <unknown>".to_string(),
+                |l| format!("File \"{}\", line {}, column {}", l.file(), l.line(), l.column()),
+            );
+            let bt = std::backtrace::Backtrace::capture();
+            let backtrace = if bt.status() == std::backtrace::BacktraceStatus::Captured {
+                format!("{bt}\n")
+            } else {
+                String::new()
+            };
+            if IN_TASK.with(std::cell::Cell::get) {
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some((location, backtrace)));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SITE: CallSite<'static> = CallSite { key: "k-1", worker: "host:1" };
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        r.register("add", |a: i64, b: i64| Ok::<_, TaskError>(a + b));
+        r.register("boom", || -> Result<i64, TaskError> { panic!("kaboom") });
+        r.register("bad", || -> Result<(), TaskError> { Err(TaskError::new("ValueError", "nope")) });
+        r
+    }
+
+    #[test]
+    fn decodes_typed_arguments_and_encodes_results() {
+        assert_eq!(registry().call("add", vec![json!(2), json!(3)], SITE).unwrap(), json!(5));
+    }
+
+    #[test]
+    fn wrong_arity_and_types_are_type_errors_named_like_python() {
+        let e = registry().call("add", vec![json!(1)], SITE).unwrap_err();
+        assert_eq!(e.kind, "TypeError");
+        assert_eq!(e.message, "add() takes 2 positional arguments but 1 was given");
+        let e = registry().call("add", vec![json!(1), json!("x")], SITE).unwrap_err();
+        assert!(e.message.starts_with("add() argument 2 must be i64"), "{}", e.message);
+    }
+
+    #[test]
+    fn panics_become_errors_with_location() {
+        let e = registry().call("boom", vec![], SITE).unwrap_err();
+        assert_eq!(e.kind, "Panic");
+        assert_eq!(e.message, "kaboom");
+        assert!(e.traceback.contains("registry.rs"), "{}", e.traceback);
+        assert!(e.traceback.contains("task k-1 (function boom) on worker host:1"));
+    }
+
+    #[test]
+    fn errors_carry_type_message_and_location_and_unknown_names_list_the_registry() {
+        let e = registry().call("bad", vec![], SITE).unwrap_err();
+        assert_eq!((e.kind.as_str(), e.message.as_str()), ("ValueError", "nope"));
+        assert!(e.traceback.ends_with("ValueError: nope"));
+        let e = registry().call("nosuch", vec![], SITE).unwrap_err();
+        assert_eq!(e.kind, "UnknownFunction");
+        assert!(e.message.contains("add, bad, boom"), "{}", e.message);
+    }
+}
