@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{Confirmation, PublisherConfirm};
 
 use crate::error::{Error, Result};
 use crate::messages::CONTENT_TYPE;
@@ -22,7 +22,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn connect(settings: &Settings, name: &str) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
     let url = redact_url(&settings.amqp_url);
-    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&settings.amqp_url, props)).await {
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Connection::connect(&settings.amqp_url, props),
+    )
+    .await
+    {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(source)) => Err(Error::AmqpConnect { url, source }),
         Err(_) => Err(Error::AmqpConnect {
@@ -47,7 +52,10 @@ pub async fn confirm_channel(conn: &Connection) -> Result<Channel> {
 pub fn json_properties(headers: &[(&str, &str)]) -> BasicProperties {
     let mut table = FieldTable::default();
     for (k, v) in headers {
-        table.insert(ShortString::from(*k), AMQPValue::LongString(LongString::from(*v)));
+        table.insert(
+            ShortString::from(*k),
+            AMQPValue::LongString(LongString::from(*v)),
+        );
     }
     BasicProperties::default()
         .with_content_type(ShortString::from(CONTENT_TYPE))

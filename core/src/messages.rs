@@ -239,7 +239,9 @@ pub enum DecodeError {
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     let raw: Value = serde_json::from_slice(body)?;
     match raw.get("v").and_then(Value::as_u64) {
-        Some(v) if v != u64::from(PROTOCOL_VERSION) => return Err(DecodeError::Version { found: v }),
+        Some(v) if v != u64::from(PROTOCOL_VERSION) => {
+            return Err(DecodeError::Version { found: v });
+        }
         _ => {}
     }
     Ok(serde_json::from_value(raw)?)

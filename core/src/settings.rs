@@ -75,7 +75,10 @@ impl Settings {
         let mut builder = config::Config::builder().add_source(defaults);
 
         let env_file = std::env::var_os("WARREN_CONFIG");
-        match config_file.map(Path::to_path_buf).or(env_file.map(Into::into)) {
+        match config_file
+            .map(Path::to_path_buf)
+            .or(env_file.map(Into::into))
+        {
             Some(path) => {
                 if !path.exists() {
                     return Err(Error::Settings(format!(
@@ -86,7 +89,8 @@ impl Settings {
                 builder = builder.add_source(config::File::from(path).required(true));
             }
             None => {
-                builder = builder.add_source(config::File::with_name("warren.toml").required(false));
+                builder =
+                    builder.add_source(config::File::with_name("warren.toml").required(false));
             }
         }
         builder = builder.add_source(
@@ -117,7 +121,9 @@ impl Settings {
         let ns = &self.namespace;
         if ns.is_empty()
             || ns.len() > 64
-            || !ns.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !ns
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(Error::Settings(format!(
                 "namespace {ns:?} must be 1-64 characters of letters, digits, '-' or '_'"
@@ -196,8 +202,14 @@ mod tests {
             redact_url("amqp://guest:secret@host:5672/%2f"),
             "amqp://guest:***@host:5672/%2f"
         );
-        assert_eq!(redact_url("redis://:pw@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
-        assert_eq!(redact_url("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
     }
 
     #[test]

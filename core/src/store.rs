@@ -125,7 +125,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("prefix", &self.prefix).finish()
+        f.debug_struct("Store")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -136,8 +138,12 @@ impl Store {
     /// Connects to Redis (failing within a bounded time, naming the URL).
     pub async fn connect(settings: &Settings) -> Result<Self> {
         let url = redact_url(&settings.redis_url);
-        let client = redis::Client::open(settings.redis_url.as_str())
-            .map_err(|source| Error::RedisConnect { url: url.clone(), source })?;
+        let client = redis::Client::open(settings.redis_url.as_str()).map_err(|source| {
+            Error::RedisConnect {
+                url: url.clone(),
+                source,
+            }
+        })?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(settings.redis_timeout_secs)))
@@ -227,7 +233,9 @@ impl Store {
                 Transition::Terminal(Terminal::Finished { value }) => {
                     ("finished", serde_json::to_vec(value)?)
                 }
-                Transition::Terminal(Terminal::Error { error }) => ("error", serde_json::to_vec(error)?),
+                Transition::Terminal(Terminal::Error { error }) => {
+                    ("error", serde_json::to_vec(error)?)
+                }
                 Transition::Terminal(Terminal::Cancelled) => ("cancelled", Vec::new()),
             };
             args.push(kind.as_bytes().to_vec());
@@ -246,7 +254,10 @@ impl Store {
         ];
         let reply = self.run(&self.scripts.claim, args).await?;
         let mut r = Reply::new(reply)?;
-        let epoch = r.string()?.parse().map_err(|_| Error::Script("epoch is not a number".into()))?;
+        let epoch = r
+            .string()?
+            .parse()
+            .map_err(|_| Error::Script("epoch is not a number".into()))?;
         let mut tasks = Vec::new();
         while !r.done() {
             let key = r.string()?;
@@ -261,7 +272,13 @@ impl Store {
                 let value = r.string()?;
                 deps.push((dep, has.then_some(value)));
             }
-            tasks.push(ClaimedTask { key, func, queue, args, deps });
+            tasks.push(ClaimedTask {
+                key,
+                func,
+                queue,
+                args,
+                deps,
+            });
         }
         Ok((epoch, tasks))
     }
@@ -277,7 +294,11 @@ impl Store {
     pub async fn heartbeat(&self, owner: &str, ttl: Duration) -> Result<()> {
         let mut con = self.con.clone();
         let _: () = con
-            .set_ex(format!("{}sched:{owner}", self.prefix), 1, ttl.as_secs().max(1))
+            .set_ex(
+                format!("{}sched:{owner}", self.prefix),
+                1,
+                ttl.as_secs().max(1),
+            )
             .await?;
         Ok(())
     }
@@ -306,7 +327,10 @@ impl Store {
     /// Registers `reply_to` (if not empty) as a watcher of each pending key and
     /// returns what each key is now.
     pub async fn watch(&self, reply_to: &str, keys: &[String]) -> Result<Vec<Watched>> {
-        let mut args = vec![self.prefix.clone().into_bytes(), reply_to.as_bytes().to_vec()];
+        let mut args = vec![
+            self.prefix.clone().into_bytes(),
+            reply_to.as_bytes().to_vec(),
+        ];
         args.extend(keys.iter().map(|k| k.clone().into_bytes()));
         let mut r = Reply::new(self.run(&self.scripts.watch, args).await?)?;
         let mut out = Vec::with_capacity(keys.len());
@@ -338,7 +362,10 @@ impl Store {
         let mut con = self.con.clone();
         let raw: Vec<Option<String>> = pipe.query_async(&mut con).await?;
         raw.into_iter()
-            .map(|s| s.map(|s| s.parse::<State>().map_err(Error::Script)).transpose())
+            .map(|s| {
+                s.map(|s| s.parse::<State>().map_err(Error::Script))
+                    .transpose()
+            })
             .collect()
     }
 
@@ -371,9 +398,14 @@ impl Store {
         let mut notes = Vec::new();
         let records = self.scan(&format!("{}t:*", self.prefix)).await?;
         for chunk in records.chunks(500) {
-            let mut args = vec![self.prefix.clone().into_bytes(), self.ttl.to_string().into_bytes()];
+            let mut args = vec![
+                self.prefix.clone().into_bytes(),
+                self.ttl.to_string().into_bytes(),
+            ];
             args.extend(chunk.iter().map(|k| k.clone().into_bytes()));
-            notes.extend(parse_applied(self.run(&self.scripts.cancel_all, args).await?)?.notifications);
+            notes.extend(
+                parse_applied(self.run(&self.scripts.cancel_all, args).await?)?.notifications,
+            );
         }
         // Leftover dependents/watchers sets of tasks cancelled above.
         for pattern in ["d:*", "w:*"] {
@@ -399,7 +431,11 @@ impl Store {
         let mut con = self.con.clone();
         let mut out = Vec::new();
         let mut iter: redis::AsyncIter<String> = con
-            .scan_options(redis::ScanOptions::default().with_pattern(pattern).with_count(1000))
+            .scan_options(
+                redis::ScanOptions::default()
+                    .with_pattern(pattern)
+                    .with_count(1000),
+            )
             .await?;
         while let Some(k) = futures::StreamExt::next(&mut iter).await {
             out.push(k?);
@@ -441,7 +477,10 @@ fn parse_applied(reply: RValue) -> Result<Applied> {
             watchers,
         });
     }
-    Ok(Applied { queued, notifications })
+    Ok(Applied {
+        queued,
+        notifications,
+    })
 }
 
 /// A cursor over a flat script reply.
@@ -465,7 +504,9 @@ impl Reply {
     }
     fn next(&mut self) -> Result<RValue> {
         self.left = self.left.saturating_sub(1);
-        self.items.next().ok_or_else(|| Error::Script("reply ended early".into()))
+        self.items
+            .next()
+            .ok_or_else(|| Error::Script("reply ended early".into()))
     }
     fn string(&mut self) -> Result<String> {
         match self.next()? {

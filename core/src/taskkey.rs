@@ -33,7 +33,9 @@ pub fn validate_key(key: &str) -> Result<(), String> {
         return Err(format!("key {key:?} must be 1-250 bytes long"));
     }
     if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("key {key:?} must not contain spaces or control characters"));
+        return Err(format!(
+            "key {key:?} must not contain spaces or control characters"
+        ));
     }
     Ok(())
 }
@@ -53,7 +55,10 @@ mod tests {
         // map key order does not matter
         assert_eq!(
             pure_key("f", &[json!({"a": 1, "b": 2})]),
-            pure_key("f", &[serde_json::from_str::<Value>(r#"{"b":2,"a":1}"#).unwrap()])
+            pure_key(
+                "f",
+                &[serde_json::from_str::<Value>(r#"{"b":2,"a":1}"#).unwrap()]
+            )
         );
     }
 

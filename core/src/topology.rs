@@ -130,7 +130,10 @@ impl Topology {
             arguments: vec![
                 ("x-queue-type", Arg::Str("quorum".into())),
                 ("x-delivery-limit", Arg::Int(i64::from(limit))),
-                ("x-dead-letter-exchange", Arg::Str(self.dead_letter_exchange())),
+                (
+                    "x-dead-letter-exchange",
+                    Arg::Str(self.dead_letter_exchange()),
+                ),
                 ("x-dead-letter-routing-key", Arg::Str(dl_key.into())),
             ],
         }
@@ -138,7 +141,11 @@ impl Topology {
 
     /// The definition of work queue `name`.
     pub fn work_queue_def(&self, name: &str) -> QueueDef {
-        self.quorum(self.work_queue(name), self.delivery_limit, KILLED_ROUTING_KEY)
+        self.quorum(
+            self.work_queue(name),
+            self.delivery_limit,
+            KILLED_ROUTING_KEY,
+        )
     }
 
     /// Every fixed queue, plus the work queues named.
@@ -148,8 +155,16 @@ impl Topology {
             arguments: vec![("x-queue-type", Arg::Str("quorum".into()))],
         };
         let mut qs = vec![
-            self.quorum(self.submit_queue(), CONTROL_DELIVERY_LIMIT, DEAD_ROUTING_KEY),
-            self.quorum(self.results_queue(), CONTROL_DELIVERY_LIMIT, DEAD_ROUTING_KEY),
+            self.quorum(
+                self.submit_queue(),
+                CONTROL_DELIVERY_LIMIT,
+                DEAD_ROUTING_KEY,
+            ),
+            self.quorum(
+                self.results_queue(),
+                CONTROL_DELIVERY_LIMIT,
+                DEAD_ROUTING_KEY,
+            ),
             plain(self.killed_queue()),
             plain(self.dead_queue()),
         ];
@@ -309,6 +324,9 @@ mod tests {
     fn work_queues_dead_letter_past_the_delivery_limit() {
         let q = Topology::new("w", 5).work_queue_def("default");
         assert!(q.arguments.contains(&("x-delivery-limit", Arg::Int(5))));
-        assert!(q.arguments.contains(&("x-dead-letter-routing-key", Arg::Str("killed".into()))));
+        assert!(
+            q.arguments
+                .contains(&("x-dead-letter-routing-key", Arg::Str("killed".into())))
+        );
     }
 }

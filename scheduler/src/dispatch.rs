@@ -68,7 +68,10 @@ impl Dispatcher {
                 self.store.heartbeat(&self.id, HEARTBEAT_TTL).await?;
                 let n = self.store.reclaim_orphans().await?;
                 if n > 0 {
-                    info!(tasks = n, "took back tasks claimed by a scheduler that stopped");
+                    info!(
+                        tasks = n,
+                        "took back tasks claimed by a scheduler that stopped"
+                    );
                 }
                 last_beat = tokio::time::Instant::now();
             }
@@ -76,7 +79,8 @@ impl Dispatcher {
             if published == 0 {
                 // Sleep until a script queues something, or poll: another
                 // scheduler's outbox pushes do not wake this one.
-                let _ = tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
             }
         }
     }
@@ -103,7 +107,10 @@ impl Dispatcher {
                     let props = amqp::json_properties(&[("task", &msg.func), ("key", &msg.key)]);
                     confirms.push(amqp::publish(&self.ch, "", &qname, &body, props).await?);
                 }
-                Err((key, failure)) => lost.push((key, Transition::Terminal(Terminal::Error { error: failure }))),
+                Err((key, failure)) => lost.push((
+                    key,
+                    Transition::Terminal(Terminal::Error { error: failure }),
+                )),
             }
         }
         amqp::confirmed(confirms, "a work queue").await?;
@@ -121,14 +128,21 @@ impl Dispatcher {
 
 /// Builds the work message of a claimed task, inlining dependency values. A task
 /// whose arguments are unreadable or whose dependency lost its value fails here.
-fn work_message(task: ClaimedTask, epoch: u64) -> Result<(String, WorkMessage), (String, TaskFailure)> {
+fn work_message(
+    task: ClaimedTask,
+    epoch: u64,
+) -> Result<(String, WorkMessage), (String, TaskFailure)> {
     let fail = |kind: &str, message: String| TaskFailure {
         kind: kind.into(),
         message,
         traceback: String::new(),
     };
-    let mut args: Vec<Value> = serde_json::from_str(&task.args)
-        .map_err(|e| (task.key.clone(), fail("MalformedTask", format!("stored arguments: {e}"))))?;
+    let mut args: Vec<Value> = serde_json::from_str(&task.args).map_err(|e| {
+        (
+            task.key.clone(),
+            fail("MalformedTask", format!("stored arguments: {e}")),
+        )
+    })?;
     let mut values = HashMap::with_capacity(task.deps.len());
     for (dep, value) in task.deps {
         let Some(text) = value else {
@@ -137,16 +151,26 @@ fn work_message(task: ClaimedTask, epoch: u64) -> Result<(String, WorkMessage), 
                 task.key,
                 fail(
                     "LostDependency",
-                    format!("the value of dependency {dep} expired or was forgotten before this task ran"),
+                    format!(
+                        "the value of dependency {dep} expired or was forgotten before this task ran"
+                    ),
                 ),
             ));
         };
-        let v = serde_json::from_str(&text)
-            .map_err(|e| (task.key.clone(), fail("MalformedTask", format!("value of {dep}: {e}"))))?;
+        let v = serde_json::from_str(&text).map_err(|e| {
+            (
+                task.key.clone(),
+                fail("MalformedTask", format!("value of {dep}: {e}")),
+            )
+        })?;
         values.insert(dep, v);
     }
-    warren_core::args::substitute(&mut args, &values)
-        .map_err(|dep| (task.key.clone(), fail("LostDependency", format!("no value for {dep}"))))?;
+    warren_core::args::substitute(&mut args, &values).map_err(|dep| {
+        (
+            task.key.clone(),
+            fail("LostDependency", format!("no value for {dep}")),
+        )
+    })?;
     Ok((
         task.queue,
         WorkMessage {
@@ -171,7 +195,10 @@ mod tests {
             func: "add_them".into(),
             queue: "default".into(),
             args: r#"[{"$future":"a"},[{"$future":"b"}]]"#.into(),
-            deps: vec![("a".into(), Some("1".into())), ("b".into(), Some("\"x\"".into()))],
+            deps: vec![
+                ("a".into(), Some("1".into())),
+                ("b".into(), Some("\"x\"".into())),
+            ],
         };
         let (q, msg) = work_message(task.clone(), 7).unwrap();
         assert_eq!(q, "default");

@@ -53,7 +53,8 @@ impl Intake {
         wake: Arc<Notify>,
     ) -> anyhow::Result<Self> {
         let ch = conn.create_channel().await?;
-        ch.basic_qos(BATCH as u16 * 2, BasicQosOptions::default()).await?;
+        ch.basic_qos(BATCH as u16 * 2, BasicQosOptions::default())
+            .await?;
         let tag = format!("warren-scheduler@{}", std::process::id());
         let consume = |queue: String, suffix: &'static str| {
             let ch = ch.clone();
@@ -116,7 +117,11 @@ impl Intake {
             .unwrap_or_default();
         let request = match decode::<ClientRequest>(&delivery.data) {
             Ok(r) => r,
-            Err(e) => return self.dead_letter(delivery, &format!("undecodable client request: {e}")).await,
+            Err(e) => {
+                return self
+                    .dead_letter(delivery, &format!("undecodable client request: {e}"))
+                    .await;
+            }
         };
         let mut out = Outgoing::default();
         match request {
@@ -126,7 +131,9 @@ impl Intake {
                         .and(warren_core::taskkey::validate_key(&t.func))
                         .err()
                 }) {
-                    return self.dead_letter(delivery, &format!("invalid task: {problem}")).await;
+                    return self
+                        .dead_letter(delivery, &format!("invalid task: {problem}"))
+                        .await;
                 }
                 let applied = self.store.submit(&reply_to, &tasks).await?;
                 out.push(&reply_to, ClientEvent::Submitted { batch });
@@ -152,7 +159,11 @@ impl Intake {
         for q in self.store.work_queues().await? {
             let name = self.topology.work_queue(&q);
             // A queue never declared yet has nothing to purge.
-            if let Ok(n) = self.ch.queue_purge(name.as_str().into(), QueuePurgeOptions::default()).await {
+            if let Ok(n) = self
+                .ch
+                .queue_purge(name.as_str().into(), QueuePurgeOptions::default())
+                .await
+            {
                 purged += n;
             }
         }
@@ -183,8 +194,12 @@ impl Intake {
                 Ok(WorkerReport::Outcomes { outcomes, .. }) => {
                     transitions.extend(outcomes.into_iter().map(|o| {
                         let t = match o.result {
-                            warren_core::messages::TaskResult::Ok(value) => Terminal::Finished { value },
-                            warren_core::messages::TaskResult::Err(error) => Terminal::Error { error },
+                            warren_core::messages::TaskResult::Ok(value) => {
+                                Terminal::Finished { value }
+                            }
+                            warren_core::messages::TaskResult::Err(error) => {
+                                Terminal::Error { error }
+                            }
                         };
                         (o.key, Transition::Terminal(t))
                     }));
@@ -194,7 +209,10 @@ impl Intake {
                     transitions.extend(keys.into_iter().map(|k| (k, Transition::Processing)));
                     good.push(delivery);
                 }
-                Err(e) => self.dead_letter(delivery, &format!("undecodable worker report: {e}")).await?,
+                Err(e) => {
+                    self.dead_letter(delivery, &format!("undecodable worker report: {e}"))
+                        .await?
+                }
             }
         }
         self.apply(transitions).await?;
@@ -222,7 +240,13 @@ impl Intake {
                     transitions.push((msg.key, Transition::Terminal(Terminal::Error { error })));
                     good.push(delivery);
                 }
-                Err(e) => self.dead_letter(delivery, &format!("undecodable dead-lettered work message: {e}")).await?,
+                Err(e) => {
+                    self.dead_letter(
+                        delivery,
+                        &format!("undecodable dead-lettered work message: {e}"),
+                    )
+                    .await?
+                }
             }
         }
         self.apply(transitions).await?;
@@ -247,7 +271,11 @@ impl Intake {
 
     /// Moves a message that cannot be processed to `<ns>.dead`, reason in a header.
     async fn dead_letter(&mut self, delivery: Delivery, reason: &str) -> anyhow::Result<()> {
-        warn!(reason, bytes = delivery.data.len(), "dead-lettering a malformed message");
+        warn!(
+            reason,
+            bytes = delivery.data.len(),
+            "dead-lettering a malformed message"
+        );
         let mut props = amqp::json_properties(&[(REASON_HEADER, reason)]);
         if let Some(ct) = delivery.properties.content_type() {
             props = props.with_content_type(ct.clone());

@@ -62,7 +62,9 @@ async fn main() -> anyhow::Result<()> {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -73,7 +75,9 @@ fn init_logging(format: &str) {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let id = format!(
         "{}-{}-{}",
-        hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
@@ -83,7 +87,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let setup = conn.create_channel().await?;
     let queues = store.work_queues().await?;
     let queue_refs: Vec<&str> = queues.iter().map(String::as_str).collect();
-    topology.declare(&setup, &queue_refs).await.context("declaring the RabbitMQ topology")?;
+    topology
+        .declare(&setup, &queue_refs)
+        .await
+        .context("declaring the RabbitMQ topology")?;
     info!(namespace = %settings.namespace, %id, "scheduler started");
 
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());

@@ -28,7 +28,10 @@ impl Outgoing {
     /// Adds one event for `queue`.
     pub fn push(&mut self, queue: &str, event: ClientEvent) {
         if !queue.is_empty() {
-            self.by_queue.entry(queue.to_string()).or_default().push(event);
+            self.by_queue
+                .entry(queue.to_string())
+                .or_default()
+                .push(event);
         }
     }
 

@@ -52,7 +52,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if args.log_format == "json" {
         fmt.json().init();
     } else {
@@ -69,5 +71,8 @@ async fn main() -> anyhow::Result<()> {
         overrides.push(("concurrency", v.to_string()));
     }
     let settings = Settings::load(args.config.as_deref(), &overrides)?;
-    Worker::new(settings, registry).queues(args.queues).run().await
+    Worker::new(settings, registry)
+        .queues(args.queues)
+        .run()
+        .await
 }

@@ -100,7 +100,11 @@ fn arity_error(name: &str, expected: usize, given: usize) -> TaskError {
 fn decode_arg<T: DeserializeOwned>(name: &str, index: usize, v: Value) -> Result<T, TaskError> {
     let shown = {
         let s = v.to_string();
-        if s.len() > 80 { format!("{}...", &s[..s.floor_char_boundary(77)]) } else { s }
+        if s.len() > 80 {
+            format!("{}...", &s[..s.floor_char_boundary(77)])
+        } else {
+            s
+        }
     };
     serde_json::from_value(v).map_err(|e| {
         TaskError::new(
@@ -175,8 +179,10 @@ impl Registry {
     /// Registers `f` under `name` (replacing any function of that name).
     pub fn register<Args, F: TaskFn<Args>>(&mut self, name: &str, f: F) -> &mut Self {
         let f = Arc::new(f);
-        self.fns
-            .insert(name.to_string(), Arc::new(move |n: &str, args| f.call(n, args)));
+        self.fns.insert(
+            name.to_string(),
+            Arc::new(move |n: &str, args| f.call(n, args)),
+        );
         self
     }
 
@@ -187,7 +193,12 @@ impl Registry {
 
     /// Runs `name` on `args`. Every failure, including an unknown name and a
     /// panic, comes back as a [`TaskFailure`] with a traceback.
-    pub fn call(&self, name: &str, args: Vec<Value>, site: CallSite<'_>) -> Result<Value, TaskFailure> {
+    pub fn call(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        site: CallSite<'_>,
+    ) -> Result<Value, TaskFailure> {
         install_panic_hook();
         let header = format!(
             "Traceback (most recent call last):\n  task {} (function {name}) on worker {}\n",
@@ -226,10 +237,14 @@ impl Registry {
                     .map(|s| s.to_string())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "panic with a non-string payload".into());
-                let (location, backtrace) = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
+                let (location, backtrace) = LAST_PANIC
+                    .with(|p| p.borrow_mut().take())
+                    .unwrap_or_default();
                 Err(TaskFailure {
                     kind: "Panic".into(),
-                    traceback: format!("{header}  {location}, in {name}\n{backtrace}Panic: {message}"),
+                    traceback: format!(
+                        "{header}  {location}, in {name}\n{backtrace}Panic: {message}"
+                    ),
                     message,
                 })
             }
@@ -254,7 +269,14 @@ fn install_panic_hook() {
         std::panic::set_hook(Box::new(move |info| {
             let location = info.location().map_or_else(
                 || "File <unknown>".to_string(),
-                |l| format!("File \"{}\", line {}, column {}", l.file(), l.line(), l.column()),
+                |l| {
+                    format!(
+                        "File \"{}\", line {}, column {}",
+                        l.file(),
+                        l.line(),
+                        l.column()
+                    )
+                },
             );
             let bt = std::backtrace::Backtrace::capture();
             let backtrace = if bt.status() == std::backtrace::BacktraceStatus::Captured {
@@ -276,28 +298,47 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const SITE: CallSite<'static> = CallSite { key: "k-1", worker: "host:1" };
+    const SITE: CallSite<'static> = CallSite {
+        key: "k-1",
+        worker: "host:1",
+    };
 
     fn registry() -> Registry {
         let mut r = Registry::new();
         r.register("add", |a: i64, b: i64| Ok::<_, TaskError>(a + b));
         r.register("boom", || -> Result<i64, TaskError> { panic!("kaboom") });
-        r.register("bad", || -> Result<(), TaskError> { Err(TaskError::new("ValueError", "nope")) });
+        r.register("bad", || -> Result<(), TaskError> {
+            Err(TaskError::new("ValueError", "nope"))
+        });
         r
     }
 
     #[test]
     fn decodes_typed_arguments_and_encodes_results() {
-        assert_eq!(registry().call("add", vec![json!(2), json!(3)], SITE).unwrap(), json!(5));
+        assert_eq!(
+            registry()
+                .call("add", vec![json!(2), json!(3)], SITE)
+                .unwrap(),
+            json!(5)
+        );
     }
 
     #[test]
     fn wrong_arity_and_types_are_type_errors_named_like_python() {
         let e = registry().call("add", vec![json!(1)], SITE).unwrap_err();
         assert_eq!(e.kind, "TypeError");
-        assert_eq!(e.message, "add() takes 2 positional arguments but 1 was given");
-        let e = registry().call("add", vec![json!(1), json!("x")], SITE).unwrap_err();
-        assert!(e.message.starts_with("add() argument 2 must be i64"), "{}", e.message);
+        assert_eq!(
+            e.message,
+            "add() takes 2 positional arguments but 1 was given"
+        );
+        let e = registry()
+            .call("add", vec![json!(1), json!("x")], SITE)
+            .unwrap_err();
+        assert!(
+            e.message.starts_with("add() argument 2 must be i64"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -306,13 +347,19 @@ mod tests {
         assert_eq!(e.kind, "Panic");
         assert_eq!(e.message, "kaboom");
         assert!(e.traceback.contains("registry.rs"), "{}", e.traceback);
-        assert!(e.traceback.contains("task k-1 (function boom) on worker host:1"));
+        assert!(
+            e.traceback
+                .contains("task k-1 (function boom) on worker host:1")
+        );
     }
 
     #[test]
     fn errors_carry_type_message_and_location_and_unknown_names_list_the_registry() {
         let e = registry().call("bad", vec![], SITE).unwrap_err();
-        assert_eq!((e.kind.as_str(), e.message.as_str()), ("ValueError", "nope"));
+        assert_eq!(
+            (e.kind.as_str(), e.message.as_str()),
+            ("ValueError", "nope")
+        );
         assert!(e.traceback.ends_with("ValueError: nope"));
         let e = registry().call("nosuch", vec![], SITE).unwrap_err();
         assert_eq!(e.kind, "UnknownFunction");

@@ -25,8 +25,8 @@ use lapin::{Channel, Connection, Consumer};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, info, info_span, warn};
 use warren_core::messages::{
-    ClientEvent, ClientEvents, Control, Outcome, PROTOCOL_VERSION, TaskResult, WorkMessage, WorkerReport,
-    decode,
+    ClientEvent, ClientEvents, Control, Outcome, PROTOCOL_VERSION, TaskResult, WorkMessage,
+    WorkerReport, decode,
 };
 use warren_core::topology::{DEAD_ROUTING_KEY, REASON_HEADER, Topology};
 use warren_core::{Settings, amqp};
@@ -75,7 +75,9 @@ impl Worker {
 
     /// Runs until the connection to RabbitMQ closes.
     pub async fn run(self) -> anyhow::Result<()> {
-        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let identity = format!("{host}:{}", std::process::id());
         let concurrency = self.settings.effective_concurrency();
         let topology = Topology::new(&self.settings.namespace, self.settings.delivery_limit);
@@ -100,8 +102,11 @@ impl Worker {
         ));
 
         let ch = conn.create_channel().await?;
-        ch.basic_qos(self.settings.effective_prefetch(), BasicQosOptions::default())
-            .await?;
+        ch.basic_qos(
+            self.settings.effective_prefetch(),
+            BasicQosOptions::default(),
+        )
+        .await?;
         let mut streams = Vec::new();
         for q in &self.queues {
             let consumer = ch
@@ -199,8 +204,13 @@ impl TaskContext {
                 traceback: String::new(),
             }),
         };
-        debug!(elapsed_ms = started.elapsed().as_millis() as u64, "task ended");
-        let _ = self.reports.send(Report::Done(Outcome { key, result }, acker));
+        debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "task ended"
+        );
+        let _ = self
+            .reports
+            .send(Report::Done(Outcome { key, result }, acker));
     }
 }
 
@@ -256,7 +266,11 @@ async fn report_loop(
 }
 
 /// An exclusive queue bound to the control exchange: every worker gets every broadcast.
-async fn control_consumer(conn: &Connection, topology: &Topology, identity: &str) -> anyhow::Result<Consumer> {
+async fn control_consumer(
+    conn: &Connection,
+    topology: &Topology,
+    identity: &str,
+) -> anyhow::Result<Consumer> {
     let ch = conn.create_channel().await?;
     let q = ch
         .queue_declare(
@@ -299,7 +313,9 @@ async fn control_loop(
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
         match decode::<Control>(&delivery.data) {
-            Ok(Control::Restart { epoch: e, reply_to, .. }) => {
+            Ok(Control::Restart {
+                epoch: e, reply_to, ..
+            }) => {
                 epoch.fetch_max(e, Ordering::SeqCst);
                 info!(epoch = e, "restart: dropping older work");
                 let body = serde_json::to_vec(&ClientEvents {
@@ -325,7 +341,12 @@ async fn control_loop(
 }
 
 /// Moves an undecodable work message to `<ns>.dead` with the reason.
-async fn dead_letter(ch: &Channel, topology: &Topology, delivery: Delivery, reason: &str) -> anyhow::Result<()> {
+async fn dead_letter(
+    ch: &Channel,
+    topology: &Topology,
+    delivery: Delivery,
+    reason: &str,
+) -> anyhow::Result<()> {
     warn!(reason, "dead-lettering a malformed work message");
     let confirm = amqp::publish(
         ch,
@@ -339,4 +360,3 @@ async fn dead_letter(ch: &Channel, topology: &Topology, delivery: Delivery, reas
     delivery.acker.ack(BasicAckOptions::default()).await?;
     Ok(())
 }
-

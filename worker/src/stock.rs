@@ -15,20 +15,30 @@ use crate::registry::{Registry, TaskError};
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register("is_prime", |n: i64| Ok::<_, TaskError>(is_prime(n)));
-    r.register("count_primes_less_than", |m: i64| Ok::<_, TaskError>(count_primes_less_than(m)));
+    r.register("count_primes_less_than", |m: i64| {
+        Ok::<_, TaskError>(count_primes_less_than(m))
+    });
     r.register("add_them", |x: Value, y: Value| add(&x, &y));
     r.register("goes_wrong", goes_wrong);
     r.register("inc", |x: Value| add(&x, &Value::from(1)));
-    r.register("sum", |xs: Vec<Value>| xs.iter().try_fold(Value::from(0), |acc, x| add(&acc, x)));
+    r.register("sum", |xs: Vec<Value>| {
+        xs.iter().try_fold(Value::from(0), |acc, x| add(&acc, x))
+    });
     r.register("identity", |x: Value| Ok::<_, TaskError>(x));
     r.register("sleep", |secs: f64| {
         if !(0.0..=86_400.0).contains(&secs) {
-            return Err(TaskError::new("ValueError", format!("sleep length must be 0..86400 seconds, got {secs}")));
+            return Err(TaskError::new(
+                "ValueError",
+                format!("sleep length must be 0..86400 seconds, got {secs}"),
+            ));
         }
         std::thread::sleep(Duration::from_secs_f64(secs));
         Ok(Value::Null)
     });
-    r.register("raise_panic", |message: String| -> Result<Value, TaskError> { panic!("{message}") });
+    r.register(
+        "raise_panic",
+        |message: String| -> Result<Value, TaskError> { panic!("{message}") },
+    );
     r
 }
 
@@ -79,18 +89,25 @@ pub fn add(x: &Value, y: &Value) -> Result<Value, TaskError> {
     match (x, y) {
         (Value::Number(a), Value::Number(b)) => {
             if let (Some(a), Some(b)) = (a.as_i64(), b.as_i64()) {
-                return a
-                    .checked_add(b)
-                    .map(Value::from)
-                    .ok_or_else(|| TaskError::new("OverflowError", format!("{a} + {b} does not fit in 64 bits")));
+                return a.checked_add(b).map(Value::from).ok_or_else(|| {
+                    TaskError::new(
+                        "OverflowError",
+                        format!("{a} + {b} does not fit in 64 bits"),
+                    )
+                });
             }
-            let (a, b) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
+            let (a, b) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            );
             Number::from_f64(a + b)
                 .map(Value::Number)
                 .ok_or_else(|| TaskError::new("OverflowError", "result is not a finite number"))
         }
         (Value::String(a), Value::String(b)) => Ok(Value::String(format!("{a}{b}"))),
-        (Value::Array(a), Value::Array(b)) => Ok(Value::Array(a.iter().chain(b).cloned().collect())),
+        (Value::Array(a), Value::Array(b)) => {
+            Ok(Value::Array(a.iter().chain(b).cloned().collect()))
+        }
         _ => Err(TaskError::new(
             "TypeError",
             format!(
@@ -123,7 +140,10 @@ mod tests {
         for (i, &p) in sieve.iter().enumerate() {
             assert_eq!(is_prime(i as i64), p, "{i}");
         }
-        assert_eq!(count_primes_less_than(n as i64), sieve.iter().filter(|&&p| p).count() as i64);
+        assert_eq!(
+            count_primes_less_than(n as i64),
+            sieve.iter().filter(|&&p| p).count() as i64
+        );
     }
 
     #[test]
@@ -133,12 +153,18 @@ mod tests {
         assert_eq!(add(&json!("a"), &json!("b")).unwrap(), json!("ab"));
         assert_eq!(add(&json!([1]), &json!([2])).unwrap(), json!([1, 2]));
         let e = add(&json!(1), &json!("x")).unwrap_err();
-        assert_eq!(e.message(), "unsupported operand type(s) for +: 'int' and 'str'");
+        assert_eq!(
+            e.message(),
+            "unsupported operand type(s) for +: 'int' and 'str'"
+        );
     }
 
     #[test]
     fn goes_wrong_raises_zero_division() {
         let e = goes_wrong().unwrap_err();
-        assert_eq!((e.kind(), e.message()), ("ZeroDivisionError", "division by zero"));
+        assert_eq!(
+            (e.kind(), e.message()),
+            ("ZeroDivisionError", "division by zero")
+        );
     }
 }

@@ -1,0 +1,446 @@
+//! The client: submit work, wait for it, restart.
+//!
+//! Submissions go to the scheduler through the durable `<ns>.submit` queue, in
+//! batches (a `map` of 10,000 tasks is ten messages). A call returns once the
+//! scheduler has recorded the batch in Redis, so a future handed to the caller
+//! always exists. Results arrive as events on the client's reply queue; status
+//! reads go straight to Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::warn;
+use warren_core::messages::{ClientEvent, ClientRequest, PROTOCOL_VERSION, TaskSpec, Terminal};
+use warren_core::status::State;
+use warren_core::store::{Store, Watched};
+use warren_core::topology::Topology;
+use warren_core::{Settings, amqp, args, taskkey};
+
+use crate::error::Error;
+use crate::events::Events;
+use crate::future::{Future, into_value};
+
+/// Tasks per submit message at most.
+const SUBMIT_CHUNK: usize = 1000;
+/// Keys per Redis `watch` call.
+const WATCH_CHUNK: usize = 1000;
+/// How long a waiter trusts events alone before asking Redis again.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+/// How often to say that a submission is still not acknowledged.
+const ACK_NAG_EVERY: Duration = Duration::from_secs(5);
+
+/// Options of [`Client::submit_with`] and [`Client::map_with`].
+#[derive(Debug, Clone)]
+pub struct SubmitOptions {
+    /// An explicit key (submit only).
+    pub key: Option<String>,
+    /// Same function and arguments give the same key, and resubmitting returns
+    /// the existing future (dask's `pure=True`, the default).
+    pub pure: bool,
+    /// The work queue.
+    pub queue: String,
+}
+
+impl Default for SubmitOptions {
+    fn default() -> Self {
+        Self {
+            key: None,
+            pure: true,
+            queue: warren_core::messages::default_queue(),
+        }
+    }
+}
+
+/// What a restart did.
+#[derive(Debug, Clone)]
+pub struct RestartReport {
+    /// The namespace's new epoch.
+    pub epoch: u64,
+    /// Workers consuming the default queue when the restart began.
+    pub workers_expected: u32,
+    /// Workers that confirmed they dropped their old work.
+    pub workers_ready: Vec<String>,
+}
+
+/// A connection to a warren namespace. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    topology: Topology,
+    _conn: Connection,
+    publish: Channel,
+    store: Store,
+    reply_queue: String,
+    events: Arc<Events>,
+}
+
+impl Client {
+    /// Connects to RabbitMQ and Redis and opens this client's reply queue.
+    pub async fn connect(settings: Settings) -> Result<Self, Error> {
+        settings.validate()?;
+        let topology = Topology::new(&settings.namespace, settings.delivery_limit);
+        let name = format!("warren-client pid {}", std::process::id());
+        let conn = amqp::connect(&settings, &name).await?;
+        let store = Store::connect(&settings).await?;
+        let setup = conn.create_channel().await?;
+        topology.declare(&setup, &[]).await?;
+        let publish = amqp::confirm_channel(&conn).await?;
+        let consume = conn.create_channel().await?;
+        let reply = consume
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let consumer = consume
+            .basic_consume(
+                reply.name().clone(),
+                format!("warren-client@{}", std::process::id()).into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let events = Arc::new(Events::default());
+        let ev = events.clone();
+        tokio::spawn(async move { ev.consume(consumer).await });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                reply_queue: reply.name().to_string(),
+                settings,
+                topology,
+                _conn: conn,
+                publish,
+                store,
+                events,
+            }),
+        })
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// A handle on an existing future (e.g. a key printed by `warren submit`).
+    pub fn future(&self, key: &str) -> Future {
+        Future::new(key.to_string(), self.clone())
+    }
+
+    /// Submits `func(args...)`; `args` serializes to a JSON array (a tuple such
+    /// as `(5,)` or `(&f1, &f2)`, or a `Vec`). Futures inside make a DAG.
+    pub async fn submit<A: Serialize>(&self, func: &str, args: A) -> Result<Future, Error> {
+        self.submit_with(func, args, &SubmitOptions::default())
+            .await
+    }
+
+    /// [`Client::submit`] with options.
+    pub async fn submit_with<A: Serialize>(
+        &self,
+        func: &str,
+        args: A,
+        opts: &SubmitOptions,
+    ) -> Result<Future, Error> {
+        let args = match serde_json::to_value(args)? {
+            Value::Array(a) => a,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "arguments must be a tuple or list of positional arguments, got {other}; write (x,) for one argument"
+                )));
+            }
+        };
+        let spec = self.spec(func, args, opts, opts.key.clone())?;
+        let key = spec.key.clone();
+        self.submit_specs(vec![spec]).await?;
+        Ok(self.future(&key))
+    }
+
+    /// One task per item, each item the single argument (dask's `map`).
+    pub async fn map<I, T>(&self, func: &str, items: I) -> Result<Vec<Future>, Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Serialize,
+    {
+        let arg_lists = items
+            .into_iter()
+            .map(|i| Ok(vec![serde_json::to_value(i)?]))
+            .collect::<Result<Vec<_>, Error>>()?;
+        self.map_with(func, arg_lists, &SubmitOptions::default())
+            .await
+    }
+
+    /// One task per argument list, with options (`key` is ignored).
+    pub async fn map_with(
+        &self,
+        func: &str,
+        arg_lists: Vec<Vec<Value>>,
+        opts: &SubmitOptions,
+    ) -> Result<Vec<Future>, Error> {
+        let specs = arg_lists
+            .into_iter()
+            .map(|a| self.spec(func, a, opts, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys: Vec<String> = specs.iter().map(|s| s.key.clone()).collect();
+        self.submit_specs(specs).await?;
+        Ok(keys.iter().map(|k| self.future(k)).collect())
+    }
+
+    /// Waits for every future; values in the order given. The first failed
+    /// future (in that order) is the error, as in dask.
+    pub async fn gather(&self, futures: &[Future]) -> Result<Vec<Value>, Error> {
+        let keys: Vec<String> = futures.iter().map(|f| f.key().to_string()).collect();
+        self.gather_keys(&keys).await
+    }
+
+    /// [`Client::gather`] by key.
+    pub async fn gather_keys(&self, keys: &[String]) -> Result<Vec<Value>, Error> {
+        let outcomes = self.outcomes(keys).await?;
+        keys.iter()
+            .zip(outcomes)
+            .map(|(k, t)| into_value(k, t))
+            .collect()
+    }
+
+    /// The fine-grained state of each key; an unknown key is an error.
+    pub async fn states(&self, keys: &[String]) -> Result<Vec<State>, Error> {
+        let states = self.inner.store.states(keys).await?;
+        keys.iter()
+            .zip(states)
+            .map(|(k, s)| s.ok_or_else(|| self.unknown(k)))
+            .collect()
+    }
+
+    /// Whether each key names a future in this namespace.
+    pub async fn exists(&self, keys: &[String]) -> Result<Vec<bool>, Error> {
+        Ok(self
+            .inner
+            .store
+            .states(keys)
+            .await?
+            .iter()
+            .map(Option::is_some)
+            .collect())
+    }
+
+    /// Waits for the final state of every key, in order.
+    pub async fn outcomes(&self, keys: &[String]) -> Result<Vec<Terminal>, Error> {
+        let events = &self.inner.events;
+        let mut receivers: Vec<_> = keys.iter().map(|k| events.subscribe(k)).collect();
+        self.refresh(keys, 0, &receivers).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for i in 0..keys.len() {
+            loop {
+                if let Some(t) = receivers[i].borrow_and_update().clone() {
+                    out.push(t);
+                    break;
+                }
+                match tokio::time::timeout(POLL_EVERY, receivers[i].changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(Error::Disconnected),
+                    // Quiet for a while: ask Redis about everything still awaited.
+                    Err(_) => self.refresh(keys, i, &receivers).await?,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Registers as watcher of the unresolved keys from `from` on, resolving
+    /// those Redis already knows the end of.
+    async fn refresh(
+        &self,
+        keys: &[String],
+        from: usize,
+        receivers: &[tokio::sync::watch::Receiver<Option<Terminal>>],
+    ) -> Result<(), Error> {
+        let pending: Vec<String> = keys[from..]
+            .iter()
+            .zip(&receivers[from..])
+            .filter(|(_, r)| r.borrow().is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for chunk in pending.chunks(WATCH_CHUNK) {
+            let seen = self
+                .inner
+                .store
+                .watch(&self.inner.reply_queue, chunk)
+                .await?;
+            for (k, w) in chunk.iter().zip(seen) {
+                match w {
+                    Watched::Unknown => return Err(self.unknown(k)),
+                    Watched::Done(t) => self.inner.events.resolve(k, t),
+                    Watched::Pending(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels every future, empties the queues and waits for the workers to
+    /// drop their old work (dask's `restart`).
+    pub async fn restart(&self) -> Result<RestartReport, Error> {
+        let workers_expected = self.worker_count().await.unwrap_or(0);
+        let mut rx = self.inner.events.expect_restart();
+        let body = serde_json::to_vec(&ClientRequest::Restart {
+            v: PROTOCOL_VERSION,
+        })?;
+        self.publish_request(&body).await?;
+        let wait = Duration::from_secs(60);
+        let epoch = loop {
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(ClientEvent::Restarted { epoch })) => break epoch,
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(Error::Disconnected),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        secs: wait.as_secs_f64(),
+                        what: "the scheduler to restart (is warren-scheduler running?)".into(),
+                    });
+                }
+            }
+        };
+        self.inner.events.cancel_all();
+        let mut workers_ready = Vec::new();
+        while (workers_ready.len() as u32) < workers_expected {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(ClientEvent::WorkerReady { worker })) => workers_ready.push(worker),
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        Ok(RestartReport {
+            epoch,
+            workers_expected,
+            workers_ready,
+        })
+    }
+
+    /// Workers consuming the default work queue (one consumer each).
+    pub async fn worker_count(&self) -> Result<u32, Error> {
+        let ch = self.inner._conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                self.inner.topology.work_queue("default").into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = ch.close(200, "done".into()).await;
+        Ok(q.consumer_count())
+    }
+
+    fn unknown(&self, key: &str) -> Error {
+        Error::UnknownFuture {
+            key: key.to_string(),
+            namespace: self.inner.settings.namespace.clone(),
+        }
+    }
+
+    fn spec(
+        &self,
+        func: &str,
+        args: Vec<Value>,
+        opts: &SubmitOptions,
+        key: Option<String>,
+    ) -> Result<TaskSpec, Error> {
+        taskkey::validate_key(func)
+            .map_err(|e| Error::InvalidArgument(format!("function name: {e}")))?;
+        let key = match key {
+            Some(k) => {
+                taskkey::validate_key(&k).map_err(Error::InvalidArgument)?;
+                k
+            }
+            None if opts.pure => taskkey::pure_key(func, &args),
+            None => taskkey::random_key(func),
+        };
+        Ok(TaskSpec {
+            deps: args::dependencies(&args),
+            key,
+            func: func.to_string(),
+            args,
+            queue: opts.queue.clone(),
+        })
+    }
+
+    /// Publishes specs in batches and waits until the scheduler recorded them all.
+    async fn submit_specs(&self, specs: Vec<TaskSpec>) -> Result<(), Error> {
+        let limit = self.inner.settings.max_payload_bytes;
+        let mut acks = Vec::new();
+        let total = specs.len();
+        let mut rest = specs.as_slice();
+        while !rest.is_empty() {
+            let mut n = rest.len().min(SUBMIT_CHUNK);
+            let (batch, body) = loop {
+                let batch = uuid::Uuid::new_v4().simple().to_string();
+                let body = serde_json::to_vec(&ClientRequest::Submit {
+                    v: PROTOCOL_VERSION,
+                    batch: batch.clone(),
+                    tasks: rest[..n].to_vec(),
+                })?;
+                if body.len() <= limit {
+                    break (batch, body);
+                }
+                if n == 1 {
+                    return Err(Error::PayloadTooLarge {
+                        size: body.len(),
+                        limit,
+                        key: rest[0].key.clone(),
+                    });
+                }
+                n /= 2;
+            };
+            acks.push(self.inner.events.expect_batch(&batch));
+            self.publish_request(&body).await?;
+            rest = &rest[n..];
+        }
+        for mut ack in acks {
+            loop {
+                match tokio::time::timeout(ACK_NAG_EVERY, &mut ack).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return Err(Error::Disconnected),
+                    Err(_) => warn!(
+                        tasks = total,
+                        namespace = %self.inner.settings.namespace,
+                        "submission is safe in RabbitMQ but no scheduler has recorded it yet; is warren-scheduler running for this namespace?"
+                    ),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_request(&self, body: &[u8]) -> Result<(), Error> {
+        let props =
+            amqp::json_properties(&[]).with_reply_to(self.inner.reply_queue.as_str().into());
+        let confirm = amqp::publish(
+            &self.inner.publish,
+            "",
+            &self.inner.topology.submit_queue(),
+            body,
+            props,
+        )
+        .await?;
+        amqp::confirmed(vec![confirm], &self.inner.topology.submit_queue()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,31 @@
+//! The warren client: dask.distributed's futures API, in Rust.
+//!
+//! ```no_run
+//! use warren_client::Client;
+//!
+//! # async fn go() -> Result<(), warren_client::Error> {
+//! let client = Client::connect(warren_core::Settings::load(None, &[]).map_err(warren_client::Error::from)?).await?;
+//! let m1 = client.submit("count_primes_less_than", (4_000_000,)).await?;
+//! let m2 = client.submit("count_primes_less_than", (4_500_000,)).await?;
+//! let total = client.submit("add_them", (&m1, &m2)).await?; // futures as arguments: a DAG
+//! println!("{}", total.result().await?);
+//! let many = client.map("count_primes_less_than", 1_500_000..1_500_009).await?;
+//! println!("{:?}", client.gather(&many).await?);
+//! # Ok(()) }
+//! ```
+//!
+//! - [`Client`]: connect, `submit`, `map`, `gather`, `restart`, attach to a key;
+//! - [`Future`]: `key`, `status`, `result`, `outcome` (the error without raising);
+//! - [`events`]: how completions reach the client (its reply queue, plus a Redis
+//!   poll as a safety net).
+
+mod client;
+mod error;
+pub mod events;
+mod future;
+
+pub use client::{Client, RestartReport, SubmitOptions};
+pub use error::Error;
+pub use future::{Future, FutureStatus};
+pub use warren_core::messages::{TaskFailure, Terminal};
+pub use warren_core::status::{State, Status};

@@ -1,0 +1,350 @@
+//! `warren`: the command line client.
+//!
+//! Every command connects, does one thing, prints plain text (JSON values, one
+//! per line) for pipes and scripts, and exits 0 on success, 1 when a task failed
+//! or was cancelled, 2 on bad input or an unreachable service.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use warren_client::{Client, Error, SubmitOptions, Terminal};
+use warren_core::Settings;
+
+/// warren: dask-style futures on RabbitMQ and Redis.
+///
+/// Submit tasks, build DAGs by passing futures (@KEY) as arguments, and gather
+/// results. Workers run registered functions (stock: is_prime,
+/// count_primes_less_than, add_them, goes_wrong, inc, sum, sleep, identity).
+///
+/// Settings come from (later wins): defaults (local RabbitMQ and Redis, namespace
+/// "warren"), ./warren.toml or --config, WARREN_* environment variables
+/// (WARREN_AMQP_URL, WARREN_REDIS_URL, WARREN_NAMESPACE, WARREN_MAX_PAYLOAD_BYTES,
+/// ...), then flags.
+///
+/// Examples:
+///   N=$(warren submit count_primes_less_than 5000000)
+///   warren result $N
+///   warren map count_primes_less_than $(seq 1500000 1500008) | warren gather -
+///   M1=$(warren submit count_primes_less_than 4000000)
+///   M2=$(warren submit count_primes_less_than 4500000)
+///   warren result $(warren submit add_them @$M1 @$M2)
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    /// A TOML settings file (default: ./warren.toml if present).
+    #[arg(long, global = true, env = "WARREN_CONFIG")]
+    config: Option<PathBuf>,
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
+    #[arg(long, global = true)]
+    amqp_url: Option<String>,
+    /// Redis URL, e.g. redis://127.0.0.1:6379/
+    #[arg(long, global = true)]
+    redis_url: Option<String>,
+    /// Namespace: separates users or test runs sharing one RabbitMQ and Redis.
+    #[arg(long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit FUNC(ARG...) and print the new future's key.
+    ///
+    /// Each ARG is a JSON value (5000000, "text", [1,2], {"a":1}); a bare word
+    /// that is not JSON is a string; @KEY is the future with that key, and the
+    /// task waits for it.
+    #[command(verbatim_doc_comment)]
+    Submit {
+        /// Registered function name.
+        func: String,
+        /// Arguments: JSON, a bare word (a string), or @KEY (a future).
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// Use this key instead of a computed one.
+        #[arg(long)]
+        key: Option<String>,
+        /// Same FUNC and ARGs give the same key; resubmitting returns the
+        /// existing future (the default, as dask's pure=True).
+        #[arg(long, overrides_with = "no_pure")]
+        pure: bool,
+        /// Always create a new future, even for the same FUNC and ARGs.
+        #[arg(long)]
+        no_pure: bool,
+    },
+    /// One task per ARG (FUNC(ARG)); print the keys, one per line, in order.
+    Map {
+        /// Registered function name.
+        func: String,
+        /// One argument per task: JSON, a bare word, or @KEY.
+        #[arg(required = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// Deterministic keys (the default).
+        #[arg(long, overrides_with = "no_pure")]
+        pure: bool,
+        /// Always create new futures.
+        #[arg(long)]
+        no_pure: bool,
+    },
+    /// Wait for KEY and print its value as JSON. A failed task prints its error
+    /// type, message and traceback on stderr and exits 1.
+    Result {
+        /// The future's key.
+        key: String,
+        /// Give up after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Wait for every KEY; print the values as JSON, one per line, in order.
+    /// Exits 1 naming the first failed key.
+    Gather {
+        /// Keys, or - to read them from stdin (one per line).
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// Give up after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Print "KEY STATUS [DETAIL]" per key: pending (waiting, queued,
+    /// processing), finished, error or cancelled.
+    Status {
+        /// Keys, or - to read them from stdin.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Back to a clean state: every future cancelled, queues emptied, workers
+    /// ready (dask's client.restart()).
+    Restart,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut overrides = Vec::new();
+    for (name, v) in [
+        ("amqp_url", &cli.amqp_url),
+        ("redis_url", &cli.redis_url),
+        ("namespace", &cli.namespace),
+    ] {
+        if let Some(v) = v {
+            overrides.push((name, v.clone()));
+        }
+    }
+    let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    let client = Client::connect(settings).await?;
+    match cli.command {
+        Command::Submit {
+            func,
+            args,
+            key,
+            no_pure,
+            ..
+        } => {
+            let args = parse_args(&client, &args).await?;
+            let opts = SubmitOptions {
+                key,
+                pure: !no_pure,
+                ..Default::default()
+            };
+            let f = client.submit_with(&func, args, &opts).await?;
+            println!("{}", f.key());
+        }
+        Command::Map {
+            func,
+            args,
+            no_pure,
+            ..
+        } => {
+            let args = parse_args(&client, &args).await?;
+            let opts = SubmitOptions {
+                pure: !no_pure,
+                ..Default::default()
+            };
+            let fs = client
+                .map_with(&func, args.into_iter().map(|a| vec![a]).collect(), &opts)
+                .await?;
+            for f in fs {
+                println!("{}", f.key());
+            }
+        }
+        Command::Result { key, timeout } => {
+            let outcome = with_timeout(timeout, &key, client.future(&key).outcome()).await?;
+            return Ok(print_outcomes(&[key], vec![outcome]));
+        }
+        Command::Gather { keys, timeout } => {
+            let keys = expand_stdin(keys)?;
+            let what = format!("{} futures", keys.len());
+            let outcomes = with_timeout(timeout, &what, client.outcomes(&keys)).await?;
+            return Ok(print_outcomes(&keys, outcomes));
+        }
+        Command::Status { keys } => {
+            let keys = expand_stdin(keys)?;
+            let states = client.states(&keys).await?;
+            for (k, s) in keys.iter().zip(states) {
+                if s.is_terminal() {
+                    println!("{k} {}", s.status());
+                } else {
+                    println!("{k} {} {s}", s.status());
+                }
+            }
+        }
+        Command::Restart => {
+            let report = client.restart().await?;
+            println!(
+                "restarted: every future cancelled, queues emptied; {}/{} workers ready (epoch {})",
+                report.workers_ready.len(),
+                report.workers_expected,
+                report.epoch
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints values in order; stops at the first failure with its details.
+fn print_outcomes(keys: &[String], outcomes: Vec<Terminal>) -> ExitCode {
+    for (key, t) in keys.iter().zip(outcomes) {
+        match t {
+            Terminal::Finished { value } => println!("{value}"),
+            Terminal::Error { error } => {
+                eprintln!(
+                    "error: task {key} failed: {}: {}",
+                    error.kind, error.message
+                );
+                if !error.traceback.is_empty() {
+                    eprintln!("{}", error.traceback);
+                }
+                return ExitCode::from(1);
+            }
+            Terminal::Cancelled => {
+                eprintln!("error: future {key} was cancelled");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn with_timeout<T>(
+    secs: Option<f64>,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match secs {
+        None => fut.await,
+        Some(s) => tokio::time::timeout(Duration::from_secs_f64(s.max(0.0)), fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    secs: s,
+                    what: what.to_string(),
+                })
+            }),
+    }
+}
+
+/// `-` reads keys from stdin, one per line.
+fn expand_stdin(keys: Vec<String>) -> anyhow::Result<Vec<String>> {
+    if keys.len() == 1 && keys[0] == "-" {
+        let mut out = Vec::new();
+        for line in std::io::stdin().lock().lines() {
+            let line = line?;
+            let line = line.trim();
+            if !line.is_empty() {
+                out.push(line.to_string());
+            }
+        }
+        return Ok(out);
+    }
+    Ok(keys)
+}
+
+/// Parses CLI arguments: `@KEY` is a future (which must exist), JSON is JSON,
+/// anything else is a string.
+async fn parse_args(client: &Client, raw: &[String]) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut refs = Vec::new();
+    for a in raw {
+        if let Some(key) = a.strip_prefix('@') {
+            if key.is_empty() {
+                anyhow::bail!("argument \"@\" names no future: write @KEY");
+            }
+            refs.push(key.to_string());
+            out.push(warren_core::args::future_ref(key));
+        } else {
+            out.push(parse_value(a)?);
+        }
+    }
+    if !refs.is_empty() {
+        for (key, known) in refs.iter().zip(client.exists(&refs).await?) {
+            if !known {
+                anyhow::bail!(
+                    "argument @{key}: no future with key {key:?} in namespace {:?} (check the key, or the --namespace)",
+                    client.settings().namespace
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A JSON value, or the text itself as a string. Text that starts like a JSON
+/// object, list or string must be valid JSON: a typo there is an error, not a
+/// silently different argument.
+fn parse_value(a: &str) -> anyhow::Result<Value> {
+    match serde_json::from_str(a) {
+        Ok(v) => Ok(v),
+        Err(e) if a.trim_start().starts_with(['{', '[', '"']) => {
+            anyhow::bail!(
+                "argument {a:?} is not valid JSON: {e} (quote it as a JSON string to pass text)"
+            )
+        }
+        Err(_) => Ok(Value::String(a.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn args_are_json_or_bare_strings() {
+        assert_eq!(parse_value("5000000").unwrap(), json!(5_000_000));
+        assert_eq!(parse_value("\"text\"").unwrap(), json!("text"));
+        assert_eq!(parse_value("[1,2]").unwrap(), json!([1, 2]));
+        assert_eq!(parse_value("{\"a\":1}").unwrap(), json!({"a": 1}));
+        assert_eq!(parse_value("hello").unwrap(), json!("hello"));
+        let e = parse_value("{broken").unwrap_err().to_string();
+        assert!(e.contains("\"{broken\" is not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
