@@ -65,6 +65,19 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
+    pub const FIELDS: [&'static str; 9] = [
+        "amqp_url",
+        "redis_url",
+        "namespace",
+        "concurrency",
+        "prefetch",
+        "result_ttl_secs",
+        "max_payload_bytes",
+        "delivery_limit",
+        "redis_timeout_secs",
+    ];
+
     /// Loads defaults, then the TOML file, then `WARREN_*` variables, then `overrides`
     /// (flag name without dashes, value as text).
     ///
@@ -96,10 +109,14 @@ impl Settings {
         builder = builder.add_source(
             config::Environment::with_prefix("WARREN")
                 .try_parsing(true)
-                // WARREN_CONFIG names the file; it is not a setting.
+                // Only variables that name a setting: WARREN_CONFIG names the file,
+                // WARREN_LOG the log filter, and tools may set their own.
                 .source(Some(
                     std::env::vars()
-                        .filter(|(k, _)| k != "WARREN_CONFIG" && k.starts_with("WARREN_"))
+                        .filter(|(k, _)| {
+                            k.strip_prefix("WARREN_")
+                                .is_some_and(|f| Self::FIELDS.contains(&f.to_ascii_lowercase().as_str()))
+                        })
                         .collect(),
                 )),
         );
@@ -218,6 +235,16 @@ mod tests {
         assert_eq!(s.namespace, "team-a");
         let err = Settings::load(None, &[("namespace", "a b".into())]).unwrap_err();
         assert!(err.to_string().contains("\"a b\""), "{err}");
+    }
+
+    #[test]
+    fn field_list_matches_the_struct() {
+        let v = serde_json::to_value(Settings::default()).unwrap();
+        let mut names: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut fields = Settings::FIELDS.to_vec();
+        names.sort();
+        fields.sort();
+        assert_eq!(names, fields);
     }
 
     #[test]

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Brings up a local RabbitMQ (with the management UI) and Redis for warren,
+# installing them from Debian's packages where missing. Safe to run again:
+# whatever already runs is left running.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+say() { echo "up.sh: $*" >&2; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # port, seconds, name
+  for _ in $(seq 1 "$2"); do port_open "$1" && return 0; sleep 1; done
+  say "$3 did not open port $1 within $2 s"; return 1
+}
+
+missing=()
+command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]} from Debian's packages"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+fi
+
+# Redis: warren's memory.
+if ! port_open 6379; then
+  say "starting redis-server"
+  $sudo mkdir -p /var/lib/redis /var/log/redis
+  $sudo redis-server "$here/redis.conf" --daemonize yes
+  wait_port 6379 30 "Redis"
+fi
+say "Redis is up on 127.0.0.1:6379"
+
+# RabbitMQ: warren's data path.
+$sudo mkdir -p /etc/rabbitmq/conf.d
+$sudo cp "$here/rabbitmq.conf" /etc/rabbitmq/conf.d/50-warren.conf
+if ! port_open 5672; then
+  say "starting rabbitmq-server"
+  $sudo rabbitmq-server -detached
+  $sudo rabbitmqctl -q --timeout 120 await_startup >/dev/null
+  wait_port 5672 60 "RabbitMQ"
+fi
+# Apply the settings to a node that was already running, too.
+$sudo rabbitmqctl -q eval 'application:set_env(rabbit, consumer_timeout, 86400000).' >/dev/null
+if ! $sudo rabbitmq-plugins -q is_enabled rabbitmq_management >/dev/null 2>&1; then
+  say "enabling the management UI"
+  $sudo rabbitmq-plugins -q enable rabbitmq_management >/dev/null
+fi
+say "RabbitMQ is up on 127.0.0.1:5672 (management UI: http://127.0.0.1:15672, guest/guest)"
