@@ -114,8 +114,9 @@ impl Settings {
                 .source(Some(
                     std::env::vars()
                         .filter(|(k, _)| {
-                            k.strip_prefix("WARREN_")
-                                .is_some_and(|f| Self::FIELDS.contains(&f.to_ascii_lowercase().as_str()))
+                            k.strip_prefix("WARREN_").is_some_and(|f| {
+                                Self::FIELDS.contains(&f.to_ascii_lowercase().as_str())
+                            })
                         })
                         .collect(),
                 )),

@@ -526,3 +526,230 @@ impl Reply {
         }
     }
 }
+
+/// These tests run the Lua scripts on the real Redis at 127.0.0.1:6379 (or
+/// `WARREN_REDIS_URL`), each in a namespace of its own.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::future_ref;
+    use serde_json::json;
+
+    async fn store() -> Store {
+        let settings = Settings {
+            namespace: format!("test-store-{}", uuid::Uuid::new_v4().simple()),
+            redis_url: std::env::var("WARREN_REDIS_URL")
+                .unwrap_or_else(|_| Settings::default().redis_url),
+            ..Settings::default()
+        };
+        Store::connect(&settings)
+            .await
+            .expect("these tests need Redis on 127.0.0.1:6379")
+    }
+
+    fn spec(key: &str, args: Vec<serde_json::Value>) -> TaskSpec {
+        TaskSpec {
+            key: key.into(),
+            func: "f".into(),
+            deps: crate::args::dependencies(&args),
+            args,
+            queue: "default".into(),
+        }
+    }
+
+    fn finished(v: serde_json::Value) -> Transition {
+        Transition::Terminal(Terminal::Finished { value: v })
+    }
+
+    #[tokio::test]
+    async fn a_dependent_is_queued_once_all_dependencies_finish_with_values_inlined() {
+        let s = store().await;
+        let applied = s
+            .submit("", &[spec("a", vec![json!(1)]), spec("b", vec![json!(2)])])
+            .await
+            .unwrap();
+        assert_eq!(applied.queued, 2);
+        // c depends on a twice and on b once: two distinct dependencies.
+        let applied = s
+            .submit(
+                "r1",
+                &[spec(
+                    "c",
+                    vec![future_ref("a"), json!([future_ref("a"), future_ref("b")])],
+                )],
+            )
+            .await
+            .unwrap();
+        assert_eq!(applied.queued, 0);
+        assert_eq!(
+            s.states(&["c".into()]).await.unwrap(),
+            vec![Some(State::Waiting)]
+        );
+
+        let (_, claimed) = s.claim("me", 10).await.unwrap();
+        assert_eq!(
+            claimed.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+        s.release("me").await.unwrap();
+
+        assert_eq!(
+            s.complete(&[("a".into(), finished(json!(10)))])
+                .await
+                .unwrap()
+                .queued,
+            0
+        );
+        // A duplicate outcome changes nothing: c's count is not decremented twice.
+        assert_eq!(
+            s.complete(&[("a".into(), finished(json!(99)))])
+                .await
+                .unwrap()
+                .queued,
+            0
+        );
+        let applied = s
+            .complete(&[("b".into(), finished(json!(20)))])
+            .await
+            .unwrap();
+        assert_eq!(applied.queued, 1);
+
+        let (_, claimed) = s.claim("me", 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        let c = &claimed[0];
+        assert_eq!(c.key, "c");
+        assert_eq!(
+            c.deps,
+            vec![
+                ("a".to_string(), Some("10".to_string())),
+                ("b".to_string(), Some("20".to_string()))
+            ]
+        );
+        let applied = s
+            .complete(&[("c".into(), finished(json!(30)))])
+            .await
+            .unwrap();
+        assert_eq!(applied.notifications.len(), 1);
+        assert_eq!(applied.notifications[0].watchers, vec!["r1".to_string()]);
+        s.wipe().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn errors_propagate_to_dependents_and_later_submissions() {
+        let s = store().await;
+        s.submit("", &[spec("a", vec![])]).await.unwrap();
+        s.submit("w", &[spec("b", vec![future_ref("a")])])
+            .await
+            .unwrap();
+        s.submit("w", &[spec("c", vec![future_ref("b")])])
+            .await
+            .unwrap();
+        let err = TaskFailure {
+            kind: "ZeroDivisionError".into(),
+            message: "division by zero".into(),
+            traceback: "tb".into(),
+        };
+        let applied = s
+            .complete(&[(
+                "a".into(),
+                Transition::Terminal(Terminal::Error { error: err.clone() }),
+            )])
+            .await
+            .unwrap();
+        let keys: Vec<&str> = applied
+            .notifications
+            .iter()
+            .map(|n| n.key.as_str())
+            .collect();
+        assert_eq!(keys, vec!["b", "c"]);
+        assert!(
+            applied
+                .notifications
+                .iter()
+                .all(|n| n.terminal == Terminal::Error { error: err.clone() })
+        );
+        // Submitted after the failure: fails at once with the same error.
+        let applied = s
+            .submit("w", &[spec("d", vec![future_ref("c")])])
+            .await
+            .unwrap();
+        assert_eq!(
+            applied.notifications[0].terminal,
+            Terminal::Error { error: err }
+        );
+        s.wipe().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn resubmitting_a_key_deduplicates_and_unknown_dependencies_fail() {
+        let s = store().await;
+        assert_eq!(s.submit("", &[spec("a", vec![])]).await.unwrap().queued, 1);
+        assert_eq!(s.submit("", &[spec("a", vec![])]).await.unwrap().queued, 0);
+        let applied = s
+            .submit("w", &[spec("b", vec![future_ref("ghost")])])
+            .await
+            .unwrap();
+        match &applied.notifications[0].terminal {
+            Terminal::Error { error } => {
+                assert_eq!(error.kind, "UnknownFuture");
+                assert!(error.message.contains("ghost"));
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert_eq!(
+            s.watch("", &["nope".into()]).await.unwrap(),
+            vec![Watched::Unknown]
+        );
+        s.wipe().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn claims_of_a_dead_scheduler_return_to_the_outbox() {
+        let s = store().await;
+        s.submit("", &[spec("a", vec![]), spec("b", vec![])])
+            .await
+            .unwrap();
+        let (_, claimed) = s.claim("dead", 10).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert_eq!(s.outbox_len().await.unwrap(), 0);
+        // An unreleased claim is returned again to its owner...
+        assert_eq!(s.claim("dead", 10).await.unwrap().1.len(), 2);
+        // ...and, with no heartbeat, taken back for the others.
+        assert_eq!(s.reclaim_orphans().await.unwrap(), 2);
+        let (_, claimed) = s.claim("alive", 10).await.unwrap();
+        assert_eq!(
+            claimed.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+        s.heartbeat("alive", Duration::from_secs(10)).await.unwrap();
+        assert_eq!(s.reclaim_orphans().await.unwrap(), 0);
+        s.wipe().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn restart_cancels_everything_and_bumps_the_epoch() {
+        let s = store().await;
+        s.submit("w", &[spec("a", vec![]), spec("done", vec![])])
+            .await
+            .unwrap();
+        s.complete(&[("done".into(), finished(json!(1)))])
+            .await
+            .unwrap();
+        s.submit("w", &[spec("b", vec![future_ref("a")])])
+            .await
+            .unwrap();
+        let (epoch, notes) = s.restart().await.unwrap();
+        assert_eq!(epoch, 1);
+        let mut keys: Vec<&str> = notes.iter().map(|n| n.key.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["a", "b"]);
+        let states = s
+            .states(&["a".into(), "b".into(), "done".into()])
+            .await
+            .unwrap();
+        assert!(states.iter().all(|st| *st == Some(State::Cancelled)));
+        assert_eq!(s.outbox_len().await.unwrap(), 0);
+        assert_eq!(s.epoch().await.unwrap(), 1);
+        s.wipe().await.unwrap();
+    }
+}

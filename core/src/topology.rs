@@ -324,13 +324,15 @@ mod tests {
     /// default namespace; regenerate it with `WARREN_BLESS=1 cargo test -p warren-core`.
     #[test]
     fn definitions_file_matches_the_code() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker-config/definitions.json");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../broker-config/definitions.json");
         let expected = Topology::new("warren", 3).definitions(&["default"]);
         if std::env::var_os("WARREN_BLESS").is_some() {
             let text = serde_json::to_string_pretty(&expected).unwrap() + "\n";
             std::fs::write(&path, text).unwrap();
         }
-        let text = std::fs::read_to_string(&path).expect("broker-config/definitions.json is missing");
+        let text =
+            std::fs::read_to_string(&path).expect("broker-config/definitions.json is missing");
         let found: Value = serde_json::from_str(&text).expect("definitions.json is not JSON");
         assert_eq!(
             found, expected,
