@@ -160,6 +160,8 @@ impl Client {
     ) -> Result<Future, Error> {
         let args = match serde_json::to_value(args)? {
             Value::Array(a) => a,
+            // `()`: no arguments.
+            Value::Null => Vec::new(),
             other => {
                 return Err(Error::InvalidArgument(format!(
                     "arguments must be a tuple or list of positional arguments, got {other}; write (x,) for one argument"

@@ -1,0 +1,297 @@
+//! A test harness: a real warren cluster per test.
+//!
+//! [`Cluster::start`] picks a fresh namespace (so tests share one RabbitMQ and
+//! one Redis without seeing each other), spawns a real `warren-scheduler` and
+//! real `warren-worker` processes from the build's own binaries, and cleans the
+//! namespace's queues and keys up at the end. Nothing is mocked: the services are
+//! the ones on 127.0.0.1 (or `WARREN_AMQP_URL` / `WARREN_REDIS_URL`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use warren_client::Client;
+use warren_core::store::Store;
+use warren_core::topology::Topology;
+use warren_core::{Settings, amqp};
+
+/// The directory holding the build's binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf();
+    let needed = ["warren-scheduler", "warren-worker", "warren"];
+    if needed.iter().any(|b| !dir.join(b).exists()) {
+        let release = dir.ends_with("release");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--bins"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build --bins");
+        assert!(status.success(), "cargo build --bins failed");
+    }
+    dir
+}
+
+/// Path of one of warren's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// The settings of a fresh namespace on the local services.
+pub fn fresh_settings(prefix: &str) -> Settings {
+    let ns = format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    Settings::load(None, &[("namespace", ns)]).expect("settings")
+}
+
+/// A scheduler and workers on a namespace of their own.
+pub struct Cluster {
+    /// The namespace's settings (for clients and the CLI).
+    pub settings: Settings,
+    scheduler: Option<Child>,
+    workers: Vec<Child>,
+}
+
+impl Cluster {
+    /// Starts one scheduler and `workers` workers of `concurrency` slots each.
+    pub async fn start(workers: usize, concurrency: usize) -> Cluster {
+        let mut c = Cluster {
+            settings: fresh_settings("it"),
+            scheduler: None,
+            workers: Vec::new(),
+        };
+        c.start_scheduler();
+        for _ in 0..workers {
+            c.start_worker(concurrency);
+        }
+        c.wait_for_workers(workers as u32).await;
+        c
+    }
+
+    fn spawn(&self, name: &str, args: &[String]) -> Child {
+        Command::new(bin(name))
+            .args(args)
+            .env("WARREN_NAMESPACE", &self.settings.namespace)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"))
+    }
+
+    /// Starts (another) scheduler.
+    pub fn start_scheduler(&mut self) {
+        let child = self.spawn("warren-scheduler", &[]);
+        if let Some(mut old) = self.scheduler.replace(child) {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+    }
+
+    /// Starts one more worker.
+    pub fn start_worker(&mut self, concurrency: usize) {
+        let child = self.spawn(
+            "warren-worker",
+            &["--concurrency".into(), concurrency.to_string()],
+        );
+        self.workers.push(child);
+    }
+
+    /// Whether worker `i` is still running.
+    pub fn worker_alive(&mut self, i: usize) -> bool {
+        matches!(self.workers[i].try_wait(), Ok(None))
+    }
+
+    /// Waits until `n` workers consume the default queue.
+    pub async fn wait_for_workers(&self, n: u32) {
+        let conn = amqp::connect(&self.settings, "warren-tests")
+            .await
+            .expect("RabbitMQ");
+        let ch = conn.create_channel().await.expect("channel");
+        let topo = self.topology();
+        for _ in 0..300 {
+            if let Ok(q) = ch
+                .queue_declare(
+                    topo.work_queue("default").into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+            {
+                if q.consumer_count() >= n {
+                    return;
+                }
+            } else {
+                // A failed passive declare closes the channel; take a new one.
+                return Box::pin(self.wait_for_workers(n)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{n} workers did not start within 30 s");
+    }
+
+    /// The namespace's topology.
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.settings.namespace, self.settings.delivery_limit)
+    }
+
+    /// A client on the namespace.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.settings.clone())
+            .await
+            .expect("client connects")
+    }
+
+    /// Runs the `warren` CLI on the namespace.
+    pub fn warren(&self, args: &[&str]) -> Output {
+        self.warren_with_stdin(args, "")
+    }
+
+    /// Runs the `warren` CLI with `stdin`.
+    pub fn warren_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        run_cli(&self.settings.namespace, args, stdin, &[])
+    }
+
+    /// Messages ready in the queue `name`.
+    pub async fn queue_depth(&self, name: &str) -> u32 {
+        let conn = amqp::connect(&self.settings, "warren-tests")
+            .await
+            .expect("RabbitMQ");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|q| q.message_count())
+        .unwrap_or(0)
+    }
+
+    /// Stops the processes and deletes the namespace's queues and Redis keys.
+    pub async fn shutdown(mut self) {
+        self.kill_all();
+        cleanup(&self.settings).await;
+    }
+
+    fn kill_all(&mut self) {
+        for mut c in self
+            .scheduler
+            .take()
+            .into_iter()
+            .chain(self.workers.drain(..))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// Deletes a namespace's queues and Redis keys.
+pub async fn cleanup(settings: &Settings) {
+    if let Ok(conn) = amqp::connect(settings, "warren-tests-cleanup").await {
+        let topo = Topology::new(&settings.namespace, settings.delivery_limit);
+        for q in topo.queues(&["default"]) {
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = ch
+                    .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+        for ex in topo.exchanges() {
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = ch
+                    .exchange_delete(ex.name.as_str().into(), Default::default())
+                    .await;
+            }
+        }
+    }
+    if let Ok(store) = Store::connect(settings).await {
+        let _ = store.wipe().await;
+    }
+}
+
+/// Runs the `warren` CLI with a namespace, stdin and extra environment.
+pub fn run_cli(namespace: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin("warren"))
+        .args(args)
+        .env("WARREN_NAMESPACE", namespace)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning warren");
+    if let Some(mut s) = child.stdin.take() {
+        let _ = s.write_all(stdin.as_bytes());
+    }
+    child.wait_with_output().expect("warren output")
+}
+
+/// stdout of a CLI run as text, asserting it succeeded.
+pub fn ok_stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "warren failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The number of primes below `m`, by a sieve of Eratosthenes: an independent
+/// check of the workers' naive trial division.
+pub fn primes_below(m: i64) -> i64 {
+    let m = m.max(0) as usize;
+    if m < 3 {
+        return 0;
+    }
+    let mut composite = vec![false; m];
+    let mut count = 0;
+    for i in 2..m {
+        if !composite[i] {
+            count += 1;
+            let mut j = i * i;
+            while j < m {
+                composite[j] = true;
+                j += i;
+            }
+        }
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sieve_counts_known_values() {
+        assert_eq!(super::primes_below(10), 4);
+        assert_eq!(super::primes_below(100), 25);
+        assert_eq!(super::primes_below(1_000_000), 78_498);
+    }
+}
