@@ -16,8 +16,9 @@
 //! | `P epoch` | integer | bumped by every restart |
 //! | `P queues` | set | work queue names in use |
 //!
-//! The `{ns}`-less layout keeps scripts simple on one Redis; on a Redis Cluster,
-//! a namespace maps to one hash slot by wrapping it in braces (`{team}`).
+//! Scripts build key names from the prefix instead of receiving them as `KEYS`,
+//! which is fine on one Redis (with replicas) but not on a Redis Cluster: that
+//! would need the namespace as a hash tag and declared keys, and is not done.
 
 use std::time::Duration;
 

@@ -135,6 +135,10 @@ impl Topology {
                     Arg::Str(self.dead_letter_exchange()),
                 ),
                 ("x-dead-letter-routing-key", Arg::Str(dl_key.into())),
+                // Quorum queues dead-letter at-most-once unless told otherwise: a
+                // lost KilledWorker would leave its future pending forever.
+                ("x-dead-letter-strategy", Arg::Str("at-least-once".into())),
+                ("x-overflow", Arg::Str("reject-publish".into())),
             ],
         }
     }

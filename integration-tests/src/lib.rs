@@ -206,8 +206,23 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// A test that panicked never reached `shutdown`: still remove its
+    /// processes, queues and keys, on a runtime of its own.
     fn drop(&mut self) {
+        if self.scheduler.is_none() && self.workers.is_empty() {
+            return;
+        }
         self.kill_all();
+        let settings = self.settings.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(cleanup(&settings));
+            }
+        })
+        .join();
     }
 }
 

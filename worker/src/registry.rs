@@ -100,8 +100,8 @@ fn arity_error(name: &str, expected: usize, given: usize) -> TaskError {
 fn decode_arg<T: DeserializeOwned>(name: &str, index: usize, v: Value) -> Result<T, TaskError> {
     let shown = {
         let s = v.to_string();
-        if s.len() > 80 {
-            format!("{}...", &s[..s.floor_char_boundary(77)])
+        if s.chars().count() > 80 {
+            format!("{}...", s.chars().take(77).collect::<String>())
         } else {
             s
         }

@@ -31,7 +31,7 @@ for _ = 1, n do
       if not ds then
         fail = 'error'
         fail_payload = cjson.encode({ type = 'UnknownFuture',
-          message = 'dependency ' .. dep .. ' is not a known future (never submitted, expired, forgotten or cleared by restart)',
+          message = 'dependency ' .. dep .. ' is not a known future (never submitted, or expired)',
           traceback = '' })
         break
       elseif ds == 'error' or ds == 'cancelled' then
@@ -48,8 +48,9 @@ for _ = 1, n do
     else
       local outstanding = 0
       for _, dep in ipairs(deps) do
-        if redis.call('HGET', tkey(dep), 's') ~= 'finished' then
-          redis.call('SADD', P .. 'd:' .. dep, key)
+        -- Counted only when newly added: a repeated dependency counts once.
+        if redis.call('HGET', tkey(dep), 's') ~= 'finished'
+            and redis.call('SADD', P .. 'd:' .. dep, key) == 1 then
           outstanding = outstanding + 1
         end
       end

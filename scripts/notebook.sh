@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The main job: bring up RabbitMQ + Redis, a scheduler and two workers, and run
+# the dask futures notebook twice, through the Rust client (cell by cell) and
+# through the `warren` CLI. Leaves nothing running behind it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash broker-config/up.sh
+echo "== building (release)"
+cargo build --release --bins --examples -q
+bin=target/release
+export WARREN_NAMESPACE="${WARREN_NAMESPACE:-notebook}"
+logs=.warren-run
+mkdir -p "$logs"
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+"$bin/warren-scheduler" >"$logs/scheduler.log" 2>&1 & pids+=($!)
+"$bin/warren-worker" --concurrency 1 >"$logs/worker-1.log" 2>&1 & pids+=($!)
+"$bin/warren-worker" --concurrency 1 >"$logs/worker-2.log" 2>&1 & pids+=($!)
+echo "== scheduler and 2 workers on namespace $WARREN_NAMESPACE (logs in $logs/)"
+# Start from a clean slate, as a fresh notebook kernel would.
+"$bin/warren" restart >/dev/null
+
+echo
+echo "######## the notebook through the Rust client (client-cli/examples/notebook.rs)"
+"$bin/examples/notebook"
+
+echo
+echo "######## the notebook through the warren CLI"
+w="$bin/warren"
+start=$(date +%s.%N)
+run() { echo "\$ warren $*" >&2; "$w" "$@"; }
+N=$(run submit count_primes_less_than 5000000); echo "$N"
+run status "$N"
+run result "$N"
+M=$(run submit count_primes_less_than 5000001)
+run result "$M"
+run map count_primes_less_than $(seq 3000001 3000009) > "$logs/futures"
+run status - < "$logs/futures"
+echo "# distributed_test()" >&2
+run map count_primes_less_than $(seq 1500000 1500008) | run gather -
+M1=$(run submit count_primes_less_than 4000000)
+M2=$(run submit count_primes_less_than 4500000)
+Msum=$(run submit add_them "@$M1" "@$M2")
+run result "$Msum"
+M3=$(run submit count_primes_less_than 4000003); M4=$(run submit count_primes_less_than 4500004)
+M5=$(run submit count_primes_less_than 4000005); M6=$(run submit count_primes_less_than 4500006)
+M7=$(run submit count_primes_less_than 4000007); M8=$(run submit count_primes_less_than 4500008)
+Msum1=$(run submit add_them "@$M3" "@$M4"); Msum2=$(run submit add_them "@$M5" "@$M6")
+Msum3=$(run submit add_them "@$M7" "@$M8")
+Msum4=$(run submit add_them "@$Msum1" "@$Msum2"); Msum5=$(run submit add_them "@$Msum4" "@$Msum3")
+Msum6=$(run submit add_them "@$M3" "@$Msum3")
+run result "$Msum5"
+run result "$Msum6"
+N=$(run submit goes_wrong)
+run result "$N" || echo "(exit $? — the task's error, as N.result() raises in the notebook)"
+run status "$N"
+run restart
+run status "$Msum5"
+end=$(date +%s.%N)
+printf '\nthe CLI notebook took %.1f s\n' "$(echo "$end - $start" | bc 2>/dev/null || python3 -c "print($end - $start)")"
