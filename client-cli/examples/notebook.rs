@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
 
     cell("N.result()");
     match n.result().await {
-        Err(Error::Task { failure, .. }) => println!("{}\n{}", failure.traceback, failure),
+        Err(Error::Task { failure, .. }) => println!("{}", failure.traceback),
         other => anyhow::bail!("goes_wrong should fail, got {other:?}"),
     }
 

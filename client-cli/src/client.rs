@@ -305,9 +305,13 @@ impl Client {
         })?;
         self.publish_request(&body).await?;
         let wait = Duration::from_secs(60);
+        // Workers may answer the scheduler's broadcast before the scheduler's
+        // own reply reaches us: keep their answers.
+        let mut workers_ready = Vec::new();
         let epoch = loop {
             match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(Some(ClientEvent::Restarted { epoch })) => break epoch,
+                Ok(Some(ClientEvent::WorkerReady { worker })) => workers_ready.push(worker),
                 Ok(Some(_)) => {}
                 Ok(None) => return Err(Error::Disconnected),
                 Err(_) => {
@@ -319,7 +323,6 @@ impl Client {
             }
         };
         self.inner.events.cancel_all();
-        let mut workers_ready = Vec::new();
         while (workers_ready.len() as u32) < workers_expected {
             match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
                 Ok(Some(ClientEvent::WorkerReady { worker })) => workers_ready.push(worker),

@@ -751,6 +751,15 @@ mod tests {
         assert!(states.iter().all(|st| *st == Some(State::Cancelled)));
         assert_eq!(s.outbox_len().await.unwrap(), 0);
         assert_eq!(s.epoch().await.unwrap(), 1);
+        // Submitting a cancelled key again runs it again, as in dask.
+        assert_eq!(
+            s.submit("w", &[spec("done", vec![])]).await.unwrap().queued,
+            1
+        );
+        assert_eq!(
+            s.states(&["done".into()]).await.unwrap(),
+            vec![Some(State::Queued)]
+        );
         s.wipe().await.unwrap();
     }
 }

@@ -116,6 +116,13 @@ async fn the_notebook_through_the_cli() {
     );
     assert_eq!(c.warren(&["result", slow.trim()]).status.code(), Some(1));
     assert_eq!(c.queue_depth(&c.topology().work_queue("default")).await, 0);
+    // After a restart the same pure call runs again, as in dask.
+    let rerun = ok_stdout(&c.warren(&["submit", "count_primes_less_than", "4000000"]));
+    assert_eq!(rerun.trim(), m1.trim());
+    assert_eq!(
+        ok_stdout(&c.warren(&["result", rerun.trim()])).trim(),
+        primes_below(4_000_000).to_string()
+    );
     c.shutdown().await;
 }
 

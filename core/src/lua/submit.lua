@@ -1,5 +1,6 @@
 -- Records a batch of submitted tasks. Applying it twice changes nothing: a key
--- that exists is deduplicated (dask's pure=True), and the submitter just watches it.
+-- that exists is deduplicated (dask's pure=True), and the submitter just watches it;
+-- only a cancelled key is replaced by the new submission.
 -- ARGV: prefix, reply_to ('' for none), ttl, ntasks,
 --       then per task: key, func, queue, args-json, ndeps, dep keys...
 -- Returns: { tasks queued, events... }
@@ -17,6 +18,11 @@ for _ = 1, n do
   local s = redis.call('HGET', tk, 's')
   local watchers = {}
   if reply ~= '' then watchers = { reply } end
+  -- A cancelled key (after restart, as in dask) is submitted afresh.
+  if s == 'cancelled' then
+    redis.call('DEL', tk)
+    s = false
+  end
   if s then
     if is_terminal(s) then
       emit(key, s, payload_of(tk, s), watchers)
