@@ -44,6 +44,9 @@ pub struct SubmitOptions {
     pub pure: bool,
     /// The work queue.
     pub queue: String,
+    /// Times to run a task again after it fails (dask's `retries=`); the final
+    /// error lists every attempt's error in `previous`.
+    pub retries: u32,
 }
 
 impl Default for SubmitOptions {
@@ -52,6 +55,7 @@ impl Default for SubmitOptions {
             key: None,
             pure: true,
             queue: warren_core::messages::default_queue(),
+            retries: 0,
         }
     }
 }
@@ -384,6 +388,7 @@ impl Client {
             func: func.to_string(),
             args,
             queue: opts.queue.clone(),
+            retries: opts.retries,
         })
     }
 

@@ -75,6 +75,9 @@ enum Command {
         /// Always create a new future, even for the same FUNC and ARGs.
         #[arg(long)]
         no_pure: bool,
+        /// Run the task again up to N times if it fails (dask's retries=).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        retries: u32,
     },
     /// One task per ARG (FUNC(ARG)); print the keys, one per line, in order.
     Map {
@@ -89,6 +92,9 @@ enum Command {
         /// Always create new futures.
         #[arg(long)]
         no_pure: bool,
+        /// Run each task again up to N times if it fails.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        retries: u32,
     },
     /// Wait for KEY and print its value as JSON. A failed task prints its error
     /// type, message and traceback on stderr and exits 1.
@@ -161,12 +167,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             args,
             key,
             no_pure,
+            retries,
             ..
         } => {
             let args = parse_args(&client, &args).await?;
             let opts = SubmitOptions {
                 key,
                 pure: !no_pure,
+                retries,
                 ..Default::default()
             };
             let f = client.submit_with(&func, args, &opts).await?;
@@ -176,11 +184,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             func,
             args,
             no_pure,
+            retries,
             ..
         } => {
             let args = parse_args(&client, &args).await?;
             let opts = SubmitOptions {
                 pure: !no_pure,
+                retries,
                 ..Default::default()
             };
             let fs = client

@@ -8,6 +8,7 @@
 //! - [`messages`]: the JSON bodies that travel through RabbitMQ;
 //! - [`topology`]: the names of exchanges and queues, and their idempotent declaration;
 //! - [`amqp`]: connecting to RabbitMQ and publishing with confirms;
+//! - [`reconnect`]: running a component again, with backoff, when a service goes away;
 //! - [`store`]: the Redis key layout and the Lua scripts that are the only way state changes;
 //! - [`args`] and [`taskkey`]: futures inside arguments, and dask-style task keys;
 //! - [`status`]: the states a future moves through.
@@ -16,6 +17,7 @@ pub mod amqp;
 pub mod args;
 pub mod error;
 pub mod messages;
+pub mod reconnect;
 pub mod settings;
 pub mod status;
 pub mod store;

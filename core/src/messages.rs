@@ -38,6 +38,9 @@ pub struct TaskSpec {
     /// Work queue (`default` unless routed elsewhere).
     #[serde(default = "default_queue")]
     pub queue: String,
+    /// Times to run the task again after it fails (dask's `retries=`).
+    #[serde(default)]
+    pub retries: u32,
 }
 
 /// The queue tasks go to unless told otherwise.
@@ -81,6 +84,9 @@ pub struct WorkMessage {
     /// The namespace epoch this task was dispatched in; a `restart` bumps it, and
     /// workers drop messages from older epochs.
     pub epoch: u64,
+    /// 0 for the first run, then one more per retry after a failure.
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// An error raised by a task, as the client sees it (dask's exception + traceback).
@@ -94,6 +100,25 @@ pub struct TaskFailure {
     pub message: String,
     /// Where it happened: task, worker, source location, backtrace if any.
     pub traceback: String,
+    /// The errors of earlier attempts, oldest first, when the task was retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<TaskFailure>,
+}
+
+impl TaskFailure {
+    /// A failure with no earlier attempts.
+    pub fn new(
+        kind: impl Into<String>,
+        message: impl Into<String>,
+        traceback: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+            traceback: traceback.into(),
+            previous: Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Display for TaskFailure {
@@ -120,6 +145,9 @@ pub struct Outcome {
     pub key: String,
     /// What the function produced.
     pub result: TaskResult,
+    /// The attempt this outcome answers (from [`WorkMessage::attempt`]).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// What a worker tells the scheduler, on the results queue.
@@ -260,6 +288,7 @@ mod tests {
             func: "inc".into(),
             args: vec![json!(1)],
             epoch: 0,
+            attempt: 0,
         };
         let body = serde_json::to_vec(&m).unwrap();
         assert_eq!(decode::<WorkMessage>(&body).unwrap(), m);

@@ -85,6 +85,14 @@ pub struct Applied {
 pub enum Transition {
     /// The task ended.
     Terminal(Terminal),
+    /// The task's function failed on `attempt`: retried if it has retries
+    /// left, else final (with every attempt's error).
+    Failed {
+        /// The error.
+        error: TaskFailure,
+        /// Which attempt failed; a report of an older attempt is ignored.
+        attempt: u32,
+    },
     /// A worker has been running it for a while.
     Processing,
 }
@@ -100,6 +108,8 @@ pub struct ClaimedTask {
     pub queue: String,
     /// Arguments as JSON text, futures still as references.
     pub args: String,
+    /// 0 for the first run, one more per retry.
+    pub attempt: u32,
     /// Each dependency's key and value (JSON text), `None` if it has none any more.
     pub deps: Vec<(String, Option<String>)>,
 }
@@ -132,8 +142,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// How often a command whose connection dropped is tried again.
-const RETRIES: u32 = 5;
+/// How long a command whose connection dropped keeps being retried: long
+/// enough to ride out a Redis restart, after which the caller's own
+/// reconnection loop takes over.
+const RETRY_WINDOW: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Connects to Redis (failing within a bounded time, naming the URL).
@@ -180,9 +192,13 @@ impl Store {
         self.con.clone()
     }
 
-    /// Runs a script, retrying when the connection dropped (scripts are idempotent).
+    /// Runs a script, retrying while the connection is down (scripts are
+    /// idempotent, so a retry of a script that did run changes nothing).
     async fn run(&self, script: &Script, args: Vec<Vec<u8>>) -> Result<RValue> {
-        let mut attempt = 0;
+        let started = std::time::Instant::now();
+        let mut backoff =
+            crate::reconnect::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut attempt = 0u32;
         loop {
             let mut inv = script.prepare_invoke();
             for a in &args {
@@ -191,10 +207,10 @@ impl Store {
             let mut con = self.con.clone();
             match inv.invoke_async::<RValue>(&mut con).await {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt < RETRIES && is_transient(&e) => {
+                Err(e) if is_transient(&e) && started.elapsed() < RETRY_WINDOW => {
                     attempt += 1;
                     warn!(error = %e, attempt, "Redis command failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -213,6 +229,7 @@ impl Store {
             args.push(t.key.clone().into_bytes());
             args.push(t.func.clone().into_bytes());
             args.push(t.queue.clone().into_bytes());
+            args.push(t.retries.to_string().into_bytes());
             args.push(serde_json::to_vec(&t.args)?);
             args.push(t.deps.len().to_string().into_bytes());
             args.extend(t.deps.iter().map(|d| d.clone().into_bytes()));
@@ -229,8 +246,13 @@ impl Store {
         ];
         for (key, tr) in reports {
             args.push(key.clone().into_bytes());
+            let mut attempt = 0;
             let (kind, payload) = match tr {
                 Transition::Processing => ("processing", Vec::new()),
+                Transition::Failed { error, attempt: a } => {
+                    attempt = *a;
+                    ("failed", serde_json::to_vec(error)?)
+                }
                 Transition::Terminal(Terminal::Finished { value }) => {
                     ("finished", serde_json::to_vec(value)?)
                 }
@@ -241,6 +263,7 @@ impl Store {
             };
             args.push(kind.as_bytes().to_vec());
             args.push(payload);
+            args.push(attempt.to_string().into_bytes());
         }
         parse_applied(self.run(&self.scripts.complete, args).await?)
     }
@@ -265,6 +288,7 @@ impl Store {
             let func = r.string()?;
             let queue = r.string()?;
             let args = r.string()?;
+            let attempt = r.int()? as u32;
             let n = r.int()?;
             let mut deps = Vec::new();
             for _ in 0..n {
@@ -278,6 +302,7 @@ impl Store {
                 func,
                 queue,
                 args,
+                attempt,
                 deps,
             });
         }
@@ -445,8 +470,14 @@ impl Store {
     }
 }
 
+/// Errors a retry can cure: the connection is down, or Redis is still loading
+/// its data after a restart.
 fn is_transient(e: &redis::RedisError) -> bool {
-    e.is_connection_dropped() || e.is_io_error() || e.is_timeout() || e.is_connection_refusal()
+    e.is_connection_dropped()
+        || e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || e.code() == Some("LOADING")
 }
 
 /// Builds the [`Terminal`] stored for `state` with `payload`.
@@ -555,6 +586,7 @@ mod tests {
             deps: crate::args::dependencies(&args),
             args,
             queue: "default".into(),
+            retries: 0,
         }
     }
 
@@ -645,11 +677,7 @@ mod tests {
         s.submit("w", &[spec("c", vec![future_ref("b")])])
             .await
             .unwrap();
-        let err = TaskFailure {
-            kind: "ZeroDivisionError".into(),
-            message: "division by zero".into(),
-            traceback: "tb".into(),
-        };
+        let err = TaskFailure::new("ZeroDivisionError", "division by zero", "tb");
         let applied = s
             .complete(&[(
                 "a".into(),
@@ -701,6 +729,43 @@ mod tests {
             s.watch("", &["nope".into()]).await.unwrap(),
             vec![Watched::Unknown]
         );
+        s.wipe().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_task_is_retried_and_its_final_error_keeps_every_attempt() {
+        let s = store().await;
+        let mut t = spec("flaky", vec![]);
+        t.retries = 2;
+        s.submit("w", &[t]).await.unwrap();
+        let fail = |n: u32, attempt: u32| {
+            (
+                "flaky".to_string(),
+                Transition::Failed {
+                    error: TaskFailure::new("ValueError", format!("try {n}"), "tb/\"x\""),
+                    attempt,
+                },
+            )
+        };
+        assert_eq!(s.claim("me", 10).await.unwrap().1[0].attempt, 0);
+        s.release("me").await.unwrap();
+        assert_eq!(s.complete(&[fail(1, 0)]).await.unwrap().queued, 1);
+        // The same failure redelivered does not use up another retry.
+        assert_eq!(s.complete(&[fail(1, 0)]).await.unwrap().queued, 0);
+        assert_eq!(s.claim("me", 10).await.unwrap().1[0].attempt, 1);
+        s.release("me").await.unwrap();
+        assert_eq!(s.complete(&[fail(2, 1)]).await.unwrap().queued, 1);
+        let applied = s.complete(&[fail(3, 2)]).await.unwrap();
+        match &applied.notifications[0].terminal {
+            Terminal::Error { error } => {
+                assert_eq!(error.message, "try 3");
+                let earlier: Vec<&str> =
+                    error.previous.iter().map(|e| e.message.as_str()).collect();
+                assert_eq!(earlier, vec!["try 1", "try 2"]);
+                assert_eq!(error.previous[0].traceback, "tb/\"x\"");
+            }
+            other => panic!("expected the final error, got {other:?}"),
+        }
         s.wipe().await.unwrap();
     }
 

@@ -132,11 +132,7 @@ fn work_message(
     task: ClaimedTask,
     epoch: u64,
 ) -> Result<(String, WorkMessage), (String, TaskFailure)> {
-    let fail = |kind: &str, message: String| TaskFailure {
-        kind: kind.into(),
-        message,
-        traceback: String::new(),
-    };
+    let fail = |kind: &str, message: String| TaskFailure::new(kind, message, "");
     let mut args: Vec<Value> = serde_json::from_str(&task.args).map_err(|e| {
         (
             task.key.clone(),
@@ -179,6 +175,7 @@ fn work_message(
             func: task.func,
             args,
             epoch,
+            attempt: task.attempt,
         },
     ))
 }
@@ -195,6 +192,7 @@ mod tests {
             func: "add_them".into(),
             queue: "default".into(),
             args: r#"[{"$future":"a"},[{"$future":"b"}]]"#.into(),
+            attempt: 0,
             deps: vec![
                 ("a".into(), Some("1".into())),
                 ("b".into(), Some("\"x\"".into())),

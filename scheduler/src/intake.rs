@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 use warren_core::amqp;
 use warren_core::messages::{
-    ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, TaskFailure, Terminal, WorkMessage,
-    WorkerReport, decode,
+    ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, TaskFailure, TaskResult, Terminal,
+    WorkMessage, WorkerReport, decode,
 };
 use warren_core::store::{Store, Transition};
 use warren_core::topology::{DEAD_ROUTING_KEY, REASON_HEADER, Topology};
@@ -194,14 +194,15 @@ impl Intake {
                 Ok(WorkerReport::Outcomes { outcomes, .. }) => {
                     transitions.extend(outcomes.into_iter().map(|o| {
                         let t = match o.result {
-                            warren_core::messages::TaskResult::Ok(value) => {
-                                Terminal::Finished { value }
+                            TaskResult::Ok(value) => {
+                                Transition::Terminal(Terminal::Finished { value })
                             }
-                            warren_core::messages::TaskResult::Err(error) => {
-                                Terminal::Error { error }
-                            }
+                            TaskResult::Err(error) => Transition::Failed {
+                                error,
+                                attempt: o.attempt,
+                            },
                         };
-                        (o.key, Transition::Terminal(t))
+                        (o.key, t)
                     }));
                     good.push(delivery);
                 }
@@ -229,14 +230,14 @@ impl Intake {
             match decode::<WorkMessage>(&delivery.data) {
                 Ok(msg) => {
                     warn!(key = %msg.key, func = %msg.func, "task reached the delivery limit: KilledWorker");
-                    let error = TaskFailure {
-                        kind: "KilledWorker".into(),
-                        message: format!(
+                    let error = TaskFailure::new(
+                        "KilledWorker",
+                        format!(
                             "task {} ({}) was delivered too many times: each time the worker running it died or lost its connection (delivery limit reached)",
                             msg.key, msg.func
                         ),
-                        traceback: String::new(),
-                    };
+                        "",
+                    );
                     transitions.push((msg.key, Transition::Terminal(Terminal::Error { error })));
                     good.push(delivery);
                 }

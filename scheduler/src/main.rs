@@ -73,6 +73,8 @@ fn init_logging(format: &str) {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
+    // One identity for the process: after a reconnect, its unreleased outbox
+    // claims are its own again and are published first.
     let id = format!(
         "{}-{}-{}",
         hostname::get()
@@ -81,9 +83,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
+    tokio::select! {
+        _ = warren_core::reconnect::supervise("scheduler", || run_connected(&settings, &id)) => {}
+        _ = tokio::signal::ctrl_c() => info!("interrupted; stopping (nothing is lost: state is in Redis and RabbitMQ)"),
+    }
+    Ok(())
+}
+
+/// One connection's life: declare, consume, dispatch, until something breaks.
+async fn run_connected(settings: &Settings, id: &str) -> anyhow::Result<()> {
     let topology = Topology::new(&settings.namespace, settings.delivery_limit);
-    let conn = amqp::connect(&settings, &format!("warren-scheduler {id}")).await?;
-    let store = Store::connect(&settings).await?;
+    let conn = amqp::connect(settings, &format!("warren-scheduler {id}")).await?;
+    let store = Store::connect(settings).await?;
     let setup = conn.create_channel().await?;
     let queues = store.work_queues().await?;
     let queue_refs: Vec<&str> = queues.iter().map(String::as_str).collect();
@@ -91,7 +102,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .declare(&setup, &queue_refs)
         .await
         .context("declaring the RabbitMQ topology")?;
-    info!(namespace = %settings.namespace, %id, "scheduler started");
+    info!(namespace = %settings.namespace, %id, "scheduler connected");
 
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let notifier = notify::Notifier::new(&conn).await?;
@@ -99,17 +110,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         &conn,
         store.clone(),
         topology.clone(),
-        id.clone(),
+        id.to_string(),
         wake.clone(),
         notifier.clone(),
     )
     .await?;
-    let dispatch_task = tokio::spawn(dispatcher.run());
     let intake = intake::Intake::new(&conn, store, topology, notifier, wake).await?;
     tokio::select! {
-        r = intake.run() => r.context("intake stopped")?,
-        r = dispatch_task => r.context("dispatcher panicked")?.context("dispatcher stopped")?,
-        _ = tokio::signal::ctrl_c() => info!("interrupted; stopping (nothing is lost: state is in Redis and RabbitMQ)"),
+        r = intake.run() => r.context("intake stopped"),
+        r = dispatcher.run() => r.context("dispatcher stopped"),
     }
-    Ok(())
 }

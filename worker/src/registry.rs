@@ -205,32 +205,31 @@ impl Registry {
             site.key, site.worker
         );
         let Some(f) = self.fns.get(name) else {
-            return Err(TaskFailure {
-                kind: "UnknownFunction".into(),
-                message: format!(
+            return Err(TaskFailure::new(
+                "UnknownFunction",
+                format!(
                     "no function named {name:?} is registered on this worker; registered: {}",
                     self.names().join(", ")
                 ),
-                traceback: format!("{header}UnknownFunction: {name}"),
-            });
+                format!("{header}UnknownFunction: {name}"),
+            ));
         };
         IN_TASK.with(|t| t.set(true));
         let caught = std::panic::catch_unwind(AssertUnwindSafe(|| f(name, args)));
         IN_TASK.with(|t| t.set(false));
         match caught {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(TaskFailure {
-                traceback: format!(
+            Ok(Err(e)) => {
+                let traceback = format!(
                     "{header}  File \"{}\", line {}, column {}, in {name}\n{}: {}",
                     e.location.file(),
                     e.location.line(),
                     e.location.column(),
                     e.kind,
                     e.message
-                ),
-                kind: e.kind,
-                message: e.message,
-            }),
+                );
+                Err(TaskFailure::new(e.kind, e.message, traceback))
+            }
             Err(payload) => {
                 let message = payload
                     .downcast_ref::<&str>()
@@ -240,13 +239,9 @@ impl Registry {
                 let (location, backtrace) = LAST_PANIC
                     .with(|p| p.borrow_mut().take())
                     .unwrap_or_default();
-                Err(TaskFailure {
-                    kind: "Panic".into(),
-                    traceback: format!(
-                        "{header}  {location}, in {name}\n{backtrace}Panic: {message}"
-                    ),
-                    message,
-                })
+                let traceback =
+                    format!("{header}  {location}, in {name}\n{backtrace}Panic: {message}");
+                Err(TaskFailure::new("Panic", message, traceback))
             }
         }
     }

@@ -9,24 +9,30 @@
 //! Task functions are plain blocking code; they run on tokio's blocking pool,
 //! at most `concurrency` at a time, so the runtime stays free to receive and
 //! report.
+//!
+//! The connection to RabbitMQ may drop (a broker restart, a network blip). The
+//! worker then reconnects ([`warren_core::reconnect::supervise`]) while running
+//! tasks carry on: their outcomes are reported on the new connection, and the
+//! redelivered copies of their messages are answered from [`Recent`] instead of
+//! running again.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
-use tokio::sync::{Semaphore, mpsc};
+use lapin::{Acker, Channel, Connection, Consumer};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 use warren_core::messages::{
-    ClientEvent, ClientEvents, Control, Outcome, PROTOCOL_VERSION, TaskResult, WorkMessage,
-    WorkerReport, decode,
+    ClientEvent, ClientEvents, Control, Outcome, PROTOCOL_VERSION, TaskFailure, TaskResult,
+    WorkMessage, WorkerReport, decode,
 };
 use warren_core::topology::{DEAD_ROUTING_KEY, REASON_HEADER, Topology};
 use warren_core::{Settings, amqp};
@@ -35,6 +41,8 @@ use crate::registry::{CallSite, Registry};
 
 /// Reports sent at most in one message.
 const REPORT_BATCH: usize = 512;
+/// Finished outcomes remembered to answer redeliveries without running again.
+const RECENT_CAPACITY: usize = 10_000;
 
 /// A worker: settings, functions, and the queues it serves.
 pub struct Worker {
@@ -44,9 +52,35 @@ pub struct Worker {
     started_after: Duration,
 }
 
+/// Something for the reporter to publish.
 enum Report {
+    /// A task ended; ack its message once the outcome is confirmed.
     Done(Outcome, Acker),
+    /// A task has been running for a while.
     Started(String),
+}
+
+/// What a task execution is known by: a retry or a run after a restart is a
+/// different execution of the same key.
+type RunId = (String, u64, u32);
+
+/// Executions running or recently finished on this worker.
+#[derive(Default)]
+struct Recent {
+    entries: HashMap<RunId, watch::Receiver<Option<TaskResult>>>,
+    finished: VecDeque<RunId>,
+}
+
+/// State that outlives any one connection.
+struct Shared {
+    registry: Arc<Registry>,
+    identity: String,
+    started_after: Duration,
+    slots: Arc<Semaphore>,
+    epoch: AtomicU64,
+    recent: Mutex<Recent>,
+    reports: mpsc::UnboundedSender<Report>,
+    pending_reports: tokio::sync::Mutex<mpsc::UnboundedReceiver<Report>>,
 }
 
 impl Worker {
@@ -73,33 +107,45 @@ impl Worker {
         self
     }
 
-    /// Runs until the connection to RabbitMQ closes.
+    /// Runs until interrupted, reconnecting whenever RabbitMQ goes away.
     pub async fn run(self) -> anyhow::Result<()> {
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let identity = format!("{host}:{}", std::process::id());
-        let concurrency = self.settings.effective_concurrency();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            registry: self.registry.clone(),
+            identity: format!("{host}:{}", std::process::id()),
+            started_after: self.started_after,
+            slots: Arc::new(Semaphore::new(self.settings.effective_concurrency())),
+            epoch: AtomicU64::new(0),
+            recent: Mutex::new(Recent::default()),
+            reports: tx,
+            pending_reports: tokio::sync::Mutex::new(rx),
+        });
+        warren_core::reconnect::supervise("worker", || self.run_connected(shared.clone())).await;
+        Ok(())
+    }
+
+    /// One connection's life: declare, consume, run, report, until it breaks.
+    async fn run_connected(&self, shared: Arc<Shared>) -> anyhow::Result<()> {
+        let identity = &shared.identity;
         let topology = Topology::new(&self.settings.namespace, self.settings.delivery_limit);
         let conn = amqp::connect(&self.settings, &format!("warren-worker {identity}")).await?;
         let setup = conn.create_channel().await?;
         let queue_refs: Vec<&str> = self.queues.iter().map(String::as_str).collect();
         topology.declare(&setup, &queue_refs).await?;
 
-        let epoch = Arc::new(AtomicU64::new(0));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let reporter = tokio::spawn(report_loop(
+        let reporter = report_loop(
             amqp::confirm_channel(&conn).await?,
             topology.results_queue(),
-            identity.clone(),
-            rx,
-        ));
-        let control = tokio::spawn(control_loop(
-            control_consumer(&conn, &topology, &identity).await?,
+            shared.clone(),
+        );
+        let control = control_loop(
+            control_consumer(&conn, &topology, identity).await?,
             conn.create_channel().await?,
-            epoch.clone(),
-            identity.clone(),
-        ));
+            shared.clone(),
+        );
 
         let ch = conn.create_channel().await?;
         ch.basic_qos(
@@ -119,108 +165,156 @@ impl Worker {
                 .await?;
             streams.push(consumer);
         }
-        info!(worker = %identity, concurrency, queues = ?self.queues, namespace = %self.settings.namespace,
-              functions = ?self.registry.names(), "worker ready");
-        let mut work = futures::stream::select_all(streams);
-        let slots = Arc::new(Semaphore::new(concurrency));
+        info!(worker = %identity, concurrency = self.settings.effective_concurrency(), queues = ?self.queues,
+              namespace = %self.settings.namespace, functions = ?self.registry.names(), "worker ready");
         let dead = amqp::confirm_channel(&conn).await?;
-        let ctx = Arc::new(TaskContext {
-            registry: self.registry.clone(),
-            identity,
-            started_after: self.started_after,
-            reports: tx,
-        });
-        tokio::select! {
-            r = async {
-                while let Some(delivery) = work.next().await {
-                    let delivery = delivery?;
-                    let msg = match decode::<WorkMessage>(&delivery.data) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            dead_letter(&dead, &topology, delivery, &format!("undecodable work message: {e}")).await?;
-                            continue;
-                        }
-                    };
-                    if msg.epoch < epoch.load(Ordering::SeqCst) {
-                        debug!(key = %msg.key, "dropping work from before a restart");
-                        delivery.acker.ack(BasicAckOptions::default()).await?;
-                        continue;
+        let mut work = futures::stream::select_all(streams);
+        let consume = async {
+            while let Some(delivery) = work.next().await {
+                let delivery = delivery?;
+                match decode::<WorkMessage>(&delivery.data) {
+                    Ok(msg) => accept(&shared, msg, delivery.acker).await?,
+                    Err(e) => {
+                        dead_letter(
+                            &dead,
+                            &topology,
+                            delivery,
+                            &format!("undecodable work message: {e}"),
+                        )
+                        .await?
                     }
-                    let permit = slots.clone().acquire_owned().await?;
-                    let ctx = ctx.clone();
-                    let span = info_span!("task", key = %msg.key, func = %msg.func);
-                    tokio::spawn(async move {
-                        ctx.run(msg, delivery.acker).await;
-                        drop(permit);
-                    }.instrument(span));
                 }
-                anyhow::Ok(())
-            } => r?,
-            r = reporter => r??,
-            r = control => r??,
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            r = consume => r?,
+            r = reporter => r?,
+            r = control => r?,
         }
         anyhow::bail!("the connection to RabbitMQ closed")
     }
 }
 
-/// What every running task needs.
-struct TaskContext {
-    registry: Arc<Registry>,
-    identity: String,
-    started_after: Duration,
-    reports: mpsc::UnboundedSender<Report>,
+/// Starts a work message, or answers it from an execution this worker already
+/// ran or is running (a redelivery after a reconnect).
+async fn accept(shared: &Arc<Shared>, msg: WorkMessage, acker: Acker) -> anyhow::Result<()> {
+    if msg.epoch < shared.epoch.load(Ordering::SeqCst) {
+        debug!(key = %msg.key, "dropping work from before a restart");
+        acker.ack(BasicAckOptions::default()).await?;
+        return Ok(());
+    }
+    let id: RunId = (msg.key.clone(), msg.epoch, msg.attempt);
+    let known = shared
+        .recent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entries
+        .get(&id)
+        .cloned();
+    if let Some(mut rx) = known {
+        debug!(key = %msg.key, "already ran or running here; answering the redelivery");
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let result = match rx.wait_for(Option::is_some).await {
+                Ok(r) => r.clone(),
+                Err(_) => None,
+            };
+            if let Some(result) = result {
+                let outcome = Outcome {
+                    key: id.0,
+                    result,
+                    attempt: id.2,
+                };
+                let _ = shared.reports.send(Report::Done(outcome, acker));
+            }
+        });
+        return Ok(());
+    }
+    let (tx, rx) = watch::channel(None);
+    shared
+        .recent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entries
+        .insert(id.clone(), rx);
+    let permit = shared.slots.clone().acquire_owned().await?;
+    let span = info_span!("task", key = %msg.key, func = %msg.func, attempt = msg.attempt);
+    let shared = shared.clone();
+    tokio::spawn(
+        async move {
+            let result = execute(&shared, msg).await;
+            drop(permit);
+            tx.send_replace(Some(result.clone()));
+            remember(&shared, id.clone());
+            let outcome = Outcome {
+                key: id.0,
+                result,
+                attempt: id.2,
+            };
+            let _ = shared.reports.send(Report::Done(outcome, acker));
+        }
+        .instrument(span),
+    );
+    Ok(())
 }
 
-impl TaskContext {
-    async fn run(&self, msg: WorkMessage, acker: Acker) {
-        let registry = self.registry.clone();
-        let identity = self.identity.clone();
-        let key = msg.key.clone();
-        let started = std::time::Instant::now();
-        let mut handle = tokio::task::spawn_blocking(move || {
-            let site = CallSite {
-                key: &msg.key,
-                worker: &identity,
-            };
-            registry.call(&msg.func, msg.args, site)
-        });
-        let joined = tokio::select! {
-            r = &mut handle => r,
-            _ = tokio::time::sleep(self.started_after) => {
-                let _ = self.reports.send(Report::Started(key.clone()));
-                handle.await
-            }
-        };
-        let result = match joined {
-            Ok(Ok(v)) => TaskResult::Ok(v),
-            Ok(Err(failure)) => {
-                info!(error = %failure, "task failed");
-                TaskResult::Err(failure)
-            }
-            // The registry catches panics, so this is a cancelled blocking pool.
-            Err(e) => TaskResult::Err(warren_core::messages::TaskFailure {
-                kind: "WorkerError".into(),
-                message: e.to_string(),
-                traceback: String::new(),
-            }),
-        };
-        debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "task ended"
-        );
-        let _ = self
-            .reports
-            .send(Report::Done(Outcome { key, result }, acker));
+/// Keeps the last [`RECENT_CAPACITY`] finished executions.
+fn remember(shared: &Shared, id: RunId) {
+    let mut recent = shared.recent.lock().unwrap_or_else(|p| p.into_inner());
+    recent.finished.push_back(id);
+    while recent.finished.len() > RECENT_CAPACITY {
+        if let Some(old) = recent.finished.pop_front() {
+            recent.entries.remove(&old);
+        }
     }
 }
 
-/// Publishes reports in batches, then acks the work they answer.
+/// Runs the function on the blocking pool; says `processing` if it takes a while.
+async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
+    let registry = shared.registry.clone();
+    let identity = shared.identity.clone();
+    let key = msg.key.clone();
+    let started = std::time::Instant::now();
+    let mut handle = tokio::task::spawn_blocking(move || {
+        let site = CallSite {
+            key: &msg.key,
+            worker: &identity,
+        };
+        registry.call(&msg.func, msg.args, site)
+    });
+    let joined = tokio::select! {
+        r = &mut handle => r,
+        _ = tokio::time::sleep(shared.started_after) => {
+            let _ = shared.reports.send(Report::Started(key));
+            handle.await
+        }
+    };
+    debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "task ended"
+    );
+    match joined {
+        Ok(Ok(v)) => TaskResult::Ok(v),
+        Ok(Err(failure)) => {
+            info!(error = %failure, "task failed");
+            TaskResult::Err(failure)
+        }
+        // The registry catches panics, so this is a cancelled blocking pool.
+        Err(e) => TaskResult::Err(TaskFailure::new("WorkerError", e.to_string(), "")),
+    }
+}
+
+/// Publishes reports in batches, then acks the work they answer. Reports that
+/// outlive their connection still go out (their acks fail harmlessly: the
+/// broker already requeued those messages, and [`accept`] answers them).
 async fn report_loop(
     ch: Channel,
     results_queue: String,
-    identity: String,
-    mut rx: mpsc::UnboundedReceiver<Report>,
+    shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
+    let mut rx = shared.pending_reports.lock().await;
+    let identity = &shared.identity;
     while let Some(first) = rx.recv().await {
         let mut outcomes = Vec::new();
         let mut ackers = Vec::new();
@@ -240,7 +334,7 @@ async fn report_loop(
             }
         }
         let mut confirms = Vec::new();
-        let props = amqp::json_properties(&[("worker", &identity)]);
+        let props = amqp::json_properties(&[("worker", identity)]);
         if !started.is_empty() {
             let body = serde_json::to_vec(&WorkerReport::Started {
                 v: PROTOCOL_VERSION,
@@ -259,7 +353,9 @@ async fn report_loop(
         }
         amqp::confirmed(confirms, &results_queue).await?;
         for a in ackers {
-            a.ack(BasicAckOptions::default()).await?;
+            if let Err(e) = a.ack(BasicAckOptions::default()).await {
+                debug!(error = %e, "ack on a closed channel; the redelivery will be answered from memory");
+            }
         }
     }
     Ok(())
@@ -307,8 +403,7 @@ async fn control_consumer(
 async fn control_loop(
     mut consumer: Consumer,
     reply: Channel,
-    epoch: Arc<AtomicU64>,
-    identity: String,
+    shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
@@ -316,12 +411,12 @@ async fn control_loop(
             Ok(Control::Restart {
                 epoch: e, reply_to, ..
             }) => {
-                epoch.fetch_max(e, Ordering::SeqCst);
+                shared.epoch.fetch_max(e, Ordering::SeqCst);
                 info!(epoch = e, "restart: dropping older work");
                 let body = serde_json::to_vec(&ClientEvents {
                     v: PROTOCOL_VERSION,
                     events: vec![ClientEvent::WorkerReady {
-                        worker: identity.clone(),
+                        worker: shared.identity.clone(),
                     }],
                 })?;
                 reply
@@ -337,7 +432,7 @@ async fn control_loop(
             Err(e) => warn!(error = %e, "ignoring an undecodable control message"),
         }
     }
-    Ok(())
+    anyhow::bail!("the control consumer ended")
 }
 
 /// Moves an undecodable work message to `<ns>.dead` with the reason.

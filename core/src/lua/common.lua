@@ -53,7 +53,9 @@ local function finish(key, state, payload, ttl)
         redis.call('HSET', tk, 's', st)
       end
       -- The arguments are only needed to run the task; drop them to save memory.
-      redis.call('HDEL', tk, 'a', 'n')
+      redis.call('HDEL', tk, 'a', 'n', 'errs')
+      -- Counted once per task: the check above makes every transition single.
+      redis.call('HINCRBY', P .. 'stats', st, 1)
       if ttl > 0 then redis.call('EXPIRE', tk, ttl) end
       local wk = P .. 'w:' .. k
       emit(k, st, pl, redis.call('SMEMBERS', wk))

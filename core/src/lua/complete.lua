@@ -1,18 +1,42 @@
 -- Applies worker reports. Each transition happens at most once: a report for a
 -- task that is already terminal (a redelivered duplicate) is a no-op.
--- ARGV: prefix, ttl, n, then per report: key, kind, payload
+-- ARGV: prefix, ttl, n, then per report: key, kind, payload, attempt
 --   kind: finished | error | cancelled (payload: value / error JSON / '')
+--         failed (the function raised on `attempt`: retried while retries are
+--                 left, else a final error carrying every attempt's error)
 --         processing (a worker has been running it a while; payload '')
 -- Returns: { tasks queued, events... }
 local ttl = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local i = 4
 for _ = 1, n do
-  local key, kind, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = i + 3
+  local key, kind, payload, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  i = i + 4
   if kind == 'processing' then
     local tk = tkey(key)
     if redis.call('HGET', tk, 's') == 'queued' then redis.call('HSET', tk, 's', 'processing') end
+  elseif kind == 'failed' then
+    local tk = tkey(key)
+    local r = redis.call('HMGET', tk, 's', 'r', 'at', 'errs')
+    local current = tonumber(r[3] or '0')
+    -- A failure of an earlier attempt (a redelivered duplicate) is ignored.
+    if r[1] and not is_terminal(r[1]) and current == attempt then
+      local left = tonumber(r[2] or '0')
+      if left > 0 then
+        local errs = r[4]
+        if errs then errs = string.sub(errs, 1, -2) .. ',' .. payload .. ']' else errs = '[' .. payload .. ']' end
+        redis.call('HSET', tk, 'r', left - 1, 'at', current + 1, 'errs', errs)
+        redis.call('HINCRBY', P .. 'stats', 'retried', 1)
+        make_queued(key)
+      else
+        if r[4] then
+          local e = cjson.decode(payload)
+          e.previous = cjson.decode(r[4])
+          payload = cjson.encode(e)
+        end
+        finish(key, 'error', payload, ttl)
+      end
+    end
   else
     finish(key, kind, payload, ttl)
   end
