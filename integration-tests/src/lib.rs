@@ -109,6 +109,11 @@ impl Cluster {
         self.workers.push(child);
     }
 
+    /// The scheduler's process id (benchmarks read its memory in /proc).
+    pub fn scheduler_pid(&self) -> Option<u32> {
+        self.scheduler.as_ref().map(Child::id)
+    }
+
     /// Whether worker `i` is still running.
     pub fn worker_alive(&mut self, i: usize) -> bool {
         matches!(self.workers[i].try_wait(), Ok(None))
