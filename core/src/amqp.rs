@@ -29,10 +29,10 @@ pub async fn connect(settings: &Settings, name: &str) -> Result<Connection> {
     .await
     {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(source)) => Err(Error::AmqpConnect { url, source }),
+        Ok(Err(cause)) => Err(Error::AmqpConnect { url, cause }),
         Err(_) => Err(Error::AmqpConnect {
             url,
-            source: lapin::Error::from(std::io::Error::new(
+            cause: lapin::Error::from(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
             )),

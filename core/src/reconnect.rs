@@ -16,7 +16,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use tracing::{error, info};
+use tracing::{info, warn};
 
 /// Exponential backoff between reconnection attempts.
 #[derive(Debug, Clone)]
@@ -79,7 +79,7 @@ where
                 }
                 failures += 1;
                 let delay = backoff.next_delay();
-                error!(
+                warn!(
                     component = what,
                     failures,
                     retry_in_ms = delay.as_millis() as u64,

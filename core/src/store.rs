@@ -151,10 +151,10 @@ impl Store {
     /// Connects to Redis (failing within a bounded time, naming the URL).
     pub async fn connect(settings: &Settings) -> Result<Self> {
         let url = redact_url(&settings.redis_url);
-        let client = redis::Client::open(settings.redis_url.as_str()).map_err(|source| {
+        let client = redis::Client::open(settings.redis_url.as_str()).map_err(|cause| {
             Error::RedisConnect {
                 url: url.clone(),
-                source,
+                cause,
             }
         })?;
         let cfg = ConnectionManagerConfig::new()
@@ -168,12 +168,12 @@ impl Store {
         .await
         .map_err(|_| Error::RedisConnect {
             url: url.clone(),
-            source: redis::RedisError::from(std::io::Error::new(
+            cause: redis::RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "no answer within 15s",
             )),
         })?
-        .map_err(|source| Error::RedisConnect { url, source })?;
+        .map_err(|cause| Error::RedisConnect { url, cause })?;
         Ok(Self {
             con,
             prefix: format!("{}:", settings.namespace),

@@ -26,7 +26,12 @@ pub fn bin_dir() -> PathBuf {
         .and_then(|d| d.parent())
         .expect("target dir")
         .to_path_buf();
-    let needed = ["warren-scheduler", "warren-worker", "warren"];
+    let needed = [
+        "warren-scheduler",
+        "warren-worker",
+        "warren",
+        "warren-test-worker",
+    ];
     if needed.iter().any(|b| !dir.join(b).exists()) {
         let release = dir.ends_with("release");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -54,44 +59,109 @@ pub fn fresh_settings(prefix: &str) -> Settings {
     Settings::load(None, &[("namespace", ns)]).expect("settings")
 }
 
+/// How to build a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Worker processes.
+    pub workers: usize,
+    /// Task slots per worker.
+    pub concurrency: usize,
+    /// Scheduler processes (more than one share the work).
+    pub schedulers: usize,
+    /// Run `warren-test-worker` (the stock functions plus fault helpers such
+    /// as `crash`) instead of the stock `warren-worker`.
+    pub test_worker: bool,
+    /// Extra `WARREN_*` settings for every process, and for the cluster's own
+    /// settings (so clients agree with the processes).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            concurrency: 1,
+            schedulers: 1,
+            test_worker: false,
+            env: Vec::new(),
+        }
+    }
+}
+
 /// A scheduler and workers on a namespace of their own.
 pub struct Cluster {
     /// The namespace's settings (for clients and the CLI).
     pub settings: Settings,
+    options: ClusterOptions,
     scheduler: Option<Child>,
+    extra_schedulers: Vec<Child>,
     workers: Vec<Child>,
 }
 
 impl Cluster {
     /// Starts one scheduler and `workers` workers of `concurrency` slots each.
     pub async fn start(workers: usize, concurrency: usize) -> Cluster {
+        Self::start_with(ClusterOptions {
+            workers,
+            concurrency,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Starts a cluster as `options` say.
+    pub async fn start_with(options: ClusterOptions) -> Cluster {
+        let ns = fresh_settings("it").namespace;
+        let mut overrides: Vec<(&str, String)> = vec![("namespace", ns)];
+        for (k, v) in &options.env {
+            let field = k.strip_prefix("WARREN_").unwrap_or(k);
+            if let Some(f) = Settings::FIELDS
+                .iter()
+                .find(|f| f.eq_ignore_ascii_case(field))
+            {
+                overrides.push((f, v.clone()));
+            }
+        }
+        let settings = Settings::load(None, &overrides).expect("settings");
         let mut c = Cluster {
-            settings: fresh_settings("it"),
+            settings,
+            options: options.clone(),
             scheduler: None,
+            extra_schedulers: Vec::new(),
             workers: Vec::new(),
         };
         c.start_scheduler();
-        for _ in 0..workers {
-            c.start_worker(concurrency);
+        for _ in 1..options.schedulers {
+            let extra = c.spawn("warren-scheduler", &[]);
+            c.extra_schedulers.push(extra);
         }
-        c.wait_for_workers(workers as u32).await;
+        for _ in 0..options.workers {
+            c.start_worker(options.concurrency);
+        }
+        c.wait_for_workers(options.workers as u32).await;
         c
     }
 
     fn spawn(&self, name: &str, args: &[String]) -> Child {
         Command::new(bin(name))
             .args(args)
+            .envs(
+                self.options
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .env("WARREN_NAMESPACE", &self.settings.namespace)
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "error,lapin=off".into()),
             )
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {name}: {e}"))
     }
 
-    /// Starts (another) scheduler.
+    /// Starts (another) scheduler, killing the first one if it runs.
     pub fn start_scheduler(&mut self) {
         let child = self.spawn("warren-scheduler", &[]);
         if let Some(mut old) = self.scheduler.replace(child) {
@@ -100,13 +170,51 @@ impl Cluster {
         }
     }
 
+    fn worker_binary(&self) -> &'static str {
+        if self.options.test_worker {
+            "warren-test-worker"
+        } else {
+            "warren-worker"
+        }
+    }
+
     /// Starts one more worker.
     pub fn start_worker(&mut self, concurrency: usize) {
         let child = self.spawn(
-            "warren-worker",
+            self.worker_binary(),
             &["--concurrency".into(), concurrency.to_string()],
         );
         self.workers.push(child);
+    }
+
+    /// Number of worker processes started (alive or not).
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// `kill -9` worker `i` and start a new one in its place.
+    pub fn kill_and_replace_worker(&mut self, i: usize) {
+        let _ = self.workers[i].kill();
+        let _ = self.workers[i].wait();
+        let args = ["--concurrency".into(), self.options.concurrency.to_string()];
+        self.workers[i] = self.spawn(self.worker_binary(), &args);
+    }
+
+    /// `kill -9` the first scheduler and start a new one in its place.
+    pub fn kill_and_replace_scheduler(&mut self) {
+        self.start_scheduler();
+    }
+
+    /// Waits for worker `i` to exit by itself (e.g. after a crashing task).
+    pub fn wait_for_worker_exit(&mut self, i: usize, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if !self.worker_alive(i) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// The scheduler's process id (benchmarks read its memory in /proc).
@@ -198,11 +306,14 @@ impl Cluster {
     }
 
     fn kill_all(&mut self) {
+        let extra: Vec<Child> = self.extra_schedulers.drain(..).collect();
+        let workers: Vec<Child> = self.workers.drain(..).collect();
         for mut c in self
             .scheduler
             .take()
             .into_iter()
-            .chain(self.workers.drain(..))
+            .chain(extra)
+            .chain(workers)
         {
             let _ = c.kill();
             let _ = c.wait();
@@ -214,7 +325,7 @@ impl Drop for Cluster {
     /// A test that panicked never reached `shutdown`: still remove its
     /// processes, queues and keys, on a runtime of its own.
     fn drop(&mut self) {
-        if self.scheduler.is_none() && self.workers.is_empty() {
+        if self.scheduler.is_none() && self.workers.is_empty() && self.extra_schedulers.is_empty() {
             return;
         }
         self.kill_all();

@@ -237,5 +237,42 @@ async fn a_malformed_message_is_dead_lettered_with_its_reason_and_the_scheduler_
         reasons[2].contains("unsupported protocol version 42"),
         "{reasons:?}"
     );
+
+    // The same on the results queue (read by the scheduler) and a work queue
+    // (read by workers): dead-lettered with the reason, consumers carry on.
+    for (queue, reason) in [
+        (topo.results_queue(), "undecodable worker report"),
+        (topo.work_queue("default"), "undecodable work message"),
+    ] {
+        let confirm = amqp::publish(&ch, "", &queue, b"{oops", amqp::json_properties(&[]))
+            .await
+            .unwrap();
+        amqp::confirmed(vec![confirm], "test").await.unwrap();
+        let mut found = None;
+        for _ in 0..100 {
+            if let Some(msg) = get
+                .basic_get(topo.dead_queue().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                found = msg
+                    .delivery
+                    .properties
+                    .headers()
+                    .clone()
+                    .unwrap_or_default()
+                    .inner()
+                    .get(REASON_HEADER)
+                    .and_then(|v| v.as_long_string())
+                    .map(|s| s.to_string());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let found = found.unwrap_or_else(|| panic!("nothing dead-lettered from {queue}"));
+        assert!(found.contains(reason), "{queue}: {found}");
+    }
+    let k = ok_stdout(&c.warren(&["submit", "inc", "2"]));
+    assert_eq!(ok_stdout(&c.warren(&["result", k.trim()])).trim(), "3");
     c.shutdown().await;
 }

@@ -1,0 +1,252 @@
+//! The fault-injection suite: a DAG of over 10,000 tasks finishes with the right
+//! values while workers are killed and restarted at random, a scheduler is
+//! killed and restarted (two run at once), RabbitMQ restarts, and Redis (with
+//! persistence on) restarts.
+//!
+//! RabbitMQ is the machine's own broker, restarted with `rabbitmqctl stop_app`
+//! / `start_app` (this test binary runs alone, so no other test is disturbed).
+//! Redis is a private `redis-server` with append-only persistence on a port of
+//! its own, so restarting it touches nothing else.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use warren_client::{Future, State, SubmitOptions};
+use warren_core::store::Store;
+use warren_integration_tests::{Cluster, ClusterOptions};
+
+/// A throwaway Redis with append-only persistence.
+struct PersistentRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PersistentRedis {
+    fn start() -> Self {
+        let port = 6390 + (std::process::id() % 500) as u16;
+        let dir = std::env::temp_dir().join(format!("warren-chaos-redis-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Self {
+            port,
+            dir,
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A clean restart: SHUTDOWN (which syncs the append-only file), then start.
+    fn restart(&mut self) {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown"])
+            .output();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+}
+
+impl Drop for PersistentRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn restart_rabbitmq() {
+    for args in [["stop_app"], ["start_app"]] {
+        let out = Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .expect("rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = Command::new("rabbitmqctl")
+        .args(["--timeout", "60", "await_startup"])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(out.status.success());
+}
+
+/// A small deterministic generator, seeded from the clock and printed, so a
+/// failing run can be replayed.
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+async fn submit_dag(cluster: &Cluster, leaves: i64) -> (Vec<Future>, Future, usize) {
+    let client = cluster.client().await;
+    let opts = SubmitOptions::default();
+    let args = (0..leaves).map(|i| vec![json!(i), json!(5)]).collect();
+    let leaf_futures = client.map_with("slow_inc", args, &opts).await.unwrap();
+    let mut total = leaf_futures.len();
+    let mut level = leaf_futures.clone();
+    while level.len() > 1 {
+        let mut pairs: Vec<Vec<Value>> = Vec::new();
+        let mut carry = None;
+        for chunk in level.chunks(2) {
+            match chunk {
+                [a, b] => pairs.push(vec![
+                    serde_json::to_value(a).unwrap(),
+                    serde_json::to_value(b).unwrap(),
+                ]),
+                [a] => carry = Some(a.clone()),
+                _ => unreachable!(),
+            }
+        }
+        let mut next = client.map_with("add_them", pairs, &opts).await.unwrap();
+        total += next.len();
+        next.extend(carry);
+        level = next;
+    }
+    (leaf_futures, level.remove(0), total)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ten_thousand_task_dag_survives_killed_workers_schedulers_and_restarted_servers() {
+    let mut redis = PersistentRedis::start();
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        workers: 3,
+        concurrency: 2,
+        schedulers: 2,
+        test_worker: true,
+        env: vec![
+            ("WARREN_REDIS_URL".into(), redis.url()),
+            // Random kills may hit one task several times; this suite is about
+            // losing nothing, not about KilledWorker (tests/faults.rs is).
+            ("WARREN_DELIVERY_LIMIT".into(), "20".into()),
+        ],
+    })
+    .await;
+
+    let leaves: i64 = 6000;
+    let (leaf_futures, root, total) = submit_dag(&cluster, leaves).await;
+    assert!(total >= 10_000, "{total} tasks");
+    let keys: Vec<String> = leaf_futures.iter().map(|f| f.key().to_string()).collect();
+    let root_key = root.key().to_string();
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    eprintln!("chaos seed {seed}");
+    let mut rng = Lcg(seed);
+    let mut faults = 0;
+    let store = Store::connect(&cluster.settings).await.unwrap();
+    let started = Instant::now();
+    let mut step = 0;
+    loop {
+        let done = matches!(store.states(std::slice::from_ref(&root_key)).await, Ok(s) if s[0] == Some(State::Finished));
+        if done && step >= 4 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the DAG did not finish within 300 s ({faults} faults injected)"
+        );
+        match step {
+            0 => cluster.kill_and_replace_worker(rng.below(3)),
+            1 => cluster.kill_and_replace_scheduler(),
+            2 => tokio::task::spawn_blocking(restart_rabbitmq).await.unwrap(),
+            3 => redis.restart(),
+            _ if done => {}
+            _ => cluster.kill_and_replace_worker(rng.below(3)),
+        }
+        if step < 4 || !done {
+            faults += 1;
+        }
+        step += 1;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    eprintln!("DAG finished after {:?}", started.elapsed());
+
+    // Every task finished, once.
+    let mut all_keys = keys.clone();
+    all_keys.push(root_key.clone());
+    let mut lost = 0;
+    for chunk in all_keys.chunks(1000) {
+        let states = store.states(chunk).await.unwrap();
+        lost += states
+            .iter()
+            .filter(|s| **s != Some(State::Finished))
+            .count();
+    }
+    let mut con = store.connection();
+    let stats: std::collections::HashMap<String, u64> = con
+        .hgetall(format!("{}stats", store.prefix()))
+        .await
+        .unwrap();
+    let finished = stats.get("finished").copied().unwrap_or(0);
+    let duplicated = finished.saturating_sub(total as u64);
+    println!(
+        "faults: {faults} injected, tasks: {total} submitted, {finished} finished, {lost} lost, {duplicated} duplicated transitions"
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(
+        finished, total as u64,
+        "each task must finish exactly once: {stats:?}"
+    );
+    assert_eq!(stats.get("error"), None, "{stats:?}");
+
+    // And the values are right: leaves i + 1, the root their sum.
+    let client = cluster.client().await;
+    let values = client.gather(&leaf_futures).await.unwrap();
+    assert!(
+        values
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v == json!(i as i64 + 1))
+    );
+    let expected: i64 = (1..=leaves).sum();
+    assert_eq!(root.result().await.unwrap(), json!(expected));
+    cluster.shutdown().await;
+}
