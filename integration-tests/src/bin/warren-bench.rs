@@ -56,8 +56,6 @@ const MEMORY_SAMPLES: usize = 1_000;
 const MAX_TREE_LEVELS: usize = 64;
 /// Warm-up tasks before the first measurement (connections, script loading).
 const WARM_UP_TASKS: i64 = 1_000;
-/// The marker line the `--noop-only` child prints its result on.
-const NOOP_MARKER: &str = "noop_rate_and_submit_secs=";
 
 /// Issue 5's benchmarks, against the local RabbitMQ and Redis.
 #[derive(Debug, Parser)]
@@ -245,7 +243,10 @@ async fn run(args: Args) -> Result<()> {
 
     eprintln!("== cluster 3: row 2b (workers with WARREN_PREFETCH=64, in a child process)");
     rows.push(match noop_with_prefetch_64(args.noop_tasks).await {
-        Ok(run) => noop_row("2b", "WARREN_PREFETCH=64", args.noop_tasks, run, ceiling),
+        Ok((run, prefetch)) => {
+            let setting = format!("WARREN_PREFETCH=64, prefetch {prefetch}");
+            noop_row("2b", &setting, args.noop_tasks, run, ceiling)
+        }
         Err(e) => Row::failed("2b", "no-op map, WARREN_PREFETCH=64", NOOP_TARGET, &e),
     });
 
@@ -576,12 +577,10 @@ fn noop_row(id: &'static str, setting: &str, n: i64, run: NoopRun, ceiling: Opti
 }
 
 /// The `--noop-only` child: a fresh cluster, a warm-up, one no-op map, its rate.
+/// It prints `name=value` lines: `rate`, `submit_secs` and `prefetch`.
 async fn noop_only(n: i64) -> Result<()> {
     let cluster = Cluster::start(WORKERS, DEFAULT_CONCURRENCY).await;
-    eprintln!(
-        "workers' prefetch: {}",
-        worker_prefetch(&cluster.settings).await
-    );
+    let prefetch = worker_prefetch(&cluster.settings).await;
     let client = cluster.client().await;
     let measured = within(limits::NOOP, "the no-op map", async {
         noop_throughput(&client, WARM_UP_TASKS).await?;
@@ -590,45 +589,55 @@ async fn noop_only(n: i64) -> Result<()> {
     .await;
     cluster.shutdown().await;
     let run = measured?;
-    println!("{NOOP_MARKER}{} {}", run.rate, run.submit_secs);
+    println!("rate={}", run.rate);
+    println!("submit_secs={}", run.submit_secs);
+    println!("prefetch={prefetch}");
     Ok(())
 }
 
 /// Row 2b: runs this binary with `--noop-only` and `WARREN_PREFETCH=64` in its
 /// environment, which the cluster's workers inherit (no environment change in
-/// this process, so no other measurement sees it).
-async fn noop_with_prefetch_64(n: i64) -> Result<NoopRun> {
+/// this process, so no other measurement sees it). Returns the run and the
+/// workers' prefetch as RabbitMQ saw it.
+async fn noop_with_prefetch_64(n: i64) -> Result<(NoopRun, String)> {
     let exe = std::env::current_exe().context("finding warren-bench's own path")?;
     let child = tokio::process::Command::new(exe)
         .args(["--noop-only", "--noop-tasks", &n.to_string()])
         .env("WARREN_PREFETCH", "64")
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(limits::NOOP + Duration::from_secs(120), child)
         .await
         .context("the WARREN_PREFETCH=64 run did not finish in time")?
         .context("running warren-bench --noop-only")?;
+    // `output()` captures stderr too: pass the child's messages on.
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     ensure!(
         out.status.success(),
         "warren-bench --noop-only failed ({})",
         out.status
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
+    let number = |name| -> Result<f64> {
+        let value = printed(&stdout, name)?;
+        value
+            .parse()
+            .with_context(|| format!("parsing {name}={value}"))
+    };
+    let run = NoopRun {
+        rate: number("rate")?,
+        submit_secs: number("submit_secs")?,
+    };
+    Ok((run, printed(&stdout, "prefetch")?.to_string()))
+}
+
+/// The value of a `name=value` line the `--noop-only` child printed.
+fn printed<'a>(stdout: &'a str, name: &str) -> Result<&'a str> {
+    stdout
         .lines()
-        .find_map(|l| l.strip_prefix(NOOP_MARKER))
-        .context("warren-bench --noop-only printed no rate")?;
-    let numbers: Vec<f64> = line
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing {line:?}"))?;
-    match numbers[..] {
-        [rate, submit_secs] => Ok(NoopRun { rate, submit_secs }),
-        _ => bail!("expected a rate and a submit time, got {line:?}"),
-    }
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        .with_context(|| format!("warren-bench --noop-only printed no {name}"))
 }
 
 /// The prefetch of each worker consumer of the cluster's default work queue, as
