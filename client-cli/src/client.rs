@@ -9,15 +9,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::warn;
-use warren_core::messages::{ClientEvent, ClientRequest, PROTOCOL_VERSION, TaskSpec, Terminal};
+use warren_core::messages::{
+    ClientEvent, ClientRequest, PROTOCOL_VERSION, TaskSpec, Terminal, WorkerInfo,
+};
 use warren_core::status::State;
-use warren_core::store::{Store, Watched};
+use warren_core::store::{Forgotten, Store, Watched};
 use warren_core::topology::Topology;
 use warren_core::{Settings, amqp, args, taskkey};
 
@@ -47,6 +51,12 @@ pub struct SubmitOptions {
     /// Times to run a task again after it fails (dask's `retries=`); the final
     /// error lists every attempt's error in `previous`.
     pub retries: u32,
+    /// Seconds a task may run before it fails with `TimeoutError`.
+    pub timeout_secs: Option<f64>,
+    /// Fire and forget: return once RabbitMQ holds the submission, without
+    /// waiting for the scheduler or watching the futures. The tasks run all the
+    /// same.
+    pub detach: bool,
 }
 
 impl Default for SubmitOptions {
@@ -56,6 +66,8 @@ impl Default for SubmitOptions {
             pure: true,
             queue: warren_core::messages::default_queue(),
             retries: 0,
+            timeout_secs: None,
+            detach: false,
         }
     }
 }
@@ -174,7 +186,7 @@ impl Client {
         };
         let spec = self.spec(func, args, opts, opts.key.clone())?;
         let key = spec.key.clone();
-        self.submit_specs(vec![spec]).await?;
+        self.submit_specs(vec![spec], opts.detach).await?;
         Ok(self.future(&key))
     }
 
@@ -204,7 +216,7 @@ impl Client {
             .map(|a| self.spec(func, a, opts, None))
             .collect::<Result<Vec<_>, _>>()?;
         let keys: Vec<String> = specs.iter().map(|s| s.key.clone()).collect();
-        self.submit_specs(specs).await?;
+        self.submit_specs(specs, opts.detach).await?;
         Ok(keys.iter().map(|k| self.future(k)).collect())
     }
 
@@ -307,7 +319,7 @@ impl Client {
         let body = serde_json::to_vec(&ClientRequest::Restart {
             v: PROTOCOL_VERSION,
         })?;
-        self.publish_request(&body).await?;
+        self.publish_request(&body, true).await?;
         let wait = Duration::from_secs(60);
         // Workers may answer the scheduler's broadcast before the scheduler's
         // own reply reaches us: keep their answers.
@@ -389,11 +401,14 @@ impl Client {
             args,
             queue: opts.queue.clone(),
             retries: opts.retries,
+            timeout_secs: opts.timeout_secs,
         })
     }
 
     /// Publishes specs in batches and waits until the scheduler recorded them all.
-    async fn submit_specs(&self, specs: Vec<TaskSpec>) -> Result<(), Error> {
+    /// Publishes specs in batches and (unless detached) waits until the
+    /// scheduler recorded them all.
+    async fn submit_specs(&self, specs: Vec<TaskSpec>, detach: bool) -> Result<(), Error> {
         let limit = self.inner.settings.max_payload_bytes;
         let mut acks = Vec::new();
         let total = specs.len();
@@ -419,19 +434,33 @@ impl Client {
                 }
                 n /= 2;
             };
-            acks.push(self.inner.events.expect_batch(&batch));
-            self.publish_request(&body).await?;
+            if detach {
+                self.publish_request(&body, false).await?;
+            } else {
+                acks.push(self.inner.events.expect_batch(&batch));
+                self.publish_request(&body, true).await?;
+            }
             rest = &rest[n..];
         }
+        self.await_acks(acks, total).await
+    }
+
+    /// Waits for the scheduler's acknowledgements, saying every few seconds
+    /// that it is still waiting (the request is safe in RabbitMQ meanwhile).
+    async fn await_acks(
+        &self,
+        acks: Vec<tokio::sync::oneshot::Receiver<()>>,
+        items: usize,
+    ) -> Result<(), Error> {
         for mut ack in acks {
             loop {
                 match tokio::time::timeout(ACK_NAG_EVERY, &mut ack).await {
                     Ok(Ok(())) => break,
                     Ok(Err(_)) => return Err(Error::Disconnected),
                     Err(_) => warn!(
-                        tasks = total,
+                        items,
                         namespace = %self.inner.settings.namespace,
-                        "submission is safe in RabbitMQ but no scheduler has recorded it yet; is warren-scheduler running for this namespace?"
+                        "the request is safe in RabbitMQ but no scheduler has handled it yet; is warren-scheduler running for this namespace?"
                     ),
                 }
             }
@@ -439,9 +468,12 @@ impl Client {
         Ok(())
     }
 
-    async fn publish_request(&self, body: &[u8]) -> Result<(), Error> {
-        let props =
-            amqp::json_properties(&[]).with_reply_to(self.inner.reply_queue.as_str().into());
+    /// Publishes a request to the scheduler, with our reply queue if `reply`.
+    async fn publish_request(&self, body: &[u8], reply: bool) -> Result<(), Error> {
+        let mut props = amqp::json_properties(&[]);
+        if reply {
+            props = props.with_reply_to(self.inner.reply_queue.as_str().into());
+        }
         let confirm = amqp::publish(
             &self.inner.publish,
             "",
@@ -453,4 +485,169 @@ impl Client {
         amqp::confirmed(vec![confirm], &self.inner.topology.submit_queue()).await?;
         Ok(())
     }
+
+    /// Cancels futures and everything depending on them (dask's `cancel`):
+    /// pending ones become `cancelled`, queued ones never start, running ones
+    /// are asked to stop. Final futures are left as they are.
+    pub async fn cancel(&self, keys: &[String]) -> Result<(), Error> {
+        let batch = uuid::Uuid::new_v4().simple().to_string();
+        let body = serde_json::to_vec(&ClientRequest::Cancel {
+            v: PROTOCOL_VERSION,
+            batch: batch.clone(),
+            keys: keys.to_vec(),
+        })?;
+        let ack = self.inner.events.expect_batch(&batch);
+        self.publish_request(&body, true).await?;
+        self.await_acks(vec![ack], keys.len()).await
+    }
+
+    /// Deletes final futures now instead of at the end of their TTL (dask's
+    /// release). Pending futures are left alone: cancel them first.
+    pub async fn forget(&self, keys: &[String]) -> Result<Vec<Forgotten>, Error> {
+        Ok(self.inner.store.forget(keys).await?)
+    }
+
+    /// Final states in the order they happen (dask's `as_completed`).
+    pub fn as_completed(
+        &self,
+        keys: &[String],
+    ) -> impl Stream<Item = Result<(String, Terminal), Error>> + '_ {
+        let keys = keys.to_vec();
+        futures::stream::once(async move {
+            let receivers: Vec<_> = keys
+                .iter()
+                .map(|k| self.inner.events.subscribe(k))
+                .collect();
+            self.refresh(&keys, 0, &receivers).await?;
+            let waits: FuturesUnordered<_> = keys
+                .into_iter()
+                .zip(receivers)
+                .map(|(k, rx)| self.wait_one(k, rx))
+                .collect();
+            Ok::<_, Error>(waits)
+        })
+        .map(|r| match r {
+            Ok(waits) => waits.left_stream(),
+            Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
+        })
+        .flatten()
+    }
+
+    /// Waits for one key's final state; asks Redis if events stay silent.
+    async fn wait_one(
+        &self,
+        key: String,
+        mut rx: tokio::sync::watch::Receiver<Option<Terminal>>,
+    ) -> Result<(String, Terminal), Error> {
+        loop {
+            if let Some(t) = rx.borrow_and_update().clone() {
+                return Ok((key, t));
+            }
+            if tokio::time::timeout(POLL_EVERY, rx.changed())
+                .await
+                .is_err()
+            {
+                let seen = self
+                    .inner
+                    .store
+                    .watch(&self.inner.reply_queue, std::slice::from_ref(&key))
+                    .await?;
+                match seen.into_iter().next() {
+                    Some(Watched::Done(t)) => self.inner.events.resolve(&key, t),
+                    Some(Watched::Unknown) => return Err(self.unknown(&key)),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Waits until the first or all of `keys` are final, or `timeout` passes
+    /// (dask's `wait`). Returns the keys done and the keys not done.
+    pub async fn wait(
+        &self,
+        keys: &[String],
+        mode: WaitMode,
+        timeout: Option<Duration>,
+    ) -> Result<(Vec<String>, Vec<String>), Error> {
+        let mut done = Vec::new();
+        let stream = self.as_completed(keys);
+        futures::pin_mut!(stream);
+        let collect = async {
+            while let Some(item) = stream.next().await {
+                done.push(item?.0);
+                if mode == WaitMode::FirstCompleted {
+                    break;
+                }
+            }
+            Ok::<_, Error>(())
+        };
+        match timeout {
+            Some(t) => {
+                if let Ok(r) = tokio::time::timeout(t, collect).await {
+                    r?;
+                }
+            }
+            None => collect.await?,
+        }
+        let not_done = keys.iter().filter(|k| !done.contains(k)).cloned().collect();
+        Ok((done, not_done))
+    }
+
+    /// Live workers (heartbeat within the last 30 s), as they describe themselves.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
+        Ok(self.inner.store.workers(Duration::from_secs(30)).await?)
+    }
+
+    /// Counters and queue depths of the namespace.
+    pub async fn info(&self) -> Result<Info, Error> {
+        let stats = self.inner.store.stats().await?;
+        let topo = &self.inner.topology;
+        let mut names = vec![topo.submit_queue(), topo.results_queue()];
+        names.extend(
+            self.inner
+                .store
+                .work_queues()
+                .await?
+                .iter()
+                .map(|q| topo.work_queue(q)),
+        );
+        names.extend([topo.killed_queue(), topo.dead_queue()]);
+        let mut queues = Vec::new();
+        for name in names {
+            let ch = self.inner._conn.create_channel().await?;
+            let opts = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            // A work queue nobody declared yet simply has nothing in it.
+            if let Ok(q) = ch
+                .queue_declare(name.as_str().into(), opts, FieldTable::default())
+                .await
+            {
+                queues.push((name, q.message_count(), q.consumer_count()));
+                let _ = ch.close(200, "done".into()).await;
+            } else {
+                queues.push((name, 0, 0));
+            }
+        }
+        Ok(Info { stats, queues })
+    }
+}
+
+/// When [`Client::wait`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitMode {
+    /// As soon as one future is final.
+    FirstCompleted,
+    /// When all are final.
+    AllCompleted,
+}
+
+/// What [`Client::info`] reports.
+#[derive(Debug, Clone)]
+pub struct Info {
+    /// `submitted`, and final transitions per state (`finished`, `error`, `cancelled`), `retried`.
+    pub stats: std::collections::BTreeMap<String, u64>,
+    /// Each queue with its ready messages and consumers.
+    pub queues: Vec<(String, u32, u32)>,
 }

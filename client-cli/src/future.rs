@@ -5,7 +5,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
-use warren_core::messages::Terminal;
+use warren_core::messages::{TaskFailure, Terminal};
 use warren_core::status::{State, Status};
 
 use crate::client::Client;
@@ -73,6 +73,39 @@ impl Future {
     /// message and traceback.
     pub async fn result(&self) -> Result<Value, Error> {
         into_value(&self.key, self.outcome().await?)
+    }
+
+    /// The task's error, if it failed, without raising it (dask's `exception()`).
+    pub async fn exception(&self) -> Result<Option<TaskFailure>, Error> {
+        Ok(match self.outcome().await? {
+            Terminal::Error { error } => Some(error),
+            _ => None,
+        })
+    }
+
+    /// The task's traceback, if it failed (dask's `traceback()`).
+    pub async fn traceback(&self) -> Result<Option<String>, Error> {
+        Ok(self.exception().await?.map(|e| e.traceback))
+    }
+
+    /// Whether the future is final (finished, error or cancelled).
+    pub async fn done(&self) -> Result<bool, Error> {
+        Ok(self.status().await?.status != Status::Pending)
+    }
+
+    /// Cancels this future and its dependents.
+    pub async fn cancel(&self) -> Result<(), Error> {
+        self.client.cancel(std::slice::from_ref(&self.key)).await
+    }
+
+    /// Calls `callback` with the final state once there is one (dask's
+    /// `add_done_callback`), on the runtime, without blocking the caller.
+    pub fn add_done_callback<F>(&self, callback: F)
+    where
+        F: FnOnce(Result<Terminal, Error>) + Send + 'static,
+    {
+        let me = self.clone();
+        tokio::spawn(async move { callback(me.outcome().await) });
     }
 
     /// [`Future::result`], decoded into `T`.

@@ -14,8 +14,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - [`Client`]: connect, `submit`, `map`, `gather`, `restart`, attach to a key;
-//! - [`Future`]: `key`, `status`, `result`, `outcome` (the error without raising);
+//! - [`Client`]: connect, `submit`, `map`, `gather`, `as_completed`, `wait`,
+//!   `cancel`, `forget`, `restart`, `workers`, `info`, attach to a key;
+//! - [`Future`]: `key`, `status`, `result`, `outcome`, `exception` and
+//!   `traceback` (the error without raising), `cancel`, done callbacks;
 //! - [`events`]: how completions reach the client (its reply queue, plus a Redis
 //!   poll as a safety net).
 
@@ -24,8 +26,9 @@ mod error;
 pub mod events;
 mod future;
 
-pub use client::{Client, RestartReport, SubmitOptions};
+pub use client::{Client, Info, RestartReport, SubmitOptions, WaitMode};
 pub use error::Error;
 pub use future::{Future, FutureStatus};
-pub use warren_core::messages::{TaskFailure, Terminal};
+pub use warren_core::messages::{TaskFailure, Terminal, WorkerInfo};
 pub use warren_core::status::{State, Status};
+pub use warren_core::store::Forgotten;

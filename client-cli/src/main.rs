@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use warren_client::{Client, Error, SubmitOptions, Terminal};
+use warren_client::{Client, Error, Forgotten, SubmitOptions, Terminal, WaitMode};
 use warren_core::Settings;
 
 /// warren: dask-style futures on RabbitMQ and Redis.
@@ -78,6 +78,8 @@ enum Command {
         /// Run the task again up to N times if it fails (dask's retries=).
         #[arg(long, default_value_t = 0, value_name = "N")]
         retries: u32,
+        #[command(flatten)]
+        task: TaskFlags,
     },
     /// One task per ARG (FUNC(ARG)); print the keys, one per line, in order.
     Map {
@@ -95,6 +97,8 @@ enum Command {
         /// Run each task again up to N times if it fails.
         #[arg(long, default_value_t = 0, value_name = "N")]
         retries: u32,
+        #[command(flatten)]
+        task: TaskFlags,
     },
     /// Wait for KEY and print its value as JSON. A failed task prints its error
     /// type, message and traceback on stderr and exits 1.
@@ -114,7 +118,41 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long)]
         timeout: Option<f64>,
+        /// Print "KEY VALUE" lines in the order tasks finish (dask's
+        /// as_completed); failures go to stderr and make the exit code 1.
+        #[arg(long)]
+        as_completed: bool,
     },
+    /// Wait until all KEYs (or, with --first, one of them) are final; print
+    /// "KEY STATUS" for each one done, in the order they finished. Exits 1 if
+    /// the timeout passes first.
+    Wait {
+        /// Keys, or - to read them from stdin.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// Return as soon as one is final (dask's FIRST_COMPLETED).
+        #[arg(long)]
+        first: bool,
+        /// Give up after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Cancel futures and everything depending on them; print "KEY STATUS".
+    Cancel {
+        /// Keys, or - to read them from stdin.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Delete final futures now instead of when their TTL ends.
+    Forget {
+        /// Keys, or - to read them from stdin.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// List live workers: host, pid, concurrency, queues, running tasks, last heartbeat.
+    Workers,
+    /// Futures per state and queue depths of the namespace.
+    Info,
     /// Print "KEY STATUS [DETAIL]" per key: pending (waiting, queued,
     /// processing), finished, error or cancelled.
     Status {
@@ -125,6 +163,35 @@ enum Command {
     /// Back to a clean state: every future cancelled, queues emptied, workers
     /// ready (dask's client.restart()).
     Restart,
+}
+
+/// Options of each task, for `submit` and `map`.
+#[derive(Debug, clap::Args)]
+struct TaskFlags {
+    /// Work queue: only workers started with --queues NAME run it (e.g. gpu).
+    #[arg(long, default_value = "default")]
+    queue: String,
+    /// Time limit in seconds: past it the task fails with TimeoutError and its
+    /// worker slot is free again.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Fire and forget: print the key(s) once RabbitMQ holds the submission,
+    /// without waiting for the scheduler. The task runs all the same.
+    #[arg(long)]
+    detach: bool,
+}
+
+impl TaskFlags {
+    fn options(&self, pure: bool, retries: u32, key: Option<String>) -> SubmitOptions {
+        SubmitOptions {
+            key,
+            pure,
+            retries,
+            queue: self.queue.clone(),
+            timeout_secs: self.timeout,
+            detach: self.detach,
+        }
+    }
 }
 
 #[tokio::main]
@@ -168,15 +235,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             key,
             no_pure,
             retries,
+            task,
             ..
         } => {
             let args = parse_args(&client, &args).await?;
-            let opts = SubmitOptions {
-                key,
-                pure: !no_pure,
-                retries,
-                ..Default::default()
-            };
+            let opts = task.options(!no_pure, retries, key);
             let f = client.submit_with(&func, args, &opts).await?;
             println!("{}", f.key());
         }
@@ -185,14 +248,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             args,
             no_pure,
             retries,
+            task,
             ..
         } => {
             let args = parse_args(&client, &args).await?;
-            let opts = SubmitOptions {
-                pure: !no_pure,
-                retries,
-                ..Default::default()
-            };
+            let opts = task.options(!no_pure, retries, None);
             let fs = client
                 .map_with(&func, args.into_iter().map(|a| vec![a]).collect(), &opts)
                 .await?;
@@ -204,22 +264,131 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = with_timeout(timeout, &key, client.future(&key).outcome()).await?;
             return Ok(print_outcomes(&[key], vec![outcome]));
         }
-        Command::Gather { keys, timeout } => {
+        Command::Gather {
+            keys,
+            timeout,
+            as_completed: false,
+        } => {
             let keys = expand_stdin(keys)?;
             let what = format!("{} futures", keys.len());
             let outcomes = with_timeout(timeout, &what, client.outcomes(&keys)).await?;
             return Ok(print_outcomes(&keys, outcomes));
         }
-        Command::Status { keys } => {
+        Command::Gather {
+            keys,
+            timeout,
+            as_completed: true,
+        } => {
             let keys = expand_stdin(keys)?;
-            let states = client.states(&keys).await?;
-            for (k, s) in keys.iter().zip(states) {
-                if s.is_terminal() {
-                    println!("{k} {}", s.status());
-                } else {
-                    println!("{k} {} {s}", s.status());
+            let what = format!("{} futures", keys.len());
+            let failed = with_timeout(timeout, &what, print_as_completed(&client, &keys)).await?;
+            return Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        Command::Wait {
+            keys,
+            first,
+            timeout,
+        } => {
+            let keys = expand_stdin(keys)?;
+            let mode = if first {
+                WaitMode::FirstCompleted
+            } else {
+                WaitMode::AllCompleted
+            };
+            let limit = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
+            let (done, not_done) = client.wait(&keys, mode, limit).await?;
+            for (k, s) in done.iter().zip(client.states(&done).await?) {
+                println!("{k} {}", s.status());
+            }
+            let met = if first {
+                !done.is_empty()
+            } else {
+                not_done.is_empty()
+            };
+            if !met {
+                eprintln!(
+                    "error: timed out after {}s: {} of {} futures final",
+                    timeout.unwrap_or(0.0),
+                    done.len(),
+                    keys.len()
+                );
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Cancel { keys } => {
+            let keys = expand_stdin(keys)?;
+            client.cancel(&keys).await?;
+            print_states(&client, &keys).await?;
+        }
+        Command::Forget { keys } => {
+            let keys = expand_stdin(keys)?;
+            let mut all = true;
+            for (k, f) in keys.iter().zip(client.forget(&keys).await?) {
+                match f {
+                    Forgotten::Forgotten => println!("{k} forgotten"),
+                    Forgotten::Pending => {
+                        all = false;
+                        println!("{k} pending (not forgotten: cancel it first)");
+                    }
+                    Forgotten::Unknown => {
+                        all = false;
+                        println!("{k} unknown");
+                    }
                 }
             }
+            if !all {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Workers => {
+            let workers = client.workers().await?;
+            println!(
+                "{:<28} {:>11} {:<16} {:>7} {:>9} {:>9}  RUNNING",
+                "WORKER", "CONCURRENCY", "QUEUES", "BUSY", "COMPLETED", "SEEN"
+            );
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            for w in &workers {
+                println!(
+                    "{:<28} {:>11} {:<16} {:>7} {:>9} {:>8.1}s  {}",
+                    w.worker,
+                    w.concurrency,
+                    w.queues.join(","),
+                    w.running.len(),
+                    w.completed,
+                    now.saturating_sub(w.at_ms) as f64 / 1000.0,
+                    w.running.join(" ")
+                );
+            }
+            eprintln!("{} live workers", workers.len());
+        }
+        Command::Info => {
+            let info = client.info().await?;
+            let get = |k: &str| info.stats.get(k).copied().unwrap_or(0);
+            let ended = get("finished") + get("error") + get("cancelled");
+            println!("namespace {}", client.settings().namespace);
+            println!(
+                "futures: {} submitted, {} pending, {} finished, {} error, {} cancelled, {} retried",
+                get("submitted"),
+                get("submitted").saturating_sub(ended),
+                get("finished"),
+                get("error"),
+                get("cancelled"),
+                get("retried")
+            );
+            println!("{:<40} {:>10} {:>10}", "QUEUE", "MESSAGES", "CONSUMERS");
+            for (name, messages, consumers) in &info.queues {
+                println!("{name:<40} {messages:>10} {consumers:>10}");
+            }
+        }
+        Command::Status { keys } => {
+            let keys = expand_stdin(keys)?;
+            print_states(&client, &keys).await?;
         }
         Command::Restart => {
             let report = client.restart().await?;
@@ -232,6 +401,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints "KEY STATUS [DETAIL]" per key.
+async fn print_states(client: &Client, keys: &[String]) -> Result<(), Error> {
+    for (k, s) in keys.iter().zip(client.states(keys).await?) {
+        if s.is_terminal() {
+            println!("{k} {}", s.status());
+        } else {
+            println!("{k} {} {s}", s.status());
+        }
+    }
+    Ok(())
+}
+
+/// Prints "KEY VALUE" as each future finishes; failures go to stderr.
+/// Returns whether any failed.
+async fn print_as_completed(client: &Client, keys: &[String]) -> Result<bool, Error> {
+    use futures::StreamExt;
+    let mut failed = false;
+    let stream = client.as_completed(keys);
+    futures::pin_mut!(stream);
+    while let Some(item) = stream.next().await {
+        let (key, t) = item?;
+        match t {
+            Terminal::Finished { value } => println!("{key} {value}"),
+            Terminal::Error { error } => {
+                failed = true;
+                eprintln!(
+                    "error: task {key} failed: {}: {}",
+                    error.kind, error.message
+                );
+            }
+            Terminal::Cancelled => {
+                failed = true;
+                eprintln!("error: future {key} was cancelled");
+            }
+        }
+    }
+    Ok(failed)
 }
 
 /// Prints values in order; stops at the first failure with its details.

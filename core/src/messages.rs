@@ -41,6 +41,9 @@ pub struct TaskSpec {
     /// Times to run the task again after it fails (dask's `retries=`).
     #[serde(default)]
     pub retries: u32,
+    /// Seconds the task may run before it fails with `TimeoutError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
 }
 
 /// The queue tasks go to unless told otherwise.
@@ -66,10 +69,19 @@ pub enum ClientRequest {
         /// Protocol version.
         v: u32,
     },
+    /// Cancel these futures (and, as in dask, everything that depends on them).
+    Cancel {
+        /// Protocol version.
+        v: u32,
+        /// Echoed in the [`ClientEvent::Submitted`] acknowledgement.
+        batch: String,
+        /// The keys.
+        keys: Vec<String>,
+    },
 }
 
 /// A runnable task, with the values of its dependencies already inlined: workers
-/// never read Redis to run a task.
+/// need no Redis write and no dependency read to run it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkMessage {
@@ -87,6 +99,9 @@ pub struct WorkMessage {
     /// 0 for the first run, then one more per retry after a failure.
     #[serde(default)]
     pub attempt: u32,
+    /// Seconds the task may run before it fails with `TimeoutError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
 }
 
 /// An error raised by a task, as the client sees it (dask's exception + traceback).
@@ -164,6 +179,14 @@ pub enum WorkerReport {
         /// The outcomes.
         outcomes: Vec<Outcome>,
     },
+    /// A worker is alive: sent every few seconds, kept by the scheduler for
+    /// `warren workers`.
+    Heartbeat {
+        /// Protocol version.
+        v: u32,
+        /// What the worker says of itself.
+        info: WorkerInfo,
+    },
     /// Tasks that have been running long enough to show as `processing`.
     Started {
         /// Protocol version.
@@ -173,6 +196,27 @@ pub enum WorkerReport {
         /// Keys of the tasks.
         keys: Vec<String>,
     },
+}
+
+/// A live worker, as it describes itself in its heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// `host:pid`.
+    pub worker: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Task slots.
+    pub concurrency: usize,
+    /// Work queues served.
+    pub queues: Vec<String>,
+    /// Keys of the tasks running now.
+    pub running: Vec<String>,
+    /// Tasks finished since the worker started.
+    pub completed: u64,
+    /// Unix time of the heartbeat, in milliseconds.
+    pub at_ms: u64,
 }
 
 /// A future's final state, as delivered to clients.
@@ -246,6 +290,14 @@ pub enum Control {
         /// The restarting client's reply queue, for [`ClientEvent::WorkerReady`].
         reply_to: String,
     },
+    /// Stop these tasks if they run (where the function can be interrupted), and
+    /// never start them.
+    Cancel {
+        /// Protocol version.
+        v: u32,
+        /// The keys cancelled (including dependents cancelled with them).
+        keys: Vec<String>,
+    },
 }
 
 /// Why a message body was refused.
@@ -289,6 +341,7 @@ mod tests {
             args: vec![json!(1)],
             epoch: 0,
             attempt: 0,
+            timeout_secs: None,
         };
         let body = serde_json::to_vec(&m).unwrap();
         assert_eq!(decode::<WorkMessage>(&body).unwrap(), m);

@@ -27,7 +27,7 @@ use redis::{AsyncCommands, Script, Value as RValue};
 use tracing::warn;
 
 use crate::error::{Error, Result};
-use crate::messages::{TaskFailure, TaskSpec, Terminal};
+use crate::messages::{TaskFailure, TaskSpec, Terminal, WorkerInfo};
 use crate::settings::{Settings, redact_url};
 use crate::status::State;
 
@@ -45,6 +45,8 @@ struct Scripts {
     reclaim: Script,
     watch: Script,
     cancel_all: Script,
+    cancel: Script,
+    forget: Script,
 }
 
 impl Scripts {
@@ -56,6 +58,8 @@ impl Scripts {
             reclaim: script(include_str!("lua/reclaim.lua")),
             watch: script(include_str!("lua/watch.lua")),
             cancel_all: script(include_str!("lua/cancel_all.lua")),
+            cancel: script(include_str!("lua/cancel.lua")),
+            forget: script(include_str!("lua/forget.lua")),
         }
     }
 }
@@ -110,8 +114,21 @@ pub struct ClaimedTask {
     pub args: String,
     /// 0 for the first run, one more per retry.
     pub attempt: u32,
+    /// Seconds the task may run, if limited.
+    pub timeout_secs: Option<f64>,
     /// Each dependency's key and value (JSON text), `None` if it has none any more.
     pub deps: Vec<(String, Option<String>)>,
+}
+
+/// What [`Store::forget`] did with one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forgotten {
+    /// Deleted.
+    Forgotten,
+    /// Not final: left alone.
+    Pending,
+    /// No such future.
+    Unknown,
 }
 
 /// One future's state as [`Store::watch`] found it.
@@ -230,6 +247,12 @@ impl Store {
             args.push(t.func.clone().into_bytes());
             args.push(t.queue.clone().into_bytes());
             args.push(t.retries.to_string().into_bytes());
+            args.push(
+                t.timeout_secs
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+                    .into_bytes(),
+            );
             args.push(serde_json::to_vec(&t.args)?);
             args.push(t.deps.len().to_string().into_bytes());
             args.extend(t.deps.iter().map(|d| d.clone().into_bytes()));
@@ -289,6 +312,7 @@ impl Store {
             let queue = r.string()?;
             let args = r.string()?;
             let attempt = r.int()? as u32;
+            let timeout_secs = r.string()?.parse::<f64>().ok();
             let n = r.int()?;
             let mut deps = Vec::new();
             for _ in 0..n {
@@ -303,6 +327,7 @@ impl Store {
                 queue,
                 args,
                 attempt,
+                timeout_secs,
                 deps,
             });
         }
@@ -377,6 +402,81 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Cancels `keys` and their dependents; returns every key cancelled (for the
+    /// workers) and the clients to notify.
+    pub async fn cancel(&self, keys: &[String]) -> Result<(Vec<String>, Vec<Notification>)> {
+        let mut args = vec![
+            self.prefix.clone().into_bytes(),
+            self.ttl.to_string().into_bytes(),
+        ];
+        args.extend(keys.iter().map(|k| k.clone().into_bytes()));
+        let mut r = Reply::new(self.run(&self.scripts.cancel, args).await?)?;
+        let n = r.int()?;
+        let cancelled = (0..n).map(|_| r.string()).collect::<Result<Vec<_>>>()?;
+        let mut notes = Vec::new();
+        while !r.done() {
+            notes.push(parse_event(&mut r)?);
+        }
+        Ok((cancelled, notes))
+    }
+
+    /// Deletes final futures now; says per key what happened.
+    pub async fn forget(&self, keys: &[String]) -> Result<Vec<Forgotten>> {
+        let mut args = vec![self.prefix.clone().into_bytes()];
+        args.extend(keys.iter().map(|k| k.clone().into_bytes()));
+        let mut r = Reply::new(self.run(&self.scripts.forget, args).await?)?;
+        let mut out = Vec::with_capacity(keys.len());
+        while !r.done() {
+            out.push(match r.string()?.as_str() {
+                "forgotten" => Forgotten::Forgotten,
+                "pending" => Forgotten::Pending,
+                _ => Forgotten::Unknown,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records a worker's heartbeat (for `warren workers`).
+    pub async fn record_worker(&self, info: &WorkerInfo) -> Result<()> {
+        let mut con = self.con.clone();
+        let _: () = con
+            .hset(
+                format!("{}workers", self.prefix),
+                &info.worker,
+                serde_json::to_string(info)?,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Workers whose last heartbeat is at most `max_age` old; older ones are
+    /// dropped from the registry.
+    pub async fn workers(&self, max_age: Duration) -> Result<Vec<WorkerInfo>> {
+        let mut con = self.con.clone();
+        let key = format!("{}workers", self.prefix);
+        let all: std::collections::HashMap<String, String> = con.hgetall(&key).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut live = Vec::new();
+        for (id, json) in all {
+            match serde_json::from_str::<WorkerInfo>(&json) {
+                Ok(w) if now.saturating_sub(w.at_ms) <= max_age.as_millis() as u64 => live.push(w),
+                _ => {
+                    let _: () = con.hdel(&key, id).await?;
+                }
+            }
+        }
+        live.sort_by(|a, b| a.worker.cmp(&b.worker));
+        Ok(live)
+    }
+
+    /// Counters: tasks submitted, and final transitions per state.
+    pub async fn stats(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let mut con = self.con.clone();
+        Ok(con.hgetall(format!("{}stats", self.prefix)).await?)
     }
 
     /// The state of each key (`None`: unknown), read-only.
@@ -498,20 +598,25 @@ fn parse_applied(reply: RValue) -> Result<Applied> {
     let queued = r.int()? as u64;
     let mut notifications = Vec::new();
     while !r.done() {
-        let key = r.string()?;
-        let state: State = r.string()?.parse().map_err(Error::Script)?;
-        let payload = r.string()?;
-        let n = r.int()?;
-        let watchers = (0..n).map(|_| r.string()).collect::<Result<Vec<_>>>()?;
-        notifications.push(Notification {
-            key,
-            terminal: terminal(state, &payload)?,
-            watchers,
-        });
+        notifications.push(parse_event(&mut r)?);
     }
     Ok(Applied {
         queued,
         notifications,
+    })
+}
+
+/// One event of a script reply: key, state, payload, watchers.
+fn parse_event(r: &mut Reply) -> Result<Notification> {
+    let key = r.string()?;
+    let state: State = r.string()?.parse().map_err(Error::Script)?;
+    let payload = r.string()?;
+    let n = r.int()?;
+    let watchers = (0..n).map(|_| r.string()).collect::<Result<Vec<_>>>()?;
+    Ok(Notification {
+        key,
+        terminal: terminal(state, &payload)?,
+        watchers,
     })
 }
 
@@ -587,6 +692,7 @@ mod tests {
             args,
             queue: "default".into(),
             retries: 0,
+            timeout_secs: None,
         }
     }
 
@@ -766,6 +872,48 @@ mod tests {
             }
             other => panic!("expected the final error, got {other:?}"),
         }
+        s.wipe().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cancel_reaches_dependents_and_forget_only_takes_final_futures() {
+        let s = store().await;
+        s.submit("w", &[spec("a", vec![]), spec("done", vec![])])
+            .await
+            .unwrap();
+        s.submit("w", &[spec("b", vec![future_ref("a")])])
+            .await
+            .unwrap();
+        s.submit("w", &[spec("c", vec![future_ref("b")])])
+            .await
+            .unwrap();
+        s.complete(&[("done".into(), finished(json!(1)))])
+            .await
+            .unwrap();
+        let (cancelled, notes) = s.cancel(&["a".into(), "done".into()]).await.unwrap();
+        assert_eq!(cancelled, vec!["a", "b", "c"]);
+        assert_eq!(notes.len(), 3);
+        assert!(notes.iter().all(|n| n.terminal == Terminal::Cancelled));
+        assert_eq!(
+            s.states(&["done".into()]).await.unwrap(),
+            vec![Some(State::Finished)]
+        );
+        // A cancelled task is not dispatched even though it was in the outbox.
+        assert!(s.claim("me", 10).await.unwrap().1.is_empty());
+
+        s.submit("", &[spec("p", vec![])]).await.unwrap();
+        let f = s
+            .forget(&["done".into(), "p".into(), "nope".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            f,
+            vec![Forgotten::Forgotten, Forgotten::Pending, Forgotten::Unknown]
+        );
+        assert_eq!(s.states(&["done".into()]).await.unwrap(), vec![None]);
+        let stats = s.stats().await.unwrap();
+        assert_eq!(stats.get("submitted"), Some(&5));
+        assert_eq!(stats.get("cancelled"), Some(&3));
         s.wipe().await.unwrap();
     }
 

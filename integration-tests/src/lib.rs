@@ -187,6 +187,14 @@ impl Cluster {
         self.workers.push(child);
     }
 
+    /// Starts one more worker with extra flags (e.g. `--queues gpu`).
+    pub fn start_worker_with(&mut self, concurrency: usize, extra: &[&str]) {
+        let mut args = vec!["--concurrency".to_string(), concurrency.to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let child = self.spawn(self.worker_binary(), &args);
+        self.workers.push(child);
+    }
+
     /// Number of worker processes started (alive or not).
     pub fn worker_count(&self) -> usize {
         self.workers.len()

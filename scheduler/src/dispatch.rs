@@ -176,6 +176,7 @@ fn work_message(
             args,
             epoch,
             attempt: task.attempt,
+            timeout_secs: task.timeout_secs,
         },
     ))
 }
@@ -193,6 +194,7 @@ mod tests {
             queue: "default".into(),
             args: r#"[{"$future":"a"},[{"$future":"b"}]]"#.into(),
             attempt: 0,
+            timeout_secs: None,
             deps: vec![
                 ("a".into(), Some("1".into())),
                 ("b".into(), Some("\"x\"".into())),

@@ -146,6 +146,19 @@ impl Intake {
                 let epoch = self.restart(&reply_to, &mut out).await?;
                 out.push(&reply_to, ClientEvent::Restarted { epoch });
             }
+            ClientRequest::Cancel { batch, keys, .. } => {
+                let (cancelled, notes) = self.store.cancel(&keys).await?;
+                if !cancelled.is_empty() {
+                    info!(cancelled = cancelled.len(), "cancelled");
+                    self.broadcast(&Control::Cancel {
+                        v: PROTOCOL_VERSION,
+                        keys: cancelled,
+                    })
+                    .await?;
+                }
+                out.push(&reply_to, ClientEvent::Submitted { batch });
+                out.extend(notes);
+            }
         }
         self.notifier.send(out).await?;
         delivery.acker.ack(BasicAckOptions::default()).await?;
@@ -167,23 +180,30 @@ impl Intake {
                 purged += n;
             }
         }
-        let control = serde_json::to_vec(&Control::Restart {
+        self.broadcast(&Control::Restart {
             v: PROTOCOL_VERSION,
             epoch,
             reply_to: reply_to.to_string(),
-        })?;
+        })
+        .await?;
+        info!(epoch, cancelled = notes.len(), purged, "restarted");
+        out.extend(notes);
+        Ok(epoch)
+    }
+
+    /// Publishes a control message to every worker, with a confirm.
+    async fn broadcast(&self, control: &Control) -> anyhow::Result<()> {
+        let body = serde_json::to_vec(control)?;
         let confirm = amqp::publish(
             &self.confirm,
             &self.topology.control_exchange(),
             "",
-            &control,
+            &body,
             amqp::json_properties(&[]),
         )
         .await?;
         amqp::confirmed(vec![confirm], "the control exchange").await?;
-        info!(epoch, cancelled = notes.len(), purged, "restarted");
-        out.extend(notes);
-        Ok(epoch)
+        Ok(())
     }
 
     async fn on_reports(&mut self, batch: Vec<Delivery>) -> anyhow::Result<()> {
@@ -208,6 +228,10 @@ impl Intake {
                 }
                 Ok(WorkerReport::Started { keys, .. }) => {
                     transitions.extend(keys.into_iter().map(|k| (k, Transition::Processing)));
+                    good.push(delivery);
+                }
+                Ok(WorkerReport::Heartbeat { info, .. }) => {
+                    self.store.record_worker(&info).await?;
                     good.push(delivery);
                 }
                 Err(e) => {

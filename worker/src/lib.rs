@@ -21,8 +21,10 @@
 //!   `{type, message, traceback}`;
 //! - [`runner`]: consuming work queues, running tasks off the async runtime,
 //!   reporting outcomes with confirms before acking;
-//! - [`stock`]: the functions of the stock `warren-worker` (the notebook's).
+//! - [`stock`]: the functions of the stock `warren-worker` (the notebook's);
+//! - [`cancel`]: how long-running functions notice a cancel or a time limit.
 
+pub mod cancel;
 pub mod registry;
 pub mod runner;
 pub mod stock;

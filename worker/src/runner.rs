@@ -15,9 +15,14 @@
 //! tasks carry on: their outcomes are reported on the new connection, and the
 //! redelivered copies of their messages are answered from [`Recent`] instead of
 //! running again.
+//!
+//! Before starting a task the worker reads (never writes) its state in Redis:
+//! a task cancelled, finished or forgotten before it began is not started.
+//! Running tasks are asked to stop ([`crate::cancel`]) when they are cancelled,
+//! on restart, and at their time limit, which also frees their slot at once.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +37,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 use warren_core::messages::{
     ClientEvent, ClientEvents, Control, Outcome, PROTOCOL_VERSION, TaskFailure, TaskResult,
-    WorkMessage, WorkerReport, decode,
+    WorkMessage, WorkerInfo, WorkerReport, decode,
 };
+use warren_core::store::Store;
 use warren_core::topology::{DEAD_ROUTING_KEY, REASON_HEADER, Topology};
 use warren_core::{Settings, amqp};
 
@@ -43,6 +49,10 @@ use crate::registry::{CallSite, Registry};
 const REPORT_BATCH: usize = 512;
 /// Finished outcomes remembered to answer redeliveries without running again.
 const RECENT_CAPACITY: usize = 10_000;
+/// Cancelled keys remembered so their messages are never started.
+const CANCELLED_CAPACITY: usize = 100_000;
+/// How often a worker tells the scheduler it is alive.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// A worker: settings, functions, and the queues it serves.
 pub struct Worker {
@@ -58,6 +68,8 @@ enum Report {
     Done(Outcome, Acker),
     /// A task has been running for a while.
     Started(String),
+    /// The worker is alive.
+    Heartbeat(WorkerInfo),
 }
 
 /// What a task execution is known by: a retry or a run after a restart is a
@@ -79,6 +91,13 @@ struct Shared {
     slots: Arc<Semaphore>,
     epoch: AtomicU64,
     recent: Mutex<Recent>,
+    /// Stop flags of the tasks running now, by key.
+    running: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Keys cancelled while this worker ran, oldest first.
+    cancelled: Mutex<(HashSet<String>, VecDeque<String>)>,
+    completed: AtomicU64,
+    concurrency: usize,
+    queues: Vec<String>,
     reports: mpsc::UnboundedSender<Report>,
     pending_reports: tokio::sync::Mutex<mpsc::UnboundedReceiver<Report>>,
 }
@@ -120,6 +139,11 @@ impl Worker {
             slots: Arc::new(Semaphore::new(self.settings.effective_concurrency())),
             epoch: AtomicU64::new(0),
             recent: Mutex::new(Recent::default()),
+            running: Mutex::new(HashMap::new()),
+            cancelled: Mutex::new((HashSet::new(), VecDeque::new())),
+            completed: AtomicU64::new(0),
+            concurrency: self.settings.effective_concurrency(),
+            queues: self.queues.clone(),
             reports: tx,
             pending_reports: tokio::sync::Mutex::new(rx),
         });
@@ -132,6 +156,7 @@ impl Worker {
         let identity = &shared.identity;
         let topology = Topology::new(&self.settings.namespace, self.settings.delivery_limit);
         let conn = amqp::connect(&self.settings, &format!("warren-worker {identity}")).await?;
+        let store = Store::connect(&self.settings).await?;
         let setup = conn.create_channel().await?;
         let queue_refs: Vec<&str> = self.queues.iter().map(String::as_str).collect();
         topology.declare(&setup, &queue_refs).await?;
@@ -173,7 +198,7 @@ impl Worker {
             while let Some(delivery) = work.next().await {
                 let delivery = delivery?;
                 match decode::<WorkMessage>(&delivery.data) {
-                    Ok(msg) => accept(&shared, msg, delivery.acker).await?,
+                    Ok(msg) => accept(&shared, &store, msg, delivery.acker).await?,
                     Err(e) => {
                         dead_letter(
                             &dead,
@@ -187,20 +212,116 @@ impl Worker {
             }
             anyhow::Ok(())
         };
+        let heartbeat = async {
+            loop {
+                let _ = shared.reports.send(Report::Heartbeat(shared.info()));
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+            }
+        };
         tokio::select! {
             r = consume => r?,
             r = reporter => r?,
             r = control => r?,
+            () = heartbeat => {}
         }
         anyhow::bail!("the connection to RabbitMQ closed")
     }
 }
 
+impl Shared {
+    /// This worker as `warren workers` shows it.
+    fn info(&self) -> WorkerInfo {
+        let (host, pid) = self
+            .identity
+            .rsplit_once(':')
+            .unwrap_or((&self.identity, "0"));
+        let mut running: Vec<String> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        running.sort();
+        WorkerInfo {
+            worker: self.identity.clone(),
+            host: host.to_string(),
+            pid: pid.parse().unwrap_or(0),
+            concurrency: self.concurrency,
+            queues: self.queues.clone(),
+            running,
+            completed: self.completed.load(Ordering::Relaxed),
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+
+    /// Asks running tasks with these keys to stop and never starts them later.
+    fn cancel(&self, keys: &[String]) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cancelled = self.cancelled.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            if let Some(flag) = running.get(k) {
+                flag.store(true, Ordering::Relaxed);
+            }
+            if cancelled.0.insert(k.clone()) {
+                cancelled.1.push_back(k.clone());
+            }
+        }
+        while cancelled.1.len() > CANCELLED_CAPACITY {
+            if let Some(old) = cancelled.1.pop_front() {
+                cancelled.0.remove(&old);
+            }
+        }
+    }
+
+    /// Asks every running task to stop (a restart).
+    fn stop_all(&self) {
+        for flag in self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn is_cancelled(&self, key: &str) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .contains(key)
+    }
+}
+
+/// Whether Redis says the task must not start: it is cancelled, already final,
+/// or gone. A failed read does not stop the task (execution is at-least-once).
+async fn already_settled(store: &Store, key: &str) -> bool {
+    match store.states(&[key.to_string()]).await {
+        Ok(states) => states[0].is_none_or(|s| s.is_terminal()),
+        Err(e) => {
+            debug!(error = %e, "could not read the task's state; running it");
+            false
+        }
+    }
+}
+
 /// Starts a work message, or answers it from an execution this worker already
 /// ran or is running (a redelivery after a reconnect).
-async fn accept(shared: &Arc<Shared>, msg: WorkMessage, acker: Acker) -> anyhow::Result<()> {
-    if msg.epoch < shared.epoch.load(Ordering::SeqCst) {
-        debug!(key = %msg.key, "dropping work from before a restart");
+async fn accept(
+    shared: &Arc<Shared>,
+    store: &Store,
+    msg: WorkMessage,
+    acker: Acker,
+) -> anyhow::Result<()> {
+    if msg.epoch < shared.epoch.load(Ordering::SeqCst)
+        || shared.is_cancelled(&msg.key)
+        || already_settled(store, &msg.key).await
+    {
+        debug!(key = %msg.key, "not starting: cancelled, already final, or from before a restart");
         acker.ack(BasicAckOptions::default()).await?;
         return Ok(());
     }
@@ -245,6 +366,7 @@ async fn accept(shared: &Arc<Shared>, msg: WorkMessage, acker: Acker) -> anyhow:
         async move {
             let result = execute(&shared, msg).await;
             drop(permit);
+            shared.completed.fetch_add(1, Ordering::Relaxed);
             tx.send_replace(Some(result.clone()));
             remember(&shared, id.clone());
             let outcome = Outcome {
@@ -270,30 +392,73 @@ fn remember(shared: &Shared, id: RunId) {
     }
 }
 
-/// Runs the function on the blocking pool; says `processing` if it takes a while.
+/// Runs the function on the blocking pool; says `processing` if it takes a
+/// while; gives up at the task's time limit (asking the function to stop).
 async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
     let registry = shared.registry.clone();
     let identity = shared.identity.clone();
     let key = msg.key.clone();
+    let limit = msg
+        .timeout_secs
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    let stop = Arc::new(AtomicBool::new(false));
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key.clone(), stop.clone());
     let started = std::time::Instant::now();
+    let flag = stop.clone();
     let mut handle = tokio::task::spawn_blocking(move || {
         let site = CallSite {
             key: &msg.key,
             worker: &identity,
         };
-        registry.call(&msg.func, msg.args, site)
+        crate::cancel::with_flag(flag, || registry.call(&msg.func, msg.args, site))
     });
-    let joined = tokio::select! {
-        r = &mut handle => r,
-        _ = tokio::time::sleep(shared.started_after) => {
-            let _ = shared.reports.send(Report::Started(key));
-            handle.await
+    let deadline = async {
+        match limit {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
         }
     };
+    tokio::pin!(deadline);
+    let mut told_started = false;
+    let joined = loop {
+        tokio::select! {
+            r = &mut handle => break Some(r),
+            () = &mut deadline => break None,
+            () = tokio::time::sleep(shared.started_after), if !told_started => {
+                told_started = true;
+                let _ = shared.reports.send(Report::Started(key.clone()));
+            }
+        }
+    };
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key);
     debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "task ended"
     );
+    let Some(joined) = joined else {
+        // The slot is free now; a cooperative function stops soon, others run
+        // on in the blocking pool and their result is dropped.
+        stop.store(true, Ordering::Relaxed);
+        let secs = limit.map_or(0.0, |d| d.as_secs_f64());
+        info!(limit_secs = secs, "task exceeded its time limit");
+        return TaskResult::Err(TaskFailure::new(
+            "TimeoutError",
+            format!("task {key} exceeded its time limit of {secs}s"),
+            format!(
+                "Traceback (most recent call last):\n  task {key} on worker {}\nTimeoutError: time limit of {secs}s exceeded",
+                shared.identity
+            ),
+        ));
+    };
     match joined {
         Ok(Ok(v)) => TaskResult::Ok(v),
         Ok(Err(failure)) => {
@@ -319,12 +484,14 @@ async fn report_loop(
         let mut outcomes = Vec::new();
         let mut ackers = Vec::new();
         let mut started = Vec::new();
+        let mut beats = Vec::new();
         let mut take = |r: Report| match r {
             Report::Done(o, a) => {
                 outcomes.push(o);
                 ackers.push(a);
             }
             Report::Started(k) => started.push(k),
+            Report::Heartbeat(info) => beats.push(info),
         };
         take(first);
         for _ in 1..REPORT_BATCH {
@@ -335,6 +502,13 @@ async fn report_loop(
         }
         let mut confirms = Vec::new();
         let props = amqp::json_properties(&[("worker", identity)]);
+        if let Some(info) = beats.pop() {
+            let body = serde_json::to_vec(&WorkerReport::Heartbeat {
+                v: PROTOCOL_VERSION,
+                info,
+            })?;
+            confirms.push(amqp::publish(&ch, "", &results_queue, &body, props.clone()).await?);
+        }
         if !started.is_empty() {
             let body = serde_json::to_vec(&WorkerReport::Started {
                 v: PROTOCOL_VERSION,
@@ -408,10 +582,15 @@ async fn control_loop(
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
         match decode::<Control>(&delivery.data) {
+            Ok(Control::Cancel { keys, .. }) => {
+                debug!(keys = keys.len(), "cancel");
+                shared.cancel(&keys);
+            }
             Ok(Control::Restart {
                 epoch: e, reply_to, ..
             }) => {
                 shared.epoch.fetch_max(e, Ordering::SeqCst);
+                shared.stop_all();
                 info!(epoch = e, "restart: dropping older work");
                 let body = serde_json::to_vec(&ClientEvents {
                     v: PROTOCOL_VERSION,

@@ -32,7 +32,7 @@ pub fn registry() -> Registry {
                 format!("sleep length must be 0..86400 seconds, got {secs}"),
             ));
         }
-        std::thread::sleep(Duration::from_secs_f64(secs));
+        crate::cancel::sleep(Duration::from_secs_f64(secs))?;
         Ok(Value::Null)
     });
     r.register(

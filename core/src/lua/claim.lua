@@ -3,7 +3,8 @@
 -- their publish is confirmed (then the list is deleted). Entries already claimed
 -- and not yet released are returned again first, so a retried call loses nothing.
 -- ARGV: prefix, owner, max
--- Returns: { epoch, then per task: key, func, queue, args, attempt, ndeps, (dep, has-value, value)... }
+-- Returns: { epoch, then per task: key, func, queue, args, attempt, timeout ('' for none),
+--            ndeps, (dep, has-value, value)... }
 local claimed = P .. 'claimed:' .. ARGV[2]
 local max = tonumber(ARGV[3])
 local keys = redis.call('LRANGE', claimed, 0, -1)
@@ -14,7 +15,7 @@ while #keys < max do
 end
 local out = { redis.call('GET', P .. 'epoch') or '0' }
 for _, key in ipairs(keys) do
-  local r = redis.call('HMGET', tkey(key), 's', 'f', 'q', 'a', 'deps', 'at')
+  local r = redis.call('HMGET', tkey(key), 's', 'f', 'q', 'a', 'deps', 'at', 'to')
   -- Cancelled, finished (a duplicate entry) or expired tasks are not dispatched.
   if r[1] == 'queued' then
     local deps = split_words(r[5])
@@ -23,6 +24,7 @@ for _, key in ipairs(keys) do
     out[#out + 1] = r[3]
     out[#out + 1] = r[4] or '[]'
     out[#out + 1] = tonumber(r[6] or '0')
+    out[#out + 1] = r[7] or ''
     out[#out + 1] = #deps
     for _, dep in ipairs(deps) do
       local v = redis.call('HGET', tkey(dep), 'v')

@@ -4,6 +4,8 @@
 local P = ARGV[1]
 local events = {}
 local queued = 0
+-- Keys that reached a final state in this script, in order.
+local ended = {}
 
 local function tkey(k) return P .. 't:' .. k end
 
@@ -52,6 +54,7 @@ local function finish(key, state, payload, ttl)
       else
         redis.call('HSET', tk, 's', st)
       end
+      ended[#ended + 1] = k
       -- The arguments are only needed to run the task; drop them to save memory.
       redis.call('HDEL', tk, 'a', 'n', 'errs')
       -- Counted once per task: the check above makes every transition single.

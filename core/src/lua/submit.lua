@@ -2,18 +2,20 @@
 -- that exists is deduplicated (dask's pure=True), and the submitter just watches it;
 -- only a cancelled key is replaced by the new submission.
 -- ARGV: prefix, reply_to ('' for none), ttl, ntasks,
---       then per task: key, func, queue, retries, args-json, ndeps, dep keys...
+--       then per task: key, func, queue, retries, timeout ('' for none), args-json,
+--       ndeps, dep keys...
 -- Returns: { tasks queued, events... }
 local reply = ARGV[2]
 local ttl = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 local i = 5
 for _ = 1, n do
-  local key, func, queue, retries, args = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local ndeps = tonumber(ARGV[i + 5])
+  local key, func, queue, retries, timeout = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local args = ARGV[i + 5]
+  local ndeps = tonumber(ARGV[i + 6])
   local deps = {}
-  for d = 1, ndeps do deps[d] = ARGV[i + 5 + d] end
-  i = i + 6 + ndeps
+  for d = 1, ndeps do deps[d] = ARGV[i + 6 + d] end
+  i = i + 7 + ndeps
   local tk = tkey(key)
   local s = redis.call('HGET', tk, 's')
   local watchers = {}
@@ -48,6 +50,8 @@ for _ = 1, n do
     end
     redis.call('HSET', tk, 'f', func, 'q', queue, 'a', args, 'deps', table.concat(deps, ' '), 's', 'waiting')
     if retries ~= '0' then redis.call('HSET', tk, 'r', retries) end
+    if timeout ~= '' then redis.call('HSET', tk, 'to', timeout) end
+    redis.call('HINCRBY', P .. 'stats', 'submitted', 1)
     redis.call('SADD', P .. 'queues', queue)
     if reply ~= '' then redis.call('SADD', P .. 'w:' .. key, reply) end
     if fail then
