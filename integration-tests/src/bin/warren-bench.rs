@@ -120,6 +120,8 @@ struct Row {
     value: String,
     target: String,
     verdict: Verdict,
+    /// Mean CPU cores used by other processes while this row ran (see [`Section`]).
+    others: Option<f64>,
 }
 
 impl Row {
@@ -131,6 +133,7 @@ impl Row {
             value,
             target: target.to_string(),
             verdict: if met { Verdict::Met } else { Verdict::NotMet },
+            others: None,
         }
     }
 
@@ -215,7 +218,7 @@ fn reexec_where_harness_finds_binaries() -> Result<()> {
 /// The whole benchmark: every row, the table on stdout and in BENCHMARKS.md.
 async fn run(args: Args) -> Result<()> {
     let started = Instant::now();
-    let load_before = load_average();
+    let whole_run = cpu_snapshot();
     let mut rows = Vec::new();
 
     eprintln!("== cluster 1: rows 1-5 and 7 (2 workers, default settings)");
@@ -225,6 +228,7 @@ async fn run(args: Args) -> Result<()> {
 
     eprintln!("== cluster 2: row 6 (a fresh scheduler, so its peak RSS is this map's)");
     let cluster = Cluster::start(WORKERS, DEFAULT_CONCURRENCY).await;
+    let section = Section::begin(&rows);
     let tasks = args.scale.large_tasks();
     let mut large_rate = None;
     match within(limits::LARGE, "the large map", large_map(&cluster, tasks)).await {
@@ -239,9 +243,11 @@ async fn run(args: Args) -> Result<()> {
             &e,
         )),
     }
+    section.end(&mut rows);
     cluster.shutdown().await;
 
     eprintln!("== cluster 3: row 2b (workers with WARREN_PREFETCH=64, in a child process)");
+    let section = Section::begin(&rows);
     rows.push(match noop_with_prefetch_64(args.noop_tasks).await {
         Ok((run, prefetch)) => {
             let setting = format!("WARREN_PREFETCH=64, prefetch {prefetch}");
@@ -249,21 +255,20 @@ async fn run(args: Args) -> Result<()> {
         }
         Err(e) => Row::failed("2b", "no-op map, WARREN_PREFETCH=64", NOOP_TARGET, &e),
     });
+    section.end(&mut rows);
 
     rows.sort_by_key(|r| r.id);
     let info = RunInfo {
         elapsed: started.elapsed(),
-        load_before,
-        load_after: load_average(),
+        others: others_cores(whole_run.as_ref(), cpu_snapshot().as_ref()),
         large_rate,
     };
     let table = render_table(&rows);
     println!("{table}");
     println!(
-        "run took {:.0} s; load average {} before, {} after",
+        "run took {:.0} s; other processes used {} cores on average",
         info.elapsed.as_secs_f64(),
-        info.load_before,
-        info.load_after
+        cores(info.others)
     );
     if !args.no_write {
         let path = write_report(&args, &table, &info).await?;
@@ -275,19 +280,10 @@ async fn run(args: Args) -> Result<()> {
 /// Facts about the run for the report.
 struct RunInfo {
     elapsed: Duration,
-    /// `/proc/loadavg`'s 1, 5 and 15 minute averages: the machine may be shared.
-    load_before: String,
-    load_after: String,
+    /// Mean CPU cores used by other processes over the whole run.
+    others: Option<f64>,
     /// Row 6a's tasks/s, to estimate the full scale from a small run.
     large_rate: Option<f64>,
-}
-
-/// The 1, 5 and 15 minute load averages, e.g. "0.52 0.40 0.31".
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Target of the no-op rows.
@@ -298,6 +294,7 @@ async fn main_rows(cluster: &Cluster, args: &Args, rows: &mut Vec<Row>) -> Optio
     let client = cluster.client().await;
     let prefetch = worker_prefetch(&cluster.settings).await;
 
+    let section = Section::begin(rows);
     eprintln!("-- 1: broker ceiling");
     let n = usize::try_from(args.noop_tasks).unwrap_or(20_000);
     let ceiling = within(
@@ -311,7 +308,9 @@ async fn main_rows(cluster: &Cluster, args: &Args, rows: &mut Vec<Row>) -> Optio
         Ok(c) => ceiling_row(n, &c),
         Err(e) => Row::failed("1", "broker ceiling", "(reference)", &e),
     });
+    section.end(rows);
 
+    let section = Section::begin(rows);
     eprintln!("-- 2: no-op throughput");
     let noop = async {
         noop_throughput(&client, WARM_UP_TASKS).await?;
@@ -322,14 +321,18 @@ async fn main_rows(cluster: &Cluster, args: &Args, rows: &mut Vec<Row>) -> Optio
         Ok(r) => noop_row("2", &what, args.noop_tasks, r, rate),
         Err(e) => Row::failed("2", "no-op map", NOOP_TARGET, &e),
     });
+    section.end(rows);
 
+    let section = Section::begin(rows);
     eprintln!("-- 3: round trips");
     let trips = within(limits::ROUND_TRIPS, "round trips", round_trips(&client)).await;
     rows.push(match trips {
         Ok(lat) => latency_row(&lat),
         Err(e) => Row::failed("3", "submit(inc).result() round trip", "p50 ≤ 2 ms", &e),
     });
+    section.end(rows);
 
+    let section = Section::begin(rows);
     eprintln!("-- 4: chain");
     rows.push(
         match within(limits::CHAIN, "the chain", chain(&client)).await {
@@ -337,7 +340,9 @@ async fn main_rows(cluster: &Cluster, args: &Args, rows: &mut Vec<Row>) -> Optio
             Err(e) => Row::failed("4", "chain of dependent inc", "≥ 1,000 tasks/s", &e),
         },
     );
+    section.end(rows);
 
+    let section = Section::begin(rows);
     eprintln!("-- 5: map + add_them tree");
     let width = args.scale.dag_width();
     let dag = within(limits::DAG, "the DAG", reduction_dag(&client, width)).await;
@@ -345,7 +350,9 @@ async fn main_rows(cluster: &Cluster, args: &Args, rows: &mut Vec<Row>) -> Optio
         Ok((tasks, wall)) => dag_row(width, tasks, wall),
         Err(e) => Row::failed("5", "map(inc) + add_them tree", "(reference)", &e),
     });
+    section.end(rows);
 
+    let section = Section::begin(rows);
     eprintln!("-- 7: CPU-bound map");
     rows.push(
         match within(limits::CPU, "the CPU map", cpu_map(&client)).await {
@@ -353,6 +360,7 @@ async fn main_rows(cluster: &Cluster, args: &Args, rows: &mut Vec<Row>) -> Optio
             Err(e) => Row::failed("7", "count_primes_less_than map", "within 10% of ideal", &e),
         },
     );
+    section.end(rows);
     rate
 }
 
@@ -519,6 +527,7 @@ fn ceiling_row(n: usize, c: &Ceiling) -> Row {
         ),
         target: "(reference)".into(),
         verdict: Verdict::Info,
+        others: None,
     }
 }
 
@@ -837,6 +846,7 @@ fn dag_row(width: i64, tasks: usize, wall: Duration) -> Row {
         ),
         target: "(reference)".into(),
         verdict: Verdict::Info,
+        others: None,
     }
 }
 
@@ -1115,6 +1125,165 @@ fn cpu_row(m: &CpuMap) -> Row {
     )
 }
 
+// ---------------------------------------------------------------- other load
+
+/// Service processes whose CPU is part of what is measured (RabbitMQ, Redis).
+const SERVICES: &[&str] = &[
+    "beam.smp",
+    "erl_child_setup",
+    "epmd",
+    "inet_gethost",
+    "redis-server",
+];
+/// Linux reports CPU times in USER_HZ ticks, 100 per second.
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Cumulative CPU seconds at one moment.
+struct CpuSnapshot {
+    at: Instant,
+    /// Busy time of every core of the machine.
+    machine: f64,
+    /// This process and its descendants (the clusters, the 2b child).
+    ours: f64,
+    /// RabbitMQ and Redis.
+    services: f64,
+}
+
+/// Marks where a measurement starts, to stamp its rows with the CPU other
+/// processes used meanwhile: the machine may be shared, and a busy neighbour
+/// shows in the numbers.
+struct Section {
+    first_row: usize,
+    start: Option<CpuSnapshot>,
+}
+
+impl Section {
+    /// A section whose rows will follow `rows`.
+    fn begin(rows: &[Row]) -> Section {
+        Section {
+            first_row: rows.len(),
+            start: cpu_snapshot(),
+        }
+    }
+
+    /// Stamps the rows added since [`Section::begin`].
+    fn end(self, rows: &mut [Row]) {
+        let others = others_cores(self.start.as_ref(), cpu_snapshot().as_ref());
+        for row in &mut rows[self.first_row..] {
+            row.others = others;
+        }
+    }
+}
+
+/// Mean cores used between two snapshots by processes that are neither ours
+/// nor the services.
+fn others_cores(from: Option<&CpuSnapshot>, to: Option<&CpuSnapshot>) -> Option<f64> {
+    let (from, to) = (from?, to?);
+    let wall = to.at.duration_since(from.at).as_secs_f64();
+    let others =
+        (to.machine - from.machine) - (to.ours - from.ours) - (to.services - from.services);
+    (wall > 0.0).then(|| (others / wall).max(0.0))
+}
+
+/// "0.03", or "?" when not measured.
+fn cores(others: Option<f64>) -> String {
+    others.map_or_else(|| "?".into(), |c| format!("{c:.2}"))
+}
+
+/// Reads `/proc/stat` and every `/proc/<pid>/stat`.
+fn cpu_snapshot() -> Option<CpuSnapshot> {
+    let at = Instant::now();
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    let processes = processes();
+    let me = std::process::id();
+    let (mut ours, mut services) = (0.0, 0.0);
+    for (pid, p) in &processes {
+        if descends_from(*pid, me, &processes) {
+            ours += p.ticks;
+        } else if SERVICES.contains(&p.comm.as_str()) {
+            services += p.ticks;
+        }
+    }
+    Some(CpuSnapshot {
+        at,
+        machine: busy / TICKS_PER_SEC,
+        ours: ours / TICKS_PER_SEC,
+        services: services / TICKS_PER_SEC,
+    })
+}
+
+/// One process's parent, name and CPU ticks (its own and its reaped children's).
+struct Process {
+    ppid: u32,
+    comm: String,
+    ticks: f64,
+}
+
+/// Every process now running (those that vanish while being read are skipped).
+fn processes() -> std::collections::HashMap<u32, Process> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if let Some(p) = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| parse_stat(&s))
+        {
+            out.insert(pid, p);
+        }
+    }
+    out
+}
+
+/// Parses `/proc/<pid>/stat`: `pid (comm) state ppid ... utime stime cutime cstime ...`.
+fn parse_stat(stat: &str) -> Option<Process> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    let number = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    let ticks = number(11)? + number(12)? + number(13)? + number(14)?;
+    Some(Process {
+        ppid: fields.get(1)?.parse().ok()?,
+        comm,
+        ticks,
+    })
+}
+
+/// Whether `pid` is `ancestor` or one of its descendants.
+fn descends_from(
+    mut pid: u32,
+    ancestor: u32,
+    processes: &std::collections::HashMap<u32, Process>,
+) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        match processes.get(&pid) {
+            Some(p) if p.ppid != pid => pid = p.ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
 // ---------------------------------------------------------------- report
 
 /// `12345678` → `12,345,678`.
@@ -1132,7 +1301,9 @@ fn thousands(n: u64) -> String {
 
 /// The rows as a Markdown table.
 fn render_table(rows: &[Row]) -> String {
-    let mut out = String::from("| # | what | value | target | met |\n|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| # | what | value | target | met | others' CPU |\n|---|---|---|---|---|---|\n",
+    );
     for r in rows {
         let verdict = match r.verdict {
             Verdict::Met => "met",
@@ -1140,8 +1311,13 @@ fn render_table(rows: &[Row]) -> String {
             Verdict::Info => "—",
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
-            r.id, r.what, r.value, r.target, verdict
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.id,
+            r.what,
+            r.value,
+            r.target,
+            verdict,
+            cores(r.others)
         ));
     }
     out
@@ -1171,8 +1347,9 @@ async fn report(args: &Args, table: &str, info: &RunInfo, machine: &str, version
     let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     format!(
         "# warren benchmarks (issue 5)\n\n\
-         Measured {date} on {version}, {scale_note}. The run took {secs:.0} s; load average \
-         (1/5/15 min) {before} before, {after} after.\n\n\
+         Measured {date} on {version}, {scale_note}. The run took {secs:.0} s, during which \
+         processes other than the benchmark's, RabbitMQ and Redis used {others} CPU cores on \
+         average.\n\n\
          ```sh\ncargo build --release --bins && target/release/warren-bench {command}\n```\n\n\
          {table}\n\
          ## Machine\n\n{machine}\n\
@@ -1202,8 +1379,7 @@ async fn report(args: &Args, table: &str, info: &RunInfo, machine: &str, version
         date = now_utc().await,
         scale_note = scale_note(args.scale, info.large_rate),
         secs = info.elapsed.as_secs_f64(),
-        before = info.load_before,
-        after = info.load_after,
+        others = cores(info.others),
         warm = thousands(WARM_UP_TASKS as u64),
         trips = thousands(ROUND_TRIPS as u64),
         chain = thousands(CHAIN_LENGTH as u64),
@@ -1323,6 +1499,23 @@ mod tests {
         assert_eq!(percentile(&samples, 0.50), Duration::from_millis(500));
         assert_eq!(percentile(&samples, 0.99), Duration::from_millis(990));
         assert_eq!(percentile(&samples[..1], 0.99), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn stat_lines_parse_with_spaces_in_the_name() {
+        let p = parse_stat("42 (tokio worker) S 7 42 42 0 -1 0 1 2 3 4 100 50 5 5 20 0").unwrap();
+        assert_eq!(
+            (p.ppid, p.comm.as_str(), p.ticks),
+            (7, "tokio worker", 160.0)
+        );
+    }
+
+    #[test]
+    fn this_process_counts_as_ours() {
+        let snapshot = cpu_snapshot().unwrap();
+        assert!(snapshot.machine > 0.0);
+        let all = processes();
+        assert!(descends_from(std::process::id(), std::process::id(), &all));
     }
 
     #[test]
