@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::warn;
 use warren_core::messages::{
-    ClientEvent, ClientRequest, PROTOCOL_VERSION, TaskSpec, Terminal, WorkerInfo,
+    ClientEvent, ClientRequest, MAX_PRIORITY, PROTOCOL_VERSION, TaskSpec, Terminal, WorkerInfo,
 };
 use warren_core::status::State;
 use warren_core::store::{Forgotten, Store, Watched};
@@ -53,6 +53,9 @@ pub struct SubmitOptions {
     pub retries: u32,
     /// Seconds a task may run before it fails with `TimeoutError`.
     pub timeout_secs: Option<f64>,
+    /// Higher runs first among the ready tasks of its queue (dask's
+    /// `priority=`); from -1,000,000 to 1,000,000, default 0.
+    pub priority: i64,
     /// Fire and forget: return once RabbitMQ holds the submission, without
     /// waiting for the scheduler or watching the futures. The tasks run all the
     /// same.
@@ -67,6 +70,7 @@ impl Default for SubmitOptions {
             queue: warren_core::messages::default_queue(),
             retries: 0,
             timeout_secs: None,
+            priority: 0,
             detach: false,
         }
     }
@@ -384,6 +388,12 @@ impl Client {
         opts: &SubmitOptions,
         key: Option<String>,
     ) -> Result<TaskSpec, Error> {
+        if opts.priority.abs() > MAX_PRIORITY {
+            return Err(Error::InvalidArgument(format!(
+                "priority {} is outside -{MAX_PRIORITY}..={MAX_PRIORITY}",
+                opts.priority
+            )));
+        }
         taskkey::validate_key(func)
             .map_err(|e| Error::InvalidArgument(format!("function name: {e}")))?;
         let key = match key {
@@ -402,6 +412,7 @@ impl Client {
             queue: opts.queue.clone(),
             retries: opts.retries,
             timeout_secs: opts.timeout_secs,
+            priority: opts.priority,
         })
     }
 

@@ -175,6 +175,9 @@ struct TaskFlags {
     /// worker slot is free again.
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// Higher runs first among ready tasks of the same queue (default 0).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    priority: i64,
     /// Fire and forget: print the key(s) once RabbitMQ holds the submission,
     /// without waiting for the scheduler. The task runs all the same.
     #[arg(long)]
@@ -189,6 +192,7 @@ impl TaskFlags {
             retries,
             queue: self.queue.clone(),
             timeout_secs: self.timeout,
+            priority: self.priority,
             detach: self.detach,
         }
     }

@@ -44,7 +44,17 @@ pub struct TaskSpec {
     /// Seconds the task may run before it fails with `TimeoutError`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<f64>,
+    /// Higher runs first among ready tasks of the same queue (default 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i64,
 }
+
+fn is_zero(p: &i64) -> bool {
+    *p == 0
+}
+
+/// The largest priority magnitude: scores in the Redis outbox stay exact.
+pub const MAX_PRIORITY: i64 = 1_000_000;
 
 /// The queue tasks go to unless told otherwise.
 pub fn default_queue() -> String {

@@ -10,7 +10,8 @@
 //! | `P t:<key>` | hash | the task: `s` state, `f` func, `q` queue, `a` args, `deps`, `n` outstanding deps, `v` value, `e` error |
 //! | `P d:<key>` | set | keys of tasks waiting on `<key>` (its dependents) |
 //! | `P w:<key>` | set | reply queues of clients watching `<key>` |
-//! | `P outbox` | list | runnable keys not yet published to RabbitMQ |
+//! | `P outbox:<queue>` | sorted set | runnable keys not yet published to RabbitMQ, highest priority first, then FIFO |
+//! | `P seq` | integer | FIFO order within a priority |
 //! | `P claimed:<scheduler>` | list | outbox entries a scheduler is publishing |
 //! | `P sched:<scheduler>` | string, TTL | a scheduler's heartbeat |
 //! | `P epoch` | integer | bumped by every restart |
@@ -253,6 +254,7 @@ impl Store {
                     .unwrap_or_default()
                     .into_bytes(),
             );
+            args.push(t.priority.to_string().into_bytes());
             args.push(serde_json::to_vec(&t.args)?);
             args.push(t.deps.len().to_string().into_bytes());
             args.extend(t.deps.iter().map(|d| d.clone().into_bytes()));
@@ -291,12 +293,19 @@ impl Store {
         parse_applied(self.run(&self.scripts.complete, args).await?)
     }
 
-    /// Claims up to `max` runnable tasks for scheduler `owner` (returning its
-    /// unreleased claims first), with the current epoch.
-    pub async fn claim(&self, owner: &str, max: usize) -> Result<(u64, Vec<ClaimedTask>)> {
+    /// Claims up to `max` runnable tasks of work queue `queue`, highest
+    /// priority first, for scheduler `owner` (returning its unreleased claims
+    /// first, whatever their queue), with the current epoch.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        queue: &str,
+        max: usize,
+    ) -> Result<(u64, Vec<ClaimedTask>)> {
         let args = vec![
             self.prefix.clone().into_bytes(),
             owner.as_bytes().to_vec(),
+            queue.as_bytes().to_vec(),
             max.to_string().into_bytes(),
         ];
         let reply = self.run(&self.scripts.claim, args).await?;
@@ -369,10 +378,10 @@ impl Store {
         Ok(total)
     }
 
-    /// Length of the outbox.
-    pub async fn outbox_len(&self) -> Result<u64> {
+    /// Runnable tasks of work queue `queue` not yet published.
+    pub async fn outbox_len(&self, queue: &str) -> Result<u64> {
         let mut con = self.con.clone();
-        Ok(con.llen(format!("{}outbox", self.prefix)).await?)
+        Ok(con.zcard(format!("{}outbox:{queue}", self.prefix)).await?)
     }
 
     /// Registers `reply_to` (if not empty) as a watcher of each pending key and
@@ -518,9 +527,11 @@ impl Store {
     pub async fn restart(&self) -> Result<(u64, Vec<Notification>)> {
         let mut con = self.con.clone();
         let epoch: u64 = con.incr(format!("{}epoch", self.prefix), 1).await?;
-        let mut doomed = vec![format!("{}outbox", self.prefix)];
+        let mut doomed = self.scan(&format!("{}outbox:*", self.prefix)).await?;
         doomed.extend(self.scan(&format!("{}claimed:*", self.prefix)).await?);
-        let _: () = con.del(doomed).await?;
+        if !doomed.is_empty() {
+            let _: () = con.del(doomed).await?;
+        }
         let mut notes = Vec::new();
         let records = self.scan(&format!("{}t:*", self.prefix)).await?;
         for chunk in records.chunks(500) {
@@ -693,6 +704,7 @@ mod tests {
             queue: "default".into(),
             retries: 0,
             timeout_secs: None,
+            priority: 0,
         }
     }
 
@@ -725,7 +737,7 @@ mod tests {
             vec![Some(State::Waiting)]
         );
 
-        let (_, claimed) = s.claim("me", 10).await.unwrap();
+        let (_, claimed) = s.claim("me", "default", 10).await.unwrap();
         assert_eq!(
             claimed.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
             vec!["a", "b"]
@@ -753,7 +765,7 @@ mod tests {
             .unwrap();
         assert_eq!(applied.queued, 1);
 
-        let (_, claimed) = s.claim("me", 10).await.unwrap();
+        let (_, claimed) = s.claim("me", "default", 10).await.unwrap();
         assert_eq!(claimed.len(), 1);
         let c = &claimed[0];
         assert_eq!(c.key, "c");
@@ -853,12 +865,12 @@ mod tests {
                 },
             )
         };
-        assert_eq!(s.claim("me", 10).await.unwrap().1[0].attempt, 0);
+        assert_eq!(s.claim("me", "default", 10).await.unwrap().1[0].attempt, 0);
         s.release("me").await.unwrap();
         assert_eq!(s.complete(&[fail(1, 0)]).await.unwrap().queued, 1);
         // The same failure redelivered does not use up another retry.
         assert_eq!(s.complete(&[fail(1, 0)]).await.unwrap().queued, 0);
-        assert_eq!(s.claim("me", 10).await.unwrap().1[0].attempt, 1);
+        assert_eq!(s.claim("me", "default", 10).await.unwrap().1[0].attempt, 1);
         s.release("me").await.unwrap();
         assert_eq!(s.complete(&[fail(2, 1)]).await.unwrap().queued, 1);
         let applied = s.complete(&[fail(3, 2)]).await.unwrap();
@@ -899,7 +911,7 @@ mod tests {
             vec![Some(State::Finished)]
         );
         // A cancelled task is not dispatched even though it was in the outbox.
-        assert!(s.claim("me", 10).await.unwrap().1.is_empty());
+        assert!(s.claim("me", "default", 10).await.unwrap().1.is_empty());
 
         s.submit("", &[spec("p", vec![])]).await.unwrap();
         let f = s
@@ -918,19 +930,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn higher_priorities_are_claimed_first_then_fifo_per_queue() {
+        let s = store().await;
+        let with = |key: &str, priority: i64, queue: &str| TaskSpec {
+            priority,
+            queue: queue.into(),
+            ..spec(key, vec![])
+        };
+        s.submit(
+            "",
+            &[
+                with("low1", -5, "default"),
+                with("mid1", 0, "default"),
+                with("high", 7, "default"),
+                with("mid2", 0, "default"),
+                with("gpu", 9, "gpu"),
+            ],
+        )
+        .await
+        .unwrap();
+        let (_, claimed) = s.claim("me", "default", 3).await.unwrap();
+        let keys: Vec<&str> = claimed.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, vec!["high", "mid1", "mid2"]);
+        s.release("me").await.unwrap();
+        assert_eq!(s.outbox_len("default").await.unwrap(), 1);
+        assert_eq!(s.outbox_len("gpu").await.unwrap(), 1);
+        // A dead scheduler's claim goes back with its priority.
+        let (_, claimed) = s.claim("dead", "default", 1).await.unwrap();
+        assert_eq!(claimed[0].key, "low1");
+        s.submit("", &[with("later", -1, "default")]).await.unwrap();
+        assert_eq!(s.reclaim_orphans().await.unwrap(), 1);
+        let (_, claimed) = s.claim("me", "default", 5).await.unwrap();
+        let keys: Vec<&str> = claimed.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, vec!["later", "low1"]);
+        s.wipe().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn claims_of_a_dead_scheduler_return_to_the_outbox() {
         let s = store().await;
         s.submit("", &[spec("a", vec![]), spec("b", vec![])])
             .await
             .unwrap();
-        let (_, claimed) = s.claim("dead", 10).await.unwrap();
+        let (_, claimed) = s.claim("dead", "default", 10).await.unwrap();
         assert_eq!(claimed.len(), 2);
-        assert_eq!(s.outbox_len().await.unwrap(), 0);
+        assert_eq!(s.outbox_len("default").await.unwrap(), 0);
         // An unreleased claim is returned again to its owner...
-        assert_eq!(s.claim("dead", 10).await.unwrap().1.len(), 2);
+        assert_eq!(s.claim("dead", "default", 10).await.unwrap().1.len(), 2);
         // ...and, with no heartbeat, taken back for the others.
         assert_eq!(s.reclaim_orphans().await.unwrap(), 2);
-        let (_, claimed) = s.claim("alive", 10).await.unwrap();
+        let (_, claimed) = s.claim("alive", "default", 10).await.unwrap();
         assert_eq!(
             claimed.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
             vec!["a", "b"]
@@ -962,7 +1011,7 @@ mod tests {
             .await
             .unwrap();
         assert!(states.iter().all(|st| *st == Some(State::Cancelled)));
-        assert_eq!(s.outbox_len().await.unwrap(), 0);
+        assert_eq!(s.outbox_len("default").await.unwrap(), 0);
         assert_eq!(s.epoch().await.unwrap(), 1);
         // Submitting a cancelled key again runs it again, as in dask.
         assert_eq!(

@@ -282,8 +282,9 @@ impl Topology {
     }
 }
 
-/// Declares one durable queue with its arguments.
-pub async fn declare_queue(ch: &Channel, q: &QueueDef) -> Result<()> {
+/// Declares one durable queue with its arguments; the answer carries its ready
+/// messages and consumers.
+pub async fn declare_queue(ch: &Channel, q: &QueueDef) -> Result<lapin::Queue> {
     let mut args = FieldTable::default();
     for (k, v) in &q.arguments {
         let v = match v {
@@ -300,8 +301,8 @@ pub async fn declare_queue(ch: &Channel, q: &QueueDef) -> Result<()> {
         },
         args,
     )
-    .await?;
-    Ok(())
+    .await
+    .map_err(Into::into)
 }
 
 #[cfg(test)]

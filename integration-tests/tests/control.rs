@@ -276,3 +276,48 @@ async fn workers_and_info_show_the_live_system_and_restart_stops_running_tasks()
     assert!(info.contains("1 cancelled"), "{info}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_higher_priority_task_overtakes_the_ready_backlog() {
+    let c = Cluster::start_with(one_test_worker()).await;
+    let client = c.client().await;
+    let low = SubmitOptions {
+        pure: false,
+        ..Default::default()
+    };
+    let lows = client
+        .map_with(
+            "slow_inc",
+            (0..200).map(|i| vec![json!(i), json!(10)]).collect(),
+            &low,
+        )
+        .await
+        .unwrap();
+    let high = SubmitOptions {
+        pure: false,
+        priority: 10,
+        ..Default::default()
+    };
+    let urgent = client.submit_with("inc", (0,), &high).await.unwrap();
+    assert_eq!(urgent.result().await.unwrap(), json!(1));
+    let keys: Vec<String> = lows.iter().map(|f| f.key().to_string()).collect();
+    let done_before = client
+        .states(&keys)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|s| s.status() == Status::Finished)
+        .count();
+    // One slot, 10 ms per task: in submission order it would wait for all 200.
+    // It waits only for the small backlog already handed to RabbitMQ.
+    assert!(
+        done_before < 150,
+        "{done_before} of 200 earlier tasks ran first"
+    );
+    assert_eq!(client.gather(&lows).await.unwrap().len(), 200);
+
+    let out = c.warren(&["submit", "--priority", "2000000", "inc", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("priority 2000000 is outside"));
+    c.shutdown().await;
+}

@@ -1,13 +1,19 @@
 //! Outbox → work queues: where runnable tasks are published.
 //!
-//! The Lua scripts push runnable keys to a Redis list (the outbox) in the same
+//! The Lua scripts add runnable keys to a per-queue outbox in Redis in the same
 //! atomic step that makes them runnable. This loop claims a window of them,
 //! inlines their dependencies' values, publishes one work message per task with
 //! publisher confirms, and only after every confirm releases the claim. A crash in
 //! between leaves the claim in Redis, and the next scheduler (or this one after a
 //! restart) publishes it again: tasks can be published twice, never lost.
+//!
+//! Priorities live here, not in RabbitMQ (quorum queues are FIFO): the outbox
+//! is ordered by priority, and the loop keeps only a small backlog of ready
+//! messages in each work queue ([`BACKLOG_PER_CONSUMER`] per consumer), so a
+//! task submitted later with a higher priority overtakes everything still in
+//! the outbox.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +28,13 @@ use warren_core::topology::{Topology, declare_queue};
 
 use crate::notify::{Notifier, Outgoing};
 
-/// Tasks claimed and published per window.
+/// Tasks claimed and published per window at most.
 const WINDOW: usize = 512;
+/// Ready messages kept in a work queue per consumer (worker), beyond which
+/// runnable tasks wait in the priority-ordered outbox.
+const BACKLOG_PER_CONSUMER: u32 = 64;
+/// Ready messages kept in a work queue however few consumers it has.
+const BACKLOG_MIN: u32 = 64;
 /// How long a scheduler's heartbeat lives; a scheduler silent this long has its
 /// claims taken back by the others.
 const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
@@ -36,7 +47,6 @@ pub struct Dispatcher {
     id: String,
     wake: Arc<Notify>,
     notifier: Notifier,
-    declared: HashSet<String>,
 }
 
 impl Dispatcher {
@@ -56,7 +66,6 @@ impl Dispatcher {
             id,
             wake,
             notifier,
-            declared: HashSet::new(),
         })
     }
 
@@ -75,19 +84,38 @@ impl Dispatcher {
                 }
                 last_beat = tokio::time::Instant::now();
             }
-            let published = self.drain_once().await?;
+            let mut published = 0;
+            let mut full = false;
+            for queue in self.store.work_queues().await? {
+                let budget = self.budget(&queue).await?;
+                if budget == 0 {
+                    full = true;
+                    continue;
+                }
+                published += self.drain_once(&queue, budget.min(WINDOW)).await?;
+            }
             if published == 0 {
                 // Sleep until a script queues something, or poll: another
-                // scheduler's outbox pushes do not wake this one.
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
+                // scheduler's outbox pushes do not wake this one, and a full
+                // work queue drains without telling us.
+                let wait = Duration::from_millis(if full { 20 } else { 500 });
+                let _ = tokio::time::timeout(wait, self.wake.notified()).await;
             }
         }
     }
 
-    /// Claims, publishes and releases one window; returns how many were claimed.
-    async fn drain_once(&mut self) -> anyhow::Result<usize> {
-        let (epoch, tasks) = self.store.claim(&self.id, WINDOW).await?;
+    /// How many more messages work queue `queue` may take now. Declaring the
+    /// queue (idempotent) also reports its ready messages and consumers.
+    async fn budget(&mut self, queue: &str) -> anyhow::Result<usize> {
+        let q = declare_queue(&self.ch, &self.topology.work_queue_def(queue)).await?;
+        let cap = BACKLOG_MIN.max(q.consumer_count().saturating_mul(BACKLOG_PER_CONSUMER));
+        Ok(cap.saturating_sub(q.message_count()) as usize)
+    }
+
+    /// Claims, publishes and releases one window of `queue`; returns how many
+    /// were claimed.
+    async fn drain_once(&mut self, queue: &str, max: usize) -> anyhow::Result<usize> {
+        let (epoch, tasks) = self.store.claim(&self.id, queue, max).await?;
         if tasks.is_empty() {
             self.store.release(&self.id).await?;
             return Ok(0);
@@ -99,10 +127,6 @@ impl Dispatcher {
             match work_message(task, epoch) {
                 Ok((queue, msg)) => {
                     let qname = self.topology.work_queue(&queue);
-                    if !self.declared.contains(&qname) {
-                        declare_queue(&self.ch, &self.topology.work_queue_def(&queue)).await?;
-                        self.declared.insert(qname.clone());
-                    }
                     let body = serde_json::to_vec(&msg)?;
                     let props = amqp::json_properties(&[("task", &msg.func), ("key", &msg.key)]);
                     confirms.push(amqp::publish(&self.ch, "", &qname, &body, props).await?);

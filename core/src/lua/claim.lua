@@ -2,16 +2,20 @@
 -- outbox): entries move to the scheduler's own claimed list and stay there until
 -- their publish is confirmed (then the list is deleted). Entries already claimed
 -- and not yet released are returned again first, so a retried call loses nothing.
--- ARGV: prefix, owner, max
+-- ARGV: prefix, owner, queue, max
 -- Returns: { epoch, then per task: key, func, queue, args, attempt, timeout ('' for none),
 --            ndeps, (dep, has-value, value)... }
 local claimed = P .. 'claimed:' .. ARGV[2]
-local max = tonumber(ARGV[3])
+local outbox = P .. 'outbox:' .. ARGV[3]
+local max = tonumber(ARGV[4])
 local keys = redis.call('LRANGE', claimed, 0, -1)
-while #keys < max do
-  local k = redis.call('LMOVE', P .. 'outbox', claimed, 'LEFT', 'RIGHT')
-  if not k then break end
-  keys[#keys + 1] = k
+if #keys < max then
+  -- Highest priority first (lowest score).
+  for _, k in ipairs(redis.call('ZRANGE', outbox, 0, max - #keys - 1)) do
+    redis.call('ZREM', outbox, k)
+    redis.call('RPUSH', claimed, k)
+    keys[#keys + 1] = k
+  end
 end
 local out = { redis.call('GET', P .. 'epoch') or '0' }
 for _, key in ipairs(keys) do

@@ -29,9 +29,19 @@ local function emit(key, state, payload, watchers)
   for _, w in ipairs(watchers) do events[#events + 1] = w end
 end
 
+-- The outbox of work queue q: a sorted set, higher priority first, then FIFO.
+-- Scores stay exact in a double: |priority| <= 1e6 (checked by the client)
+-- times 2^32, plus a sequence number modulo 2^32.
+local function outbox_add(key)
+  local r = redis.call('HMGET', tkey(key), 'q', 'p')
+  local seq = redis.call('INCR', P .. 'seq') % 4294967296
+  local score = -tonumber(r[2] or '0') * 4294967296 + seq
+  redis.call('ZADD', P .. 'outbox:' .. (r[1] or 'default'), score, key)
+end
+
 local function make_queued(key)
   redis.call('HSET', tkey(key), 's', 'queued')
-  redis.call('RPUSH', P .. 'outbox', key)
+  outbox_add(key)
   queued = queued + 1
 end
 

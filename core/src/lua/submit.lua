@@ -2,8 +2,8 @@
 -- that exists is deduplicated (dask's pure=True), and the submitter just watches it;
 -- only a cancelled key is replaced by the new submission.
 -- ARGV: prefix, reply_to ('' for none), ttl, ntasks,
---       then per task: key, func, queue, retries, timeout ('' for none), args-json,
---       ndeps, dep keys...
+--       then per task: key, func, queue, retries, timeout ('' for none), priority,
+--       args-json, ndeps, dep keys...
 -- Returns: { tasks queued, events... }
 local reply = ARGV[2]
 local ttl = tonumber(ARGV[3])
@@ -11,11 +11,11 @@ local n = tonumber(ARGV[4])
 local i = 5
 for _ = 1, n do
   local key, func, queue, retries, timeout = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local args = ARGV[i + 5]
-  local ndeps = tonumber(ARGV[i + 6])
+  local priority, args = ARGV[i + 5], ARGV[i + 6]
+  local ndeps = tonumber(ARGV[i + 7])
   local deps = {}
-  for d = 1, ndeps do deps[d] = ARGV[i + 6 + d] end
-  i = i + 7 + ndeps
+  for d = 1, ndeps do deps[d] = ARGV[i + 7 + d] end
+  i = i + 8 + ndeps
   local tk = tkey(key)
   local s = redis.call('HGET', tk, 's')
   local watchers = {}
@@ -51,6 +51,7 @@ for _ = 1, n do
     redis.call('HSET', tk, 'f', func, 'q', queue, 'a', args, 'deps', table.concat(deps, ' '), 's', 'waiting')
     if retries ~= '0' then redis.call('HSET', tk, 'r', retries) end
     if timeout ~= '' then redis.call('HSET', tk, 'to', timeout) end
+    if priority ~= '0' then redis.call('HSET', tk, 'p', priority) end
     redis.call('HINCRBY', P .. 'stats', 'submitted', 1)
     redis.call('SADD', P .. 'queues', queue)
     if reply ~= '' then redis.call('SADD', P .. 'w:' .. key, reply) end
