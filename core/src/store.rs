@@ -490,6 +490,9 @@ impl Store {
 
     /// The state of each key (`None`: unknown), read-only.
     pub async fn states(&self, keys: &[String]) -> Result<Vec<Option<State>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for k in keys {
             pipe.hget(format!("{}t:{k}", self.prefix), "s");

@@ -119,6 +119,10 @@ async fn wait_and_as_completed_follow_the_order_tasks_finish() {
         format!("{} finished", b.trim())
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 futures final"));
+    // Nothing final yet when the timeout passes: still a clean "timed out".
+    let out = c.warren(&["wait", "--timeout", "0.2", long.trim()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 of 1 futures final"));
     let out = ok_stdout(&c.warren(&["wait", "--first", long.trim(), b.trim()]));
     assert_eq!(out.trim(), format!("{} finished", b.trim()));
     c.shutdown().await;
