@@ -352,9 +352,15 @@ impl Drop for Cluster {
 
 /// Deletes a namespace's queues and Redis keys.
 pub async fn cleanup(settings: &Settings) {
+    let store = Store::connect(settings).await.ok();
+    let mut work_queues = vec!["default".to_string()];
+    if let Some(store) = &store {
+        work_queues = store.work_queues().await.unwrap_or(work_queues);
+    }
     if let Ok(conn) = amqp::connect(settings, "warren-tests-cleanup").await {
         let topo = Topology::new(&settings.namespace, settings.delivery_limit);
-        for q in topo.queues(&["default"]) {
+        let refs: Vec<&str> = work_queues.iter().map(String::as_str).collect();
+        for q in topo.queues(&refs) {
             if let Ok(ch) = conn.create_channel().await {
                 let _ = ch
                     .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
@@ -369,7 +375,7 @@ pub async fn cleanup(settings: &Settings) {
             }
         }
     }
-    if let Ok(store) = Store::connect(settings).await {
+    if let Some(store) = store {
         let _ = store.wipe().await;
     }
 }

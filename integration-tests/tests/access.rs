@@ -6,7 +6,16 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use warren_integration_tests::{bin, fresh_settings, run_cli};
+use warren_integration_tests::{bin, cleanup, fresh_settings, run_cli};
+
+/// Removes a namespace's queues and keys from a synchronous test.
+fn cleanup_blocking(settings: &warren_core::Settings) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(cleanup(settings));
+}
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -47,6 +56,7 @@ fn a_wrong_rabbitmq_password_is_refused_and_not_echoed() {
         "{err}"
     );
     assert!(!err.contains("not-the-password"), "{err}");
+    cleanup_blocking(&warren_core::Settings::load(None, &[("namespace", ns)]).unwrap());
 }
 
 #[test]
@@ -110,6 +120,10 @@ fn a_redis_acl_user_is_confined_to_its_namespace() {
     let _ = Command::new("redis-cli")
         .args(["ACL", "DELUSER", &user])
         .output();
+    // Both CLI runs declared their namespace's queues before Redis refused them.
+    for ns in [format!("other{}", std::process::id()), allowed.clone()] {
+        cleanup_blocking(&warren_core::Settings::load(None, &[("namespace", ns)]).unwrap());
+    }
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(

@@ -98,7 +98,7 @@ impl Dispatcher {
                 // Sleep until a script queues something, or poll: another
                 // scheduler's outbox pushes do not wake this one, and a full
                 // work queue drains without telling us.
-                let wait = Duration::from_millis(if full { 20 } else { 500 });
+                let wait = Duration::from_millis(if full { 5 } else { 500 });
                 let _ = tokio::time::timeout(wait, self.wake.notified()).await;
             }
         }

@@ -286,9 +286,9 @@ impl Intake {
             return Ok(());
         }
         let applied = self.store.complete(&transitions).await?;
-        if applied.queued > 0 {
-            self.wake.notify_one();
-        }
+        // Even with nothing newly runnable, finished work means room in the
+        // work queues for the outbox's backlog.
+        self.wake.notify_one();
         let mut out = Outgoing::default();
         out.extend(applied.notifications);
         self.notifier.send(out).await

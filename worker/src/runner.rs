@@ -310,18 +310,17 @@ async fn already_settled(store: &Store, key: &str) -> bool {
 }
 
 /// Starts a work message, or answers it from an execution this worker already
-/// ran or is running (a redelivery after a reconnect).
+/// ran or is running (a redelivery after a reconnect). In-memory checks happen
+/// here; the Redis read happens in the task's own future, so reads for many
+/// messages overlap instead of queueing behind each other.
 async fn accept(
     shared: &Arc<Shared>,
     store: &Store,
     msg: WorkMessage,
     acker: Acker,
 ) -> anyhow::Result<()> {
-    if msg.epoch < shared.epoch.load(Ordering::SeqCst)
-        || shared.is_cancelled(&msg.key)
-        || already_settled(store, &msg.key).await
-    {
-        debug!(key = %msg.key, "not starting: cancelled, already final, or from before a restart");
+    if msg.epoch < shared.epoch.load(Ordering::SeqCst) || shared.is_cancelled(&msg.key) {
+        debug!(key = %msg.key, "not starting: cancelled, or from before a restart");
         acker.ack(BasicAckOptions::default()).await?;
         return Ok(());
     }
@@ -341,13 +340,19 @@ async fn accept(
                 Ok(r) => r.clone(),
                 Err(_) => None,
             };
-            if let Some(result) = result {
-                let outcome = Outcome {
-                    key: id.0,
-                    result,
-                    attempt: id.2,
-                };
-                let _ = shared.reports.send(Report::Done(outcome, acker));
+            match result {
+                Some(result) => {
+                    let outcome = Outcome {
+                        key: id.0,
+                        result,
+                        attempt: id.2,
+                    };
+                    let _ = shared.reports.send(Report::Done(outcome, acker));
+                }
+                // The original was skipped (already settled): so is this copy.
+                None => {
+                    let _ = acker.ack(BasicAckOptions::default()).await;
+                }
             }
         });
         return Ok(());
@@ -359,11 +364,28 @@ async fn accept(
         .unwrap_or_else(|p| p.into_inner())
         .entries
         .insert(id.clone(), rx);
-    let permit = shared.slots.clone().acquire_owned().await?;
     let span = info_span!("task", key = %msg.key, func = %msg.func, attempt = msg.attempt);
     let shared = shared.clone();
+    let store = store.clone();
+    // No slot is taken for the Redis read: prefetched messages are checked
+    // while the slots run earlier tasks (prefetch bounds how many wait here).
     tokio::spawn(
         async move {
+            if already_settled(&store, &msg.key).await {
+                debug!("not starting: cancelled, already final, or gone");
+                shared
+                    .recent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entries
+                    .remove(&id);
+                drop(tx);
+                let _ = acker.ack(BasicAckOptions::default()).await;
+                return;
+            }
+            let Ok(permit) = shared.slots.clone().acquire_owned().await else {
+                return;
+            };
             let result = execute(&shared, msg).await;
             drop(permit);
             shared.completed.fetch_add(1, Ordering::Relaxed);
