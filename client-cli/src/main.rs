@@ -11,7 +11,17 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use warren_client::{Client, Error, Forgotten, SubmitOptions, Terminal, WaitMode};
+use std::collections::HashMap;
+
+use futures::StreamExt;
+use warren_client::{Client, Error, Forgotten, SubmitOptions, Terminal};
+
+mod cli {
+    pub mod output;
+    pub mod progress;
+}
+use cli::output::Out;
+use cli::progress::Progress;
 use warren_core::Settings;
 
 /// warren: dask-style futures on RabbitMQ and Redis.
@@ -47,6 +57,9 @@ struct Cli {
     /// Namespace: separates users or test runs sharing one RabbitMQ and Redis.
     #[arg(long, global = true)]
     namespace: Option<String>,
+    /// Print one JSON document per command (for scripts) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -232,6 +245,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let settings = Settings::load(cli.config.as_deref(), &overrides)?;
     let client = Client::connect(settings).await?;
+    let out = Out { json: cli.json };
+    let code = |ok: bool| {
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    };
     match cli.command {
         Command::Submit {
             func,
@@ -245,7 +266,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let args = parse_args(&client, &args).await?;
             let opts = task.options(!no_pure, retries, key);
             let f = client.submit_with(&func, args, &opts).await?;
-            println!("{}", f.key());
+            if out.json {
+                println!("{}", serde_json::json!({"key": f.key()}));
+            } else {
+                println!("{}", f.key());
+            }
         }
         Command::Map {
             func,
@@ -260,37 +285,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let fs = client
                 .map_with(&func, args.into_iter().map(|a| vec![a]).collect(), &opts)
                 .await?;
-            for f in fs {
-                println!("{}", f.key());
-            }
+            out.keys(&fs.iter().map(|f| f.key().to_string()).collect::<Vec<_>>());
         }
         Command::Result { key, timeout } => {
             let outcome = with_timeout(timeout, &key, client.future(&key).outcome()).await?;
-            return Ok(print_outcomes(&[key], vec![outcome]));
+            return Ok(code(out.result(&key, &outcome)));
         }
         Command::Gather {
             keys,
             timeout,
-            as_completed: false,
+            as_completed,
         } => {
             let keys = expand_stdin(keys)?;
             let what = format!("{} futures", keys.len());
-            let outcomes = with_timeout(timeout, &what, client.outcomes(&keys)).await?;
-            return Ok(print_outcomes(&keys, outcomes));
-        }
-        Command::Gather {
-            keys,
-            timeout,
-            as_completed: true,
-        } => {
-            let keys = expand_stdin(keys)?;
-            let what = format!("{} futures", keys.len());
-            let failed = with_timeout(timeout, &what, print_as_completed(&client, &keys)).await?;
-            return Ok(if failed {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            });
+            let mut progress = Progress::new(keys.len(), !out.json);
+            if as_completed {
+                let failed = with_timeout(
+                    timeout,
+                    &what,
+                    stream_completed(&client, &keys, out, &mut progress),
+                )
+                .await;
+                progress.finish();
+                return Ok(code(!failed?));
+            }
+            let outcomes =
+                with_timeout(timeout, &what, collect(&client, &keys, &mut progress)).await;
+            progress.finish();
+            return Ok(code(out.outcomes(&keys, &outcomes?)));
         }
         Command::Wait {
             keys,
@@ -298,16 +320,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             timeout,
         } => {
             let keys = expand_stdin(keys)?;
-            let mode = if first {
-                WaitMode::FirstCompleted
-            } else {
-                WaitMode::AllCompleted
-            };
-            let limit = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
-            let (done, not_done) = client.wait(&keys, mode, limit).await?;
-            for (k, s) in done.iter().zip(client.states(&done).await?) {
-                println!("{k} {}", s.status());
-            }
+            let mut progress = Progress::new(keys.len(), !out.json && !first);
+            let (done, not_done) = wait(&client, &keys, first, timeout, &mut progress).await;
+            progress.finish();
+            let (done, not_done) = (done?, not_done);
+            out.waited(&done, &client.states(&done).await?, &not_done);
             let met = if first {
                 !done.is_empty()
             } else {
@@ -320,154 +337,102 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     done.len(),
                     keys.len()
                 );
-                return Ok(ExitCode::from(1));
             }
+            return Ok(code(met));
         }
         Command::Cancel { keys } => {
             let keys = expand_stdin(keys)?;
             client.cancel(&keys).await?;
-            print_states(&client, &keys).await?;
+            out.states(&keys, &client.states(&keys).await?);
         }
         Command::Forget { keys } => {
             let keys = expand_stdin(keys)?;
-            let mut all = true;
-            for (k, f) in keys.iter().zip(client.forget(&keys).await?) {
-                match f {
-                    Forgotten::Forgotten => println!("{k} forgotten"),
-                    Forgotten::Pending => {
-                        all = false;
-                        println!("{k} pending (not forgotten: cancel it first)");
-                    }
-                    Forgotten::Unknown => {
-                        all = false;
-                        println!("{k} unknown");
-                    }
-                }
-            }
-            if !all {
-                return Ok(ExitCode::from(1));
-            }
+            let results = client.forget(&keys).await?;
+            out.forgotten(&keys, &results);
+            return Ok(code(results.iter().all(|f| *f == Forgotten::Forgotten)));
         }
-        Command::Workers => {
-            let workers = client.workers().await?;
-            println!(
-                "{:<28} {:>11} {:<16} {:>7} {:>9} {:>9}  RUNNING",
-                "WORKER", "CONCURRENCY", "QUEUES", "BUSY", "COMPLETED", "SEEN"
-            );
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            for w in &workers {
-                println!(
-                    "{:<28} {:>11} {:<16} {:>7} {:>9} {:>8.1}s  {}",
-                    w.worker,
-                    w.concurrency,
-                    w.queues.join(","),
-                    w.running.len(),
-                    w.completed,
-                    now.saturating_sub(w.at_ms) as f64 / 1000.0,
-                    w.running.join(" ")
-                );
-            }
-            eprintln!("{} live workers", workers.len());
-        }
-        Command::Info => {
-            let info = client.info().await?;
-            let get = |k: &str| info.stats.get(k).copied().unwrap_or(0);
-            let ended = get("finished") + get("error") + get("cancelled");
-            println!("namespace {}", client.settings().namespace);
-            println!(
-                "futures: {} submitted, {} pending, {} finished, {} error, {} cancelled, {} retried",
-                get("submitted"),
-                get("submitted").saturating_sub(ended),
-                get("finished"),
-                get("error"),
-                get("cancelled"),
-                get("retried")
-            );
-            println!("{:<40} {:>10} {:>10}", "QUEUE", "MESSAGES", "CONSUMERS");
-            for (name, messages, consumers) in &info.queues {
-                println!("{name:<40} {messages:>10} {consumers:>10}");
-            }
-        }
+        Command::Workers => out.workers(&client.workers().await?),
+        Command::Info => out.info(&client.settings().namespace, &client.info().await?),
         Command::Status { keys } => {
             let keys = expand_stdin(keys)?;
-            print_states(&client, &keys).await?;
+            out.states(&keys, &client.states(&keys).await?);
         }
-        Command::Restart => {
-            let report = client.restart().await?;
-            println!(
-                "restarted: every future cancelled, queues emptied; {}/{} workers ready (epoch {})",
-                report.workers_ready.len(),
-                report.workers_expected,
-                report.epoch
-            );
-        }
+        Command::Restart => out.restarted(&client.restart().await?),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints "KEY STATUS [DETAIL]" per key.
-async fn print_states(client: &Client, keys: &[String]) -> Result<(), Error> {
-    for (k, s) in keys.iter().zip(client.states(keys).await?) {
-        if s.is_terminal() {
-            println!("{k} {}", s.status());
-        } else {
-            println!("{k} {} {s}", s.status());
-        }
+/// Waits for every key, counting progress as they finish; final states in
+/// the order of `keys`.
+async fn collect(
+    client: &Client,
+    keys: &[String],
+    progress: &mut Progress,
+) -> Result<Vec<Terminal>, Error> {
+    let mut seen: HashMap<String, Terminal> = HashMap::with_capacity(keys.len());
+    let stream = client.as_completed(keys);
+    futures::pin_mut!(stream);
+    while let Some(item) = stream.next().await {
+        let (key, t) = item?;
+        progress.done(!matches!(t, Terminal::Finished { .. }));
+        seen.insert(key, t);
     }
-    Ok(())
+    keys.iter()
+        .map(|k| seen.get(k).cloned().ok_or(Error::Disconnected))
+        .collect()
 }
 
-/// Prints "KEY VALUE" as each future finishes; failures go to stderr.
-/// Returns whether any failed.
-async fn print_as_completed(client: &Client, keys: &[String]) -> Result<bool, Error> {
-    use futures::StreamExt;
+/// Prints each final state as it happens; returns whether any failed.
+async fn stream_completed(
+    client: &Client,
+    keys: &[String],
+    out: Out,
+    progress: &mut Progress,
+) -> Result<bool, Error> {
     let mut failed = false;
     let stream = client.as_completed(keys);
     futures::pin_mut!(stream);
     while let Some(item) = stream.next().await {
         let (key, t) = item?;
-        match t {
-            Terminal::Finished { value } => println!("{key} {value}"),
-            Terminal::Error { error } => {
-                failed = true;
-                eprintln!(
-                    "error: task {key} failed: {}: {}",
-                    error.kind, error.message
-                );
-            }
-            Terminal::Cancelled => {
-                failed = true;
-                eprintln!("error: future {key} was cancelled");
-            }
-        }
+        let bad = !matches!(t, Terminal::Finished { .. });
+        failed |= bad;
+        progress.done(bad);
+        progress.suspend(|| out.completed(&key, &t));
     }
     Ok(failed)
 }
 
-/// Prints values in order; stops at the first failure with its details.
-fn print_outcomes(keys: &[String], outcomes: Vec<Terminal>) -> ExitCode {
-    for (key, t) in keys.iter().zip(outcomes) {
-        match t {
-            Terminal::Finished { value } => println!("{value}"),
-            Terminal::Error { error } => {
-                eprintln!(
-                    "error: task {key} failed: {}: {}",
-                    error.kind, error.message
-                );
-                if !error.traceback.is_empty() {
-                    eprintln!("{}", error.traceback);
-                }
-                return ExitCode::from(1);
-            }
-            Terminal::Cancelled => {
-                eprintln!("error: future {key} was cancelled");
-                return ExitCode::from(1);
+/// `warren wait`: the keys final (in finishing order) and those not, when all
+/// (or the first) are final or the timeout passes.
+async fn wait(
+    client: &Client,
+    keys: &[String],
+    first: bool,
+    timeout: Option<f64>,
+    progress: &mut Progress,
+) -> (Result<Vec<String>, Error>, Vec<String>) {
+    let mut done = Vec::new();
+    let stream = client.as_completed(keys);
+    futures::pin_mut!(stream);
+    let collect = async {
+        while let Some(item) = stream.next().await {
+            let (key, t) = item?;
+            progress.done(!matches!(t, Terminal::Finished { .. }));
+            done.push(key);
+            if first {
+                break;
             }
         }
-    }
-    ExitCode::SUCCESS
+        Ok::<_, Error>(())
+    };
+    let r = match timeout {
+        Some(s) => tokio::time::timeout(Duration::from_secs_f64(s.max(0.0)), collect)
+            .await
+            .unwrap_or(Ok(())),
+        None => collect.await,
+    };
+    let not_done = keys.iter().filter(|k| !done.contains(k)).cloned().collect();
+    (r.map(|()| done), not_done)
 }
 
 async fn with_timeout<T>(

@@ -1,0 +1,246 @@
+//! What the CLI prints: plain text for people and pipes, or one JSON document
+//! per command with `--json`.
+//!
+//! Plain text: values as JSON one per line, `KEY STATUS [DETAIL]` lines,
+//! tables for `workers` and `info`; errors and tracebacks on stderr. JSON: an
+//! object per command on stdout (errors included), so a script needs no
+//! parsing of tables or stderr.
+
+use serde_json::{Value, json};
+use warren_client::{Forgotten, Info, RestartReport, State, Terminal, WorkerInfo};
+
+/// Where output goes and in which form.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    /// One JSON document per command instead of text.
+    pub json: bool,
+}
+
+/// A final state as JSON: `{key, status, value | error}`.
+pub fn terminal_json(key: &str, t: &Terminal) -> Value {
+    match t {
+        Terminal::Finished { value } => json!({"key": key, "status": "finished", "value": value}),
+        Terminal::Error { error } => json!({"key": key, "status": "error", "error": error}),
+        Terminal::Cancelled => json!({"key": key, "status": "cancelled"}),
+    }
+}
+
+impl Out {
+    fn doc(&self, v: Value) {
+        println!("{v}");
+    }
+
+    /// New futures' keys.
+    pub fn keys(&self, keys: &[String]) {
+        if self.json {
+            self.doc(json!({"keys": keys}));
+        } else {
+            keys.iter().for_each(|k| println!("{k}"));
+        }
+    }
+
+    /// Values in order, stopping at the first failure (whose details go to
+    /// stderr); returns whether everything finished.
+    pub fn outcomes(&self, keys: &[String], outcomes: &[Terminal]) -> bool {
+        let all_ok = outcomes
+            .iter()
+            .all(|t| matches!(t, Terminal::Finished { .. }));
+        if self.json {
+            let results: Vec<Value> = keys
+                .iter()
+                .zip(outcomes)
+                .map(|(k, t)| terminal_json(k, t))
+                .collect();
+            self.doc(json!({"results": results}));
+            return all_ok;
+        }
+        for (key, t) in keys.iter().zip(outcomes) {
+            match t {
+                Terminal::Finished { value } => println!("{value}"),
+                Terminal::Error { error } => {
+                    eprintln!(
+                        "error: task {key} failed: {}: {}",
+                        error.kind, error.message
+                    );
+                    for (i, earlier) in error.previous.iter().enumerate() {
+                        eprintln!(
+                            "-- attempt {} failed: {}: {}",
+                            i + 1,
+                            earlier.kind,
+                            earlier.message
+                        );
+                        if !earlier.traceback.is_empty() {
+                            eprintln!("{}", earlier.traceback);
+                        }
+                    }
+                    if !error.previous.is_empty() {
+                        eprintln!("-- attempt {} (the last) failed:", error.previous.len() + 1);
+                    }
+                    if !error.traceback.is_empty() {
+                        eprintln!("{}", error.traceback);
+                    }
+                    return false;
+                }
+                Terminal::Cancelled => {
+                    eprintln!("error: future {key} was cancelled");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// One future's final state (`result`): the value, or the error's details.
+    pub fn result(&self, key: &str, t: &Terminal) -> bool {
+        if self.json {
+            self.doc(terminal_json(key, t));
+            return matches!(t, Terminal::Finished { .. });
+        }
+        self.outcomes(&[key.to_string()], std::slice::from_ref(t))
+    }
+
+    /// One final state as it happens (`gather --as-completed`).
+    pub fn completed(&self, key: &str, t: &Terminal) {
+        if self.json {
+            self.doc(terminal_json(key, t));
+            return;
+        }
+        match t {
+            Terminal::Finished { value } => println!("{key} {value}"),
+            Terminal::Error { error } => eprintln!(
+                "error: task {key} failed: {}: {}",
+                error.kind, error.message
+            ),
+            Terminal::Cancelled => eprintln!("error: future {key} was cancelled"),
+        }
+    }
+
+    /// `KEY STATUS [DETAIL]` per key.
+    pub fn states(&self, keys: &[String], states: &[State]) {
+        if self.json {
+            let futures: Vec<Value> = keys
+                .iter()
+                .zip(states)
+                .map(|(k, s)| json!({"key": k, "status": s.status().as_str(), "state": s.as_str()}))
+                .collect();
+            self.doc(json!({"futures": futures}));
+            return;
+        }
+        for (k, s) in keys.iter().zip(states) {
+            if s.is_terminal() {
+                println!("{k} {}", s.status());
+            } else {
+                println!("{k} {} {s}", s.status());
+            }
+        }
+    }
+
+    /// What `forget` did per key.
+    pub fn forgotten(&self, keys: &[String], results: &[Forgotten]) {
+        let word = |f: &Forgotten| match f {
+            Forgotten::Forgotten => "forgotten",
+            Forgotten::Pending => "pending",
+            Forgotten::Unknown => "unknown",
+        };
+        if self.json {
+            let rows: Vec<Value> = keys
+                .iter()
+                .zip(results)
+                .map(|(k, f)| json!({"key": k, "result": word(f)}))
+                .collect();
+            self.doc(json!({"results": rows}));
+            return;
+        }
+        for (k, f) in keys.iter().zip(results) {
+            match f {
+                Forgotten::Pending => println!("{k} pending (not forgotten: cancel it first)"),
+                other => println!("{k} {}", word(other)),
+            }
+        }
+    }
+
+    /// The live workers.
+    pub fn workers(&self, workers: &[WorkerInfo]) {
+        if self.json {
+            self.doc(json!({"workers": workers}));
+            return;
+        }
+        println!(
+            "{:<28} {:>11} {:<16} {:>7} {:>9} {:>9}  RUNNING",
+            "WORKER", "CONCURRENCY", "QUEUES", "BUSY", "COMPLETED", "SEEN"
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for w in workers {
+            println!(
+                "{:<28} {:>11} {:<16} {:>7} {:>9} {:>8.1}s  {}",
+                w.worker,
+                w.concurrency,
+                w.queues.join(","),
+                w.running.len(),
+                w.completed,
+                now.saturating_sub(w.at_ms) as f64 / 1000.0,
+                w.running.join(" ")
+            );
+        }
+        eprintln!("{} live workers", workers.len());
+    }
+
+    /// Futures per state and queue depths.
+    pub fn info(&self, namespace: &str, info: &Info) {
+        let get = |k: &str| info.stats.get(k).copied().unwrap_or(0);
+        let ended = get("finished") + get("error") + get("cancelled");
+        let pending = get("submitted").saturating_sub(ended);
+        if self.json {
+            let queues: Vec<Value> = info
+                .queues
+                .iter()
+                .map(|(n, m, c)| json!({"name": n, "messages": m, "consumers": c}))
+                .collect();
+            self.doc(json!({"namespace": namespace, "futures": {
+                "submitted": get("submitted"), "pending": pending, "finished": get("finished"),
+                "error": get("error"), "cancelled": get("cancelled"), "retried": get("retried")},
+                "queues": queues}));
+            return;
+        }
+        println!("namespace {namespace}");
+        println!(
+            "futures: {} submitted, {pending} pending, {} finished, {} error, {} cancelled, {} retried",
+            get("submitted"),
+            get("finished"),
+            get("error"),
+            get("cancelled"),
+            get("retried")
+        );
+        println!("{:<40} {:>10} {:>10}", "QUEUE", "MESSAGES", "CONSUMERS");
+        for (name, messages, consumers) in &info.queues {
+            println!("{name:<40} {messages:>10} {consumers:>10}");
+        }
+    }
+
+    /// What `restart` did.
+    pub fn restarted(&self, r: &RestartReport) {
+        if self.json {
+            self.doc(json!({"epoch": r.epoch, "workers_expected": r.workers_expected, "workers_ready": r.workers_ready}));
+        } else {
+            println!(
+                "restarted: every future cancelled, queues emptied; {}/{} workers ready (epoch {})",
+                r.workers_ready.len(),
+                r.workers_expected,
+                r.epoch
+            );
+        }
+    }
+
+    /// What `wait` found.
+    pub fn waited(&self, done: &[String], states: &[State], not_done: &[String]) {
+        if self.json {
+            self.doc(json!({"done": done, "not_done": not_done}));
+        } else {
+            for (k, s) in done.iter().zip(states) {
+                println!("{k} {}", s.status());
+            }
+        }
+    }
+}
