@@ -17,6 +17,7 @@ pub mod amqp;
 pub mod args;
 pub mod error;
 pub mod messages;
+pub mod metrics;
 pub mod reconnect;
 pub mod settings;
 pub mod status;

@@ -112,6 +112,16 @@ pub struct WorkMessage {
     /// Seconds the task may run before it fails with `TimeoutError`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<f64>,
+    /// When the scheduler published it (Unix ms): workers measure queue latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched_at_ms: Option<u64>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// An error raised by a task, as the client sees it (dask's exception + traceback).
@@ -352,6 +362,7 @@ mod tests {
             epoch: 0,
             attempt: 0,
             timeout_secs: None,
+            dispatched_at_ms: None,
         };
         let body = serde_json::to_vec(&m).unwrap();
         assert_eq!(decode::<WorkMessage>(&body).unwrap(), m);

@@ -9,7 +9,7 @@
 //! 3. `WARREN_*` environment variables, one per field, upper-cased:
 //!    `WARREN_AMQP_URL`, `WARREN_REDIS_URL`, `WARREN_NAMESPACE`, `WARREN_CONCURRENCY`,
 //!    `WARREN_PREFETCH`, `WARREN_RESULT_TTL_SECS`, `WARREN_MAX_PAYLOAD_BYTES`,
-//!    `WARREN_DELIVERY_LIMIT`, `WARREN_REDIS_TIMEOUT_SECS`;
+//!    `WARREN_DELIVERY_LIMIT`, `WARREN_REDIS_TIMEOUT_SECS`, `WARREN_METRICS_ADDR`;
 //! 4. command-line flags, passed in as overrides.
 //!
 //! Flat field names (not nested tables) keep the environment names obvious: the
@@ -46,6 +46,9 @@ pub struct Settings {
     pub delivery_limit: u32,
     /// How long a single Redis command (a Lua script over a big batch) may take.
     pub redis_timeout_secs: u64,
+    /// Where the scheduler or worker serves Prometheus metrics (`host:port`,
+    /// path `/metrics`); empty serves none.
+    pub metrics_addr: String,
 }
 
 impl Default for Settings {
@@ -60,13 +63,14 @@ impl Default for Settings {
             max_payload_bytes: 8 * 1024 * 1024,
             delivery_limit: 3,
             redis_timeout_secs: 60,
+            metrics_addr: String::new(),
         }
     }
 }
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 9] = [
+    pub const FIELDS: [&'static str; 10] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -76,6 +80,7 @@ impl Settings {
         "max_payload_bytes",
         "delivery_limit",
         "redis_timeout_secs",
+        "metrics_addr",
     ];
 
     /// Loads defaults, then the TOML file, then `WARREN_*` variables, then `overrides`

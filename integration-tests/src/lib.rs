@@ -74,6 +74,8 @@ pub struct ClusterOptions {
     /// Extra `WARREN_*` settings for every process, and for the cluster's own
     /// settings (so clients agree with the processes).
     pub env: Vec<(String, String)>,
+    /// Extra flags for the (first) scheduler.
+    pub scheduler_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -84,6 +86,7 @@ impl Default for ClusterOptions {
             schedulers: 1,
             test_worker: false,
             env: Vec::new(),
+            scheduler_args: Vec::new(),
         }
     }
 }
@@ -163,7 +166,7 @@ impl Cluster {
 
     /// Starts (another) scheduler, killing the first one if it runs.
     pub fn start_scheduler(&mut self) {
-        let child = self.spawn("warren-scheduler", &[]);
+        let child = self.spawn("warren-scheduler", &self.options.scheduler_args.clone());
         if let Some(mut old) = self.scheduler.replace(child) {
             let _ = old.kill();
             let _ = old.wait();

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 use warren_core::amqp;
 use warren_core::messages::{PROTOCOL_VERSION, TaskFailure, Terminal, WorkMessage};
+use warren_core::metrics::Metrics;
 use warren_core::store::{ClaimedTask, Store, Transition};
 use warren_core::topology::{Topology, declare_queue};
 
@@ -47,6 +48,7 @@ pub struct Dispatcher {
     id: String,
     wake: Arc<Notify>,
     notifier: Notifier,
+    dispatched: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Dispatcher {
@@ -58,6 +60,7 @@ impl Dispatcher {
         id: String,
         wake: Arc<Notify>,
         notifier: Notifier,
+        metrics: &Metrics,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             ch: amqp::confirm_channel(conn).await?,
@@ -66,6 +69,11 @@ impl Dispatcher {
             id,
             wake,
             notifier,
+            dispatched: metrics.counter(
+                "warren_scheduler_dispatched_total",
+                "",
+                "Work messages published to work queues (confirmed).",
+            ),
         })
     }
 
@@ -137,7 +145,10 @@ impl Dispatcher {
                 )),
             }
         }
+        let published = confirms.len() as u64;
         amqp::confirmed(confirms, "a work queue").await?;
+        self.dispatched
+            .fetch_add(published, std::sync::atomic::Ordering::Relaxed);
         if !lost.is_empty() {
             let applied = self.store.complete(&lost).await?;
             let mut out = Outgoing::default();
@@ -201,6 +212,7 @@ fn work_message(
             epoch,
             attempt: task.attempt,
             timeout_secs: task.timeout_secs,
+            dispatched_at_ms: Some(warren_core::messages::now_ms()),
         },
     ))
 }

@@ -22,6 +22,7 @@ use warren_core::messages::{
     ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, TaskFailure, TaskResult, Terminal,
     WorkMessage, WorkerReport, decode,
 };
+use warren_core::metrics::Metrics;
 use warren_core::store::{Store, Transition};
 use warren_core::topology::{DEAD_ROUTING_KEY, REASON_HEADER, Topology};
 
@@ -41,6 +42,7 @@ pub struct Intake {
     submit: Consumer,
     results: Consumer,
     killed: Consumer,
+    metrics: Arc<Metrics>,
 }
 
 impl Intake {
@@ -51,6 +53,7 @@ impl Intake {
         topology: Topology,
         notifier: Notifier,
         wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let ch = conn.create_channel().await?;
         ch.basic_qos(BATCH as u16 * 2, BasicQosOptions::default())
@@ -82,7 +85,26 @@ impl Intake {
             submit,
             results,
             killed,
+            metrics,
         })
+    }
+
+    /// Adds `n` to the scheduler counter `name{labels}`.
+    fn count(&self, name: &str, labels: &str, n: u64) {
+        let help = match name {
+            "warren_scheduler_requests_total" => "Client requests applied, by kind.",
+            "warren_scheduler_tasks_submitted_total" => {
+                "Tasks in submit batches (new or deduplicated)."
+            }
+            "warren_scheduler_reports_total" => "Worker reports applied, by kind.",
+            "warren_scheduler_killed_total" => {
+                "Tasks ended as KilledWorker (past the delivery limit)."
+            }
+            _ => "Messages moved to the dead-letter queue as malformed.",
+        };
+        self.metrics
+            .counter(name, labels, help)
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Consumes until a consumer ends (the connection closed).
@@ -126,6 +148,12 @@ impl Intake {
         let mut out = Outgoing::default();
         match request {
             ClientRequest::Submit { batch, tasks, .. } => {
+                self.count("warren_scheduler_requests_total", "kind=\"submit\"", 1);
+                self.count(
+                    "warren_scheduler_tasks_submitted_total",
+                    "",
+                    tasks.len() as u64,
+                );
                 if let Some(problem) = tasks.iter().find_map(|t| {
                     warren_core::taskkey::validate_key(&t.key)
                         .and(warren_core::taskkey::validate_key(&t.func))
@@ -143,10 +171,12 @@ impl Intake {
                 }
             }
             ClientRequest::Restart { .. } => {
+                self.count("warren_scheduler_requests_total", "kind=\"restart\"", 1);
                 let epoch = self.restart(&reply_to, &mut out).await?;
                 out.push(&reply_to, ClientEvent::Restarted { epoch });
             }
             ClientRequest::Cancel { batch, keys, .. } => {
+                self.count("warren_scheduler_requests_total", "kind=\"cancel\"", 1);
                 let (cancelled, notes) = self.store.cancel(&keys).await?;
                 if !cancelled.is_empty() {
                     info!(cancelled = cancelled.len(), "cancelled");
@@ -212,6 +242,11 @@ impl Intake {
         for delivery in batch {
             match decode::<WorkerReport>(&delivery.data) {
                 Ok(WorkerReport::Outcomes { outcomes, .. }) => {
+                    self.count(
+                        "warren_scheduler_reports_total",
+                        "kind=\"outcome\"",
+                        outcomes.len() as u64,
+                    );
                     transitions.extend(outcomes.into_iter().map(|o| {
                         let t = match o.result {
                             TaskResult::Ok(value) => {
@@ -227,10 +262,16 @@ impl Intake {
                     good.push(delivery);
                 }
                 Ok(WorkerReport::Started { keys, .. }) => {
+                    self.count(
+                        "warren_scheduler_reports_total",
+                        "kind=\"started\"",
+                        keys.len() as u64,
+                    );
                     transitions.extend(keys.into_iter().map(|k| (k, Transition::Processing)));
                     good.push(delivery);
                 }
                 Ok(WorkerReport::Heartbeat { info, .. }) => {
+                    self.count("warren_scheduler_reports_total", "kind=\"heartbeat\"", 1);
                     self.store.record_worker(&info).await?;
                     good.push(delivery);
                 }
@@ -253,6 +294,7 @@ impl Intake {
         for delivery in batch {
             match decode::<WorkMessage>(&delivery.data) {
                 Ok(msg) => {
+                    self.count("warren_scheduler_killed_total", "", 1);
                     warn!(key = %msg.key, func = %msg.func, "task reached the delivery limit: KilledWorker");
                     let error = TaskFailure::new(
                         "KilledWorker",
@@ -296,6 +338,7 @@ impl Intake {
 
     /// Moves a message that cannot be processed to `<ns>.dead`, reason in a header.
     async fn dead_letter(&mut self, delivery: Delivery, reason: &str) -> anyhow::Result<()> {
+        self.count("warren_scheduler_dead_lettered_total", "", 1);
         warn!(
             reason,
             bytes = delivery.data.len(),

@@ -12,7 +12,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use std::sync::Arc;
 use tracing::info;
+
+use warren_core::metrics::Metrics;
 use warren_core::{Settings, amqp, store::Store, topology::Topology};
 
 /// The warren scheduler. Reads client requests and worker reports from RabbitMQ,
@@ -36,6 +39,9 @@ struct Args {
     /// Namespace: prefix of every queue and Redis key.
     #[arg(long)]
     namespace: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
     /// Log format: human or json.
     #[arg(long, default_value = "human")]
     log_format: String,
@@ -50,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         ("amqp_url", &args.amqp_url),
         ("redis_url", &args.redis_url),
         ("namespace", &args.namespace),
+        ("metrics_addr", &args.metrics_addr),
     ] {
         if let Some(v) = v {
             overrides.push((name, v.clone()));
@@ -83,15 +90,22 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
+    let metrics = Metrics::new();
+    warren_core::metrics::serve(&settings.metrics_addr, metrics.clone()).await?;
+    tokio::spawn(track_states(settings.clone(), metrics.clone()));
     tokio::select! {
-        _ = warren_core::reconnect::supervise("scheduler", || run_connected(&settings, &id)) => {}
+        _ = warren_core::reconnect::supervise("scheduler", || run_connected(&settings, &id, &metrics)) => {}
         _ = tokio::signal::ctrl_c() => info!("interrupted; stopping (nothing is lost: state is in Redis and RabbitMQ)"),
     }
     Ok(())
 }
 
 /// One connection's life: declare, consume, dispatch, until something breaks.
-async fn run_connected(settings: &Settings, id: &str) -> anyhow::Result<()> {
+async fn run_connected(
+    settings: &Settings,
+    id: &str,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<()> {
     let topology = Topology::new(&settings.namespace, settings.delivery_limit);
     let conn = amqp::connect(settings, &format!("warren-scheduler {id}")).await?;
     let store = Store::connect(settings).await?;
@@ -113,11 +127,40 @@ async fn run_connected(settings: &Settings, id: &str) -> anyhow::Result<()> {
         id.to_string(),
         wake.clone(),
         notifier.clone(),
+        metrics,
     )
     .await?;
-    let intake = intake::Intake::new(&conn, store, topology, notifier, wake).await?;
+    let intake =
+        intake::Intake::new(&conn, store, topology, notifier, wake, metrics.clone()).await?;
     tokio::select! {
         r = intake.run() => r.context("intake stopped"),
         r = dispatcher.run() => r.context("dispatcher stopped"),
+    }
+}
+
+/// Keeps the `warren_tasks` gauges (futures per state, from the exactly-once
+/// counters in Redis) fresh for scrapes. Best effort: Redis being away only
+/// delays the numbers.
+async fn track_states(settings: Settings, metrics: Arc<Metrics>) {
+    let help = "Futures in the namespace, by state (pending = submitted and not final).";
+    loop {
+        if let Ok(store) = Store::connect(&settings).await {
+            while let Ok(stats) = store.stats().await {
+                let get = |k: &str| stats.get(k).copied().unwrap_or(0) as i64;
+                let ended = get("finished") + get("error") + get("cancelled");
+                for (state, n) in [
+                    ("pending", (get("submitted") - ended).max(0)),
+                    ("finished", get("finished")),
+                    ("error", get("error")),
+                    ("cancelled", get("cancelled")),
+                ] {
+                    metrics
+                        .gauge("warren_tasks", &format!("state=\"{state}\""), help)
+                        .store(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }

@@ -32,6 +32,9 @@ struct Args {
     /// Work queues to serve, comma-separated.
     #[arg(long, default_value = "default", value_delimiter = ',')]
     queues: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
     /// List the registered functions and exit.
     #[arg(long)]
     list_functions: bool,
@@ -69,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = args.concurrency {
         overrides.push(("concurrency", v.to_string()));
+    }
+    if let Some(v) = args.metrics_addr {
+        overrides.push(("metrics_addr", v));
     }
     let settings = Settings::load(args.config.as_deref(), &overrides)?;
     Worker::new(settings, registry)

@@ -39,6 +39,7 @@ use warren_core::messages::{
     ClientEvent, ClientEvents, Control, Outcome, PROTOCOL_VERSION, TaskFailure, TaskResult,
     WorkMessage, WorkerInfo, WorkerReport, decode,
 };
+use warren_core::metrics::{Histogram, Metrics};
 use warren_core::store::Store;
 use warren_core::topology::{DEAD_ROUTING_KEY, REASON_HEADER, Topology};
 use warren_core::{Settings, amqp};
@@ -83,6 +84,48 @@ struct Recent {
     finished: VecDeque<RunId>,
 }
 
+/// The worker's Prometheus series.
+struct WorkerMetrics {
+    finished: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    timed_out: Arc<AtomicU64>,
+    redelivered: Arc<AtomicU64>,
+    running: Arc<std::sync::atomic::AtomicI64>,
+    duration: Arc<Histogram>,
+    latency: Arc<Histogram>,
+}
+
+impl WorkerMetrics {
+    fn new(m: &Metrics) -> Self {
+        let tasks = |outcome: &str| {
+            m.counter(
+                "warren_worker_tasks_total",
+                &format!("outcome=\"{outcome}\""),
+                "Tasks this worker ran, by outcome.",
+            )
+        };
+        Self {
+            finished: tasks("finished"),
+            failed: tasks("error"),
+            timed_out: tasks("timeout"),
+            redelivered: m.counter(
+                "warren_worker_redeliveries_total",
+                "",
+                "Work messages received again after an earlier delivery was not acked.",
+            ),
+            running: m.gauge("warren_worker_running_tasks", "", "Tasks running now."),
+            duration: m.histogram(
+                "warren_worker_task_duration_seconds",
+                "Time a task's function ran.",
+            ),
+            latency: m.histogram(
+                "warren_worker_queue_latency_seconds",
+                "Time from the scheduler publishing a task to a worker starting it.",
+            ),
+        }
+    }
+}
+
 /// State that outlives any one connection.
 struct Shared {
     registry: Arc<Registry>,
@@ -98,6 +141,7 @@ struct Shared {
     completed: AtomicU64,
     concurrency: usize,
     queues: Vec<String>,
+    metrics: WorkerMetrics,
     reports: mpsc::UnboundedSender<Report>,
     pending_reports: tokio::sync::Mutex<mpsc::UnboundedReceiver<Report>>,
 }
@@ -132,6 +176,8 @@ impl Worker {
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (tx, rx) = mpsc::unbounded_channel();
+        let metrics = Metrics::new();
+        warren_core::metrics::serve(&self.settings.metrics_addr, metrics.clone()).await?;
         let shared = Arc::new(Shared {
             registry: self.registry.clone(),
             identity: format!("{host}:{}", std::process::id()),
@@ -144,6 +190,7 @@ impl Worker {
             completed: AtomicU64::new(0),
             concurrency: self.settings.effective_concurrency(),
             queues: self.queues.clone(),
+            metrics: WorkerMetrics::new(&metrics),
             reports: tx,
             pending_reports: tokio::sync::Mutex::new(rx),
         });
@@ -198,7 +245,12 @@ impl Worker {
             while let Some(delivery) = work.next().await {
                 let delivery = delivery?;
                 match decode::<WorkMessage>(&delivery.data) {
-                    Ok(msg) => accept(&shared, &store, msg, delivery.acker).await?,
+                    Ok(msg) => {
+                        if delivery.redelivered {
+                            shared.metrics.redelivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        accept(&shared, &store, msg, delivery.acker).await?
+                    }
                     Err(e) => {
                         dead_letter(
                             &dead,
@@ -431,6 +483,11 @@ async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
         .unwrap_or_else(|p| p.into_inner())
         .insert(key.clone(), stop.clone());
     let started = std::time::Instant::now();
+    if let Some(at) = msg.dispatched_at_ms {
+        let waited = warren_core::messages::now_ms().saturating_sub(at);
+        shared.metrics.latency.observe(waited as f64 / 1000.0);
+    }
+    shared.metrics.running.fetch_add(1, Ordering::Relaxed);
     let flag = stop.clone();
     let mut handle = tokio::task::spawn_blocking(move || {
         let site = CallSite {
@@ -466,7 +523,13 @@ async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "task ended"
     );
+    shared.metrics.running.fetch_sub(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
     let Some(joined) = joined else {
+        shared.metrics.timed_out.fetch_add(1, Ordering::Relaxed);
         // The slot is free now; a cooperative function stops soon, others run
         // on in the blocking pool and their result is dropped.
         stop.store(true, Ordering::Relaxed);
@@ -482,8 +545,12 @@ async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
         ));
     };
     match joined {
-        Ok(Ok(v)) => TaskResult::Ok(v),
+        Ok(Ok(v)) => {
+            shared.metrics.finished.fetch_add(1, Ordering::Relaxed);
+            TaskResult::Ok(v)
+        }
         Ok(Err(failure)) => {
+            shared.metrics.failed.fetch_add(1, Ordering::Relaxed);
             info!(error = %failure, "task failed");
             TaskResult::Err(failure)
         }
