@@ -166,6 +166,7 @@ async fn a_ten_thousand_task_dag_survives_killed_workers_schedulers_and_restarte
             // losing nothing, not about KilledWorker (tests/faults.rs is).
             ("WARREN_DELIVERY_LIMIT".into(), "20".into()),
         ],
+        ..Default::default()
     })
     .await;
 
