@@ -609,6 +609,11 @@ impl Client {
         Ok(self.inner.store.workers(Duration::from_secs(30)).await?)
     }
 
+    /// The most recent task errors, newest first (`{key, type, message}`).
+    pub async fn recent_errors(&self, n: usize) -> Result<Vec<Value>, Error> {
+        Ok(self.inner.store.recent_errors(n).await?)
+    }
+
     /// Counters and queue depths of the namespace.
     pub async fn info(&self) -> Result<Info, Error> {
         let stats = self.inner.store.stats().await?;

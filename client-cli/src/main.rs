@@ -19,6 +19,7 @@ use warren_client::{Client, Error, Forgotten, SubmitOptions, Terminal};
 mod cli {
     pub mod output;
     pub mod progress;
+    pub mod top;
 }
 use cli::output::Out;
 use cli::progress::Progress;
@@ -166,6 +167,16 @@ enum Command {
     Workers,
     /// Futures per state and queue depths of the namespace.
     Info,
+    /// A live view: futures per state and their rate, queues, workers with
+    /// their running tasks, recent errors. Redraws every second until Ctrl-C.
+    Top {
+        /// Print one screen and exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between redraws.
+        #[arg(long, default_value_t = 1.0)]
+        every: f64,
+    },
     /// Print "KEY STATUS [DETAIL]" per key: pending (waiting, queued,
     /// processing), finished, error or cancelled.
     Status {
@@ -358,6 +369,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.states(&keys, &client.states(&keys).await?);
         }
         Command::Restart => out.restarted(&client.restart().await?),
+        Command::Top { once, every } => {
+            cli::top::run(&client, Duration::from_secs_f64(every.max(0.1)), once).await?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,9 @@
 //! | `P sched:<scheduler>` | string, TTL | a scheduler's heartbeat |
 //! | `P epoch` | integer | bumped by every restart |
 //! | `P queues` | set | work queue names in use |
+//! | `P stats` | hash | tasks submitted, final transitions per state, retries |
+//! | `P recent_errors` | list | the last 50 errors that started in a task (for `warren top`) |
+//! | `P workers` | hash | each worker's last heartbeat |
 //!
 //! Scripts build key names from the prefix instead of receiving them as `KEYS`,
 //! which is fine on one Redis (with replicas) but not on a Redis Cluster: that
@@ -480,6 +483,18 @@ impl Store {
         }
         live.sort_by(|a, b| a.worker.cmp(&b.worker));
         Ok(live)
+    }
+
+    /// The most recent errors (newest first): key, type and message each.
+    pub async fn recent_errors(&self, n: usize) -> Result<Vec<serde_json::Value>> {
+        let mut con = self.con.clone();
+        let raw: Vec<String> = con
+            .lrange(format!("{}recent_errors", self.prefix), 0, n as isize - 1)
+            .await?;
+        Ok(raw
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
     }
 
     /// Counters: tasks submitted, and final transitions per state.

@@ -140,3 +140,32 @@ async fn every_command_speaks_json() {
     assert_eq!(r["workers_expected"], 1);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn top_shows_workers_their_running_tasks_and_recent_errors() {
+    let c = Cluster::start(1, 2).await;
+    let slow = ok_stdout(&c.warren(&["submit", "sleep", "20"]));
+    let bad = ok_stdout(&c.warren(&["submit", "goes_wrong"]));
+    let _ = c.warren(&["result", bad.trim()]);
+    tokio::time::sleep(Duration::from_millis(5500)).await; // a heartbeat with the running task
+    let screen = ok_stdout(&c.warren(&["top", "--once"]));
+    assert!(screen.contains("1 pending"), "{screen}");
+    assert!(screen.contains("1 error"), "{screen}");
+    assert!(
+        screen.contains(&c.topology().work_queue("default")),
+        "{screen}"
+    );
+    let worker_line = screen
+        .lines()
+        .find(|l| l.contains(slow.trim()))
+        .unwrap_or_else(|| panic!("the running task is not shown:\n{screen}"));
+    assert!(worker_line.contains("1/2"), "{worker_line}");
+    assert!(
+        screen.contains(&format!(
+            "{}  ZeroDivisionError: division by zero",
+            bad.trim()
+        )),
+        "{screen}"
+    );
+    c.shutdown().await;
+}

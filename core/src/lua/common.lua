@@ -61,6 +61,16 @@ local function finish(key, state, payload, ttl)
         redis.call('HSET', tk, 's', st, 'v', pl)
       elseif st == 'error' then
         redis.call('HSET', tk, 's', st, 'e', pl)
+        -- The last 50 errors that started somewhere (not their dependents'
+        -- copies), for `warren top`.
+        if k == key then
+          local ok, e = pcall(cjson.decode, pl)
+          if ok and type(e) == 'table' then
+            redis.call('LPUSH', P .. 'recent_errors',
+              cjson.encode({ key = k, type = e.type, message = e.message }))
+            redis.call('LTRIM', P .. 'recent_errors', 0, 49)
+          end
+        end
       else
         redis.call('HSET', tk, 's', st)
       end
