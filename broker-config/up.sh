@@ -30,6 +30,15 @@ if ! port_open 6379; then
   $sudo redis-server "$here/redis.conf" --daemonize yes
   wait_port 6379 30 "Redis"
 fi
+# Future states are warren's memory: a Redis started elsewhere without
+# persistence would lose them in a restart. Turn append-only persistence on.
+if [ "$(redis-cli -p 6379 config get appendonly 2>/dev/null | tail -n 1)" = "no" ]; then
+  if redis-cli -p 6379 config set appendonly yes >/dev/null 2>&1; then
+    say "enabled append-only persistence on the running Redis (CONFIG SET appendonly yes)"
+  else
+    say "warning: could not enable persistence on the running Redis; a Redis restart would lose future states"
+  fi
+fi
 say "Redis is up on 127.0.0.1:6379"
 
 # RabbitMQ: warren's data path.

@@ -224,6 +224,14 @@ impl TaskFlags {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `warren ... | head` closes the pipe early: end quietly like any Unix tool
+    // instead of panicking in println!. Rust ignores SIGPIPE by default.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal, before any
+    // other thread could be writing.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -33,6 +33,8 @@ pub const KILLED_ROUTING_KEY: &str = "killed";
 pub const DEAD_ROUTING_KEY: &str = "dead";
 /// Header carrying the reason a message was dead-lettered by warren.
 pub const REASON_HEADER: &str = "x-warren-reason";
+/// Header carrying the queue a message warren dead-lettered came from.
+pub const ORIGIN_HEADER: &str = "x-warren-origin-queue";
 /// Deliveries of a submit or results message before it is treated as poison.
 pub const CONTROL_DELIVERY_LIMIT: u32 = 10;
 

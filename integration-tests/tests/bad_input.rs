@@ -6,7 +6,7 @@ use lapin::options::BasicGetOptions;
 use serde_json::json;
 use warren_client::Error;
 use warren_core::amqp;
-use warren_core::topology::REASON_HEADER;
+use warren_core::topology::{ORIGIN_HEADER, REASON_HEADER};
 use warren_integration_tests::{Cluster, fresh_settings, ok_stdout, run_cli};
 
 fn stderr(out: &std::process::Output) -> String {
@@ -255,22 +255,28 @@ async fn a_malformed_message_is_dead_lettered_with_its_reason_and_the_scheduler_
                 .await
                 .unwrap()
             {
-                found = msg
+                let headers = msg
                     .delivery
                     .properties
                     .headers()
                     .clone()
-                    .unwrap_or_default()
-                    .inner()
-                    .get(REASON_HEADER)
-                    .and_then(|v| v.as_long_string())
-                    .map(|s| s.to_string());
+                    .unwrap_or_default();
+                let text = |h: &str| {
+                    headers
+                        .inner()
+                        .get(h)
+                        .and_then(|v| v.as_long_string())
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                };
+                found = Some((text(REASON_HEADER), text(ORIGIN_HEADER)));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let found = found.unwrap_or_else(|| panic!("nothing dead-lettered from {queue}"));
+        let (found, origin) = found.unwrap_or_else(|| panic!("nothing dead-lettered from {queue}"));
         assert!(found.contains(reason), "{queue}: {found}");
+        assert_eq!(origin, queue, "the origin header names the queue");
     }
     let k = ok_stdout(&c.warren(&["submit", "inc", "2"]));
     assert_eq!(ok_stdout(&c.warren(&["result", k.trim()])).trim(), "3");

@@ -24,7 +24,7 @@ use warren_core::messages::{
 };
 use warren_core::metrics::Metrics;
 use warren_core::store::{Store, Transition};
-use warren_core::topology::{DEAD_ROUTING_KEY, REASON_HEADER, Topology};
+use warren_core::topology::{DEAD_ROUTING_KEY, ORIGIN_HEADER, REASON_HEADER, Topology};
 
 use crate::notify::{Notifier, Outgoing};
 
@@ -344,7 +344,11 @@ impl Intake {
             bytes = delivery.data.len(),
             "dead-lettering a malformed message"
         );
-        let mut props = amqp::json_properties(&[(REASON_HEADER, reason)]);
+        let origin = delivery.routing_key.to_string();
+        let mut props = amqp::json_properties(&[(REASON_HEADER, reason), (ORIGIN_HEADER, &origin)]);
+        if let Some(reply_to) = delivery.properties.reply_to() {
+            props = props.with_reply_to(reply_to.clone());
+        }
         if let Some(ct) = delivery.properties.content_type() {
             props = props.with_content_type(ct.clone());
         }

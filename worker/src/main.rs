@@ -12,7 +12,8 @@ use warren_worker::{Worker, stock};
 /// as many machines as you like: they share the queues.
 ///
 /// Settings come from (later wins): defaults, warren.toml (or --config), WARREN_*
-/// environment variables (WARREN_AMQP_URL, WARREN_NAMESPACE, WARREN_CONCURRENCY, ...),
+/// environment variables (WARREN_AMQP_URL, WARREN_REDIS_URL, WARREN_NAMESPACE,
+/// WARREN_CONCURRENCY, ...),
 /// then these flags.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -23,6 +24,10 @@ struct Args {
     /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
     #[arg(long)]
     amqp_url: Option<String>,
+    /// Redis URL, e.g. redis://127.0.0.1:6379/ (read-only use: a task's state
+    /// is checked before it starts).
+    #[arg(long)]
+    redis_url: Option<String>,
     /// Namespace: prefix of every queue it consumes.
     #[arg(long)]
     namespace: Option<String>,
@@ -66,6 +71,9 @@ async fn main() -> anyhow::Result<()> {
     let mut overrides = Vec::new();
     if let Some(v) = args.amqp_url {
         overrides.push(("amqp_url", v));
+    }
+    if let Some(v) = args.redis_url {
+        overrides.push(("redis_url", v));
     }
     if let Some(v) = args.namespace {
         overrides.push(("namespace", v));

@@ -41,7 +41,7 @@ use warren_core::messages::{
 };
 use warren_core::metrics::{Histogram, Metrics};
 use warren_core::store::Store;
-use warren_core::topology::{DEAD_ROUTING_KEY, REASON_HEADER, Topology};
+use warren_core::topology::{DEAD_ROUTING_KEY, ORIGIN_HEADER, REASON_HEADER, Topology};
 use warren_core::{Settings, amqp};
 
 use crate::registry::{CallSite, Registry};
@@ -716,7 +716,10 @@ async fn dead_letter(
         &topology.dead_letter_exchange(),
         DEAD_ROUTING_KEY,
         &delivery.data,
-        amqp::json_properties(&[(REASON_HEADER, reason)]),
+        amqp::json_properties(&[
+            (REASON_HEADER, reason),
+            (ORIGIN_HEADER, delivery.routing_key.as_str()),
+        ]),
     )
     .await?;
     amqp::confirmed(vec![confirm], "the dead-letter exchange").await?;
