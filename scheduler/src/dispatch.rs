@@ -136,7 +136,11 @@ impl Dispatcher {
                 Ok((queue, msg)) => {
                     let qname = self.topology.work_queue(&queue);
                     let body = serde_json::to_vec(&msg)?;
-                    let props = amqp::json_properties(&[("task", &msg.func), ("key", &msg.key)]);
+                    let props = amqp::json_properties(&[
+                        ("task", &msg.func),
+                        ("key", &msg.key),
+                        ("attempt", &msg.attempt.to_string()),
+                    ]);
                     confirms.push(amqp::publish(&self.ch, "", &qname, &body, props).await?);
                 }
                 Err((key, failure)) => lost.push((
