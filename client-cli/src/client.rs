@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use serde::Serialize;
@@ -115,35 +115,14 @@ impl Client {
         topology.declare(&setup, &[]).await?;
         let publish = amqp::confirm_channel(&conn).await?;
         let consume = conn.create_channel().await?;
-        let reply = consume
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let consumer = consume
-            .basic_consume(
-                reply.name().clone(),
-                format!("warren-client@{}", std::process::id()).into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let tag = format!("warren-client@{}", std::process::id());
+        let (reply_queue, consumer) = amqp::private_queue(&consume, None, &tag).await?;
         let events = Arc::new(Events::default());
         let ev = events.clone();
         tokio::spawn(async move { ev.consume(consumer).await });
         Ok(Self {
             inner: Arc::new(Inner {
-                reply_queue: reply.name().to_string(),
+                reply_queue,
                 settings,
                 topology,
                 _conn: conn,

@@ -82,16 +82,6 @@ enum Command {
         /// Use this key instead of a computed one.
         #[arg(long)]
         key: Option<String>,
-        /// Same FUNC and ARGs give the same key; resubmitting returns the
-        /// existing future (the default, as dask's pure=True).
-        #[arg(long, overrides_with = "no_pure")]
-        pure: bool,
-        /// Always create a new future, even for the same FUNC and ARGs.
-        #[arg(long)]
-        no_pure: bool,
-        /// Run the task again up to N times if it fails (dask's retries=).
-        #[arg(long, default_value_t = 0, value_name = "N")]
-        retries: u32,
         #[command(flatten)]
         task: TaskFlags,
     },
@@ -102,15 +92,6 @@ enum Command {
         /// One argument per task: JSON, a bare word, or @KEY.
         #[arg(required = true, allow_hyphen_values = true)]
         args: Vec<String>,
-        /// Deterministic keys (the default).
-        #[arg(long, overrides_with = "no_pure")]
-        pure: bool,
-        /// Always create new futures.
-        #[arg(long)]
-        no_pure: bool,
-        /// Run each task again up to N times if it fails.
-        #[arg(long, default_value_t = 0, value_name = "N")]
-        retries: u32,
         #[command(flatten)]
         task: TaskFlags,
     },
@@ -192,6 +173,17 @@ enum Command {
 /// Options of each task, for `submit` and `map`.
 #[derive(Debug, clap::Args)]
 struct TaskFlags {
+    /// Same FUNC and ARGs give the same key; resubmitting returns the existing
+    /// future (the default, as dask's pure=True).
+    #[arg(long, overrides_with = "no_pure")]
+    pure: bool,
+    /// Always create a new future, even for the same FUNC and ARGs.
+    #[arg(long)]
+    no_pure: bool,
+    /// Run the task again up to N times if it fails (dask's retries=); the
+    /// final error lists every attempt's error.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    retries: u32,
     /// Work queue: only workers started with --queues NAME run it (e.g. gpu).
     #[arg(long, default_value = "default")]
     queue: String,
@@ -209,11 +201,11 @@ struct TaskFlags {
 }
 
 impl TaskFlags {
-    fn options(&self, pure: bool, retries: u32, key: Option<String>) -> SubmitOptions {
+    fn options(&self, key: Option<String>) -> SubmitOptions {
         SubmitOptions {
             key,
-            pure,
-            retries,
+            pure: !self.no_pure,
+            retries: self.retries,
             queue: self.queue.clone(),
             timeout_secs: self.timeout,
             priority: self.priority,
@@ -277,13 +269,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             func,
             args,
             key,
-            no_pure,
-            retries,
             task,
-            ..
         } => {
             let args = parse_args(&client, &args).await?;
-            let opts = task.options(!no_pure, retries, key);
+            let opts = task.options(key);
             let f = client.submit_with(&func, args, &opts).await?;
             if out.json {
                 println!("{}", serde_json::json!({"key": f.key()}));
@@ -291,16 +280,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", f.key());
             }
         }
-        Command::Map {
-            func,
-            args,
-            no_pure,
-            retries,
-            task,
-            ..
-        } => {
+        Command::Map { func, args, task } => {
             let args = parse_args(&client, &args).await?;
-            let opts = task.options(!no_pure, retries, None);
+            let opts = task.options(None);
             let fs = client
                 .map_with(&func, args.into_iter().map(|a| vec![a]).collect(), &opts)
                 .await?;

@@ -6,9 +6,12 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use lapin::{Confirmation, PublisherConfirm};
 
 use crate::error::{Error, Result};
@@ -92,4 +95,49 @@ pub async fn confirmed(confirms: Vec<PublisherConfirm>, what: &str) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A private queue: server-named, exclusive and auto-deleted (it lives exactly
+/// as long as this connection), optionally bound to `exchange`, and consumed
+/// without acks as `consumer_tag`. Client reply queues and workers' control
+/// queues are these. Returns the queue's name and its consumer.
+pub async fn private_queue(
+    ch: &Channel,
+    exchange: Option<&str>,
+    consumer_tag: &str,
+) -> Result<(String, Consumer)> {
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    if let Some(exchange) = exchange {
+        ch.queue_bind(
+            q.name().clone(),
+            exchange.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    let consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            consumer_tag.into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((q.name().to_string(), consumer))
 }

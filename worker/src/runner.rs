@@ -28,9 +28,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel, Connection, Consumer};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -624,43 +622,16 @@ async fn report_loop(
     Ok(())
 }
 
-/// An exclusive queue bound to the control exchange: every worker gets every broadcast.
+/// A private queue bound to the control exchange: every worker gets every broadcast.
 async fn control_consumer(
     conn: &Connection,
     topology: &Topology,
     identity: &str,
 ) -> anyhow::Result<Consumer> {
     let ch = conn.create_channel().await?;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    ch.queue_bind(
-        q.name().clone(),
-        topology.control_exchange().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    Ok(ch
-        .basic_consume(
-            q.name().clone(),
-            format!("warren-worker@{identity}/control").into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?)
+    let tag = format!("warren-worker@{identity}/control");
+    let (_, consumer) = amqp::private_queue(&ch, Some(&topology.control_exchange()), &tag).await?;
+    Ok(consumer)
 }
 
 async fn control_loop(
