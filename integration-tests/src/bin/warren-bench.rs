@@ -1375,7 +1375,11 @@ async fn report(args: &Args, table: &str, info: &RunInfo, machine: &str, version
          sampled task records because the Redis may be shared.\n\
          - Row 7's ideal is the tasks' summed CPU time, measured by running the same function \
          (`warren_worker::stock::count_primes_less_than`) serially in the bench process, divided by \
-         the cores.\n",
+         the cores.\n\
+         - \"others' CPU\" is the mean number of cores used during that row by processes that are \
+         neither the benchmark's own (it, its clusters, its child) nor RabbitMQ or Redis, from \
+         `/proc/stat` and `/proc/<pid>/stat`: on a shared machine, a row with more than about 0.1 was \
+         disturbed.\n",
         date = now_utc().await,
         scale_note = scale_note(args.scale, info.large_rate),
         secs = info.elapsed.as_secs_f64(),
