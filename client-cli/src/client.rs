@@ -133,6 +133,12 @@ impl Client {
         })
     }
 
+    /// How many futures this client keeps an entry for (final futures are
+    /// released once they have been awaited).
+    pub fn tracked(&self) -> usize {
+        self.inner.events.len()
+    }
+
     /// The settings in use.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
@@ -260,6 +266,8 @@ impl Client {
                 }
             }
         }
+        drop(receivers);
+        events.release(keys);
         Ok(out)
     }
 
@@ -530,7 +538,10 @@ impl Client {
         mut rx: tokio::sync::watch::Receiver<Option<Terminal>>,
     ) -> Result<(String, Terminal), Error> {
         loop {
-            if let Some(t) = rx.borrow_and_update().clone() {
+            let current = rx.borrow_and_update().clone();
+            if let Some(t) = current {
+                drop(rx);
+                self.inner.events.release(std::slice::from_ref(&key));
                 return Ok((key, t));
             }
             if tokio::time::timeout(POLL_EVERY, rx.changed())

@@ -34,20 +34,46 @@ impl Events {
             .subscribe()
     }
 
-    /// Records `key`'s final state (the first one wins: states are final).
+    /// Records `key`'s final state for whoever awaits it (the first one wins:
+    /// states are final). Nobody subscribed means nobody waits: the event is
+    /// dropped, and a later waiter finds the state in Redis when it subscribes.
     pub fn resolve(&self, key: &str, terminal: Terminal) {
+        let map = self.futures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = map.get(key) {
+            tx.send_if_modified(|cur| {
+                if cur.is_none() {
+                    *cur = Some(terminal);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// Drops the entries of `keys` that are final and that nobody awaits, so a
+    /// client gathering millions of futures keeps only what it still waits for.
+    /// A later `result()` of a dropped key asks Redis, which knows the answer.
+    pub fn release(&self, keys: &[String]) {
         let mut map = self.futures.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = map
-            .entry(key.to_string())
-            .or_insert_with(|| watch::channel(None).0);
-        tx.send_if_modified(|cur| {
-            if cur.is_none() {
-                *cur = Some(terminal);
-                true
-            } else {
-                false
+        for k in keys {
+            if map
+                .get(k)
+                .is_some_and(|tx| tx.receiver_count() == 0 && tx.borrow().is_some())
+            {
+                map.remove(k);
             }
-        });
+        }
+    }
+
+    /// How many futures the client holds an entry for.
+    pub fn len(&self) -> usize {
+        self.futures.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether the client holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Marks every known future cancelled (after a restart, as dask does).
