@@ -244,16 +244,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let mut overrides = Vec::new();
-    for (name, v) in [
-        ("amqp_url", &cli.amqp_url),
-        ("redis_url", &cli.redis_url),
-        ("namespace", &cli.namespace),
-    ] {
-        if let Some(v) = v {
-            overrides.push((name, v.clone()));
-        }
-    }
+    let overrides = warren_core::settings::flag_overrides(vec![
+        ("amqp_url", cli.amqp_url.clone()),
+        ("redis_url", cli.redis_url.clone()),
+        ("namespace", cli.namespace.clone()),
+    ]);
     let settings = Settings::load(cli.config.as_deref(), &overrides)?;
     let client = Client::connect(settings).await?;
     let out = Out { json: cli.json };

@@ -189,6 +189,15 @@ impl Settings {
     }
 }
 
+/// The command-line flags that were given, as overrides for [`Settings::load`]:
+/// every binary turns its optional flags into settings the same way.
+pub fn flag_overrides(flags: Vec<(&'static str, Option<String>)>) -> Vec<(&'static str, String)> {
+    flags
+        .into_iter()
+        .filter_map(|(name, v)| v.map(|v| (name, v)))
+        .collect()
+}
+
 fn settings_err(e: config::ConfigError) -> Error {
     Error::Settings(e.to_string())
 }
@@ -251,6 +260,12 @@ mod tests {
         names.sort();
         fields.sort();
         assert_eq!(names, fields);
+    }
+
+    #[test]
+    fn only_given_flags_override() {
+        let o = flag_overrides(vec![("namespace", Some("a".into())), ("amqp_url", None)]);
+        assert_eq!(o, vec![("namespace", "a".to_string())]);
     }
 
     #[test]

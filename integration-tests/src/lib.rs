@@ -401,6 +401,20 @@ pub fn run_cli(namespace: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]
     child.wait_with_output().expect("warren output")
 }
 
+/// Runs `rabbitmqctl` with `args`, asserting it succeeded (tests that create
+/// users or restart the broker).
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// stdout of a CLI run as text, asserting it succeeded.
 pub fn ok_stdout(out: &Output) -> String {
     assert!(

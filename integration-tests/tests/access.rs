@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use warren_integration_tests::{bin, cleanup, fresh_settings, run_cli};
+use warren_integration_tests::{bin, cleanup, fresh_settings, rabbitmqctl, run_cli};
 
 /// Removes a namespace's queues and keys from a synchronous test.
 fn cleanup_blocking(settings: &warren_core::Settings) {
@@ -19,18 +19,6 @@ fn cleanup_blocking(settings: &warren_core::Settings) {
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        stderr(&out)
-    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use warren_client::{Future, State, SubmitOptions};
 use warren_core::store::Store;
-use warren_integration_tests::{Cluster, ClusterOptions};
+use warren_integration_tests::{Cluster, ClusterOptions, rabbitmqctl};
 
 /// A throwaway Redis with append-only persistence.
 struct PersistentRedis {
@@ -93,22 +93,9 @@ impl Drop for PersistentRedis {
 }
 
 fn restart_rabbitmq() {
-    for args in [["stop_app"], ["start_app"]] {
-        let out = Command::new("rabbitmqctl")
-            .args(args)
-            .output()
-            .expect("rabbitmqctl");
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = Command::new("rabbitmqctl")
-        .args(["--timeout", "60", "await_startup"])
-        .output()
-        .expect("rabbitmqctl");
-    assert!(out.status.success());
+    rabbitmqctl(&["stop_app"]);
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["--timeout", "60", "await_startup"]);
 }
 
 /// A small deterministic generator, seeded from the clock and printed, so a

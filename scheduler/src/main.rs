@@ -51,17 +51,12 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(&args.log_format);
-    let mut overrides = Vec::new();
-    for (name, v) in [
-        ("amqp_url", &args.amqp_url),
-        ("redis_url", &args.redis_url),
-        ("namespace", &args.namespace),
-        ("metrics_addr", &args.metrics_addr),
-    ] {
-        if let Some(v) = v {
-            overrides.push((name, v.clone()));
-        }
-    }
+    let overrides = warren_core::settings::flag_overrides(vec![
+        ("amqp_url", args.amqp_url.clone()),
+        ("redis_url", args.redis_url.clone()),
+        ("namespace", args.namespace.clone()),
+        ("metrics_addr", args.metrics_addr.clone()),
+    ]);
     let settings = Settings::load(args.config.as_deref(), &overrides)?;
     run(settings).await
 }

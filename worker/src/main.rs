@@ -68,22 +68,13 @@ async fn main() -> anyhow::Result<()> {
     } else {
         fmt.init();
     }
-    let mut overrides = Vec::new();
-    if let Some(v) = args.amqp_url {
-        overrides.push(("amqp_url", v));
-    }
-    if let Some(v) = args.redis_url {
-        overrides.push(("redis_url", v));
-    }
-    if let Some(v) = args.namespace {
-        overrides.push(("namespace", v));
-    }
-    if let Some(v) = args.concurrency {
-        overrides.push(("concurrency", v.to_string()));
-    }
-    if let Some(v) = args.metrics_addr {
-        overrides.push(("metrics_addr", v));
-    }
+    let overrides = warren_core::settings::flag_overrides(vec![
+        ("amqp_url", args.amqp_url),
+        ("redis_url", args.redis_url),
+        ("namespace", args.namespace),
+        ("concurrency", args.concurrency.map(|c| c.to_string())),
+        ("metrics_addr", args.metrics_addr),
+    ]);
     let settings = Settings::load(args.config.as_deref(), &overrides)?;
     Worker::new(settings, registry)
         .queues(args.queues)
