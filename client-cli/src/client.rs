@@ -107,7 +107,7 @@ impl Client {
     /// Connects to RabbitMQ and Redis and opens this client's reply queue.
     pub async fn connect(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
-        let topology = Topology::new(&settings.namespace, settings.delivery_limit);
+        let topology = Topology::new(&settings.namespace, settings.queue_type);
         let name = format!("warren-client pid {}", std::process::id());
         let conn = amqp::connect(&settings, &name).await?;
         let store = Store::connect(&settings).await?;

@@ -154,7 +154,31 @@ impl TaskFailure {
             previous: Vec::new(),
         }
     }
+
+    /// dask's `KilledWorker`: the task was started `deaths` times and every
+    /// worker running it died. `deaths` is `None` when RabbitMQ's delivery-limit
+    /// backstop ended it (the count of starts is then unknown).
+    pub fn killed_worker(key: &str, func: &str, deaths: Option<u32>) -> Self {
+        let message = match deaths {
+            Some(n) => format!(
+                "Attempted to run task {key} ({func}) on {n} different workers, but all those workers died while running it"
+            ),
+            None => format!(
+                "task {key} ({func}) was delivered too many times (the work queue's delivery limit): each time the worker holding it died or lost its connection"
+            ),
+        };
+        Self::new(KILLED_WORKER, message, "")
+    }
+
+    /// Whether `retries` may run the task again after this failure: a task that
+    /// kills its workers is not retried, as in dask.
+    pub fn is_retryable(&self) -> bool {
+        self.kind != KILLED_WORKER
+    }
 }
+
+/// The error type of a task whose workers kept dying.
+pub const KILLED_WORKER: &str = "KilledWorker";
 
 impl std::fmt::Display for TaskFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -332,6 +356,9 @@ pub enum DecodeError {
         /// The version found in the message.
         found: u64,
     },
+    /// A work pack with no task in it.
+    #[error("a work pack must hold at least one task")]
+    EmptyPack,
 }
 
 /// Decodes a message body, checking the protocol version first so a version
@@ -347,10 +374,55 @@ pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DecodeEr
     Ok(serde_json::from_value(raw)?)
 }
 
+/// Decodes a work message body: one task as a JSON object, or a *pack* of
+/// tasks as a JSON array of them. The scheduler packs tasks only when a queue
+/// has far more runnable tasks than consumers (a large `map`): one message per
+/// task costs the broker most of its CPU at thousands of tasks per second,
+/// while a single task always travels alone, readable in the management UI.
+pub fn decode_work(body: &[u8]) -> Result<Vec<WorkMessage>, DecodeError> {
+    let is_pack = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'[');
+    if !is_pack {
+        return Ok(vec![decode(body)?]);
+    }
+    let raw: Vec<Value> = serde_json::from_slice(body)?;
+    if raw.is_empty() {
+        return Err(DecodeError::EmptyPack);
+    }
+    raw.into_iter()
+        .map(|task| decode(&serde_json::to_vec(&task)?))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn work_bodies_are_one_task_or_a_pack() {
+        let one = WorkMessage {
+            v: PROTOCOL_VERSION,
+            key: "inc-1".into(),
+            func: "inc".into(),
+            args: vec![json!(1)],
+            epoch: 0,
+            attempt: 0,
+            timeout_secs: None,
+            dispatched_at_ms: None,
+        };
+        let mut two = one.clone();
+        two.key = "inc-2".into();
+        let single = serde_json::to_vec(&one).unwrap();
+        assert_eq!(decode_work(&single).unwrap(), vec![one.clone()]);
+        let pack = serde_json::to_vec(&vec![one.clone(), two.clone()]).unwrap();
+        assert_eq!(decode_work(&pack).unwrap(), vec![one, two]);
+        assert!(matches!(decode_work(b" []"), Err(DecodeError::EmptyPack)));
+        let bad = decode_work(br#"[{"v":1,"key":"k"}]"#).unwrap_err();
+        assert!(bad.to_string().contains("missing field"), "{bad}");
+    }
 
     #[test]
     fn work_message_round_trips() {

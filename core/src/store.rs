@@ -51,6 +51,7 @@ struct Scripts {
     cancel_all: Script,
     cancel: Script,
     forget: Script,
+    start: Script,
 }
 
 impl Scripts {
@@ -64,8 +65,19 @@ impl Scripts {
             cancel_all: script(include_str!("lua/cancel_all.lua")),
             cancel: script(include_str!("lua/cancel.lua")),
             forget: script(include_str!("lua/forget.lua")),
+            start: script(include_str!("lua/start.lua")),
         }
     }
+}
+
+/// What a worker may do with a work message, from [`Store::start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Run it: this is start number `n` of its attempt (1 unless workers died
+    /// running it before).
+    Run(u32),
+    /// Do not run it: cancelled, already final, forgotten, or retried since.
+    Skip,
 }
 
 /// A terminal transition and the reply queues to tell about it.
@@ -501,6 +513,21 @@ impl Store {
     pub async fn stats(&self) -> Result<std::collections::BTreeMap<String, u64>> {
         let mut con = self.con.clone();
         Ok(con.hgetall(format!("{}stats", self.prefix)).await?)
+    }
+
+    /// Records that a worker starts `key`'s attempt `attempt`, unless the task
+    /// must not run (see `lua/start.lua`: the one write a worker makes).
+    pub async fn start(&self, key: &str, attempt: u32) -> Result<Start> {
+        let args = vec![
+            self.prefix.clone().into_bytes(),
+            key.as_bytes().to_vec(),
+            attempt.to_string().into_bytes(),
+        ];
+        match self.run(&self.scripts.start, args).await? {
+            RValue::Int(n) if n > 0 => Ok(Start::Run(u32::try_from(n).unwrap_or(u32::MAX))),
+            RValue::Int(_) => Ok(Start::Skip),
+            other => Err(Error::Script(format!("start returned {other:?}"))),
+        }
     }
 
     /// The state of each key (`None`: unknown), read-only.

@@ -1,33 +1,50 @@
-//! RabbitMQ topology: every exchange and queue warren uses, named for what it holds.
+//! RabbitMQ topology: every exchange, queue and policy warren uses, named for
+//! what it holds.
 //!
-//! The code is the source of truth. Components declare what they need on start
-//! (declaration is idempotent), and `broker-config/definitions.json` is *exported*
-//! from [`Topology::definitions`], with a test that fails when the file and the code
-//! disagree, so operators can pre-create everything from the management UI.
+//! The code is the source of truth. Components declare the queues and exchanges
+//! they need on start (declaration is idempotent), and
+//! `broker-config/definitions.json` is *exported* from [`Topology::definitions`],
+//! with a test that fails when the file and the code disagree.
+//!
+//! Queues are declared with one argument, their type; everything an operator may
+//! want to tune lives in **policies** (dead-lettering, the delivery-limit
+//! backstop, overflow), which `broker-config/` applies with
+//! `rabbitmqctl import_definitions` and the management UI shows beside each
+//! queue. Arguments would freeze those values at first declaration (changing one
+//! means deleting the queue); a policy changes them in place. Nothing warren
+//! promises depends on a policy being there: `KilledWorker` is counted in Redis
+//! (only runs that started count, see `lua/start.lua`), so the delivery limit
+//! is only a backstop against a message that kills workers before it can start.
 //!
 //! With namespace `warren` (the default):
 //!
 //! | name | kind | holds |
 //! |---|---|---|
-//! | `warren.submit` | quorum queue | client requests: submit batches, restart |
-//! | `warren.work.<queue>` | quorum queue | runnable tasks for workers of `<queue>` (`default`) |
-//! | `warren.results` | quorum queue | worker reports: outcomes, started notices |
-//! | `warren.killed` | quorum queue | work messages past the delivery limit (→ `KilledWorker`) |
-//! | `warren.dead` | quorum queue | malformed or poison messages, kept for an operator, reason in a header |
+//! | `warren.submit` | queue | client requests: submit batches, restart |
+//! | `warren.work.<queue>` | queue | runnable tasks for workers of `<queue>` (`default`) |
+//! | `warren.results` | queue | worker reports: outcomes, started notices |
+//! | `warren.killed` | queue | work messages past the delivery-limit backstop (→ `KilledWorker`) |
+//! | `warren.dead` | queue | malformed or poison messages, kept for an operator, reason in a header |
 //! | `warren.dlx` | direct exchange | dead-letter routing to `killed` and `dead` |
 //! | `warren.control` | fanout exchange | scheduler → every worker broadcasts |
+//! | `warren.work` | policy on `^warren\.work\.` | dead-letter to `killed`; quorum: delivery limit 20 |
+//! | `warren.intake` | policy on `^warren\.(submit\|results)$` | dead-letter to `dead`; quorum: delivery limit 10 |
 //!
-//! Client reply queues are server-named, exclusive and auto-deleted: they live
-//! exactly as long as the client's connection.
+//! Queues are `classic` (durable, persistent messages, publisher confirms: the
+//! lowest latency on one node) or `quorum` (replicated over a cluster), per the
+//! `queue_type` setting. Client reply queues are server-named, exclusive and
+//! auto-deleted: they live exactly as long as the client's connection.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::Result;
 
-/// Routing key (on the dead-letter exchange) of messages past the delivery limit.
+/// Routing key (on the dead-letter exchange) of work messages past the
+/// delivery-limit backstop.
 pub const KILLED_ROUTING_KEY: &str = "killed";
 /// Routing key (on the dead-letter exchange) of malformed messages.
 pub const DEAD_ROUTING_KEY: &str = "dead";
@@ -35,8 +52,43 @@ pub const DEAD_ROUTING_KEY: &str = "dead";
 pub const REASON_HEADER: &str = "x-warren-reason";
 /// Header carrying the queue a message warren dead-lettered came from.
 pub const ORIGIN_HEADER: &str = "x-warren-origin-queue";
-/// Deliveries of a submit or results message before it is treated as poison.
-pub const CONTROL_DELIVERY_LIMIT: u32 = 10;
+/// Deliveries of a submit or results message before it is treated as poison
+/// (quorum queues; policy `<ns>.intake`).
+pub const INTAKE_DELIVERY_LIMIT: u32 = 10;
+/// Deliveries of a work message before RabbitMQ gives up on it (quorum queues;
+/// policy `<ns>.work`). Far above `allowed_failures`: every return counts here,
+/// prefetched messages of a dead worker included, so it only catches a message
+/// that kills workers before the start is recorded.
+pub const WORK_DELIVERY_LIMIT: u32 = 20;
+
+/// The RabbitMQ queue type of warren's queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Durable classic queues: persistent messages, publisher confirms, one
+    /// node. A message reaches a consumer without waiting for the disk, so each
+    /// hop costs about a quarter of a quorum queue's (BENCHMARKS.md).
+    Classic,
+    /// Quorum queues: replicated by Raft over a RabbitMQ cluster, for
+    /// deployments that must survive the loss of a broker node.
+    Quorum,
+}
+
+impl QueueType {
+    /// The value of `x-queue-type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A queue argument value: RabbitMQ wants strings or integers here.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +117,17 @@ pub struct ExchangeDef {
     pub kind: &'static str,
 }
 
+/// A policy: settings RabbitMQ applies to every queue whose name matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyDef {
+    /// Policy name.
+    pub name: String,
+    /// Regular expression over queue names.
+    pub pattern: String,
+    /// Policy keys (`dead-letter-exchange`, `delivery-limit`, ...).
+    pub definition: Vec<(&'static str, Arg)>,
+}
+
 /// A binding of a queue to an exchange.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindingDef {
@@ -80,16 +143,15 @@ pub struct BindingDef {
 #[derive(Debug, Clone)]
 pub struct Topology {
     ns: String,
-    delivery_limit: u32,
+    queue_type: QueueType,
 }
 
 impl Topology {
-    /// The topology of namespace `ns`, with work queues dead-lettering after
-    /// `delivery_limit` deliveries.
-    pub fn new(ns: &str, delivery_limit: u32) -> Self {
+    /// The topology of namespace `ns`, with queues of type `queue_type`.
+    pub fn new(ns: &str, queue_type: QueueType) -> Self {
         Self {
             ns: ns.to_string(),
-            delivery_limit,
+            queue_type,
         }
     }
 
@@ -109,7 +171,7 @@ impl Topology {
     pub fn work_queue(&self, name: &str) -> String {
         format!("{}.work.{name}", self.ns)
     }
-    /// Work messages past the delivery limit.
+    /// Work messages past the delivery-limit backstop.
     pub fn killed_queue(&self) -> String {
         format!("{}.killed", self.ns)
     }
@@ -126,56 +188,65 @@ impl Topology {
         format!("{}.control", self.ns)
     }
 
-    fn quorum(&self, name: String, limit: u32, dl_key: &str) -> QueueDef {
+    fn queue(&self, name: String) -> QueueDef {
         QueueDef {
             name,
-            arguments: vec![
-                ("x-queue-type", Arg::Str("quorum".into())),
-                ("x-delivery-limit", Arg::Int(i64::from(limit))),
-                (
-                    "x-dead-letter-exchange",
-                    Arg::Str(self.dead_letter_exchange()),
-                ),
-                ("x-dead-letter-routing-key", Arg::Str(dl_key.into())),
-                // Quorum queues dead-letter at-most-once unless told otherwise: a
-                // lost KilledWorker would leave its future pending forever.
-                ("x-dead-letter-strategy", Arg::Str("at-least-once".into())),
-                ("x-overflow", Arg::Str("reject-publish".into())),
-            ],
+            arguments: vec![("x-queue-type", Arg::Str(self.queue_type.as_str().into()))],
         }
     }
 
     /// The definition of work queue `name`.
     pub fn work_queue_def(&self, name: &str) -> QueueDef {
-        self.quorum(
-            self.work_queue(name),
-            self.delivery_limit,
-            KILLED_ROUTING_KEY,
-        )
+        self.queue(self.work_queue(name))
     }
 
     /// Every fixed queue, plus the work queues named.
     pub fn queues(&self, work_queues: &[&str]) -> Vec<QueueDef> {
-        let plain = |name| QueueDef {
-            name,
-            arguments: vec![("x-queue-type", Arg::Str("quorum".into()))],
-        };
         let mut qs = vec![
-            self.quorum(
-                self.submit_queue(),
-                CONTROL_DELIVERY_LIMIT,
-                DEAD_ROUTING_KEY,
-            ),
-            self.quorum(
-                self.results_queue(),
-                CONTROL_DELIVERY_LIMIT,
-                DEAD_ROUTING_KEY,
-            ),
-            plain(self.killed_queue()),
-            plain(self.dead_queue()),
+            self.queue(self.submit_queue()),
+            self.queue(self.results_queue()),
+            self.queue(self.killed_queue()),
+            self.queue(self.dead_queue()),
         ];
         qs.extend(work_queues.iter().map(|w| self.work_queue_def(w)));
         qs
+    }
+
+    /// The policies of the namespace's queues. Namespaces are letters, digits,
+    /// `-` and `_`, so they need no escaping in a pattern.
+    pub fn policies(&self) -> Vec<PolicyDef> {
+        let ns = &self.ns;
+        // RabbitMQ applies a policy only to queues of a type that knows every
+        // key in it: classic queues have no delivery limit nor dead-letter
+        // strategy, so theirs is dead-lettering alone.
+        let dead_lettering = |routing_key: &str, limit: u32| {
+            let mut keys = vec![
+                ("dead-letter-exchange", Arg::Str(self.dead_letter_exchange())),
+                ("dead-letter-routing-key", Arg::Str(routing_key.into())),
+            ];
+            if self.queue_type == QueueType::Quorum {
+                keys.extend([
+                    ("delivery-limit", Arg::Int(i64::from(limit))),
+                    // Quorum queues dead-letter at-most-once unless told
+                    // otherwise; at-least-once needs reject-publish overflow.
+                    ("dead-letter-strategy", Arg::Str("at-least-once".into())),
+                    ("overflow", Arg::Str("reject-publish".into())),
+                ]);
+            }
+            keys
+        };
+        vec![
+            PolicyDef {
+                name: format!("{ns}.work"),
+                pattern: format!(r"^{ns}\.work\."),
+                definition: dead_lettering(KILLED_ROUTING_KEY, WORK_DELIVERY_LIMIT),
+            },
+            PolicyDef {
+                name: format!("{ns}.intake"),
+                pattern: format!(r"^{ns}\.(submit|results)$"),
+                definition: dead_lettering(DEAD_ROUTING_KEY, INTAKE_DELIVERY_LIMIT),
+            },
+        ]
     }
 
     /// Every exchange.
@@ -246,22 +317,32 @@ impl Topology {
     /// The topology as a RabbitMQ definitions document (vhost `/`), importable
     /// through the management UI or `rabbitmqctl import_definitions`.
     pub fn definitions(&self, work_queues: &[&str]) -> Value {
+        let object = |pairs: &[(&str, Arg)]| -> serde_json::Map<String, Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Arg::Str(s) => json!(s),
+                        Arg::Int(i) => json!(i),
+                    };
+                    ((*k).to_string(), v)
+                })
+                .collect()
+        };
         let queues: Vec<Value> = self
             .queues(work_queues)
             .iter()
             .map(|q| {
-                let args: serde_json::Map<String, Value> = q
-                    .arguments
-                    .iter()
-                    .map(|(k, v)| {
-                        let v = match v {
-                            Arg::Str(s) => json!(s),
-                            Arg::Int(i) => json!(i),
-                        };
-                        ((*k).to_string(), v)
-                    })
-                    .collect();
-                json!({"name": q.name, "vhost": "/", "durable": true, "auto_delete": false, "arguments": args})
+                json!({"name": q.name, "vhost": "/", "durable": true, "auto_delete": false,
+                       "arguments": object(&q.arguments)})
+            })
+            .collect();
+        let policies: Vec<Value> = self
+            .policies()
+            .iter()
+            .map(|p| {
+                json!({"name": p.name, "vhost": "/", "pattern": p.pattern, "apply-to": "queues",
+                       "priority": 1, "definition": object(&p.definition)})
             })
             .collect();
         let exchanges: Vec<Value> = self
@@ -280,7 +361,7 @@ impl Topology {
                        "destination_type": "queue", "routing_key": b.routing_key, "arguments": {}})
             })
             .collect();
-        json!({"queues": queues, "exchanges": exchanges, "bindings": bindings})
+        json!({"queues": queues, "exchanges": exchanges, "bindings": bindings, "policies": policies})
     }
 }
 
@@ -313,7 +394,7 @@ mod tests {
 
     #[test]
     fn names_carry_the_namespace() {
-        let t = Topology::new("team", 3);
+        let t = Topology::new("team", QueueType::Classic);
         assert_eq!(t.work_queue("gpu"), "team.work.gpu");
         assert_eq!(t.submit_queue(), "team.submit");
         let defs = t.definitions(&["default"]);
@@ -333,7 +414,7 @@ mod tests {
     fn definitions_file_matches_the_code() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../broker-config/definitions.json");
-        let expected = Topology::new("warren", 3).definitions(&["default"]);
+        let expected = Topology::new("warren", QueueType::Classic).definitions(&["default"]);
         if std::env::var_os("WARREN_BLESS").is_some() {
             let text = serde_json::to_string_pretty(&expected).unwrap() + "\n";
             std::fs::write(&path, text).unwrap();
@@ -349,12 +430,23 @@ mod tests {
     }
 
     #[test]
-    fn work_queues_dead_letter_past_the_delivery_limit() {
-        let q = Topology::new("w", 5).work_queue_def("default");
-        assert!(q.arguments.contains(&("x-delivery-limit", Arg::Int(5))));
+    fn queues_carry_only_their_type_and_policies_dead_letter_them() {
+        let t = Topology::new("w", QueueType::Quorum);
+        let q = t.work_queue_def("default");
+        assert_eq!(q.arguments, vec![("x-queue-type", Arg::Str("quorum".into()))]);
+        let work = &t.policies()[0];
+        let pattern = work.pattern.trim_start_matches('^').replace(r"\.", ".");
+        assert!(q.name.starts_with(&pattern), "{pattern} does not cover {}", q.name);
         assert!(
-            q.arguments
-                .contains(&("x-dead-letter-routing-key", Arg::Str("killed".into())))
+            work.definition
+                .contains(&("dead-letter-routing-key", Arg::Str("killed".into())))
         );
+        assert!(work.definition.contains(&(
+            "delivery-limit",
+            Arg::Int(i64::from(WORK_DELIVERY_LIMIT))
+        )));
+        // RabbitMQ skips a policy holding keys a classic queue does not know.
+        let classic = Topology::new("w", QueueType::Classic).policies();
+        assert!(classic.iter().all(|p| p.definition.len() == 2), "{classic:?}");
     }
 }

@@ -271,7 +271,7 @@ impl Cluster {
 
     /// The namespace's topology.
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.settings.namespace, self.settings.delivery_limit)
+        Topology::new(&self.settings.namespace, self.settings.queue_type)
     }
 
     /// A client on the namespace.
@@ -361,7 +361,7 @@ pub async fn cleanup(settings: &Settings) {
         work_queues = store.work_queues().await.unwrap_or(work_queues);
     }
     if let Ok(conn) = amqp::connect(settings, "warren-tests-cleanup").await {
-        let topo = Topology::new(&settings.namespace, settings.delivery_limit);
+        let topo = Topology::new(&settings.namespace, settings.queue_type);
         let refs: Vec<&str> = work_queues.iter().map(String::as_str).collect();
         for q in topo.queues(&refs) {
             if let Ok(ch) = conn.create_channel().await {

@@ -151,7 +151,7 @@ async fn a_ten_thousand_task_dag_survives_killed_workers_schedulers_and_restarte
             ("WARREN_REDIS_URL".into(), redis.url()),
             // Random kills may hit one task several times; this suite is about
             // losing nothing, not about KilledWorker (tests/faults.rs is).
-            ("WARREN_DELIVERY_LIMIT".into(), "20".into()),
+            ("WARREN_ALLOWED_FAILURES".into(), "20".into()),
         ],
         ..Default::default()
     })

@@ -58,7 +58,7 @@ async fn a_task_that_kills_every_worker_ends_as_killed_worker() {
     // more than 3 workers that died, i.e. on the 4th death.
     assert_eq!(
         kills,
-        c.settings.delivery_limit + 1,
+        c.settings.allowed_failures + 1,
         "workers killed before KilledWorker"
     );
     // The message went through the dead-letter exchange and was consumed, not looping.
@@ -89,6 +89,49 @@ async fn work_of_a_worker_killed_mid_task_runs_elsewhere() {
     c.kill_and_replace_worker(1);
     let values = client.gather(&futures).await.unwrap();
     assert_eq!(values, (1..13).map(|i| json!(i)).collect::<Vec<_>>());
+    c.shutdown().await;
+}
+
+/// dask counts a worker's death only against the tasks it was running. The
+/// worker here holds up to 32 prefetched messages (the default for one slot)
+/// and is killed `allowed_failures + 1` times, each time while running a
+/// different task: under RabbitMQ's count of returns, every task prefetched
+/// through all those deaths would have ended as KilledWorker. Here none does.
+#[tokio::test(flavor = "multi_thread")]
+async fn prefetched_tasks_of_killed_workers_are_not_counted_as_deaths() {
+    let mut c = Cluster::start_with(test_cluster(1)).await;
+    let client = c.client().await;
+    let n = 40;
+    let futures = client
+        .map_with(
+            "slow_inc",
+            (0..n).map(|i| vec![json!(i), json!(100)]).collect(),
+            &SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    let keys: Vec<String> = futures.iter().map(|f| f.key().to_string()).collect();
+    let finished = |states: Vec<warren_client::State>| {
+        states
+            .iter()
+            .filter(|s| s.status() == warren_client::Status::Finished)
+            .count()
+    };
+    let kills = c.settings.allowed_failures + 1;
+    for _ in 0..kills {
+        // Kill only after one more task finished: the one that died last
+        // time has run to completion, so each death hits a different task.
+        let before = finished(client.states(&keys).await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while finished(client.states(&keys).await.unwrap()) <= before {
+            assert!(Instant::now() < deadline, "no progress after {before} tasks");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        c.kill_and_replace_worker(0);
+    }
+    let values = client.gather(&futures).await.unwrap();
+    assert_eq!(values, (1..=n).map(|i| json!(i)).collect::<Vec<_>>());
     c.shutdown().await;
 }
 

@@ -1,7 +1,8 @@
 //! Intake: the scheduler's consumers, where every state change starts.
 //!
 //! Three queues feed it: client requests (`<ns>.submit`), worker reports
-//! (`<ns>.results`) and work messages past their delivery limit (`<ns>.killed`).
+//! (`<ns>.results`) and work messages past the delivery-limit backstop
+//! (`<ns>.killed`, quorum queues only).
 //! Each wake-up takes every message already delivered (a micro-batch), applies
 //! them to Redis in as few script calls as possible, tells clients, and only then
 //! acks: a crash before the ack redelivers, and the scripts make that harmless.
@@ -20,7 +21,7 @@ use tracing::{info, warn};
 use warren_core::amqp;
 use warren_core::messages::{
     ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, TaskFailure, TaskResult, Terminal,
-    WorkMessage, WorkerReport, decode,
+    WorkerReport, decode, decode_work,
 };
 use warren_core::metrics::Metrics;
 use warren_core::store::{Store, Transition};
@@ -30,6 +31,8 @@ use crate::notify::{Notifier, Outgoing};
 
 /// Messages taken per wake-up at most.
 const BATCH: usize = 256;
+/// Transitions applied per Lua call at most.
+const SCRIPT_CHUNK: usize = 16;
 
 /// The scheduler's consumers and what they change.
 pub struct Intake {
@@ -98,7 +101,7 @@ impl Intake {
             }
             "warren_scheduler_reports_total" => "Worker reports applied, by kind.",
             "warren_scheduler_killed_total" => {
-                "Tasks ended as KilledWorker (past the delivery limit)."
+                "Tasks ended as KilledWorker by the work queue's delivery-limit backstop."
             }
             _ => "Messages moved to the dead-letter queue as malformed.",
         };
@@ -252,6 +255,9 @@ impl Intake {
                             TaskResult::Ok(value) => {
                                 Transition::Terminal(Terminal::Finished { value })
                             }
+                            TaskResult::Err(error) if !error.is_retryable() => {
+                                Transition::Terminal(Terminal::Error { error })
+                            }
                             TaskResult::Err(error) => Transition::Failed {
                                 error,
                                 attempt: o.attempt,
@@ -292,19 +298,14 @@ impl Intake {
         let mut transitions = Vec::new();
         let mut good = Vec::new();
         for delivery in batch {
-            match decode::<WorkMessage>(&delivery.data) {
-                Ok(msg) => {
-                    self.count("warren_scheduler_killed_total", "", 1);
-                    warn!(key = %msg.key, func = %msg.func, "task reached the delivery limit: KilledWorker");
-                    let error = TaskFailure::new(
-                        "KilledWorker",
-                        format!(
-                            "task {} ({}) was delivered too many times: each time the worker running it died or lost its connection (delivery limit reached)",
-                            msg.key, msg.func
-                        ),
-                        "",
-                    );
-                    transitions.push((msg.key, Transition::Terminal(Terminal::Error { error })));
+            match decode_work(&delivery.data) {
+                Ok(tasks) => {
+                    for msg in tasks {
+                        self.count("warren_scheduler_killed_total", "", 1);
+                        warn!(key = %msg.key, func = %msg.func, "task reached the work queue's delivery limit: KilledWorker");
+                        let error = TaskFailure::killed_worker(&msg.key, &msg.func, None);
+                        transitions.push((msg.key, Transition::Terminal(Terminal::Error { error })));
+                    }
                     good.push(delivery);
                 }
                 Err(e) => {
@@ -327,12 +328,16 @@ impl Intake {
         if transitions.is_empty() {
             return Ok(());
         }
-        let applied = self.store.complete(&transitions).await?;
-        // Even with nothing newly runnable, finished work means room in the
-        // work queues for the outbox's backlog.
-        self.wake.notify_one();
         let mut out = Outgoing::default();
-        out.extend(applied.notifications);
+        // Redis runs one script at a time: short scripts keep the workers'
+        // start records (which wait behind them) quick.
+        for chunk in transitions.chunks(SCRIPT_CHUNK) {
+            let applied = self.store.complete(chunk).await?;
+            out.extend(applied.notifications);
+            // Even with nothing newly runnable, finished work means room in
+            // the work queues for the outbox's backlog.
+            self.wake.notify_one();
+        }
         self.notifier.send(out).await
     }
 

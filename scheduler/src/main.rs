@@ -101,7 +101,7 @@ async fn run_connected(
     id: &str,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    let topology = Topology::new(&settings.namespace, settings.delivery_limit);
+    let topology = Topology::new(&settings.namespace, settings.queue_type);
     let conn = amqp::connect(settings, &format!("warren-scheduler {id}")).await?;
     let store = Store::connect(settings).await?;
     let setup = conn.create_channel().await?;

@@ -16,13 +16,18 @@
 //! redelivered copies of their messages are answered from [`Recent`] instead of
 //! running again.
 //!
-//! Before starting a task the worker reads (never writes) its state in Redis:
-//! a task cancelled, finished or forgotten before it began is not started.
+//! Before starting a task the worker records the start in Redis
+//! ([`Store::start`], its only write): a task cancelled, finished or forgotten
+//! before it began is not started, and a task whose earlier starts all died
+//! with their workers more than `allowed_failures` times ends as
+//! `KilledWorker` instead of killing another worker. Because only starts
+//! count, a large prefetch is honest: messages a dead worker merely held are
+//! redelivered without counting against the task.
 //! Running tasks are asked to stop ([`crate::cancel`]) when they are cancelled,
 //! on restart, and at their time limit, which also frees their slot at once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,10 +40,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 use warren_core::messages::{
     ClientEvent, ClientEvents, Control, Outcome, PROTOCOL_VERSION, TaskFailure, TaskResult,
-    WorkMessage, WorkerInfo, WorkerReport, decode,
+    WorkMessage, WorkerInfo, WorkerReport, decode, decode_work,
 };
 use warren_core::metrics::{Histogram, Metrics};
-use warren_core::store::Store;
+use warren_core::store::{Start, Store};
 use warren_core::topology::{DEAD_ROUTING_KEY, ORIGIN_HEADER, REASON_HEADER, Topology};
 use warren_core::{Settings, amqp};
 
@@ -61,10 +66,36 @@ pub struct Worker {
     started_after: Duration,
 }
 
+/// The acknowledgement of one work message, shared by the tasks it carries (a
+/// pack holds several): the message is acked once every one is answered.
+struct PackAck {
+    remaining: AtomicUsize,
+    acker: Acker,
+}
+
+impl PackAck {
+    fn new(acker: Acker, tasks: usize) -> Arc<Self> {
+        Arc::new(Self {
+            remaining: AtomicUsize::new(tasks),
+            acker,
+        })
+    }
+
+    /// One task of the message is answered (its outcome confirmed, or it was
+    /// skipped); the last one acks the message.
+    async fn answered(&self) -> lapin::Result<()> {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.acker.ack(BasicAckOptions::default()).await.map(drop)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Something for the reporter to publish.
 enum Report {
-    /// A task ended; ack its message once the outcome is confirmed.
-    Done(Outcome, Acker),
+    /// A task ended; answer its message once the outcome is confirmed.
+    Done(Outcome, Arc<PackAck>),
     /// A task has been running for a while.
     Started(String),
     /// The worker is alive.
@@ -138,6 +169,7 @@ struct Shared {
     cancelled: Mutex<(HashSet<String>, VecDeque<String>)>,
     completed: AtomicU64,
     concurrency: usize,
+    allowed_failures: u32,
     queues: Vec<String>,
     metrics: WorkerMetrics,
     reports: mpsc::UnboundedSender<Report>,
@@ -187,6 +219,7 @@ impl Worker {
             cancelled: Mutex::new((HashSet::new(), VecDeque::new())),
             completed: AtomicU64::new(0),
             concurrency: self.settings.effective_concurrency(),
+            allowed_failures: self.settings.allowed_failures,
             queues: self.queues.clone(),
             metrics: WorkerMetrics::new(&metrics),
             reports: tx,
@@ -199,7 +232,7 @@ impl Worker {
     /// One connection's life: declare, consume, run, report, until it breaks.
     async fn run_connected(&self, shared: Arc<Shared>) -> anyhow::Result<()> {
         let identity = &shared.identity;
-        let topology = Topology::new(&self.settings.namespace, self.settings.delivery_limit);
+        let topology = Topology::new(&self.settings.namespace, self.settings.queue_type);
         let conn = amqp::connect(&self.settings, &format!("warren-worker {identity}")).await?;
         let store = Store::connect(&self.settings).await?;
         let setup = conn.create_channel().await?;
@@ -242,12 +275,15 @@ impl Worker {
         let consume = async {
             while let Some(delivery) = work.next().await {
                 let delivery = delivery?;
-                match decode::<WorkMessage>(&delivery.data) {
-                    Ok(msg) => {
+                match decode_work(&delivery.data) {
+                    Ok(tasks) => {
                         if delivery.redelivered {
                             shared.metrics.redelivered.fetch_add(1, Ordering::Relaxed);
                         }
-                        accept(&shared, &store, msg, delivery.acker).await?
+                        let ack = PackAck::new(delivery.acker, tasks.len());
+                        for msg in tasks {
+                            accept(&shared, &store, msg, ack.clone()).await?;
+                        }
                     }
                     Err(e) => {
                         dead_letter(
@@ -347,31 +383,42 @@ impl Shared {
     }
 }
 
-/// Whether Redis says the task must not start: it is cancelled, already final,
-/// or gone. A failed read does not stop the task (execution is at-least-once).
-async fn already_settled(store: &Store, key: &str) -> bool {
-    match store.states(&[key.to_string()]).await {
-        Ok(states) => states[0].is_none_or(|s| s.is_terminal()),
+/// What to do with a work message before it takes a slot.
+enum Begin {
+    Run,
+    /// Cancelled, already final, gone, or retried since.
+    Skip,
+    /// Its earlier starts all died with their workers: this many.
+    Killed(u32),
+}
+
+/// Records the start in Redis and decides. A failed write does not stop the
+/// task (execution is at-least-once), it only goes uncounted.
+async fn begin(shared: &Shared, store: &Store, key: &str, attempt: u32) -> Begin {
+    match store.start(key, attempt).await {
+        Ok(Start::Skip) => Begin::Skip,
+        Ok(Start::Run(n)) if n > shared.allowed_failures + 1 => Begin::Killed(n - 1),
+        Ok(Start::Run(_)) => Begin::Run,
         Err(e) => {
-            debug!(error = %e, "could not read the task's state; running it");
-            false
+            debug!(error = %e, "could not record the start; running it");
+            Begin::Run
         }
     }
 }
 
 /// Starts a work message, or answers it from an execution this worker already
 /// ran or is running (a redelivery after a reconnect). In-memory checks happen
-/// here; the Redis read happens in the task's own future, so reads for many
+/// here; the Redis start happens in the task's own future, so starts of many
 /// messages overlap instead of queueing behind each other.
 async fn accept(
     shared: &Arc<Shared>,
     store: &Store,
     msg: WorkMessage,
-    acker: Acker,
+    ack: Arc<PackAck>,
 ) -> anyhow::Result<()> {
     if msg.epoch < shared.epoch.load(Ordering::SeqCst) || shared.is_cancelled(&msg.key) {
         debug!(key = %msg.key, "not starting: cancelled, or from before a restart");
-        acker.ack(BasicAckOptions::default()).await?;
+        ack.answered().await?;
         return Ok(());
     }
     let id: RunId = (msg.key.clone(), msg.epoch, msg.attempt);
@@ -397,11 +444,11 @@ async fn accept(
                         result,
                         attempt: id.2,
                     };
-                    let _ = shared.reports.send(Report::Done(outcome, acker));
+                    let _ = shared.reports.send(Report::Done(outcome, ack));
                 }
                 // The original was skipped (already settled): so is this copy.
                 None => {
-                    let _ = acker.ack(BasicAckOptions::default()).await;
+                    let _ = ack.answered().await;
                 }
             }
         });
@@ -417,25 +464,45 @@ async fn accept(
     let span = info_span!("task", key = %msg.key, func = %msg.func, attempt = msg.attempt);
     let shared = shared.clone();
     let store = store.clone();
-    // No slot is taken for the Redis read: prefetched messages are checked
-    // while the slots run earlier tasks (prefetch bounds how many wait here).
+    // The slot is taken first and the start recorded after: a start means
+    // the task runs now, so a worker that dies holding prefetched messages
+    // has not counted them against their tasks.
     tokio::spawn(
         async move {
-            if already_settled(&store, &msg.key).await {
-                debug!("not starting: cancelled, already final, or gone");
-                shared
-                    .recent
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entries
-                    .remove(&id);
-                drop(tx);
-                let _ = acker.ack(BasicAckOptions::default()).await;
-                return;
-            }
             let Ok(permit) = shared.slots.clone().acquire_owned().await else {
                 return;
             };
+            match begin(&shared, &store, &msg.key, msg.attempt).await {
+                Begin::Run => {}
+                Begin::Skip => {
+                    debug!("not starting: cancelled, already final, gone or retried");
+                    drop(permit);
+                    shared
+                        .recent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entries
+                        .remove(&id);
+                    drop(tx);
+                    let _ = ack.answered().await;
+                    return;
+                }
+                Begin::Killed(deaths) => {
+                    drop(permit);
+                    warn!(deaths, "not starting: every earlier run died with its worker");
+                    let failure = TaskFailure::killed_worker(&msg.key, &msg.func, Some(deaths));
+                    let result = TaskResult::Err(failure);
+                    tx.send_replace(Some(result.clone()));
+                    remember(&shared, id.clone());
+                    let outcome = Outcome {
+                        key: id.0,
+                        result,
+                        attempt: id.2,
+                    };
+                    let _ = shared.reports.send(Report::Done(outcome, ack));
+                    return;
+                }
+            }
             let result = execute(&shared, msg).await;
             drop(permit);
             shared.completed.fetch_add(1, Ordering::Relaxed);
@@ -446,7 +513,7 @@ async fn accept(
                 result,
                 attempt: id.2,
             };
-            let _ = shared.reports.send(Report::Done(outcome, acker));
+            let _ = shared.reports.send(Report::Done(outcome, ack));
         }
         .instrument(span),
     );
@@ -614,7 +681,7 @@ async fn report_loop(
         }
         amqp::confirmed(confirms, &results_queue).await?;
         for a in ackers {
-            if let Err(e) = a.ack(BasicAckOptions::default()).await {
+            if let Err(e) = a.answered().await {
                 debug!(error = %e, "ack on a closed channel; the redelivery will be answered from memory");
             }
         }
