@@ -49,5 +49,20 @@ async fn main() -> anyhow::Result<()> {
         lat[rounds / 2],
         lat[rounds * 99 / 100]
     );
+
+    let links = 1_000;
+    let t = Instant::now();
+    let mut f = client.submit_with("inc", (0,), &opts).await?;
+    for _ in 1..links {
+        f = client.submit_with("inc", (&f,), &opts).await?;
+    }
+    let submitted = t.elapsed();
+    let end = f.result().await?;
+    let total = t.elapsed();
+    anyhow::ensure!(end == links, "the chain ended with {end}");
+    println!(
+        "chain of {links} dependent inc: {:.0} tasks/s ({total:.2?} total, submit {submitted:.2?})",
+        f64::from(links) / total.as_secs_f64()
+    );
     Ok(())
 }

@@ -37,6 +37,9 @@ const WATCH_CHUNK: usize = 1000;
 const POLL_EVERY: Duration = Duration::from_secs(2);
 /// How often to say that a submission is still not acknowledged.
 const ACK_NAG_EVERY: Duration = Duration::from_secs(5);
+/// Submit messages in flight (unconfirmed or unrecorded) before a submit
+/// waits for them: bounds what an error can leave unreported.
+const MAX_IN_FLIGHT: usize = 256;
 
 /// Options of [`Client::submit_with`] and [`Client::map_with`].
 #[derive(Debug, Clone)]
@@ -101,6 +104,18 @@ struct Inner {
     store: Store,
     reply_queue: String,
     events: Arc<Events>,
+    in_flight: std::sync::Mutex<InFlight>,
+    /// Held while a flush awaits: a second flush waits for the first, so a
+    /// flush that returns covers every submission made before it was called.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+/// Submissions published but not yet known to be recorded by a scheduler.
+#[derive(Default)]
+struct InFlight {
+    confirms: Vec<amqp::PublisherConfirm>,
+    acks: Vec<tokio::sync::oneshot::Receiver<()>>,
+    tasks: usize,
 }
 
 impl Client {
@@ -129,8 +144,40 @@ impl Client {
                 publish,
                 store,
                 events,
+                in_flight: std::sync::Mutex::new(InFlight::default()),
+                flushing: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// Waits until every submission made so far is confirmed by RabbitMQ and
+    /// recorded by a scheduler, and returns the first error among them.
+    ///
+    /// `submit` and `map` return once their request is handed to the
+    /// connection, so a dependent chain of submits costs no round trip each
+    /// (as in dask, where `submit` returns at once). Everything that reads
+    /// state (`result`, `gather`, `wait`, `status`, `cancel`, ...) flushes
+    /// first; call this before exiting a program that only submits.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.inner.flushing.lock().await;
+        let pending = std::mem::take(
+            &mut *self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        if pending.confirms.is_empty() {
+            return Ok(());
+        }
+        let submit_queue = self.inner.topology.submit_queue();
+        let confirmed = async {
+            amqp::confirmed(pending.confirms, &submit_queue)
+                .await
+                .map_err(Error::from)
+        };
+        tokio::try_join!(confirmed, self.await_acks(pending.acks, pending.tasks))?;
+        Ok(())
     }
 
     /// How many futures this client keeps an entry for (final futures are
@@ -227,6 +274,7 @@ impl Client {
 
     /// The fine-grained state of each key; an unknown key is an error.
     pub async fn states(&self, keys: &[String]) -> Result<Vec<State>, Error> {
+        self.flush().await?;
         let states = self.inner.store.states(keys).await?;
         keys.iter()
             .zip(states)
@@ -236,6 +284,7 @@ impl Client {
 
     /// Whether each key names a future in this namespace.
     pub async fn exists(&self, keys: &[String]) -> Result<Vec<bool>, Error> {
+        self.flush().await?;
         Ok(self
             .inner
             .store
@@ -248,6 +297,7 @@ impl Client {
 
     /// Waits for the final state of every key, in order.
     pub async fn outcomes(&self, keys: &[String]) -> Result<Vec<Terminal>, Error> {
+        self.flush().await?;
         let events = &self.inner.events;
         let mut receivers: Vec<_> = keys.iter().map(|k| events.subscribe(k)).collect();
         self.refresh(keys, 0, &receivers).await?;
@@ -305,6 +355,7 @@ impl Client {
     /// Cancels every future, empties the queues and waits for the workers to
     /// drop their old work (dask's `restart`).
     pub async fn restart(&self) -> Result<RestartReport, Error> {
+        self.flush().await?;
         let workers_expected = self.worker_count().await.unwrap_or(0);
         let mut rx = self.inner.events.expect_restart();
         let body = serde_json::to_vec(&ClientRequest::Restart {
@@ -403,13 +454,13 @@ impl Client {
         })
     }
 
-    /// Publishes specs in batches and waits until the scheduler recorded them all.
-    /// Publishes specs in batches and (unless detached) waits until the
-    /// scheduler recorded them all.
+    /// Publishes specs in batches; [`Client::flush`] (called by everything
+    /// that reads state) waits until they are recorded. A scheduler records a
+    /// client's batches in the order they were published, and one that meets
+    /// a dependency still in flight waits for it, so a task may depend on a
+    /// future submitted just before.
     async fn submit_specs(&self, specs: Vec<TaskSpec>, detach: bool) -> Result<(), Error> {
         let limit = self.inner.settings.max_payload_bytes;
-        let mut acks = Vec::new();
-        let total = specs.len();
         let mut rest = specs.as_slice();
         while !rest.is_empty() {
             let mut n = rest.len().min(SUBMIT_CHUNK);
@@ -432,15 +483,25 @@ impl Client {
                 }
                 n /= 2;
             };
-            if detach {
-                self.publish_request(&body, false).await?;
-            } else {
-                acks.push(self.inner.events.expect_batch(&batch));
-                self.publish_request(&body, true).await?;
+            let ack = (!detach).then(|| self.inner.events.expect_batch(&batch));
+            let confirm = self.publish(&body, !detach).await?;
+            let backlog = {
+                let mut in_flight = self
+                    .inner
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                in_flight.confirms.push(confirm);
+                in_flight.acks.extend(ack);
+                in_flight.tasks += n;
+                in_flight.confirms.len()
+            };
+            if backlog >= MAX_IN_FLIGHT {
+                self.flush().await?;
             }
             rest = &rest[n..];
         }
-        self.await_acks(acks, total).await
+        Ok(())
     }
 
     /// Waits for the scheduler's acknowledgements, saying every few seconds
@@ -466,28 +527,35 @@ impl Client {
         Ok(())
     }
 
-    /// Publishes a request to the scheduler, with our reply queue if `reply`.
+    /// Publishes a request to the scheduler, with our reply queue if `reply`,
+    /// and waits for the broker's confirm.
     async fn publish_request(&self, body: &[u8], reply: bool) -> Result<(), Error> {
+        let confirm = self.publish(body, reply).await?;
+        amqp::confirmed(vec![confirm], &self.inner.topology.submit_queue()).await?;
+        Ok(())
+    }
+
+    /// Publishes a request to the scheduler; the caller awaits the confirm.
+    async fn publish(&self, body: &[u8], reply: bool) -> Result<amqp::PublisherConfirm, Error> {
         let mut props = amqp::json_properties(&[]);
         if reply {
             props = props.with_reply_to(self.inner.reply_queue.as_str().into());
         }
-        let confirm = amqp::publish(
+        Ok(amqp::publish(
             &self.inner.publish,
             "",
             &self.inner.topology.submit_queue(),
             body,
             props,
         )
-        .await?;
-        amqp::confirmed(vec![confirm], &self.inner.topology.submit_queue()).await?;
-        Ok(())
+        .await?)
     }
 
     /// Cancels futures and everything depending on them (dask's `cancel`):
     /// pending ones become `cancelled`, queued ones never start, running ones
     /// are asked to stop. Final futures are left as they are.
     pub async fn cancel(&self, keys: &[String]) -> Result<(), Error> {
+        self.flush().await?;
         let batch = uuid::Uuid::new_v4().simple().to_string();
         let body = serde_json::to_vec(&ClientRequest::Cancel {
             v: PROTOCOL_VERSION,
@@ -502,6 +570,7 @@ impl Client {
     /// Deletes final futures now instead of at the end of their TTL (dask's
     /// release). Pending futures are left alone: cancel them first.
     pub async fn forget(&self, keys: &[String]) -> Result<Vec<Forgotten>, Error> {
+        self.flush().await?;
         Ok(self.inner.store.forget(keys).await?)
     }
 
@@ -512,6 +581,7 @@ impl Client {
     ) -> impl Stream<Item = Result<(String, Terminal), Error>> + '_ {
         let keys = keys.to_vec();
         futures::stream::once(async move {
+            self.flush().await?;
             let receivers: Vec<_> = keys
                 .iter()
                 .map(|k| self.inner.events.subscribe(k))

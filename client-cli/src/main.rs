@@ -269,6 +269,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let args = parse_args(&client, &args).await?;
             let opts = task.options(key);
             let f = client.submit_with(&func, args, &opts).await?;
+            // The printed key must name a recorded future.
+            client.flush().await?;
             if out.json {
                 println!("{}", serde_json::json!({"key": f.key()}));
             } else {
@@ -281,6 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let fs = client
                 .map_with(&func, args.into_iter().map(|a| vec![a]).collect(), &opts)
                 .await?;
+            client.flush().await?;
             out.keys(&fs.iter().map(|f| f.key().to_string()).collect::<Vec<_>>());
         }
         Command::Result { key, timeout } => {

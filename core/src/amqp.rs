@@ -6,13 +6,15 @@
 
 use std::time::Duration;
 
+use lapin::Confirmation;
+/// A pending publisher confirm, awaited with [`confirmed`].
+pub use lapin::PublisherConfirm;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
-use lapin::{Confirmation, PublisherConfirm};
 
 use crate::error::{Error, Result};
 use crate::messages::CONTENT_TYPE;

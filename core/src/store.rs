@@ -250,13 +250,35 @@ impl Store {
         }
     }
 
-    /// Records submitted tasks; `reply_to` (if not empty) watches them all.
+    /// Records submitted tasks; `reply_to` (if not empty) watches them all. A
+    /// dependency Redis does not know fails its dependent with `UnknownFuture`.
     pub async fn submit(&self, reply_to: &str, tasks: &[TaskSpec]) -> Result<Applied> {
+        Ok(self.submit_script(reply_to, tasks, false).await?.0)
+    }
+
+    /// Like [`Store::submit`], but a task with a dependency Redis does not
+    /// know yet is left unrecorded and its key returned, to be submitted again
+    /// once the dependency's own batch had time to arrive.
+    pub async fn submit_deferring(
+        &self,
+        reply_to: &str,
+        tasks: &[TaskSpec],
+    ) -> Result<(Applied, Vec<String>)> {
+        self.submit_script(reply_to, tasks, true).await
+    }
+
+    async fn submit_script(
+        &self,
+        reply_to: &str,
+        tasks: &[TaskSpec],
+        defer: bool,
+    ) -> Result<(Applied, Vec<String>)> {
         let mut args = vec![
             self.prefix.clone().into_bytes(),
             reply_to.as_bytes().to_vec(),
             self.ttl.to_string().into_bytes(),
             tasks.len().to_string().into_bytes(),
+            if defer { b"1".to_vec() } else { b"0".to_vec() },
         ];
         for t in tasks {
             args.push(t.key.clone().into_bytes());
@@ -274,7 +296,20 @@ impl Store {
             args.push(t.deps.len().to_string().into_bytes());
             args.extend(t.deps.iter().map(|d| d.clone().into_bytes()));
         }
-        parse_applied(self.run(&self.scripts.submit, args).await?)
+        let mut r = Reply::new(self.run(&self.scripts.submit, args).await?)?;
+        let queued = r.int()? as u64;
+        let deferred = (0..r.int()?)
+            .map(|_| r.string())
+            .collect::<Result<Vec<_>>>()?;
+        let mut notifications = Vec::new();
+        while !r.done() {
+            notifications.push(parse_event(&mut r)?);
+        }
+        let applied = Applied {
+            queued,
+            notifications,
+        };
+        Ok((applied, deferred))
     }
 
     /// Applies worker reports, each at most once.
@@ -892,6 +927,37 @@ mod tests {
             s.watch("", &["nope".into()]).await.unwrap(),
             vec![Watched::Unknown]
         );
+        s.wipe().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dependency_still_in_flight_defers_its_dependent_instead_of_failing_it() {
+        let s = store().await;
+        let (applied, deferred) = s
+            .submit_deferring(
+                "w",
+                &[
+                    spec("b", vec![future_ref("a")]),
+                    spec("c", vec![future_ref("b")]),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(deferred, vec!["b".to_string(), "c".to_string()]);
+        assert!(applied.notifications.is_empty());
+        assert_eq!(s.states(&["b".into()]).await.unwrap(), vec![None]);
+        s.submit("", &[spec("a", vec![])]).await.unwrap();
+        let (_, deferred) = s
+            .submit_deferring(
+                "w",
+                &[
+                    spec("b", vec![future_ref("a")]),
+                    spec("c", vec![future_ref("b")]),
+                ],
+            )
+            .await
+            .unwrap();
+        assert!(deferred.is_empty());
         s.wipe().await.unwrap();
     }
 

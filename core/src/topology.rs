@@ -221,7 +221,10 @@ impl Topology {
         // strategy, so theirs is dead-lettering alone.
         let dead_lettering = |routing_key: &str, limit: u32| {
             let mut keys = vec![
-                ("dead-letter-exchange", Arg::Str(self.dead_letter_exchange())),
+                (
+                    "dead-letter-exchange",
+                    Arg::Str(self.dead_letter_exchange()),
+                ),
                 ("dead-letter-routing-key", Arg::Str(routing_key.into())),
             ];
             if self.queue_type == QueueType::Quorum {
@@ -433,20 +436,30 @@ mod tests {
     fn queues_carry_only_their_type_and_policies_dead_letter_them() {
         let t = Topology::new("w", QueueType::Quorum);
         let q = t.work_queue_def("default");
-        assert_eq!(q.arguments, vec![("x-queue-type", Arg::Str("quorum".into()))]);
+        assert_eq!(
+            q.arguments,
+            vec![("x-queue-type", Arg::Str("quorum".into()))]
+        );
         let work = &t.policies()[0];
         let pattern = work.pattern.trim_start_matches('^').replace(r"\.", ".");
-        assert!(q.name.starts_with(&pattern), "{pattern} does not cover {}", q.name);
+        assert!(
+            q.name.starts_with(&pattern),
+            "{pattern} does not cover {}",
+            q.name
+        );
         assert!(
             work.definition
                 .contains(&("dead-letter-routing-key", Arg::Str("killed".into())))
         );
-        assert!(work.definition.contains(&(
-            "delivery-limit",
-            Arg::Int(i64::from(WORK_DELIVERY_LIMIT))
-        )));
+        assert!(
+            work.definition
+                .contains(&("delivery-limit", Arg::Int(i64::from(WORK_DELIVERY_LIMIT))))
+        );
         // RabbitMQ skips a policy holding keys a classic queue does not know.
         let classic = Topology::new("w", QueueType::Classic).policies();
-        assert!(classic.iter().all(|p| p.definition.len() == 2), "{classic:?}");
+        assert!(
+            classic.iter().all(|p| p.definition.len() == 2),
+            "{classic:?}"
+        );
     }
 }

@@ -124,7 +124,10 @@ async fn prefetched_tasks_of_killed_workers_are_not_counted_as_deaths() {
         let before = finished(client.states(&keys).await.unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
         while finished(client.states(&keys).await.unwrap()) <= before {
-            assert!(Instant::now() < deadline, "no progress after {before} tasks");
+            assert!(
+                Instant::now() < deadline,
+                "no progress after {before} tasks"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_millis(30)).await;

@@ -20,9 +20,9 @@
 //! consumer still gets [`SPREAD`] messages of the window; a lone task always
 //! travels alone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::{Channel, Connection};
 use serde_json::Value;
@@ -47,6 +47,16 @@ const SPREAD: usize = 4;
 const BACKLOG_PER_CONSUMER: u32 = 64;
 /// Ready messages kept in a work queue however few consumers it has.
 const BACKLOG_MIN: u32 = 64;
+/// Published windows awaiting their confirms at most.
+const UNSETTLED: usize = 2;
+/// Separates a scheduler's id from its window number in a claim list's name
+/// (`claimed:<id>#<n>`); `lua/reclaim.lua` strips it to find the heartbeat.
+const CLAIM_SEPARATOR: char = '#';
+/// How long a work queue's declared room is trusted (less what was published).
+const ROOM_FRESH: Duration = Duration::from_millis(20);
+/// How long the list of work queues is trusted: a task for a queue never used
+/// before waits at most this long.
+const QUEUES_FRESH: Duration = Duration::from_millis(250);
 /// How long a scheduler's heartbeat lives; a scheduler silent this long has its
 /// claims taken back by the others.
 const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
@@ -60,6 +70,14 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     notifier: Notifier,
     dispatched: Arc<std::sync::atomic::AtomicU64>,
+    /// The work queues tasks were submitted to, and when they were read.
+    queues: (Vec<String>, Option<Instant>),
+    /// Each work queue's room as last declared, less what was published since.
+    rooms: HashMap<String, (Instant, Room)>,
+    /// Published windows whose confirms are still awaited, oldest first.
+    unsettled: VecDeque<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Windows claimed so far (names each window's claim list).
+    windows: u64,
 }
 
 impl Dispatcher {
@@ -85,6 +103,10 @@ impl Dispatcher {
                 "",
                 "Tasks published to work queues (confirmed), alone or in packs.",
             ),
+            queues: (Vec::new(), None),
+            rooms: HashMap::new(),
+            unsettled: VecDeque::new(),
+            windows: 0,
         })
     }
 
@@ -105,15 +127,20 @@ impl Dispatcher {
             }
             let mut published = 0;
             let mut full = false;
-            for queue in self.store.work_queues().await? {
+            for queue in self.work_queues().await? {
                 let room = self.room(&queue).await?;
                 if room.messages == 0 {
                     full = true;
                     continue;
                 }
-                published += self.drain_once(&queue, room).await?;
+                let (tasks, messages) = self.drain_once(&queue, room).await?;
+                published += tasks;
+                if let Some((_, r)) = self.rooms.get_mut(&queue) {
+                    r.messages = r.messages.saturating_sub(messages);
+                }
             }
             if published == 0 {
+                self.settle_all().await?;
                 // Sleep until a script queues something, or poll: another
                 // scheduler's outbox pushes do not wake this one, and a full
                 // work queue drains without telling us.
@@ -123,25 +150,69 @@ impl Dispatcher {
         }
     }
 
-    /// How many more messages work queue `queue` may take now, and how many
-    /// consumers it has. Declaring the queue (idempotent) reports both.
-    async fn room(&mut self, queue: &str) -> anyhow::Result<Room> {
-        let q = declare_queue(&self.ch, &self.topology.work_queue_def(queue)).await?;
-        let cap = BACKLOG_MIN.max(q.consumer_count().saturating_mul(BACKLOG_PER_CONSUMER));
-        Ok(Room {
-            messages: cap.saturating_sub(q.message_count()) as usize,
-            consumers: q.consumer_count() as usize,
-        })
+    /// The work queues tasks were submitted to, read from Redis at most every
+    /// [`QUEUES_FRESH`]: a wake-up per finished task would otherwise cost a
+    /// round trip each.
+    async fn work_queues(&mut self) -> anyhow::Result<Vec<String>> {
+        if self.queues.1.is_none_or(|at| at.elapsed() >= QUEUES_FRESH) {
+            self.queues = (self.store.work_queues().await?, Some(Instant::now()));
+        }
+        Ok(self.queues.0.clone())
     }
 
-    /// Claims, publishes and releases one window of `queue`; returns how many
-    /// were claimed.
-    async fn drain_once(&mut self, queue: &str, room: Room) -> anyhow::Result<usize> {
+    /// How many more messages work queue `queue` may take now, and how many
+    /// consumers it has. Declaring the queue (idempotent) reports both; the
+    /// answer is reused for [`ROOM_FRESH`] while room is left, so a dependent
+    /// chain does not pay a broker round trip per task.
+    async fn room(&mut self, queue: &str) -> anyhow::Result<Room> {
+        if let Some((at, room)) = self.rooms.get(queue)
+            && at.elapsed() < ROOM_FRESH
+            && room.messages > 0
+        {
+            return Ok(*room);
+        }
+        let q = declare_queue(&self.ch, &self.topology.work_queue_def(queue)).await?;
+        let cap = BACKLOG_MIN.max(q.consumer_count().saturating_mul(BACKLOG_PER_CONSUMER));
+        let room = Room {
+            messages: cap.saturating_sub(q.message_count()) as usize,
+            consumers: q.consumer_count() as usize,
+        };
+        self.rooms.insert(queue.to_string(), (Instant::now(), room));
+        Ok(room)
+    }
+
+    /// Waits for every published window's confirms and releases its claim.
+    async fn settle_all(&mut self) -> anyhow::Result<()> {
+        while let Some(window) = self.unsettled.pop_front() {
+            window.await??;
+        }
+        Ok(())
+    }
+
+    /// Claims and publishes one window of `queue`, leaving its confirms to be
+    /// awaited in the background while the next window is claimed: a task
+    /// that becomes runnable meanwhile (the next link of a chain) is not held
+    /// up by the last one's confirm. At most [`UNSETTLED`] windows are in
+    /// flight, each with its own claim list in Redis. Returns how many tasks
+    /// were claimed and how many messages published.
+    async fn drain_once(&mut self, queue: &str, room: Room) -> anyhow::Result<(usize, usize)> {
+        if self.unsettled.len() >= UNSETTLED
+            && let Some(oldest) = self.unsettled.pop_front()
+        {
+            oldest.await??;
+        }
+        // Window n reuses the claim list of window n - UNSETTLED, settled above.
+        let owner = format!(
+            "{}{CLAIM_SEPARATOR}{}",
+            self.id,
+            self.windows % UNSETTLED as u64
+        );
+        self.windows += 1;
         let max = room.messages.saturating_mul(MAX_PACK).min(WINDOW);
-        let (epoch, tasks) = self.store.claim(&self.id, queue, max).await?;
+        let (epoch, tasks) = self.store.claim(&owner, queue, max).await?;
         if tasks.is_empty() {
-            self.store.release(&self.id).await?;
-            return Ok(0);
+            self.store.release(&owner).await?;
+            return Ok((0, 0));
         }
         let n = tasks.len();
         let mut by_queue: Vec<(String, Vec<WorkMessage>)> = Vec::new();
@@ -167,18 +238,26 @@ impl Dispatcher {
             }
         }
         let published = (n - lost.len()) as u64;
-        amqp::confirmed(confirms, "a work queue").await?;
-        self.dispatched
-            .fetch_add(published, std::sync::atomic::Ordering::Relaxed);
-        if !lost.is_empty() {
-            let applied = self.store.complete(&lost).await?;
-            let mut out = Outgoing::default();
-            out.extend(applied.notifications);
-            self.notifier.send(out).await?;
-        }
-        self.store.release(&self.id).await?;
-        debug!(tasks = n, "dispatched");
-        Ok(n)
+        let messages = confirms.len();
+        let (store, notifier, dispatched) = (
+            self.store.clone(),
+            self.notifier.clone(),
+            self.dispatched.clone(),
+        );
+        self.unsettled.push_back(tokio::spawn(async move {
+            amqp::confirmed(confirms, "a work queue").await?;
+            dispatched.fetch_add(published, std::sync::atomic::Ordering::Relaxed);
+            if !lost.is_empty() {
+                let applied = store.complete(&lost).await?;
+                let mut out = Outgoing::default();
+                out.extend(applied.notifications);
+                notifier.send(out).await?;
+            }
+            store.release(&owner).await?;
+            debug!(tasks = n, "dispatched");
+            Ok(())
+        }));
+        Ok((n, messages))
     }
 }
 

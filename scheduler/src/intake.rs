@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 use warren_core::amqp;
 use warren_core::messages::{
-    ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, TaskFailure, TaskResult, Terminal,
-    WorkerReport, decode, decode_work,
+    ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, TaskFailure, TaskResult, TaskSpec,
+    Terminal, WorkerReport, decode, decode_work,
 };
 use warren_core::metrics::Metrics;
 use warren_core::store::{Store, Transition};
@@ -31,6 +31,10 @@ use crate::notify::{Notifier, Outgoing};
 
 /// Messages taken per wake-up at most.
 const BATCH: usize = 256;
+/// How long a task whose dependency is not recorded yet waits for it.
+const DEFER_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+/// Pause between tries of such a task.
+const DEFER_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 /// Transitions applied per Lua call at most.
 const SCRIPT_CHUNK: usize = 16;
 
@@ -110,30 +114,46 @@ impl Intake {
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Consumes until a consumer ends (the connection closed).
-    pub async fn run(mut self) -> anyhow::Result<()> {
-        loop {
-            tokio::select! {
-                biased;
-                d = self.results.next() => {
-                    let batch = take_batch(d, &mut self.results)?;
-                    self.on_reports(batch).await?;
-                }
-                d = self.submit.next() => {
-                    let batch = take_batch(d, &mut self.submit)?;
-                    for delivery in batch {
-                        self.on_request(delivery).await?;
-                    }
-                }
-                d = self.killed.next() => {
-                    let batch = take_batch(d, &mut self.killed)?;
-                    self.on_killed(batch).await?;
+    /// Consumes until a consumer ends (the connection closed). The three
+    /// queues are served concurrently: a client's submit does not wait behind
+    /// a batch of worker reports (the scripts are atomic in Redis, so their
+    /// order between queues does not matter).
+    pub async fn run(self) -> anyhow::Result<()> {
+        let (mut results, mut submit, mut killed) = (
+            self.results.clone(),
+            self.submit.clone(),
+            self.killed.clone(),
+        );
+        let reports = async {
+            while let Some(d) = results.next().await {
+                let batch = take_batch(d, &mut results)?;
+                self.on_reports(batch).await?;
+            }
+            anyhow::bail!("the results consumer was cancelled by the broker")
+        };
+        let requests = async {
+            while let Some(d) = submit.next().await {
+                for delivery in take_batch(d, &mut submit)? {
+                    self.on_request(delivery).await?;
                 }
             }
+            anyhow::bail!("the submit consumer was cancelled by the broker")
+        };
+        let dead_lettered = async {
+            while let Some(d) = killed.next().await {
+                let batch = take_batch(d, &mut killed)?;
+                self.on_killed(batch).await?;
+            }
+            anyhow::bail!("the killed consumer was cancelled by the broker")
+        };
+        tokio::select! {
+            r = reports => r,
+            r = requests => r,
+            r = dead_lettered => r,
         }
     }
 
-    async fn on_request(&mut self, delivery: Delivery) -> anyhow::Result<()> {
+    async fn on_request(&self, delivery: Delivery) -> anyhow::Result<()> {
         let reply_to = delivery
             .properties
             .reply_to()
@@ -166,12 +186,8 @@ impl Intake {
                         .dead_letter(delivery, &format!("invalid task: {problem}"))
                         .await;
                 }
-                let applied = self.store.submit(&reply_to, &tasks).await?;
+                self.submit(&reply_to, tasks, &mut out).await?;
                 out.push(&reply_to, ClientEvent::Submitted { batch });
-                out.extend(applied.notifications);
-                if applied.queued > 0 {
-                    self.wake.notify_one();
-                }
             }
             ClientRequest::Restart { .. } => {
                 self.count("warren_scheduler_requests_total", "kind=\"restart\"", 1);
@@ -199,7 +215,37 @@ impl Intake {
     }
 
     /// Cancels every future, empties the work queues, and tells the workers.
-    async fn restart(&mut self, reply_to: &str, out: &mut Outgoing) -> anyhow::Result<u64> {
+    /// Records a submit batch. Tasks whose dependencies are not recorded yet
+    /// (their batch is still on its way through another scheduler: clients do
+    /// not wait between dependent submits) are tried again for a while, then
+    /// fail with `UnknownFuture`.
+    async fn submit(
+        &self,
+        reply_to: &str,
+        mut tasks: Vec<TaskSpec>,
+        out: &mut Outgoing,
+    ) -> anyhow::Result<()> {
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            let (applied, deferred) = if waited < DEFER_FOR {
+                self.store.submit_deferring(reply_to, &tasks).await?
+            } else {
+                (self.store.submit(reply_to, &tasks).await?, Vec::new())
+            };
+            out.extend(applied.notifications);
+            if applied.queued > 0 {
+                self.wake.notify_one();
+            }
+            if deferred.is_empty() {
+                return Ok(());
+            }
+            tasks.retain(|t| deferred.contains(&t.key));
+            tokio::time::sleep(DEFER_PAUSE).await;
+            waited += DEFER_PAUSE;
+        }
+    }
+
+    async fn restart(&self, reply_to: &str, out: &mut Outgoing) -> anyhow::Result<u64> {
         let (epoch, notes) = self.store.restart().await?;
         let mut purged = 0;
         for q in self.store.work_queues().await? {
@@ -239,7 +285,7 @@ impl Intake {
         Ok(())
     }
 
-    async fn on_reports(&mut self, batch: Vec<Delivery>) -> anyhow::Result<()> {
+    async fn on_reports(&self, batch: Vec<Delivery>) -> anyhow::Result<()> {
         let mut transitions = Vec::new();
         let mut good = Vec::with_capacity(batch.len());
         for delivery in batch {
@@ -294,7 +340,7 @@ impl Intake {
         Ok(())
     }
 
-    async fn on_killed(&mut self, batch: Vec<Delivery>) -> anyhow::Result<()> {
+    async fn on_killed(&self, batch: Vec<Delivery>) -> anyhow::Result<()> {
         let mut transitions = Vec::new();
         let mut good = Vec::new();
         for delivery in batch {
@@ -304,7 +350,8 @@ impl Intake {
                         self.count("warren_scheduler_killed_total", "", 1);
                         warn!(key = %msg.key, func = %msg.func, "task reached the work queue's delivery limit: KilledWorker");
                         let error = TaskFailure::killed_worker(&msg.key, &msg.func, None);
-                        transitions.push((msg.key, Transition::Terminal(Terminal::Error { error })));
+                        transitions
+                            .push((msg.key, Transition::Terminal(Terminal::Error { error })));
                     }
                     good.push(delivery);
                 }
@@ -324,7 +371,7 @@ impl Intake {
         Ok(())
     }
 
-    async fn apply(&mut self, transitions: Vec<(String, Transition)>) -> anyhow::Result<()> {
+    async fn apply(&self, transitions: Vec<(String, Transition)>) -> anyhow::Result<()> {
         if transitions.is_empty() {
             return Ok(());
         }
@@ -342,7 +389,7 @@ impl Intake {
     }
 
     /// Moves a message that cannot be processed to `<ns>.dead`, reason in a header.
-    async fn dead_letter(&mut self, delivery: Delivery, reason: &str) -> anyhow::Result<()> {
+    async fn dead_letter(&self, delivery: Delivery, reason: &str) -> anyhow::Result<()> {
         self.count("warren_scheduler_dead_lettered_total", "", 1);
         warn!(
             reason,
@@ -373,10 +420,10 @@ impl Intake {
 
 /// The delivery just received plus every one already waiting, up to [`BATCH`].
 fn take_batch(
-    first: Option<lapin::Result<Delivery>>,
+    first: lapin::Result<Delivery>,
     consumer: &mut Consumer,
 ) -> anyhow::Result<Vec<Delivery>> {
-    let first = first.ok_or_else(|| anyhow::anyhow!("consumer cancelled by the broker"))??;
+    let first = first?;
     let mut batch = vec![first];
     while batch.len() < BATCH {
         match consumer.next().now_or_never() {

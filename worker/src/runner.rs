@@ -489,7 +489,10 @@ async fn accept(
                 }
                 Begin::Killed(deaths) => {
                     drop(permit);
-                    warn!(deaths, "not starting: every earlier run died with its worker");
+                    warn!(
+                        deaths,
+                        "not starting: every earlier run died with its worker"
+                    );
                     let failure = TaskFailure::killed_worker(&msg.key, &msg.func, Some(deaths));
                     let result = TaskResult::Err(failure);
                     tx.send_replace(Some(result.clone()));

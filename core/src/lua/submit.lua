@@ -1,14 +1,21 @@
 -- Records a batch of submitted tasks. Applying it twice changes nothing: a key
 -- that exists is deduplicated (dask's pure=True), and the submitter just watches it;
 -- only a cancelled key is replaced by the new submission.
--- ARGV: prefix, reply_to ('' for none), ttl, ntasks,
+-- A task with a dependency Redis does not know is *deferred* when `defer` is
+-- '1': left unrecorded and returned, for the caller to submit again shortly.
+-- Clients publish dependent submissions without waiting for each other, and
+-- with several schedulers the dependency's batch may still be on its way
+-- through another one. With `defer` '0' the task fails with UnknownFuture.
+-- ARGV: prefix, reply_to ('' for none), ttl, ntasks, defer ('1' or '0'),
 --       then per task: key, func, queue, retries, timeout ('' for none), priority,
 --       args-json, ndeps, dep keys...
--- Returns: { tasks queued, events... }
+-- Returns: { tasks queued, ndeferred, deferred keys..., events... }
 local reply = ARGV[2]
 local ttl = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
-local i = 5
+local defer = ARGV[5] == '1'
+local deferred = {}
+local i = 6
 for _ = 1, n do
   local key, func, queue, retries, timeout = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local priority, args = ARGV[i + 5], ARGV[i + 6]
@@ -25,7 +32,18 @@ for _ = 1, n do
     redis.call('DEL', tk)
     s = false
   end
-  if s then
+  local unknown_dep = false
+  if not s and defer then
+    for _, dep in ipairs(deps) do
+      if redis.call('EXISTS', tkey(dep)) == 0 then
+        unknown_dep = true
+        break
+      end
+    end
+  end
+  if unknown_dep then
+    deferred[#deferred + 1] = key
+  elseif s then
     if is_terminal(s) then
       emit(key, s, payload_of(tk, s), watchers)
     elseif reply ~= '' then
@@ -74,5 +92,7 @@ for _ = 1, n do
     end
   end
 end
+for j = #deferred, 1, -1 do table.insert(events, 1, deferred[j]) end
+table.insert(events, 1, #deferred)
 table.insert(events, 1, queued)
 return events
