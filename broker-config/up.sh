@@ -57,3 +57,33 @@ if ! $sudo rabbitmq-plugins -q is_enabled rabbitmq_management >/dev/null 2>&1; t
   $sudo rabbitmq-plugins -q enable rabbitmq_management >/dev/null
 fi
 say "RabbitMQ is up on 127.0.0.1:5672 (management UI: http://127.0.0.1:15672, guest/guest)"
+
+# warren's policies (dead-lettering; on quorum queues also the delivery-limit
+# backstop), with its exchanges, queues and bindings, for the namespace in
+# $WARREN_NAMESPACE. Importing again changes nothing. RabbitMQ's own user reads
+# the file (by absolute path), so it is staged in a world-readable copy.
+ns="${WARREN_NAMESPACE:-warren}"
+queue_type="${WARREN_QUEUE_TYPE:-classic}"
+defs="$(mktemp /tmp/warren-definitions.XXXXXX)"
+chmod 644 "$defs"
+staged=no
+if [ "$ns" = warren ] && [ "$queue_type" = classic ]; then
+  cp "$here/definitions.json" "$defs" && staged=yes
+else
+  # Other namespaces and queue types come from the code, through a built scheduler.
+  scheduler="$(command -v warren-scheduler || echo "$here/../target/release/warren-scheduler")"
+  if [ -x "$scheduler" ] && "$scheduler" --print-definitions >"$defs"; then
+    staged=yes
+  else
+    say "not applying policies for namespace $ns ($queue_type queues): no built warren-scheduler" \
+      "printed them; build warren (cargo build --release --bins) and run up.sh again"
+  fi
+fi
+if [ "$staged" = yes ]; then
+  if out="$($sudo rabbitmqctl -q import_definitions "$defs" 2>&1)"; then
+    say "applied warren's policies and topology for namespace $ns ($queue_type queues)"
+  else
+    say "warning: importing the definitions of namespace $ns failed: $out"
+  fi
+fi
+rm -f "$defs"

@@ -13,6 +13,18 @@ export WARREN_NAMESPACE="${WARREN_NAMESPACE:-notebook}"
 logs=.warren-run
 mkdir -p "$logs"
 
+# The namespace's RabbitMQ policies (dead-lettering; on quorum queues also the
+# delivery-limit backstop), so the management UI shows them beside its queues.
+# RabbitMQ's own user reads the file, by absolute path.
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+"$bin/warren-scheduler" --print-definitions >"$logs/definitions.json"
+if out="$($sudo rabbitmqctl -q import_definitions "$PWD/$logs/definitions.json" 2>&1)"; then
+  echo "== applied the RabbitMQ policies of namespace $WARREN_NAMESPACE ($logs/definitions.json)"
+else
+  echo "== warning: could not import $logs/definitions.json (the run goes on without policies): $out" >&2
+fi
+
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT

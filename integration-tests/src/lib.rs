@@ -401,9 +401,9 @@ pub fn run_cli(namespace: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]
     child.wait_with_output().expect("warren output")
 }
 
-/// Runs `rabbitmqctl` with `args`, asserting it succeeded (tests that create
-/// users or restart the broker).
-pub fn rabbitmqctl(args: &[&str]) {
+/// Runs `rabbitmqctl` with `args`, asserting it succeeded, and returns its
+/// stdout (tests that create users, restart the broker or read its state).
+pub fn rabbitmqctl(args: &[&str]) -> String {
     let out = Command::new("rabbitmqctl")
         .args(args)
         .output()
@@ -413,6 +413,7 @@ pub fn rabbitmqctl(args: &[&str]) {
         "rabbitmqctl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// stdout of a CLI run as text, asserting it succeeded.

@@ -45,6 +45,13 @@ struct Args {
     /// Log format: human or json.
     #[arg(long, default_value = "human")]
     log_format: String,
+    /// Print the RabbitMQ definitions (queues, exchanges, bindings, policies) of
+    /// the configured namespace and queue type (WARREN_QUEUE_TYPE: classic or
+    /// quorum), with the work queue `default`, as JSON, and exit without
+    /// connecting anywhere. Apply them with
+    /// `rabbitmqctl import_definitions /absolute/path.json`.
+    #[arg(long)]
+    print_definitions: bool,
 }
 
 #[tokio::main]
@@ -58,6 +65,12 @@ async fn main() -> anyhow::Result<()> {
         ("metrics_addr", args.metrics_addr.clone()),
     ]);
     let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    if args.print_definitions {
+        let topology = Topology::new(&settings.namespace, settings.queue_type);
+        let text = serde_json::to_string_pretty(&topology.definitions(&["default"]))?;
+        println!("{text}");
+        return Ok(());
+    }
     run(settings).await
 }
 

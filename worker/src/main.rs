@@ -24,8 +24,8 @@ struct Args {
     /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
     #[arg(long)]
     amqp_url: Option<String>,
-    /// Redis URL, e.g. redis://127.0.0.1:6379/ (read-only use: a task's state
-    /// is checked before it starts).
+    /// Redis URL, e.g. redis://127.0.0.1:6379/ (a task's start is recorded there
+    /// before it runs).
     #[arg(long)]
     redis_url: Option<String>,
     /// Namespace: prefix of every queue it consumes.
