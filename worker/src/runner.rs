@@ -51,6 +51,8 @@ use crate::registry::{CallSite, Registry};
 
 /// Reports sent at most in one message.
 const REPORT_BATCH: usize = 512;
+/// How long a report waits for the outcomes of tasks still running here.
+const REPORT_LINGER: Duration = Duration::from_millis(3);
 /// Finished outcomes remembered to answer redeliveries without running again.
 const RECENT_CAPACITY: usize = 10_000;
 /// Cancelled keys remembered so their messages are never started.
@@ -651,11 +653,25 @@ async fn report_loop(
             Report::Heartbeat(info) => beats.push(info),
         };
         take(first);
-        for _ in 1..REPORT_BATCH {
+        let mut taken = 1;
+        while taken < REPORT_BATCH {
             match rx.try_recv() {
                 Ok(r) => take(r),
                 Err(_) => break,
             }
+            taken += 1;
+        }
+        // While other tasks are running here, more outcomes are due soon: wait
+        // a moment for them, so a flood of short tasks is reported in a few
+        // large messages rather than in thousands of small ones (the broker's
+        // cost is per message). A lone task is reported at once.
+        let deadline = tokio::time::Instant::now() + REPORT_LINGER;
+        while taken < REPORT_BATCH && shared.slots.available_permits() < shared.concurrency {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => take(r),
+                _ => break,
+            }
+            taken += 1;
         }
         let mut confirms = Vec::new();
         let props = amqp::json_properties(&[("worker", identity)]);

@@ -11,8 +11,8 @@
 //! ```
 //!
 //! Rows: 1 the broker's own ceiling (persistent, confirmed, acked messages
-//! through one quorum queue); 2 no-op `map(inc)` + `gather` throughput (2b the
-//! same with `WARREN_PREFETCH=64`); 3 `submit(inc).result()` round trips; 4 a
+//! through one durable queue of the default type); 2 no-op `map(inc)` + `gather`
+//! throughput (2b the same on quorum queues, `WARREN_QUEUE_TYPE=quorum`); 3 `submit(inc).result()` round trips; 4 a
 //! chain of dependent tasks; 5 the notebook's map + `add_them` tree, scaled; 6 a
 //! large map (scheduler RSS, Redis bytes per task); 7 a CPU-bound map against
 //! its ideal wall time. Every wait is bounded, every namespace is cleaned up.
@@ -71,7 +71,7 @@ struct Args {
     #[arg(long)]
     no_write: bool,
     /// Internal: run only a no-op map on a fresh cluster and print its rate
-    /// (row 2b runs this in a child process with WARREN_PREFETCH=64).
+    /// (row 2b runs this in a child process with WARREN_QUEUE_TYPE=quorum).
     #[arg(long, hide = true)]
     noop_only: bool,
 }
@@ -246,14 +246,14 @@ async fn run(args: Args) -> Result<()> {
     section.end(&mut rows);
     cluster.shutdown().await;
 
-    eprintln!("== cluster 3: row 2b (workers with WARREN_PREFETCH=64, in a child process)");
+    eprintln!("== cluster 3: row 2b (quorum queues, WARREN_QUEUE_TYPE=quorum, in a child process)");
     let section = Section::begin(&rows);
-    rows.push(match noop_with_prefetch_64(args.noop_tasks).await {
+    rows.push(match noop_on_quorum_queues(args.noop_tasks).await {
         Ok((run, prefetch)) => {
-            let setting = format!("WARREN_PREFETCH=64, prefetch {prefetch}");
+            let setting = format!("quorum queues, prefetch {prefetch}");
             noop_row("2b", &setting, args.noop_tasks, run, ceiling)
         }
-        Err(e) => Row::failed("2b", "no-op map, WARREN_PREFETCH=64", NOOP_TARGET, &e),
+        Err(e) => Row::failed("2b", "no-op map, quorum queues", NOOP_TARGET, &e),
     });
     section.end(&mut rows);
 
@@ -305,7 +305,7 @@ async fn main_rows(cluster: &Cluster, args: &Args, rows: &mut Vec<Row>) -> Optio
     .await;
     let rate = ceiling.as_ref().ok().map(|c| c.combined);
     rows.push(match ceiling {
-        Ok(c) => ceiling_row(n, &c),
+        Ok(c) => ceiling_row(n, &c, cluster.settings.queue_type),
         Err(e) => Row::failed("1", "broker ceiling", "(reference)", &e),
     });
     section.end(rows);
@@ -402,7 +402,7 @@ fn check_incremented(values: &[Value], first: i64) -> Result<()> {
 
 // ---------------------------------------------------------------- row 1
 
-/// The broker's ceiling through one durable quorum queue.
+/// The broker's ceiling through one durable queue of the configured type.
 struct Ceiling {
     /// Published with confirms (windowed), msg/s.
     publish: f64,
@@ -425,7 +425,7 @@ async fn broker_ceiling(settings: &Settings, n: usize) -> Result<Ceiling> {
     let mut arguments = FieldTable::default();
     arguments.insert(
         ShortString::from("x-queue-type"),
-        AMQPValue::LongString(LongString::from("quorum")),
+        AMQPValue::LongString(LongString::from(settings.queue_type.as_str())),
     );
     let declare_options = QueueDeclareOptions {
         durable: true,
@@ -433,7 +433,7 @@ async fn broker_ceiling(settings: &Settings, n: usize) -> Result<Ceiling> {
     };
     ch.queue_declare(queue.as_str().into(), declare_options, arguments)
         .await
-        .with_context(|| format!("declaring the quorum queue {queue}"))?;
+        .with_context(|| format!("declaring the queue {queue}"))?;
     let measured = measure_ceiling(&conn, &queue, n).await;
     let deleted = ch
         .queue_delete(queue.as_str().into(), Default::default())
@@ -512,11 +512,11 @@ async fn consume_all(conn: &lapin::Connection, queue: &str, n: usize) -> Result<
 }
 
 /// Row 1.
-fn ceiling_row(n: usize, c: &Ceiling) -> Row {
+fn ceiling_row(n: usize, c: &Ceiling, queue_type: warren_core::topology::QueueType) -> Row {
     Row {
         id: "1",
         what: format!(
-            "broker ceiling: {} persistent msgs through one quorum queue, confirms per {CONFIRM_WINDOW}, manual acks",
+            "broker ceiling: {} persistent msgs through one durable {queue_type} queue, confirms per {CONFIRM_WINDOW}, manual acks",
             thousands(n as u64)
         ),
         value: format!(
@@ -604,21 +604,21 @@ async fn noop_only(n: i64) -> Result<()> {
     Ok(())
 }
 
-/// Row 2b: runs this binary with `--noop-only` and `WARREN_PREFETCH=64` in its
-/// environment, which the cluster's workers inherit (no environment change in
-/// this process, so no other measurement sees it). Returns the run and the
-/// workers' prefetch as RabbitMQ saw it.
-async fn noop_with_prefetch_64(n: i64) -> Result<(NoopRun, String)> {
+/// Row 2b: runs this binary with `--noop-only` and `WARREN_QUEUE_TYPE=quorum`
+/// in its environment, which the cluster's scheduler and workers inherit (no
+/// environment change in this process, so no other measurement sees it).
+/// Returns the run and the workers' prefetch as RabbitMQ saw it.
+async fn noop_on_quorum_queues(n: i64) -> Result<(NoopRun, String)> {
     let exe = std::env::current_exe().context("finding warren-bench's own path")?;
     let child = tokio::process::Command::new(exe)
         .args(["--noop-only", "--noop-tasks", &n.to_string()])
-        .env("WARREN_PREFETCH", "64")
+        .env("WARREN_QUEUE_TYPE", "quorum")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(limits::NOOP + Duration::from_secs(120), child)
         .await
-        .context("the WARREN_PREFETCH=64 run did not finish in time")?
+        .context("the quorum-queue run did not finish in time")?
         .context("running warren-bench --noop-only")?;
     // `output()` captures stderr too: pass the child's messages on.
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
@@ -1358,11 +1358,11 @@ async fn report(args: &Args, table: &str, info: &RunInfo, machine: &str, version
          and {WORKERS} `warren-worker`s (default settings: concurrency = one slot per core, prefetch = \
          concurrency) on a fresh namespace of the local RabbitMQ and Redis, and deletes the namespace \
          afterwards. Rows 1-5 and 7 share one cluster; row 6 has its own (so the scheduler's peak RSS \
-         is that map's); row 2b runs in a child process whose environment has `WARREN_PREFETCH=64`, \
-         which its workers inherit.\n\
+         is that map's); row 2b runs in a child process whose environment has \
+         `WARREN_QUEUE_TYPE=quorum`, which its scheduler and workers inherit.\n\
          - Every task is submitted with `pure: false` (fresh keys, nothing deduplicated) and every \
          result is checked. Rows 2 and 2b follow a {warm} task warm-up.\n\
-         - Row 1 is the broker alone: persistent messages published to one durable quorum queue with \
+         - Row 1 is the broker alone: persistent messages published to one durable queue of the default type with \
          confirms awaited per window of {CONFIRM_WINDOW}, then consumed (prefetch {CEILING_PREFETCH}) \
          with one manual ack each. Its rate is messages / (publish time + consume time); a warren task \
          needs at least one such message (its work message) plus its share of batched submit and \
