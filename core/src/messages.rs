@@ -115,6 +115,10 @@ pub struct WorkMessage {
     /// When the scheduler published it (Unix ms): workers measure queue latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatched_at_ms: Option<u64>,
+    /// The task's priority: a worker gives its next free slot to the waiting
+    /// task with the highest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i64,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -412,6 +416,7 @@ mod tests {
             attempt: 0,
             timeout_secs: None,
             dispatched_at_ms: None,
+            priority: 0,
         };
         let mut two = one.clone();
         two.key = "inc-2".into();
@@ -435,6 +440,7 @@ mod tests {
             attempt: 0,
             timeout_secs: None,
             dispatched_at_ms: None,
+            priority: 3,
         };
         let body = serde_json::to_vec(&m).unwrap();
         assert_eq!(decode::<WorkMessage>(&body).unwrap(), m);

@@ -132,6 +132,8 @@ pub struct ClaimedTask {
     pub attempt: u32,
     /// Seconds the task may run, if limited.
     pub timeout_secs: Option<f64>,
+    /// Its priority (higher first).
+    pub priority: i64,
     /// Each dependency's key and value (JSON text), `None` if it has none any more.
     pub deps: Vec<(String, Option<String>)>,
 }
@@ -314,9 +316,23 @@ impl Store {
 
     /// Applies worker reports, each at most once.
     pub async fn complete(&self, reports: &[(String, Transition)]) -> Result<Applied> {
+        Ok(self.complete_eager(reports, "").await?.0)
+    }
+
+    /// Like [`Store::complete`], and when the reports make exactly one task
+    /// runnable with nothing else waiting in its outbox (the next link of a
+    /// chain), claims it for `owner` in the same step and returns it with the
+    /// epoch, ready to publish and then [`Store::release`] as after
+    /// [`Store::claim`]. `owner` '' claims nothing.
+    pub async fn complete_eager(
+        &self,
+        reports: &[(String, Transition)],
+        owner: &str,
+    ) -> Result<(Applied, u64, Vec<ClaimedTask>)> {
         let mut args = vec![
             self.prefix.clone().into_bytes(),
             self.ttl.to_string().into_bytes(),
+            owner.as_bytes().to_vec(),
             reports.len().to_string().into_bytes(),
         ];
         for (key, tr) in reports {
@@ -340,7 +356,21 @@ impl Store {
             args.push(payload);
             args.push(attempt.to_string().into_bytes());
         }
-        parse_applied(self.run(&self.scripts.complete, args).await?)
+        let mut r = Reply::new(self.run(&self.scripts.complete, args).await?)?;
+        let queued = r.int()? as u64;
+        let epoch = parse_epoch(&r.string()?)?;
+        let eager = (0..r.int()?)
+            .map(|_| parse_claimed(&mut r))
+            .collect::<Result<Vec<_>>>()?;
+        let mut notifications = Vec::new();
+        while !r.done() {
+            notifications.push(parse_event(&mut r)?);
+        }
+        let applied = Applied {
+            queued,
+            notifications,
+        };
+        Ok((applied, epoch, eager))
     }
 
     /// Claims up to `max` runnable tasks of work queue `queue`, highest
@@ -360,35 +390,10 @@ impl Store {
         ];
         let reply = self.run(&self.scripts.claim, args).await?;
         let mut r = Reply::new(reply)?;
-        let epoch = r
-            .string()?
-            .parse()
-            .map_err(|_| Error::Script("epoch is not a number".into()))?;
+        let epoch = parse_epoch(&r.string()?)?;
         let mut tasks = Vec::new();
         while !r.done() {
-            let key = r.string()?;
-            let func = r.string()?;
-            let queue = r.string()?;
-            let args = r.string()?;
-            let attempt = r.int()? as u32;
-            let timeout_secs = r.string()?.parse::<f64>().ok();
-            let n = r.int()?;
-            let mut deps = Vec::new();
-            for _ in 0..n {
-                let dep = r.string()?;
-                let has = r.int()? == 1;
-                let value = r.string()?;
-                deps.push((dep, has.then_some(value)));
-            }
-            tasks.push(ClaimedTask {
-                key,
-                func,
-                queue,
-                args,
-                attempt,
-                timeout_secs,
-                deps,
-            });
+            tasks.push(parse_claimed(&mut r)?);
         }
         Ok((epoch, tasks))
     }
@@ -697,6 +702,41 @@ fn parse_applied(reply: RValue) -> Result<Applied> {
     })
 }
 
+/// The namespace epoch as a script returns it.
+fn parse_epoch(text: &str) -> Result<u64> {
+    text.parse()
+        .map_err(|_| Error::Script(format!("epoch {text:?} is not a number")))
+}
+
+/// One claimed task of a script reply (`claim_record` in common.lua).
+fn parse_claimed(r: &mut Reply) -> Result<ClaimedTask> {
+    let key = r.string()?;
+    let func = r.string()?;
+    let queue = r.string()?;
+    let args = r.string()?;
+    let attempt = r.int()? as u32;
+    let timeout_secs = r.string()?.parse::<f64>().ok();
+    let priority = r.int()?;
+    let n = r.int()?;
+    let mut deps = Vec::new();
+    for _ in 0..n {
+        let dep = r.string()?;
+        let has = r.int()? == 1;
+        let value = r.string()?;
+        deps.push((dep, has.then_some(value)));
+    }
+    Ok(ClaimedTask {
+        key,
+        func,
+        queue,
+        args,
+        attempt,
+        timeout_secs,
+        priority,
+        deps,
+    })
+}
+
 /// One event of a script reply: key, state, payload, watchers.
 fn parse_event(r: &mut Reply) -> Result<Notification> {
     let key = r.string()?;
@@ -927,6 +967,48 @@ mod tests {
             s.watch("", &["nope".into()]).await.unwrap(),
             vec![Watched::Unknown]
         );
+        s.wipe().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn completing_the_last_dependency_of_a_lone_task_claims_it_eagerly() {
+        let s = store().await;
+        let done = |k: &str| {
+            (
+                k.to_string(),
+                Transition::Terminal(Terminal::Finished { value: json!(1) }),
+            )
+        };
+        s.submit("", &[spec("a", vec![]), spec("b", vec![future_ref("a")])])
+            .await
+            .unwrap();
+        let (_, claimed) = s.claim("d", "default", 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        s.release("d").await.unwrap();
+        let (applied, _, eager) = s.complete_eager(&[done("a")], "me#e").await.unwrap();
+        assert_eq!(applied.queued, 1);
+        assert_eq!(eager.len(), 1);
+        assert_eq!(eager[0].key, "b");
+        assert_eq!(eager[0].deps, vec![("a".into(), Some("1".into()))]);
+        // Claimed, so the dispatcher does not publish it a second time.
+        assert!(s.claim("d", "default", 10).await.unwrap().1.is_empty());
+        s.release("d").await.unwrap();
+        s.release("me#e").await.unwrap();
+
+        // Two tasks made runnable at once go the usual way, through the outbox.
+        s.submit(
+            "",
+            &[
+                spec("c", vec![future_ref("b")]),
+                spec("e", vec![future_ref("b")]),
+            ],
+        )
+        .await
+        .unwrap();
+        let (applied, _, eager) = s.complete_eager(&[done("b")], "me#e").await.unwrap();
+        assert_eq!(applied.queued, 2);
+        assert!(eager.is_empty());
+        assert_eq!(s.claim("d", "default", 10).await.unwrap().1.len(), 2);
         s.wipe().await.unwrap();
     }
 

@@ -43,14 +43,18 @@ const MAX_PACK: usize = 8;
 /// Messages per consumer a window is split into at least, before packing.
 const SPREAD: usize = 4;
 /// Ready messages kept in a work queue per consumer (worker), beyond which
-/// runnable tasks wait in the priority-ordered outbox.
-const BACKLOG_PER_CONSUMER: u32 = 64;
+/// runnable tasks wait in the priority-ordered outbox. Small, because a
+/// message may be a pack of [`MAX_PACK`] tasks and each worker already holds
+/// its prefetch: this is what a later, higher-priority task waits behind in
+/// RabbitMQ (on the worker it goes first, see `worker/src/slots.rs`).
+const BACKLOG_PER_CONSUMER: u32 = 8;
 /// Ready messages kept in a work queue however few consumers it has.
-const BACKLOG_MIN: u32 = 64;
+const BACKLOG_MIN: u32 = 8;
 /// Published windows awaiting their confirms at most.
 const UNSETTLED: usize = 2;
 /// Separates a scheduler's id from its window number in a claim list's name
-/// (`claimed:<id>#<n>`); `lua/reclaim.lua` strips it to find the heartbeat.
+/// (`claimed:<id>#<n>`, and `claimed:<id>#e` for intake's eager claims);
+/// `lua/reclaim.lua` strips it to find the heartbeat.
 const CLAIM_SEPARATOR: char = '#';
 /// How long a work queue's declared room is trusted (less what was published).
 const ROOM_FRESH: Duration = Duration::from_millis(20);
@@ -211,61 +215,138 @@ impl Dispatcher {
         let max = room.messages.saturating_mul(MAX_PACK).min(WINDOW);
         let (epoch, tasks) = self.store.claim(&owner, queue, max).await?;
         if tasks.is_empty() {
-            self.store.release(&owner).await?;
             return Ok((0, 0));
         }
         let n = tasks.len();
-        let mut by_queue: Vec<(String, Vec<WorkMessage>)> = Vec::new();
-        let mut lost = Vec::new();
-        for task in tasks {
-            match work_message(task, epoch) {
-                Ok((q, msg)) => match by_queue.iter_mut().find(|(name, _)| *name == q) {
-                    Some((_, msgs)) => msgs.push(msg),
-                    None => by_queue.push((q, vec![msg])),
-                },
-                Err((key, failure)) => lost.push((
-                    key,
-                    Transition::Terminal(Terminal::Error { error: failure }),
-                )),
-            }
-        }
-        let mut confirms = Vec::new();
-        for (q, msgs) in by_queue {
-            let qname = self.topology.work_queue(&q);
-            for pack in msgs.chunks(pack_size(msgs.len(), room)) {
-                let (body, props) = work_body(pack)?;
-                confirms.push(amqp::publish(&self.ch, "", &qname, &body, props).await?);
-            }
-        }
-        let published = (n - lost.len()) as u64;
-        let messages = confirms.len();
+        let window = publish_claimed(&self.ch, &self.topology, tasks, epoch, room).await?;
+        let messages = window.messages;
         let (store, notifier, dispatched) = (
             self.store.clone(),
             self.notifier.clone(),
             self.dispatched.clone(),
         );
         self.unsettled.push_back(tokio::spawn(async move {
-            amqp::confirmed(confirms, "a work queue").await?;
-            dispatched.fetch_add(published, std::sync::atomic::Ordering::Relaxed);
-            if !lost.is_empty() {
-                let applied = store.complete(&lost).await?;
-                let mut out = Outgoing::default();
-                out.extend(applied.notifications);
-                notifier.send(out).await?;
-            }
-            store.release(&owner).await?;
+            settle(window, &owner, &store, &notifier, &dispatched).await?;
             debug!(tasks = n, "dispatched");
             Ok(())
         }));
         Ok((n, messages))
     }
+
+    /// Publishes what an earlier connection of this scheduler claimed eagerly
+    /// (`complete.lua`) but did not release: call before intake starts, so
+    /// that nothing else uses the eager claim list meanwhile.
+    pub async fn recover_eager(&mut self) -> anyhow::Result<()> {
+        let owner = eager_owner(&self.id);
+        // A claim of at most 0 new tasks returns only what is already claimed.
+        let (epoch, tasks) = self.store.claim(&owner, "default", 0).await?;
+        if !tasks.is_empty() {
+            info!(
+                tasks = tasks.len(),
+                "publishing tasks claimed before a reconnect"
+            );
+            let room = Room {
+                messages: tasks.len(),
+                consumers: 1,
+            };
+            let window = publish_claimed(&self.ch, &self.topology, tasks, epoch, room).await?;
+            settle(
+                window,
+                &owner,
+                &self.store,
+                &self.notifier,
+                &self.dispatched,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The claim list intake uses for tasks claimed by `complete.lua`.
+pub fn eager_owner(scheduler: &str) -> String {
+    format!("{scheduler}{CLAIM_SEPARATOR}e")
+}
+
+/// Published work messages whose confirms are still due.
+pub struct Window {
+    confirms: Vec<amqp::PublisherConfirm>,
+    /// Tasks that could not be built, to fail.
+    lost: Vec<(String, Transition)>,
+    /// Tasks published.
+    published: u64,
+    /// Messages published (tasks travel in packs).
+    messages: usize,
+}
+
+/// Publishes claimed tasks to their work queues (packed for `room`), inlining
+/// dependency values; a task that cannot be built is set aside to fail.
+pub async fn publish_claimed(
+    ch: &Channel,
+    topology: &Topology,
+    tasks: Vec<ClaimedTask>,
+    epoch: u64,
+    room: Room,
+) -> anyhow::Result<Window> {
+    let n = tasks.len();
+    let mut by_queue: Vec<(String, Vec<WorkMessage>)> = Vec::new();
+    let mut lost = Vec::new();
+    for task in tasks {
+        match work_message(task, epoch) {
+            Ok((q, msg)) => match by_queue.iter_mut().find(|(name, _)| *name == q) {
+                Some((_, msgs)) => msgs.push(msg),
+                None => by_queue.push((q, vec![msg])),
+            },
+            Err((key, failure)) => lost.push((
+                key,
+                Transition::Terminal(Terminal::Error { error: failure }),
+            )),
+        }
+    }
+    let mut confirms = Vec::new();
+    for (q, msgs) in by_queue {
+        let qname = topology.work_queue(&q);
+        for pack in msgs.chunks(pack_size(msgs.len(), room)) {
+            let (body, props) = work_body(pack)?;
+            confirms.push(amqp::publish(ch, "", &qname, &body, props).await?);
+        }
+    }
+    Ok(Window {
+        messages: confirms.len(),
+        published: (n - lost.len()) as u64,
+        confirms,
+        lost,
+    })
+}
+
+/// Awaits a window's confirms, fails its unbuildable tasks, and only then
+/// releases `owner`'s claim: a crash before the release publishes again.
+pub async fn settle(
+    window: Window,
+    owner: &str,
+    store: &Store,
+    notifier: &Notifier,
+    dispatched: &std::sync::atomic::AtomicU64,
+) -> anyhow::Result<()> {
+    amqp::confirmed(window.confirms, "a work queue").await?;
+    dispatched.fetch_add(window.published, std::sync::atomic::Ordering::Relaxed);
+    if !window.lost.is_empty() {
+        let applied = store.complete(&window.lost).await?;
+        let mut out = Outgoing::default();
+        out.extend(applied.notifications);
+        notifier.send(out).await?;
+    }
+    store.release(owner).await?;
+    Ok(())
 }
 
 /// Room in a work queue for more messages.
 #[derive(Debug, Clone, Copy)]
-struct Room {
-    messages: usize,
-    consumers: usize,
+pub struct Room {
+    /// Messages the queue may take now.
+    pub messages: usize,
+    /// Its consumers (workers).
+    pub consumers: usize,
 }
 
 /// Tasks per message for a window of `tasks`: as many as possible (at most
@@ -350,6 +431,7 @@ fn work_message(
             attempt: task.attempt,
             timeout_secs: task.timeout_secs,
             dispatched_at_ms: Some(warren_core::messages::now_ms()),
+            priority: task.priority,
         },
     ))
 }
@@ -368,6 +450,7 @@ mod tests {
             args: r#"[{"$future":"a"},[{"$future":"b"}]]"#.into(),
             attempt: 0,
             timeout_secs: None,
+            priority: 0,
             deps: vec![
                 ("a".into(), Some("1".into())),
                 ("b".into(), Some("\"x\"".into())),

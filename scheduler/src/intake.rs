@@ -50,12 +50,16 @@ pub struct Intake {
     results: Consumer,
     killed: Consumer,
     metrics: Arc<Metrics>,
+    /// Claim list of tasks `complete.lua` claims eagerly (the results loop
+    /// is its only user, and settles each before the next).
+    eager_owner: String,
 }
 
 impl Intake {
-    /// Starts consuming the three queues.
+    /// Starts consuming the three queues for scheduler `id`.
     pub async fn new(
         conn: &Connection,
+        id: &str,
         store: Store,
         topology: Topology,
         notifier: Notifier,
@@ -79,6 +83,7 @@ impl Intake {
                 .await
             }
         };
+        let eager_owner = crate::dispatch::eager_owner(id);
         let submit = consume(topology.submit_queue(), "submit").await?;
         let results = consume(topology.results_queue(), "results").await?;
         let killed = consume(topology.killed_queue(), "killed").await?;
@@ -93,6 +98,7 @@ impl Intake {
             results,
             killed,
             metrics,
+            eager_owner,
         })
     }
 
@@ -333,7 +339,7 @@ impl Intake {
                 }
             }
         }
-        self.apply(transitions).await?;
+        self.apply(transitions, true).await?;
         for d in good {
             d.acker.ack(BasicAckOptions::default()).await?;
         }
@@ -364,26 +370,58 @@ impl Intake {
                 }
             }
         }
-        self.apply(transitions).await?;
+        self.apply(transitions, false).await?;
         for d in good {
             d.acker.ack(BasicAckOptions::default()).await?;
         }
         Ok(())
     }
 
-    async fn apply(&self, transitions: Vec<(String, Transition)>) -> anyhow::Result<()> {
+    /// Applies transitions to Redis and tells clients. With `eager`, a task
+    /// they make runnable alone (the next link of a chain) is claimed by the
+    /// same script and published from here, saving the dispatcher's wake-up
+    /// and claim round trip on every link.
+    async fn apply(
+        &self,
+        transitions: Vec<(String, Transition)>,
+        eager: bool,
+    ) -> anyhow::Result<()> {
         if transitions.is_empty() {
             return Ok(());
         }
+        let owner = if eager { self.eager_owner.as_str() } else { "" };
         let mut out = Outgoing::default();
         // Redis runs one script at a time: short scripts keep the workers'
         // start records (which wait behind them) quick.
         for chunk in transitions.chunks(SCRIPT_CHUNK) {
-            let applied = self.store.complete(chunk).await?;
+            let (applied, epoch, claimed) = self.store.complete_eager(chunk, owner).await?;
             out.extend(applied.notifications);
-            // Even with nothing newly runnable, finished work means room in
-            // the work queues for the outbox's backlog.
-            self.wake.notify_one();
+            // The dispatcher is needed for whatever went to the outbox. (If the
+            // work queues were full, it polls them on its own.)
+            if applied.queued > claimed.len() as u64 {
+                self.wake.notify_one();
+            }
+            if !claimed.is_empty() {
+                let room = crate::dispatch::Room {
+                    messages: claimed.len(),
+                    consumers: 1,
+                };
+                let window = crate::dispatch::publish_claimed(
+                    &self.confirm,
+                    &self.topology,
+                    claimed,
+                    epoch,
+                    room,
+                )
+                .await?;
+                let dispatched = self.metrics.counter(
+                    "warren_scheduler_dispatched_total",
+                    "",
+                    "Tasks published to work queues (confirmed), alone or in packs.",
+                );
+                crate::dispatch::settle(window, owner, &self.store, &self.notifier, &dispatched)
+                    .await?;
+            }
         }
         self.notifier.send(out).await
     }

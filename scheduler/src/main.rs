@@ -138,8 +138,10 @@ async fn run_connected(
         metrics,
     )
     .await?;
+    let mut dispatcher = dispatcher;
+    dispatcher.recover_eager().await?;
     let intake =
-        intake::Intake::new(&conn, store, topology, notifier, wake, metrics.clone()).await?;
+        intake::Intake::new(&conn, id, store, topology, notifier, wake, metrics.clone()).await?;
     tokio::select! {
         r = intake.run() => r.context("intake stopped"),
         r = dispatcher.run() => r.context("dispatcher stopped"),

@@ -27,6 +27,7 @@
 pub mod cancel;
 pub mod registry;
 pub mod runner;
+pub mod slots;
 pub mod stock;
 
 pub use registry::{Registry, TaskError, TaskFn};

@@ -36,7 +36,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel, Connection, Consumer};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 use warren_core::messages::{
     ClientEvent, ClientEvents, Control, Outcome, PROTOCOL_VERSION, TaskFailure, TaskResult,
@@ -48,6 +48,7 @@ use warren_core::topology::{DEAD_ROUTING_KEY, ORIGIN_HEADER, REASON_HEADER, Topo
 use warren_core::{Settings, amqp};
 
 use crate::registry::{CallSite, Registry};
+use crate::slots::Slots;
 
 /// Reports sent at most in one message.
 const REPORT_BATCH: usize = 512;
@@ -162,7 +163,7 @@ struct Shared {
     registry: Arc<Registry>,
     identity: String,
     started_after: Duration,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     epoch: AtomicU64,
     recent: Mutex<Recent>,
     /// Stop flags of the tasks running now, by key.
@@ -214,7 +215,7 @@ impl Worker {
             registry: self.registry.clone(),
             identity: format!("{host}:{}", std::process::id()),
             started_after: self.started_after,
-            slots: Arc::new(Semaphore::new(self.settings.effective_concurrency())),
+            slots: Slots::new(self.settings.effective_concurrency()),
             epoch: AtomicU64::new(0),
             recent: Mutex::new(Recent::default()),
             running: Mutex::new(HashMap::new()),
@@ -471,9 +472,7 @@ async fn accept(
     // has not counted them against their tasks.
     tokio::spawn(
         async move {
-            let Ok(permit) = shared.slots.clone().acquire_owned().await else {
-                return;
-            };
+            let permit = shared.slots.acquire(msg.priority).await;
             match begin(&shared, &store, &msg.key, msg.attempt).await {
                 Begin::Run => {}
                 Begin::Skip => {
@@ -666,7 +665,7 @@ async fn report_loop(
         // large messages rather than in thousands of small ones (the broker's
         // cost is per message). A lone task is reported at once.
         let deadline = tokio::time::Instant::now() + REPORT_LINGER;
-        while taken < REPORT_BATCH && shared.slots.available_permits() < shared.concurrency {
+        while taken < REPORT_BATCH && shared.slots.busy() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(r)) => take(r),
                 _ => break,

@@ -39,10 +39,14 @@ local function outbox_add(key)
   redis.call('ZADD', P .. 'outbox:' .. (r[1] or 'default'), score, key)
 end
 
+-- Keys made runnable by this script, in order.
+local queued_keys = {}
+
 local function make_queued(key)
   redis.call('HSET', tkey(key), 's', 'queued')
   outbox_add(key)
   queued = queued + 1
+  queued_keys[#queued_keys + 1] = key
 end
 
 -- Moves `key` to a terminal state exactly once, notifies its watchers, and
@@ -103,4 +107,35 @@ local function split_words(s)
   local out = {}
   if s then for w in string.gmatch(s, '%S+') do out[#out + 1] = w end end
   return out
+end
+
+-- Appends what a scheduler needs to publish claimed task `key` to `out`, if
+-- the task is still `queued` (cancelled, finished or expired ones are not
+-- dispatched): key, func, queue, args, attempt, timeout ('' for none),
+-- priority, ndeps, then (dep, has-value, value) per dependency. Returns
+-- whether it did.
+local function claim_record(key, out)
+  local r = redis.call('HMGET', tkey(key), 's', 'f', 'q', 'a', 'deps', 'at', 'to', 'p')
+  if r[1] ~= 'queued' then return false end
+  local deps = split_words(r[5])
+  out[#out + 1] = key
+  out[#out + 1] = r[2]
+  out[#out + 1] = r[3]
+  out[#out + 1] = r[4] or '[]'
+  out[#out + 1] = tonumber(r[6] or '0')
+  out[#out + 1] = r[7] or ''
+  out[#out + 1] = tonumber(r[8] or '0')
+  out[#out + 1] = #deps
+  for _, dep in ipairs(deps) do
+    local v = redis.call('HGET', tkey(dep), 'v')
+    out[#out + 1] = dep
+    if v then
+      out[#out + 1] = 1
+      out[#out + 1] = v
+    else
+      out[#out + 1] = 0
+      out[#out + 1] = ''
+    end
+  end
+  return true
 end

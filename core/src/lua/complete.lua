@@ -1,14 +1,20 @@
 -- Applies worker reports. Each transition happens at most once: a report for a
 -- task that is already terminal (a redelivered duplicate) is a no-op.
--- ARGV: prefix, ttl, n, then per report: key, kind, payload, attempt
+-- ARGV: prefix, ttl, eager owner, n, then per report: key, kind, payload, attempt
 --   kind: finished | error | cancelled (payload: value / error JSON / '')
 --         failed (the function raised on `attempt`: retried while retries are
 --                 left, else a final error carrying every attempt's error)
 --         processing (a worker has been running it a while; payload '')
--- Returns: { tasks queued, events... }
+-- ARGV[3], the eager owner: when not '', and this call makes exactly one
+-- task runnable while its queue's outbox holds nothing else (the next link of
+-- a chain), the task is claimed here for that owner, as claim.lua would, so
+-- the scheduler publishes it without another round trip.
+-- Returns: { tasks queued, epoch, eager records (0 or 1), the record (see
+--            claim_record), events... }
 local ttl = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-local i = 4
+local eager_owner = ARGV[3]
+local n = tonumber(ARGV[4])
+local i = 5
 for _ = 1, n do
   local key, kind, payload, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   i = i + 4
@@ -41,5 +47,16 @@ for _ = 1, n do
     finish(key, kind, payload, ttl)
   end
 end
-table.insert(events, 1, queued)
-return events
+local eager = {}
+if eager_owner ~= '' and #queued_keys == 1 then
+  local key = queued_keys[1]
+  local outbox = P .. 'outbox:' .. (redis.call('HGET', tkey(key), 'q') or 'default')
+  if redis.call('ZCARD', outbox) == 1 and redis.call('ZREM', outbox, key) == 1 then
+    redis.call('RPUSH', P .. 'claimed:' .. eager_owner, key)
+    claim_record(key, eager)
+  end
+end
+local head = { queued, redis.call('GET', P .. 'epoch') or '0', #eager > 0 and 1 or 0 }
+for _, v in ipairs(eager) do head[#head + 1] = v end
+for _, v in ipairs(events) do head[#head + 1] = v end
+return head
