@@ -1,10 +1,21 @@
 //! The client: submit work, wait for it, restart.
 //!
 //! Submissions go to the scheduler through the durable `<ns>.submit` queue, in
-//! batches (a `map` of 10,000 tasks is ten messages). A call returns once the
-//! scheduler has recorded the batch in Redis, so a future handed to the caller
-//! always exists. Results arrive as events on the client's reply queue; status
-//! reads go straight to Redis.
+//! batches (a `map` of 10,000 tasks is ten messages). `submit` and `map` return
+//! once the request is handed to the connection: they do not wait for the
+//! broker's confirm or the scheduler's ack, so a chain of dependent submits
+//! pays no scheduler round trip per link. [`Client::flush`] waits until every
+//! submission so far is confirmed by RabbitMQ and recorded by a scheduler, and
+//! returns the first error. Everything that reads state flushes first
+//! (`outcomes`, `gather`, `result`, `as_completed`, `wait`, `states`, `status`,
+//! `exists`, `cancel`, `forget`, `restart`), so a future the caller reads
+//! always exists. With 256 submit messages in flight, a submit flushes too. A
+//! program that only submits must call `flush` before it exits. With `detach`
+//! nothing waits for the scheduler; `flush` still waits for the broker's
+//! confirm.
+//!
+//! Results arrive as events on the client's reply queue; status reads go
+//! straight to Redis.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,9 +70,9 @@ pub struct SubmitOptions {
     /// Higher runs first among the ready tasks of its queue (dask's
     /// `priority=`); from -1,000,000 to 1,000,000, default 0.
     pub priority: i64,
-    /// Fire and forget: return once RabbitMQ holds the submission, without
-    /// waiting for the scheduler or watching the futures. The tasks run all the
-    /// same.
+    /// Fire and forget: no scheduler acknowledgement is asked for and the
+    /// futures are not watched; [`Client::flush`] then waits only for RabbitMQ's
+    /// confirm. The tasks run all the same.
     pub detach: bool,
 }
 

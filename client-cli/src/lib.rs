@@ -14,7 +14,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - [`Client`]: connect, `submit`, `map`, `gather`, `as_completed`, `wait`,
+//! - [`Client`]: connect, `submit`, `map` (both return at once), `flush` (wait
+//!   until every submission is recorded), `gather`, `as_completed`, `wait`,
 //!   `cancel`, `forget`, `restart`, `workers`, `info`, attach to a key;
 //! - [`Future`]: `key`, `status`, `result`, `outcome`, `exception` and
 //!   `traceback` (the error without raising), `cancel`, done callbacks;

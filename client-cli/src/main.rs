@@ -269,7 +269,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let args = parse_args(&client, &args).await?;
             let opts = task.options(key);
             let f = client.submit_with(&func, args, &opts).await?;
-            // The printed key must name a recorded future.
+            // The printed key must name a recorded future (with --detach: a
+            // submission RabbitMQ holds).
             client.flush().await?;
             if out.json {
                 println!("{}", serde_json::json!({"key": f.key()}));

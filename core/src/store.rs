@@ -12,7 +12,7 @@
 //! | `P w:<key>` | set | reply queues of clients watching `<key>` |
 //! | `P outbox:<queue>` | sorted set | runnable keys not yet published to RabbitMQ, highest priority first, then FIFO |
 //! | `P seq` | integer | FIFO order within a priority |
-//! | `P claimed:<scheduler>` | list | outbox entries a scheduler is publishing |
+//! | `P claimed:<scheduler>#<n>` | list | outbox entries a scheduler is publishing: window `0` or `1` of its dispatcher, or `e` for what `complete.lua` claimed for its intake |
 //! | `P sched:<scheduler>` | string, TTL | a scheduler's heartbeat |
 //! | `P epoch` | integer | bumped by every restart |
 //! | `P queues` | set | work queue names in use |

@@ -2,10 +2,14 @@
 //!
 //! The Lua scripts add runnable keys to a per-queue outbox in Redis in the same
 //! atomic step that makes them runnable. This loop claims a window of them,
-//! inlines their dependencies' values, publishes one work message per task with
-//! publisher confirms, and only after every confirm releases the claim. A crash in
-//! between leaves the claim in Redis, and the next scheduler (or this one after a
-//! restart) publishes it again: tasks can be published twice, never lost.
+//! inlines their dependencies' values, publishes them with publisher confirms,
+//! and only after every confirm releases the claim. A crash in between leaves
+//! the claim in Redis, and the next scheduler (or this one after a restart)
+//! publishes it again: tasks can be published twice, never lost. Two windows
+//! may be in flight, each with its own claim list, so a window's confirms do
+//! not hold up the next claim. (The next link of a chain skips this loop:
+//! `complete.lua` claims it and intake publishes it with [`publish_claimed`]
+//! and [`settle`], the same two steps.)
 //!
 //! Priorities live here, not in RabbitMQ (quorum queues have none, and a FIFO
 //! queue full of ready work makes any priority moot): the outbox is ordered by

@@ -220,7 +220,6 @@ impl Intake {
         Ok(())
     }
 
-    /// Cancels every future, empties the work queues, and tells the workers.
     /// Records a submit batch. Tasks whose dependencies are not recorded yet
     /// (their batch is still on its way through another scheduler: clients do
     /// not wait between dependent submits) are tried again for a while, then
@@ -251,6 +250,7 @@ impl Intake {
         }
     }
 
+    /// Cancels every future, empties the work queues, and tells the workers.
     async fn restart(&self, reply_to: &str, out: &mut Outgoing) -> anyhow::Result<u64> {
         let (epoch, notes) = self.store.restart().await?;
         let mut purged = 0;

@@ -4,7 +4,8 @@
 //! outcome it produced is confirmed by RabbitMQ on the results queue. A worker
 //! killed at any point leaves its unacked messages to be redelivered to another
 //! worker. Outcomes are batched: whatever finished while the previous report was
-//! being confirmed goes in the next one.
+//! being confirmed goes in the next one, and while other tasks still run here a
+//! report waits up to [`REPORT_LINGER`] for their outcomes too.
 //!
 //! Task functions are plain blocking code; they run on tokio's blocking pool,
 //! at most `concurrency` at a time, so the runtime stays free to receive and

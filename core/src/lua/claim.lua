@@ -4,8 +4,7 @@
 -- and not yet released are returned again first, so a retried call loses nothing.
 -- A claim that returns no task is already released.
 -- ARGV: prefix, owner, queue, max
--- Returns: { epoch, then per task: key, func, queue, args, attempt, timeout ('' for none),
---            ndeps, (dep, has-value, value)... }
+-- Returns: { epoch, then per task the fields of claim_record (common.lua) }
 local claimed = P .. 'claimed:' .. ARGV[2]
 local outbox = P .. 'outbox:' .. ARGV[3]
 local max = tonumber(ARGV[4])

@@ -538,7 +538,8 @@ fn ceiling_row(n: usize, c: &Ceiling, queue_type: warren_core::topology::QueueTy
 struct NoopRun {
     /// Tasks per second, from the first submit to the last value.
     rate: f64,
-    /// Seconds until `map_with` returned (every batch recorded by the scheduler).
+    /// Seconds until `map_with` returned (every batch handed to the connection;
+    /// `gather` then waits for the scheduler to record them).
     submit_secs: f64,
 }
 
@@ -1356,7 +1357,7 @@ async fn report(args: &Args, table: &str, info: &RunInfo, machine: &str, version
          ## How it is measured\n\n\
          - The stack is real: the integration tests' `Cluster` harness starts one `warren-scheduler` \
          and {WORKERS} `warren-worker`s (default settings: concurrency = one slot per core, prefetch = \
-         concurrency) on a fresh namespace of the local RabbitMQ and Redis, and deletes the namespace \
+         16 per slot, at least 32) on a fresh namespace of the local RabbitMQ and Redis, and deletes the namespace \
          afterwards. Rows 1-5 and 7 share one cluster; row 6 has its own (so the scheduler's peak RSS \
          is that map's); row 2b runs in a child process whose environment has \
          `WARREN_QUEUE_TYPE=quorum`, which its scheduler and workers inherit.\n\
@@ -1364,9 +1365,10 @@ async fn report(args: &Args, table: &str, info: &RunInfo, machine: &str, version
          result is checked. Rows 2 and 2b follow a {warm} task warm-up.\n\
          - Row 1 is the broker alone: persistent messages published to one durable queue of the default type with \
          confirms awaited per window of {CONFIRM_WINDOW}, then consumed (prefetch {CEILING_PREFETCH}) \
-         with one manual ack each. Its rate is messages / (publish time + consume time); a warren task \
-         needs at least one such message (its work message) plus its share of batched submit and \
-         result messages, and Redis scripts on the same cores.\n\
+         with one manual ack each. Its rate is messages / (publish time + consume time). A warren task \
+         costs a share of such messages (work messages carry packs of up to 8 tasks when queues are \
+         busy, submits and reports are batched) plus Redis scripts on the same cores, so a task rate \
+         near or above this message rate is possible.\n\
          - Row 3 times {trips} sequential `submit(inc).result()`; row 4 runs from the first submit of \
          a {chain}-task chain to its final result.\n\
          - Row 6 submits and gathers in chunks of {chunk} keys. Scheduler RSS is `/proc/<pid>/status`; \
