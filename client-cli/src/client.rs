@@ -134,14 +134,17 @@ impl Client {
     pub async fn connect(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
         let topology = Topology::new(&settings.namespace, settings.queue_type);
-        let name = format!("warren-client pid {}", std::process::id());
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = format!("warren-client {host}:{}", std::process::id());
         let conn = amqp::connect(&settings, &name).await?;
         let store = Store::connect(&settings).await?;
         let setup = conn.create_channel().await?;
         topology.declare(&setup, &[]).await?;
         let publish = amqp::confirm_channel(&conn).await?;
         let consume = conn.create_channel().await?;
-        let tag = format!("warren-client@{}", std::process::id());
+        let tag = format!("warren-client@{host}:{}", std::process::id());
         let (reply_queue, consumer) = amqp::private_queue(&consume, None, &tag).await?;
         let events = Arc::new(Events::default());
         let ev = events.clone();

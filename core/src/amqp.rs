@@ -23,8 +23,10 @@ use crate::settings::{Settings, redact_url};
 /// How long to wait for RabbitMQ to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens a connection named `name` (shown in the management UI's Connections tab).
+/// Opens a connection named `name [<namespace>]` (shown in the management UI's
+/// Connections tab, so an operator of a shared broker can tell namespaces apart).
 pub async fn connect(settings: &Settings, name: &str) -> Result<Connection> {
+    let name = format!("{name} [{}]", settings.namespace);
     let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
     let url = redact_url(&settings.amqp_url);
     match tokio::time::timeout(
@@ -66,6 +68,24 @@ pub fn json_properties(headers: &[(&str, &str)]) -> BasicProperties {
         .with_content_type(ShortString::from(CONTENT_TYPE))
         .with_delivery_mode(2)
         .with_headers(table)
+}
+
+/// Properties for a copy of `body` moved to a dead-letter queue: `headers`
+/// (the reason and origin), and the body's original content type, or JSON only
+/// if the body is JSON, so "Get messages" does not mislabel a binary body.
+pub fn dead_letter_properties(
+    headers: &[(&str, &str)],
+    original_content_type: Option<&ShortString>,
+    body: &[u8],
+) -> BasicProperties {
+    let content_type = original_content_type.cloned().unwrap_or_else(|| {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+            ShortString::from(CONTENT_TYPE)
+        } else {
+            ShortString::from("application/octet-stream")
+        }
+    });
+    json_properties(headers).with_content_type(content_type)
 }
 
 /// Publishes `body`; the returned confirm must be awaited (see [`confirmed`]).
@@ -142,4 +162,31 @@ pub async fn private_queue(
         )
         .await?;
     Ok((q.name().to_string(), consumer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_keep_their_content_type_or_say_what_the_body_is() {
+        let ct = |p: BasicProperties| p.content_type().as_ref().map(|s| s.to_string());
+        let headers = [("x-warren-reason", "bad")];
+        assert_eq!(
+            ct(dead_letter_properties(&headers, None, b"\xff\x00 binary")).as_deref(),
+            Some("application/octet-stream")
+        );
+        assert_eq!(
+            ct(dead_letter_properties(&headers, None, br#"{"v":1}"#)).as_deref(),
+            Some(CONTENT_TYPE)
+        );
+        let original = ShortString::from("text/plain");
+        let kept = dead_letter_properties(&headers, Some(&original), b"hello");
+        assert_eq!(ct(kept.clone()).as_deref(), Some("text/plain"));
+        assert!(
+            kept.headers()
+                .as_ref()
+                .is_some_and(|h| h.inner().contains_key("x-warren-reason"))
+        );
+    }
 }

@@ -69,7 +69,8 @@ impl Intake {
         let ch = conn.create_channel().await?;
         ch.basic_qos(BATCH as u16 * 2, BasicQosOptions::default())
             .await?;
-        let tag = format!("warren-scheduler@{}", std::process::id());
+        // The scheduler's id names its host and pid, as its connection does.
+        let tag = format!("warren-scheduler@{id}");
         let consume = |queue: String, suffix: &'static str| {
             let ch = ch.clone();
             let tag = format!("{tag}/{suffix}");
@@ -435,12 +436,13 @@ impl Intake {
             "dead-lettering a malformed message"
         );
         let origin = delivery.routing_key.to_string();
-        let mut props = amqp::json_properties(&[(REASON_HEADER, reason), (ORIGIN_HEADER, &origin)]);
+        let mut props = amqp::dead_letter_properties(
+            &[(REASON_HEADER, reason), (ORIGIN_HEADER, &origin)],
+            delivery.properties.content_type().as_ref(),
+            &delivery.data,
+        );
         if let Some(reply_to) = delivery.properties.reply_to() {
             props = props.with_reply_to(reply_to.clone());
-        }
-        if let Some(ct) = delivery.properties.content_type() {
-            props = props.with_content_type(ct.clone());
         }
         let confirm = amqp::publish(
             &self.confirm,

@@ -773,10 +773,14 @@ async fn dead_letter(
         &topology.dead_letter_exchange(),
         DEAD_ROUTING_KEY,
         &delivery.data,
-        amqp::json_properties(&[
-            (REASON_HEADER, reason),
-            (ORIGIN_HEADER, delivery.routing_key.as_str()),
-        ]),
+        amqp::dead_letter_properties(
+            &[
+                (REASON_HEADER, reason),
+                (ORIGIN_HEADER, delivery.routing_key.as_str()),
+            ],
+            delivery.properties.content_type().as_ref(),
+            &delivery.data,
+        ),
     )
     .await?;
     amqp::confirmed(vec![confirm], "the dead-letter exchange").await?;

@@ -213,7 +213,8 @@ impl Out {
             get("cancelled"),
             get("retried")
         );
-        println!("{:<40} {:>10} {:>10}", "QUEUE", "MESSAGES", "CONSUMERS");
+        // RabbitMQ's passive declare reports ready messages, not unacked ones.
+        println!("{:<40} {:>10} {:>10}", "QUEUE", "READY", "CONSUMERS");
         for (name, messages, consumers) in &info.queues {
             println!("{name:<40} {messages:>10} {consumers:>10}");
         }
