@@ -161,27 +161,31 @@ fn assert_gone(ns: &str) {
     );
 }
 
+/// Every queue of `ns` has type `kind`; work, submit and results carry their policy.
+fn assert_types_and_policies(ns: &str, kind: &str) {
+    let queues = wait_for_policies(ns);
+    for name in ["submit", "results", "work.default", "killed", "dead"] {
+        let (_, found, _) = queue(&queues, &format!("{ns}.{name}"));
+        assert_eq!(found, kind, "{ns}.{name}");
+    }
+    for (name, policy) in [
+        ("work.default", "work"),
+        ("submit", "intake"),
+        ("results", "intake"),
+    ] {
+        assert_eq!(
+            queue(&queues, &format!("{ns}.{name}")).2,
+            format!("{ns}.{policy}"),
+            "{ns}.{name}"
+        );
+    }
+}
+
 #[test]
 fn imported_definitions_put_a_policy_on_every_classic_queue() {
     let imported = import("classic");
     let ns = imported.ns().to_string();
-    let queues = wait_for_policies(&ns);
-    for name in ["submit", "results", "work.default", "killed", "dead"] {
-        let (_, kind, _) = queue(&queues, &format!("{ns}.{name}"));
-        assert_eq!(kind, "classic", "{ns}.{name}");
-    }
-    assert_eq!(
-        queue(&queues, &format!("{ns}.work.default")).2,
-        format!("{ns}.work")
-    );
-    assert_eq!(
-        queue(&queues, &format!("{ns}.submit")).2,
-        format!("{ns}.intake")
-    );
-    assert_eq!(
-        queue(&queues, &format!("{ns}.results")).2,
-        format!("{ns}.intake")
-    );
+    assert_types_and_policies(&ns, "classic");
     // Classic queues know no delivery limit: their policies only dead-letter.
     let policies = policies_of(&ns);
     assert_eq!(policies.len(), 2, "{policies:?}");
@@ -208,23 +212,7 @@ fn imported_definitions_put_a_policy_on_every_classic_queue() {
 fn imported_definitions_put_the_delivery_limit_on_quorum_queues() {
     let imported = import("quorum");
     let ns = imported.ns().to_string();
-    let queues = wait_for_policies(&ns);
-    for name in ["submit", "results", "work.default", "killed", "dead"] {
-        let (_, kind, _) = queue(&queues, &format!("{ns}.{name}"));
-        assert_eq!(kind, "quorum", "{ns}.{name}");
-    }
-    assert_eq!(
-        queue(&queues, &format!("{ns}.work.default")).2,
-        format!("{ns}.work")
-    );
-    assert_eq!(
-        queue(&queues, &format!("{ns}.submit")).2,
-        format!("{ns}.intake")
-    );
-    assert_eq!(
-        queue(&queues, &format!("{ns}.results")).2,
-        format!("{ns}.intake")
-    );
+    assert_types_and_policies(&ns, "quorum");
     let policies = policies_of(&ns);
     let definition = |name: String| {
         policies

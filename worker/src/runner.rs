@@ -496,33 +496,37 @@ async fn accept(
                         "not starting: every earlier run died with its worker"
                     );
                     let failure = TaskFailure::killed_worker(&msg.key, &msg.func, Some(deaths));
-                    let result = TaskResult::Err(failure);
-                    tx.send_replace(Some(result.clone()));
-                    remember(&shared, id.clone());
-                    let outcome = Outcome {
-                        key: id.0,
-                        result,
-                        attempt: id.2,
-                    };
-                    let _ = shared.reports.send(Report::Done(outcome, ack));
+                    report(&shared, id, &tx, TaskResult::Err(failure), ack);
                     return;
                 }
             }
             let result = execute(&shared, msg).await;
             drop(permit);
             shared.completed.fetch_add(1, Ordering::Relaxed);
-            tx.send_replace(Some(result.clone()));
-            remember(&shared, id.clone());
-            let outcome = Outcome {
-                key: id.0,
-                result,
-                attempt: id.2,
-            };
-            let _ = shared.reports.send(Report::Done(outcome, ack));
+            report(&shared, id, &tx, result, ack);
         }
         .instrument(span),
     );
     Ok(())
+}
+
+/// Remembers an execution's result (for redelivered copies) and hands its
+/// outcome to the reporter, which answers the message once it is confirmed.
+fn report(
+    shared: &Shared,
+    id: RunId,
+    tx: &watch::Sender<Option<TaskResult>>,
+    result: TaskResult,
+    ack: Arc<PackAck>,
+) {
+    tx.send_replace(Some(result.clone()));
+    remember(shared, id.clone());
+    let outcome = Outcome {
+        key: id.0,
+        result,
+        attempt: id.2,
+    };
+    let _ = shared.reports.send(Report::Done(outcome, ack));
 }
 
 /// Keeps the last [`RECENT_CAPACITY`] finished executions.
