@@ -127,6 +127,8 @@ struct InFlight {
     confirms: Vec<amqp::PublisherConfirm>,
     acks: Vec<tokio::sync::oneshot::Receiver<()>>,
     tasks: usize,
+    /// Keys of the tasks in those submissions.
+    keys: std::collections::HashSet<String>,
 }
 
 impl Client {
@@ -480,10 +482,21 @@ impl Client {
             let mut n = rest.len().min(SUBMIT_CHUNK);
             let (batch, body) = loop {
                 let batch = uuid::Uuid::new_v4().simple().to_string();
+                let deps_in_flight = {
+                    let in_flight = self
+                        .inner
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    rest[..n]
+                        .iter()
+                        .any(|t| t.deps.iter().any(|d| in_flight.keys.contains(d)))
+                };
                 let body = serde_json::to_vec(&ClientRequest::Submit {
                     v: PROTOCOL_VERSION,
                     batch: batch.clone(),
                     tasks: rest[..n].to_vec(),
+                    deps_in_flight,
                 })?;
                 if body.len() <= limit {
                     break (batch, body);
@@ -508,6 +521,9 @@ impl Client {
                 in_flight.confirms.push(confirm);
                 in_flight.acks.extend(ack);
                 in_flight.tasks += n;
+                in_flight
+                    .keys
+                    .extend(rest[..n].iter().map(|t| t.key.clone()));
                 in_flight.confirms.len()
             };
             if backlog >= MAX_IN_FLIGHT {

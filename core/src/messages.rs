@@ -73,6 +73,13 @@ pub enum ClientRequest {
         batch: String,
         /// The tasks, dependencies before dependents or in any order within the batch.
         tasks: Vec<TaskSpec>,
+        /// Some task depends on a future this client submitted in an earlier
+        /// batch that may not be recorded yet (clients do not wait between
+        /// submits). A scheduler that does not know such a dependency yet waits
+        /// for it (up to 2 s) instead of failing the task with `UnknownFuture`
+        /// at once: with several schedulers, batches can overtake each other.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deps_in_flight: bool,
     },
     /// Cancel every future, empty the queues, and have the workers start afresh.
     Restart {

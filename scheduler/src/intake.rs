@@ -177,7 +177,12 @@ impl Intake {
         };
         let mut out = Outgoing::default();
         match request {
-            ClientRequest::Submit { batch, tasks, .. } => {
+            ClientRequest::Submit {
+                batch,
+                tasks,
+                deps_in_flight,
+                ..
+            } => {
                 self.count("warren_scheduler_requests_total", "kind=\"submit\"", 1);
                 self.count(
                     "warren_scheduler_tasks_submitted_total",
@@ -193,7 +198,8 @@ impl Intake {
                         .dead_letter(delivery, &format!("invalid task: {problem}"))
                         .await;
                 }
-                self.submit(&reply_to, tasks, &mut out).await?;
+                self.submit(&reply_to, tasks, deps_in_flight, &mut out)
+                    .await?;
                 out.push(&reply_to, ClientEvent::Submitted { batch });
             }
             ClientRequest::Restart { .. } => {
@@ -221,17 +227,23 @@ impl Intake {
         Ok(())
     }
 
-    /// Records a submit batch. Tasks whose dependencies are not recorded yet
-    /// (their batch is still on its way through another scheduler: clients do
-    /// not wait between dependent submits) are tried again for a while, then
-    /// fail with `UnknownFuture`.
+    /// Records a submit batch. When the client says some dependency is still
+    /// in flight (its batch may be on its way through another scheduler:
+    /// clients do not wait between dependent submits), tasks whose
+    /// dependencies are not recorded yet are tried again for a while, then
+    /// fail with `UnknownFuture`; otherwise they fail at once.
     async fn submit(
         &self,
         reply_to: &str,
         mut tasks: Vec<TaskSpec>,
+        deps_in_flight: bool,
         out: &mut Outgoing,
     ) -> anyhow::Result<()> {
-        let mut waited = std::time::Duration::ZERO;
+        let mut waited = if deps_in_flight {
+            std::time::Duration::ZERO
+        } else {
+            DEFER_FOR
+        };
         loop {
             let (applied, deferred) = if waited < DEFER_FOR {
                 self.store.submit_deferring(reply_to, &tasks).await?
