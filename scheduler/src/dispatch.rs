@@ -241,9 +241,16 @@ impl Dispatcher {
     /// (`complete.lua`) but did not release: call before intake starts, so
     /// that nothing else uses the eager claim list meanwhile.
     pub async fn recover_eager(&mut self) -> anyhow::Result<()> {
-        let owner = eager_owner(&self.id);
+        for owner in eager_owners(&self.id) {
+            self.recover(&owner).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes and releases what claim list `owner` still holds.
+    async fn recover(&mut self, owner: &str) -> anyhow::Result<()> {
         // A claim of at most 0 new tasks returns only what is already claimed.
-        let (epoch, tasks) = self.store.claim(&owner, "default", 0).await?;
+        let (epoch, tasks) = self.store.claim(owner, "default", 0).await?;
         if !tasks.is_empty() {
             info!(
                 tasks = tasks.len(),
@@ -256,7 +263,7 @@ impl Dispatcher {
             let window = publish_claimed(&self.ch, &self.topology, tasks, epoch, room).await?;
             settle(
                 window,
-                &owner,
+                owner,
                 &self.store,
                 &self.notifier,
                 &self.dispatched,
@@ -267,9 +274,9 @@ impl Dispatcher {
     }
 }
 
-/// The claim list intake uses for tasks claimed by `complete.lua`.
-pub fn eager_owner(scheduler: &str) -> String {
-    format!("{scheduler}{CLAIM_SEPARATOR}e")
+/// The claim lists intake uses for tasks claimed by `complete.lua`.
+pub fn eager_owners(scheduler: &str) -> [String; 2] {
+    [0, 1].map(|n| format!("{scheduler}{CLAIM_SEPARATOR}e{n}"))
 }
 
 /// Published work messages whose confirms are still due.

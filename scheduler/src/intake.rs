@@ -35,6 +35,8 @@ const BATCH: usize = 256;
 const DEFER_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 /// Pause between tries of such a task.
 const DEFER_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+/// Eager windows in flight at most, each with its own claim list.
+const EAGER_WINDOWS: usize = 2;
 /// Transitions applied per Lua call at most.
 const SCRIPT_CHUNK: usize = 16;
 
@@ -50,10 +52,16 @@ pub struct Intake {
     results: Consumer,
     killed: Consumer,
     metrics: Arc<Metrics>,
-    /// Claim list of tasks `complete.lua` claims eagerly (the results loop
-    /// is its only user, and settles each before the next).
-    eager_owner: String,
+    /// Claim lists of tasks `complete.lua` claims eagerly: the results loop
+    /// is their only user, with at most one window per list in flight.
+    eager_owners: [String; EAGER_WINDOWS],
+    /// Eager windows published and not yet settled, oldest first, and how
+    /// many were started.
+    eager: std::sync::Mutex<(std::collections::VecDeque<EagerWindow>, usize)>,
 }
+
+/// The background settling of one eagerly published task.
+type EagerWindow = tokio::task::JoinHandle<anyhow::Result<()>>;
 
 impl Intake {
     /// Starts consuming the three queues for scheduler `id`.
@@ -84,7 +92,7 @@ impl Intake {
                 .await
             }
         };
-        let eager_owner = crate::dispatch::eager_owner(id);
+        let eager_owners = crate::dispatch::eager_owners(id);
         let submit = consume(topology.submit_queue(), "submit").await?;
         let results = consume(topology.results_queue(), "results").await?;
         let killed = consume(topology.killed_queue(), "killed").await?;
@@ -99,7 +107,8 @@ impl Intake {
             results,
             killed,
             metrics,
-            eager_owner,
+            eager_owners,
+            eager: std::sync::Mutex::new((std::collections::VecDeque::new(), 0)),
         })
     }
 
@@ -153,10 +162,39 @@ impl Intake {
             }
             anyhow::bail!("the killed consumer was cancelled by the broker")
         };
+        // Surfaces a failed background settle (its claim stays in Redis and
+        // is published again after the reconnect).
+        let eager_settled = async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                self.reap_eager(false).await?;
+            }
+        };
         tokio::select! {
             r = reports => r,
             r = requests => r,
             r = dead_lettered => r,
+            r = eager_settled => r,
+        }
+    }
+
+    /// Collects the eager windows that settled (returning the first error);
+    /// with `make_room`, also waits for the oldest until a claim list is free.
+    async fn reap_eager(&self, make_room: bool) -> anyhow::Result<()> {
+        loop {
+            let next = {
+                let mut eager = self.eager.lock().unwrap_or_else(|p| p.into_inner());
+                let full = make_room && eager.0.len() >= EAGER_WINDOWS;
+                if full || eager.0.front().is_some_and(|w| w.is_finished()) {
+                    eager.0.pop_front()
+                } else {
+                    None
+                }
+            };
+            match next {
+                Some(window) => window.await??,
+                None => return Ok(()),
+            }
         }
     }
 
@@ -402,12 +440,19 @@ impl Intake {
         if transitions.is_empty() {
             return Ok(());
         }
-        let owner = if eager { self.eager_owner.as_str() } else { "" };
         let mut out = Outgoing::default();
         // Redis runs one script at a time: short scripts keep the workers'
         // start records (which wait behind them) quick.
         for chunk in transitions.chunks(SCRIPT_CHUNK) {
-            let (applied, epoch, claimed) = self.store.complete_eager(chunk, owner).await?;
+            let owner = if eager {
+                // The list of the window before last must be released first.
+                self.reap_eager(true).await?;
+                let started = self.eager.lock().unwrap_or_else(|p| p.into_inner()).1;
+                self.eager_owners[started % EAGER_WINDOWS].clone()
+            } else {
+                String::new()
+            };
+            let (applied, epoch, claimed) = self.store.complete_eager(chunk, &owner).await?;
             out.extend(applied.notifications);
             // The dispatcher is needed for whatever went to the outbox. (If the
             // work queues were full, it polls them on its own.)
@@ -432,8 +477,15 @@ impl Intake {
                     "",
                     "Tasks published to work queues (confirmed), alone or in packs.",
                 );
-                crate::dispatch::settle(window, owner, &self.store, &self.notifier, &dispatched)
-                    .await?;
+                // Settled in the background: the next report (the chain's
+                // next link) need not wait for this confirm.
+                let (store, notifier) = (self.store.clone(), self.notifier.clone());
+                let settling = tokio::spawn(async move {
+                    crate::dispatch::settle(window, &owner, &store, &notifier, &dispatched).await
+                });
+                let mut eager = self.eager.lock().unwrap_or_else(|p| p.into_inner());
+                eager.0.push_back(settling);
+                eager.1 += 1;
             }
         }
         self.notifier.send(out).await
