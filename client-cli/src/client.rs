@@ -18,6 +18,7 @@
 //! straight to Redis.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
@@ -119,6 +120,14 @@ struct Inner {
     /// Held while a flush awaits: a second flush waits for the first, so a
     /// flush that returns covers every submission made before it was called.
     flushing: tokio::sync::Mutex<()>,
+    /// Submissions not yet published, in order, each with its `detach`.
+    outgoing: std::sync::Mutex<Vec<(TaskSpec, bool)>>,
+    /// Held while `outgoing` is published, so batches leave in order.
+    publishing: tokio::sync::Mutex<()>,
+    /// A background publish of `outgoing` is on its way.
+    publish_scheduled: std::sync::atomic::AtomicBool,
+    /// The first error of a background publish, for the next flush.
+    publish_error: std::sync::Mutex<Option<Error>>,
 }
 
 /// Submissions published but not yet known to be recorded by a scheduler.
@@ -162,6 +171,10 @@ impl Client {
                 events,
                 in_flight: std::sync::Mutex::new(InFlight::default()),
                 flushing: tokio::sync::Mutex::new(()),
+                outgoing: std::sync::Mutex::new(Vec::new()),
+                publishing: tokio::sync::Mutex::new(()),
+                publish_scheduled: std::sync::atomic::AtomicBool::new(false),
+                publish_error: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -175,6 +188,16 @@ impl Client {
     /// state (`result`, `gather`, `wait`, `status`, `cancel`, ...) flushes
     /// first; call this before exiting a program that only submits.
     pub async fn flush(&self) -> Result<(), Error> {
+        self.publish_outgoing().await?;
+        let failed = self
+            .inner
+            .publish_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(e) = failed {
+            return Err(e);
+        }
         let _one_at_a_time = self.inner.flushing.lock().await;
         let pending = std::mem::take(
             &mut *self
@@ -476,8 +499,75 @@ impl Client {
     /// a dependency still in flight waits for it, so a task may depend on a
     /// future submitted just before.
     async fn submit_specs(&self, specs: Vec<TaskSpec>, detach: bool) -> Result<(), Error> {
-        let limit = self.inner.settings.max_payload_bytes;
+        let waiting = {
+            let mut outgoing = self
+                .inner
+                .outgoing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            outgoing.extend(specs.into_iter().map(|s| (s, detach)));
+            outgoing.len()
+        };
+        if waiting >= SUBMIT_CHUNK {
+            // A big map: publish now, so memory and the broker keep pace.
+            self.publish_outgoing().await?;
+        } else if !self.inner.publish_scheduled.swap(true, Ordering::AcqRel) {
+            // Like dask's batched sends: submits made back to back (a loop
+            // building a chain) leave together as one message, published as
+            // soon as the caller lets the runtime run anything else.
+            let client = self.clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                if let Err(e) = client.publish_outgoing().await {
+                    let mut failed = client
+                        .inner
+                        .publish_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    failed.get_or_insert(e);
+                }
+            });
+        }
+        let backlog = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .confirms
+            .len();
+        if backlog >= MAX_IN_FLIGHT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes every submission not yet published, in order, in batches of
+    /// at most [`SUBMIT_CHUNK`] tasks and `max_payload_bytes`.
+    async fn publish_outgoing(&self) -> Result<(), Error> {
+        let _in_order = self.inner.publishing.lock().await;
+        self.inner.publish_scheduled.store(false, Ordering::Release);
+        let specs = std::mem::take(
+            &mut *self
+                .inner
+                .outgoing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         let mut rest = specs.as_slice();
+        while let Some((_, detach)) = rest.first() {
+            // Consecutive submissions of the same kind share a batch.
+            let run = rest.iter().take_while(|(_, d)| d == detach).count();
+            let tasks: Vec<TaskSpec> = rest[..run].iter().map(|(t, _)| t.clone()).collect();
+            self.publish_batches(&tasks, *detach).await?;
+            rest = &rest[run..];
+        }
+        Ok(())
+    }
+
+    /// Publishes `specs` as submit batches and records them as in flight.
+    async fn publish_batches(&self, specs: &[TaskSpec], detach: bool) -> Result<(), Error> {
+        let limit = self.inner.settings.max_payload_bytes;
+        let mut rest = specs;
         while !rest.is_empty() {
             let mut n = rest.len().min(SUBMIT_CHUNK);
             let (batch, body) = loop {
@@ -512,23 +602,18 @@ impl Client {
             };
             let ack = (!detach).then(|| self.inner.events.expect_batch(&batch));
             let confirm = self.publish(&body, !detach).await?;
-            let backlog = {
-                let mut in_flight = self
-                    .inner
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                in_flight.confirms.push(confirm);
-                in_flight.acks.extend(ack);
-                in_flight.tasks += n;
-                in_flight
-                    .keys
-                    .extend(rest[..n].iter().map(|t| t.key.clone()));
-                in_flight.confirms.len()
-            };
-            if backlog >= MAX_IN_FLIGHT {
-                self.flush().await?;
-            }
+            let mut in_flight = self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            in_flight.confirms.push(confirm);
+            in_flight.acks.extend(ack);
+            in_flight.tasks += n;
+            in_flight
+                .keys
+                .extend(rest[..n].iter().map(|t| t.key.clone()));
+            drop(in_flight);
             rest = &rest[n..];
         }
         Ok(())

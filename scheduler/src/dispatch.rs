@@ -261,14 +261,7 @@ impl Dispatcher {
                 consumers: 1,
             };
             let window = publish_claimed(&self.ch, &self.topology, tasks, epoch, room).await?;
-            settle(
-                window,
-                owner,
-                &self.store,
-                &self.notifier,
-                &self.dispatched,
-            )
-            .await?;
+            settle(window, owner, &self.store, &self.notifier, &self.dispatched).await?;
         }
         Ok(())
     }

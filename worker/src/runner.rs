@@ -468,12 +468,15 @@ async fn accept(
     let span = info_span!("task", key = %msg.key, func = %msg.func, attempt = msg.attempt);
     let shared = shared.clone();
     let store = store.clone();
+    // In line now, in the order messages arrive (the task below may start
+    // running later than a task spawned after it).
+    let ticket = shared.slots.reserve(msg.priority);
     // The slot is taken first and the start recorded after: a start means
     // the task runs now, so a worker that dies holding prefetched messages
     // has not counted them against their tasks.
     tokio::spawn(
         async move {
-            let permit = shared.slots.acquire(msg.priority).await;
+            let permit = ticket.wait().await;
             match begin(&shared, &store, &msg.key, msg.attempt).await {
                 Begin::Run => {}
                 Begin::Skip => {

@@ -60,6 +60,26 @@ pub struct Slot {
     slots: Arc<Slots>,
 }
 
+/// A place in line for a slot (see [`Slots::reserve`]).
+pub struct Ticket {
+    slots: Arc<Slots>,
+    /// `None`: the slot was free and is already held.
+    wait: Option<oneshot::Receiver<()>>,
+}
+
+impl Ticket {
+    /// Waits until the slot is this ticket's.
+    pub async fn wait(self) -> Slot {
+        if let Some(rx) = self.wait {
+            // The sender is only dropped after a successful send (a slot
+            // handed over) or with the whole `Slots`, which `self.slots`
+            // keeps alive.
+            let _ = rx.await;
+        }
+        Slot { slots: self.slots }
+    }
+}
+
 impl Slots {
     /// `capacity` slots, all free.
     pub fn new(capacity: usize) -> Arc<Self> {
@@ -76,29 +96,32 @@ impl Slots {
     /// Waits for a slot: at once if one is free and nobody waits, else when
     /// every waiting task of higher priority (or equal and earlier) has one.
     pub async fn acquire(self: &Arc<Self>, priority: i64) -> Slot {
-        let rx = {
-            let mut state = self.lock();
-            if state.free > 0 && state.waiting.is_empty() {
-                state.free -= 1;
-                return Slot {
-                    slots: self.clone(),
-                };
-            }
-            let (wake, rx) = oneshot::channel();
-            state.asked += 1;
-            let asked = state.asked;
-            state.waiting.push(Waiter {
-                priority,
-                asked,
-                wake,
-            });
-            rx
-        };
-        // The sender is only dropped after a successful send (a slot handed
-        // over) or with the whole `Slots`, which this `Arc` keeps alive.
-        let _ = rx.await;
-        Slot {
+        self.reserve(priority).wait().await
+    }
+
+    /// Takes a place in line now (the order of equal priorities is the order
+    /// of these calls), to be waited for later, e.g. in a spawned task: the
+    /// worker reserves in the order messages arrive.
+    pub fn reserve(self: &Arc<Self>, priority: i64) -> Ticket {
+        let mut state = self.lock();
+        if state.free > 0 && state.waiting.is_empty() {
+            state.free -= 1;
+            return Ticket {
+                slots: self.clone(),
+                wait: None,
+            };
+        }
+        let (wake, rx) = oneshot::channel();
+        state.asked += 1;
+        let asked = state.asked;
+        state.waiting.push(Waiter {
+            priority,
+            asked,
+            wake,
+        });
+        Ticket {
             slots: self.clone(),
+            wait: Some(rx),
         }
     }
 
@@ -160,6 +183,30 @@ mod tests {
             vec!["high", "low-1", "low-2", "low-3"]
         );
         assert!(!slots.busy());
+    }
+
+    #[tokio::test]
+    async fn reservations_keep_the_order_they_were_made_in_whoever_waits_first() {
+        let slots = Slots::new(1);
+        let first = slots.reserve(0);
+        let second = slots.reserve(0);
+        let third = slots.reserve(0);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // Waited for in reverse: the order of reserving still decides.
+        for (name, ticket) in [("third", third), ("second", second), ("first", first)] {
+            let order = order.clone();
+            tasks.push(tokio::spawn(async move {
+                let _slot = ticket.wait().await;
+                order.lock().unwrap().push(name);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec!["first", "second", "third"]);
     }
 
     #[tokio::test]
