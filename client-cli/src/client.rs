@@ -2,9 +2,11 @@
 //!
 //! Submissions go to the scheduler through the durable `<ns>.submit` queue, in
 //! batches (a `map` of 10,000 tasks is ten messages). `submit` and `map` return
-//! once the request is handed to the connection: they do not wait for the
-//! broker's confirm or the scheduler's ack, so a chain of dependent submits
-//! pays no scheduler round trip per link. [`Client::flush`] waits until every
+//! at once: their specs join an in-order outgoing list, published by a
+//! background task as soon as the caller lets the runtime run anything else,
+//! so submits made back to back leave as one message (like dask's
+//! `BatchedSend`). Nothing waits for the broker's confirm or the scheduler's
+//! ack, so a chain of dependent submits pays no round trip per link. [`Client::flush`] waits until every
 //! submission so far is confirmed by RabbitMQ and recorded by a scheduler, and
 //! returns the first error. Everything that reads state flushes first
 //! (`outcomes`, `gather`, `result`, `as_completed`, `wait`, `states`, `status`,
@@ -182,9 +184,10 @@ impl Client {
     /// Waits until every submission made so far is confirmed by RabbitMQ and
     /// recorded by a scheduler, and returns the first error among them.
     ///
-    /// `submit` and `map` return once their request is handed to the
-    /// connection, so a dependent chain of submits costs no round trip each
-    /// (as in dask, where `submit` returns at once). Everything that reads
+    /// `submit` and `map` return at once (their requests are published in the
+    /// background, back-to-back ones together), so a dependent chain of
+    /// submits costs no round trip each (as in dask, where `submit` returns at
+    /// once). This publishes what is still waiting first. Everything that reads
     /// state (`result`, `gather`, `wait`, `status`, `cancel`, ...) flushes
     /// first; call this before exiting a program that only submits.
     pub async fn flush(&self) -> Result<(), Error> {
