@@ -412,9 +412,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn work_bodies_are_one_task_or_a_pack() {
-        let one = WorkMessage {
+    /// The work message of `inc(1)`, key `inc-1`.
+    fn inc_message(priority: i64) -> WorkMessage {
+        WorkMessage {
             v: PROTOCOL_VERSION,
             key: "inc-1".into(),
             func: "inc".into(),
@@ -423,8 +423,13 @@ mod tests {
             attempt: 0,
             timeout_secs: None,
             dispatched_at_ms: None,
-            priority: 0,
-        };
+            priority,
+        }
+    }
+
+    #[test]
+    fn work_bodies_are_one_task_or_a_pack() {
+        let one = inc_message(0);
         let mut two = one.clone();
         two.key = "inc-2".into();
         let single = serde_json::to_vec(&one).unwrap();
@@ -438,17 +443,7 @@ mod tests {
 
     #[test]
     fn work_message_round_trips() {
-        let m = WorkMessage {
-            v: PROTOCOL_VERSION,
-            key: "inc-1".into(),
-            func: "inc".into(),
-            args: vec![json!(1)],
-            epoch: 0,
-            attempt: 0,
-            timeout_secs: None,
-            dispatched_at_ms: None,
-            priority: 3,
-        };
+        let m = inc_message(3);
         let body = serde_json::to_vec(&m).unwrap();
         assert_eq!(decode::<WorkMessage>(&body).unwrap(), m);
     }
