@@ -303,13 +303,9 @@ impl Store {
         let deferred = (0..r.int()?)
             .map(|_| r.string())
             .collect::<Result<Vec<_>>>()?;
-        let mut notifications = Vec::new();
-        while !r.done() {
-            notifications.push(parse_event(&mut r)?);
-        }
         let applied = Applied {
             queued,
-            notifications,
+            notifications: parse_events(&mut r)?,
         };
         Ok((applied, deferred))
     }
@@ -362,13 +358,9 @@ impl Store {
         let eager = (0..r.int()?)
             .map(|_| parse_claimed(&mut r))
             .collect::<Result<Vec<_>>>()?;
-        let mut notifications = Vec::new();
-        while !r.done() {
-            notifications.push(parse_event(&mut r)?);
-        }
         let applied = Applied {
             queued,
-            notifications,
+            notifications: parse_events(&mut r)?,
         };
         Ok((applied, epoch, eager))
     }
@@ -479,11 +471,7 @@ impl Store {
         let mut r = Reply::new(self.run(&self.scripts.cancel, args).await?)?;
         let n = r.int()?;
         let cancelled = (0..n).map(|_| r.string()).collect::<Result<Vec<_>>>()?;
-        let mut notes = Vec::new();
-        while !r.done() {
-            notes.push(parse_event(&mut r)?);
-        }
-        Ok((cancelled, notes))
+        Ok((cancelled, parse_events(&mut r)?))
     }
 
     /// Deletes final futures now; says per key what happened.
@@ -692,14 +680,19 @@ fn terminal(state: State, payload: &str) -> Result<Terminal> {
 fn parse_applied(reply: RValue) -> Result<Applied> {
     let mut r = Reply::new(reply)?;
     let queued = r.int()? as u64;
-    let mut notifications = Vec::new();
-    while !r.done() {
-        notifications.push(parse_event(&mut r)?);
-    }
     Ok(Applied {
         queued,
-        notifications,
+        notifications: parse_events(&mut r)?,
     })
+}
+
+/// The events that end a script reply.
+fn parse_events(r: &mut Reply) -> Result<Vec<Notification>> {
+    let mut notes = Vec::new();
+    while !r.done() {
+        notes.push(parse_event(r)?);
+    }
+    Ok(notes)
 }
 
 /// The namespace epoch as a script returns it.
@@ -1015,30 +1008,16 @@ mod tests {
     #[tokio::test]
     async fn a_dependency_still_in_flight_defers_its_dependent_instead_of_failing_it() {
         let s = store().await;
-        let (applied, deferred) = s
-            .submit_deferring(
-                "w",
-                &[
-                    spec("b", vec![future_ref("a")]),
-                    spec("c", vec![future_ref("b")]),
-                ],
-            )
-            .await
-            .unwrap();
+        let dependents = [
+            spec("b", vec![future_ref("a")]),
+            spec("c", vec![future_ref("b")]),
+        ];
+        let (applied, deferred) = s.submit_deferring("w", &dependents).await.unwrap();
         assert_eq!(deferred, vec!["b".to_string(), "c".to_string()]);
         assert!(applied.notifications.is_empty());
         assert_eq!(s.states(&["b".into()]).await.unwrap(), vec![None]);
         s.submit("", &[spec("a", vec![])]).await.unwrap();
-        let (_, deferred) = s
-            .submit_deferring(
-                "w",
-                &[
-                    spec("b", vec![future_ref("a")]),
-                    spec("c", vec![future_ref("b")]),
-                ],
-            )
-            .await
-            .unwrap();
+        let (_, deferred) = s.submit_deferring("w", &dependents).await.unwrap();
         assert!(deferred.is_empty());
         s.wipe().await.unwrap();
     }

@@ -106,11 +106,7 @@ impl Dispatcher {
             id,
             wake,
             notifier,
-            dispatched: metrics.counter(
-                "warren_scheduler_dispatched_total",
-                "",
-                "Tasks published to work queues (confirmed), alone or in packs.",
-            ),
+            dispatched: dispatched_counter(metrics),
             queues: (Vec::new(), None),
             rooms: HashMap::new(),
             unsettled: VecDeque::new(),
@@ -265,6 +261,16 @@ impl Dispatcher {
         }
         Ok(())
     }
+}
+
+/// The count of tasks published to work queues, shared by the dispatcher and
+/// intake's eager publishes.
+pub fn dispatched_counter(metrics: &Metrics) -> Arc<std::sync::atomic::AtomicU64> {
+    metrics.counter(
+        "warren_scheduler_dispatched_total",
+        "",
+        "Tasks published to work queues (confirmed), alone or in packs.",
+    )
 }
 
 /// The claim lists intake uses for tasks claimed by `complete.lua`.

@@ -58,6 +58,8 @@ pub struct Intake {
     /// Eager windows published and not yet settled, oldest first, and how
     /// many were started.
     eager: std::sync::Mutex<(std::collections::VecDeque<EagerWindow>, usize)>,
+    /// The dispatcher's count of published tasks, which eager ones join.
+    dispatched: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The background settling of one eagerly published task.
@@ -93,6 +95,7 @@ impl Intake {
             }
         };
         let eager_owners = crate::dispatch::eager_owners(id);
+        let dispatched = crate::dispatch::dispatched_counter(&metrics);
         let submit = consume(topology.submit_queue(), "submit").await?;
         let results = consume(topology.results_queue(), "results").await?;
         let killed = consume(topology.killed_queue(), "killed").await?;
@@ -109,6 +112,7 @@ impl Intake {
             metrics,
             eager_owners,
             eager: std::sync::Mutex::new((std::collections::VecDeque::new(), 0)),
+            dispatched,
         })
     }
 
@@ -472,11 +476,7 @@ impl Intake {
                     room,
                 )
                 .await?;
-                let dispatched = self.metrics.counter(
-                    "warren_scheduler_dispatched_total",
-                    "",
-                    "Tasks published to work queues (confirmed), alone or in packs.",
-                );
+                let dispatched = self.dispatched.clone();
                 // Settled in the background: the next report (the chain's
                 // next link) need not wait for this confirm.
                 let (store, notifier) = (self.store.clone(), self.notifier.clone());

@@ -68,7 +68,9 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// Waits until the slot is this ticket's.
+    /// Waits until the slot is this ticket's: at once if it was free and
+    /// nobody waited, else when every waiting task of higher priority (or
+    /// equal and earlier) has had one.
     pub async fn wait(self) -> Slot {
         if let Some(rx) = self.wait {
             // The sender is only dropped after a successful send (a slot
@@ -91,12 +93,6 @@ impl Slots {
                 asked: 0,
             }),
         })
-    }
-
-    /// Waits for a slot: at once if one is free and nobody waits, else when
-    /// every waiting task of higher priority (or equal and earlier) has one.
-    pub async fn acquire(self: &Arc<Self>, priority: i64) -> Slot {
-        self.reserve(priority).wait().await
     }
 
     /// Takes a place in line now (the order of equal priorities is the order
@@ -161,14 +157,14 @@ mod tests {
     #[tokio::test]
     async fn a_freed_slot_goes_to_the_highest_priority_then_the_earliest() {
         let slots = Slots::new(1);
-        let held = slots.acquire(0).await;
+        let held = slots.reserve(0).wait().await;
         assert!(slots.busy());
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (name, priority) in [("low-1", 0), ("low-2", 0), ("high", 10), ("low-3", 0)] {
             let (slots, order) = (slots.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let _slot = slots.acquire(priority).await;
+                let _slot = slots.reserve(priority).wait().await;
                 order.lock().unwrap().push(name);
             }));
             // Ask in this order.
@@ -212,11 +208,12 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_that_gives_up_does_not_keep_the_slot() {
         let slots = Slots::new(1);
-        let held = slots.acquire(0).await;
-        let gave_up = tokio::time::timeout(Duration::from_millis(10), slots.acquire(5)).await;
+        let held = slots.reserve(0).wait().await;
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(10), slots.reserve(5).wait()).await;
         assert!(gave_up.is_err());
         drop(held);
-        let again = tokio::time::timeout(Duration::from_millis(100), slots.acquire(0)).await;
+        let again = tokio::time::timeout(Duration::from_millis(100), slots.reserve(0).wait()).await;
         assert!(again.is_ok(), "the slot was lost to a waiter that left");
     }
 }
