@@ -12,7 +12,9 @@
 //! | `P w:<key>` | set | reply queues of clients watching `<key>` |
 //! | `P outbox:<queue>` | sorted set | runnable keys not yet published to RabbitMQ, highest priority first, then FIFO |
 //! | `P seq` | integer | FIFO order within a priority |
-//! | `P claimed:<scheduler>#<n>` | list | outbox entries a scheduler is publishing: window `0` or `1` of its dispatcher, or `e` for what `complete.lua` claimed for its intake |
+//! | `P claimed:<scheduler>#<n>` | list | outbox entries a scheduler is publishing: window `0` or `1` of its dispatcher, or `e0`/`e1` for what `complete.lua` claimed for its intake |
+//! | `P claimants` | set | owners of `claimed:` lists, so reclaim and restart need no SCAN |
+//! | `P index` | sorted set | every task record's key, scored by its expiry (ms; `inf` while pending), so restart costs the namespace's own futures |
 //! | `P sched:<scheduler>` | string, TTL | a scheduler's heartbeat |
 //! | `P epoch` | integer | bumped by every restart |
 //! | `P queues` | set | work queue names in use |
@@ -31,7 +33,7 @@ use redis::{AsyncCommands, Script, Value as RValue};
 use tracing::warn;
 
 use crate::error::{Error, Result};
-use crate::messages::{TaskFailure, TaskSpec, Terminal, WorkerInfo};
+use crate::messages::{TaskFailure, TaskSpec, Terminal, WorkerInfo, now_ms};
 use crate::settings::{Settings, redact_url};
 use crate::status::State;
 
@@ -393,7 +395,12 @@ impl Store {
     /// Forgets `owner`'s claims: their publishes are confirmed.
     pub async fn release(&self, owner: &str) -> Result<()> {
         let mut con = self.con.clone();
-        let _: () = con.del(format!("{}claimed:{owner}", self.prefix)).await?;
+        let _: () = redis::pipe()
+            .atomic()
+            .del(format!("{}claimed:{owner}", self.prefix))
+            .srem(format!("{}claimants", self.prefix), owner)
+            .query_async(&mut con)
+            .await?;
         Ok(())
     }
 
@@ -411,12 +418,14 @@ impl Store {
     }
 
     /// Returns claims of schedulers that stopped heartbeating to the outbox.
+    ///
+    /// It walks the set of claimants (a few per live scheduler), so it costs
+    /// the same however many keys Redis holds.
     pub async fn reclaim_orphans(&self) -> Result<u64> {
-        let pattern = format!("{}claimed:*", self.prefix);
-        let lists = self.scan(&pattern).await?;
+        let mut con = self.con.clone();
+        let owners: Vec<String> = con.smembers(format!("{}claimants", self.prefix)).await?;
         let mut total = 0;
-        for list in lists {
-            let owner = &list[self.prefix.len() + "claimed:".len()..];
+        for owner in owners {
             let args = vec![self.prefix.clone().into_bytes(), owner.as_bytes().to_vec()];
             if let RValue::Int(n) = self.run(&self.scripts.reclaim, args).await? {
                 total += n.max(0) as u64;
@@ -509,9 +518,7 @@ impl Store {
         let mut con = self.con.clone();
         let key = format!("{}workers", self.prefix);
         let all: std::collections::HashMap<String, String> = con.hgetall(&key).await?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = now_ms();
         let mut live = Vec::new();
         for (id, json) in all {
             match serde_json::from_str::<WorkerInfo>(&json) {
@@ -595,36 +602,63 @@ impl Store {
         Ok(e.unwrap_or(0))
     }
 
-    /// Restart: bumps the epoch, empties the outbox and claims, and cancels every
-    /// future. Returns the new epoch and the clients to notify.
+    /// Restart: bumps the epoch, empties the outboxes and claims, and cancels
+    /// every future. Returns the new epoch and the clients to notify.
+    ///
+    /// It reads the namespace's own index of records, the set of claimants
+    /// and the set of work queues, so it costs in proportion to the
+    /// namespace's futures, never to every key of the server. Afterwards the
+    /// counters say what `status` says: every held future is cancelled.
     pub async fn restart(&self) -> Result<(u64, Vec<Notification>)> {
         let mut con = self.con.clone();
-        let epoch: u64 = con.incr(format!("{}epoch", self.prefix), 1).await?;
-        let mut doomed = self.scan(&format!("{}outbox:*", self.prefix)).await?;
-        doomed.extend(self.scan(&format!("{}claimed:*", self.prefix)).await?);
-        if !doomed.is_empty() {
-            let _: () = con.del(doomed).await?;
-        }
+        let p = &self.prefix;
+        let epoch: u64 = con.incr(format!("{p}epoch"), 1).await?;
+        let mut doomed: Vec<String> = self
+            .work_queues()
+            .await?
+            .iter()
+            .map(|q| format!("{p}outbox:{q}"))
+            .collect();
+        let owners: Vec<String> = con.smembers(format!("{p}claimants")).await?;
+        doomed.extend(owners.iter().map(|o| format!("{p}claimed:{o}")));
+        doomed.push(format!("{p}claimants"));
+        let _: () = con.del(doomed).await?;
+        let index = format!("{p}index");
+        let _: () = con.zrembyscore(&index, "-inf", now_ms()).await?;
         let mut notes = Vec::new();
-        let records = self.scan(&format!("{}t:*", self.prefix)).await?;
-        for chunk in records.chunks(500) {
-            let mut args = vec![
-                self.prefix.clone().into_bytes(),
-                self.ttl.to_string().into_bytes(),
-            ];
-            args.extend(chunk.iter().map(|k| k.clone().into_bytes()));
+        let mut start = 0isize;
+        loop {
+            let chunk: Vec<String> = con.zrange(&index, start, start + 499).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            start += chunk.len() as isize;
+            let mut args = vec![p.clone().into_bytes(), self.ttl.to_string().into_bytes()];
+            args.extend(chunk.into_iter().map(String::into_bytes));
             notes.extend(
                 parse_applied(self.run(&self.scripts.cancel_all, args).await?)?.notifications,
             );
         }
-        // Leftover dependents/watchers sets of tasks cancelled above.
-        for pattern in ["d:*", "w:*"] {
-            let keys = self.scan(&format!("{}{pattern}", self.prefix)).await?;
-            for chunk in keys.chunks(500) {
-                let _: () = con.del(chunk).await?;
-            }
-        }
+        let held: u64 = con.zcard(&index).await?;
+        let _: () = redis::pipe()
+            .atomic()
+            .del(format!("{p}stats"))
+            .hset_multiple(
+                format!("{p}stats"),
+                &[("submitted", held), ("cancelled", held)],
+            )
+            .query_async(&mut con)
+            .await?;
         Ok((epoch, notes))
+    }
+
+    /// Drops expired records from the namespace's index (Redis expires the
+    /// records themselves). Costs the number of entries dropped.
+    pub async fn trim_index(&self) -> Result<u64> {
+        let mut con = self.con.clone();
+        Ok(con
+            .zrembyscore(format!("{}index", self.prefix), "-inf", now_ms())
+            .await?)
     }
 
     /// Deletes every key of the namespace (tests and `warren` tooling).
@@ -1173,11 +1207,34 @@ mod tests {
         s.submit("w", &[spec("b", vec![future_ref("a")])])
             .await
             .unwrap();
+        // Another namespace on the same Redis is not touched.
+        let other = store().await;
+        other.submit("w", &[spec("a", vec![])]).await.unwrap();
+        // A claim in flight is dropped with the outbox.
+        s.submit("w", &[spec("c", vec![])]).await.unwrap();
+        let (_, claimed) = s.claim("me", "default", 10).await.unwrap();
+        assert!(!claimed.is_empty());
         let (epoch, notes) = s.restart().await.unwrap();
         assert_eq!(epoch, 1);
         let mut keys: Vec<&str> = notes.iter().map(|n| n.key.as_str()).collect();
         keys.sort();
-        assert_eq!(keys, vec!["a", "b"]);
+        assert_eq!(keys, vec!["a", "b", "c"]);
+        // The counters agree with `status`: every held future is cancelled.
+        let stats = s.stats().await.unwrap();
+        assert_eq!(stats.get("submitted"), Some(&4), "{stats:?}");
+        assert_eq!(stats.get("cancelled"), Some(&4), "{stats:?}");
+        assert_eq!(stats.get("finished"), None, "{stats:?}");
+        let mut con = s.connection();
+        let claimants: Vec<String> = con
+            .smembers(format!("{}claimants", s.prefix()))
+            .await
+            .unwrap();
+        assert!(claimants.is_empty(), "{claimants:?}");
+        assert_eq!(
+            other.states(&["a".into()]).await.unwrap(),
+            vec![Some(State::Queued)]
+        );
+        other.wipe().await.unwrap();
         let states = s
             .states(&["a".into(), "b".into(), "done".into()])
             .await

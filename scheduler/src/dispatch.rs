@@ -120,6 +120,8 @@ impl Dispatcher {
         loop {
             if last_beat.elapsed() >= HEARTBEAT_TTL / 4 {
                 self.store.heartbeat(&self.id, HEARTBEAT_TTL).await?;
+                // Both cost what the namespace changed, not what Redis holds.
+                self.store.trim_index().await?;
                 let n = self.store.reclaim_orphans().await?;
                 if n > 0 {
                     info!(

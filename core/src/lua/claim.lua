@@ -13,12 +13,15 @@ if #keys < max then
   -- Highest priority first (lowest score).
   for _, k in ipairs(redis.call('ZRANGE', outbox, 0, max - #keys - 1)) do
     redis.call('ZREM', outbox, k)
-    redis.call('RPUSH', claimed, k)
+    claim_for(ARGV[2], k)
     keys[#keys + 1] = k
   end
 end
 local out = { redis.call('GET', P .. 'epoch') or '0' }
 for _, key in ipairs(keys) do claim_record(key, out) end
 -- Nothing to publish: release here, saving the caller a round trip.
-if #out == 1 then redis.call('DEL', claimed) end
+if #out == 1 then
+  redis.call('DEL', claimed)
+  redis.call('SREM', P .. 'claimants', ARGV[2])
+end
 return out

@@ -9,6 +9,33 @@ local ended = {}
 
 local function tkey(k) return P .. 't:' .. k end
 
+-- The namespace's index of task records: a sorted set scored by when each
+-- record expires (in ms; +inf while pending or kept for ever), so that
+-- restart and expiry cost what the namespace holds, never a SCAN of Redis.
+local INDEX = P .. 'index'
+local now_ms_cached = nil
+local function now_ms()
+  if not now_ms_cached then
+    local t = redis.call('TIME')
+    now_ms_cached = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now_ms_cached
+end
+local function index_expiry(k, ttl)
+  if ttl > 0 then
+    redis.call('ZADD', INDEX, now_ms() + ttl * 1000, k)
+  else
+    redis.call('ZADD', INDEX, 'inf', k)
+  end
+end
+
+-- Moves runnable `key` onto `owner`'s claimed list, and names the owner in
+-- the set of claimants that reclaim and restart walk (instead of a SCAN).
+local function claim_for(owner, key)
+  redis.call('RPUSH', P .. 'claimed:' .. owner, key)
+  redis.call('SADD', P .. 'claimants', owner)
+end
+
 local function is_terminal(s)
   return s == 'finished' or s == 'error' or s == 'cancelled'
 end
@@ -84,6 +111,7 @@ local function finish(key, state, payload, ttl)
       -- Counted once per task: the check above makes every transition single.
       redis.call('HINCRBY', P .. 'stats', st, 1)
       if ttl > 0 then redis.call('EXPIRE', tk, ttl) end
+      index_expiry(k, ttl)
       local wk = P .. 'w:' .. k
       emit(k, st, pl, redis.call('SMEMBERS', wk))
       redis.call('DEL', wk)

@@ -52,7 +52,7 @@ if eager_owner ~= '' and #queued_keys == 1 then
   local key = queued_keys[1]
   local outbox = P .. 'outbox:' .. (redis.call('HGET', tkey(key), 'q') or 'default')
   if redis.call('ZCARD', outbox) == 1 and redis.call('ZREM', outbox, key) == 1 then
-    redis.call('RPUSH', P .. 'claimed:' .. eager_owner, key)
+    claim_for(eager_owner, key)
     claim_record(key, eager)
   end
 end

@@ -11,6 +11,7 @@ for i = 2, #ARGV do
     out[#out + 1] = 'unknown'
   elseif is_terminal(s) then
     redis.call('DEL', tkey(key), P .. 'd:' .. key, P .. 'w:' .. key)
+    redis.call('ZREM', INDEX, key)
     out[#out + 1] = 'forgotten'
   else
     out[#out + 1] = 'pending'

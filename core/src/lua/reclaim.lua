@@ -12,4 +12,5 @@ for _, key in ipairs(redis.call('LRANGE', claimed, 0, -1)) do
   n = n + 1
 end
 redis.call('DEL', claimed)
+redis.call('SREM', P .. 'claimants', ARGV[2])
 return n

@@ -71,6 +71,7 @@ for _ = 1, n do
     if timeout ~= '' then redis.call('HSET', tk, 'to', timeout) end
     if priority ~= '0' then redis.call('HSET', tk, 'p', priority) end
     redis.call('HINCRBY', P .. 'stats', 'submitted', 1)
+    redis.call('ZADD', INDEX, 'inf', key)
     redis.call('SADD', P .. 'queues', queue)
     if reply ~= '' then redis.call('SADD', P .. 'w:' .. key, reply) end
     if fail then
