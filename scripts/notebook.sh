@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash broker-config/up.sh
-echo "== building (release)"
-cargo build --release --bins --examples -q
+echo "== building (release; the first build takes several minutes)"
+cargo build --release --bins --examples
 bin=target/release
 export WARREN_NAMESPACE="${WARREN_NAMESPACE:-notebook}"
 logs=.warren-run

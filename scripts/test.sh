@@ -16,6 +16,6 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets -q -- -D warnings
 echo "== cargo build --release --bins"
-cargo build --release --bins -q
+cargo build --release --bins
 echo "== cargo test --release --workspace"
 cargo test --release --workspace

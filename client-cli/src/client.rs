@@ -212,14 +212,18 @@ impl Client {
         if pending.confirms.is_empty() {
             return Ok(());
         }
-        let submit_queue = self.inner.topology.submit_queue();
-        let confirmed = async {
-            amqp::confirmed(pending.confirms, &submit_queue)
-                .await
-                .map_err(Error::from)
-        };
-        tokio::try_join!(confirmed, self.await_acks(pending.acks, pending.tasks))?;
-        Ok(())
+        // Confirms first: only a confirmed request is safe in RabbitMQ, so
+        // the wait for a scheduler must not start (or speak) before it.
+        let deadline = self.request_deadline();
+        self.await_confirms(pending.confirms, pending.tasks, deadline)
+            .await?;
+        self.await_acks(pending.acks, pending.tasks, deadline).await
+    }
+
+    /// When a request made now must have been confirmed and answered.
+    fn request_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now()
+            + Duration::from_secs(self.inner.settings.request_timeout_secs.max(1))
     }
 
     /// How many futures this client keeps an entry for (final futures are
@@ -316,21 +320,23 @@ impl Client {
 
     /// The fine-grained state of each key; an unknown key is an error.
     pub async fn states(&self, keys: &[String]) -> Result<Vec<State>, Error> {
-        self.flush().await?;
-        let states = self.inner.store.states(keys).await?;
         keys.iter()
-            .zip(states)
+            .zip(self.lookup(keys).await?)
             .map(|(k, s)| s.ok_or_else(|| self.unknown(k)))
             .collect()
     }
 
+    /// The fine-grained state of each key, `None` for a key this namespace
+    /// does not hold (never submitted, expired or forgotten).
+    pub async fn lookup(&self, keys: &[String]) -> Result<Vec<Option<State>>, Error> {
+        self.flush().await?;
+        Ok(self.inner.store.states(keys).await?)
+    }
+
     /// Whether each key names a future in this namespace.
     pub async fn exists(&self, keys: &[String]) -> Result<Vec<bool>, Error> {
-        self.flush().await?;
         Ok(self
-            .inner
-            .store
-            .states(keys)
+            .lookup(keys)
             .await?
             .iter()
             .map(Option::is_some)
@@ -439,19 +445,10 @@ impl Client {
 
     /// Workers consuming the default work queue (one consumer each).
     pub async fn worker_count(&self) -> Result<u32, Error> {
-        let ch = self.inner._conn.create_channel().await?;
-        let q = ch
-            .queue_declare(
-                self.inner.topology.work_queue("default").into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let _ = ch.close(200, "done".into()).await;
-        Ok(q.consumer_count())
+        Ok(self
+            .queue_stats(&self.inner.topology.work_queue("default"))
+            .await
+            .map_or(0, |(_, consumers)| consumers))
     }
 
     fn unknown(&self, key: &str) -> Error {
@@ -622,35 +619,111 @@ impl Client {
         Ok(())
     }
 
-    /// Waits for the scheduler's acknowledgements, saying every few seconds
-    /// that it is still waiting (the request is safe in RabbitMQ meanwhile).
+    /// Waits for RabbitMQ's confirms of published requests, up to `deadline`.
+    async fn await_confirms(
+        &self,
+        confirms: Vec<amqp::PublisherConfirm>,
+        items: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Error> {
+        if confirms.is_empty() {
+            return Ok(());
+        }
+        let submit_queue = self.inner.topology.submit_queue();
+        let all = amqp::confirmed(confirms, &submit_queue);
+        tokio::pin!(all);
+        loop {
+            let nag = (tokio::time::Instant::now() + ACK_NAG_EVERY).min(deadline);
+            match tokio::time::timeout_at(nag, &mut all).await {
+                Ok(r) => return Ok(r?),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::NotConfirmed {
+                        items,
+                        queue: submit_queue.clone(),
+                        secs: self.inner.settings.request_timeout_secs,
+                    });
+                }
+                Err(_) => warn!(
+                    items,
+                    queue = %submit_queue,
+                    "RabbitMQ has not confirmed the request yet: it is NOT safe until it does (is the broker blocked by a memory or disk alarm?)"
+                ),
+            }
+        }
+    }
+
+    /// Waits for the scheduler's acknowledgements of confirmed requests, up
+    /// to `deadline`, saying every few seconds why it is still waiting.
     async fn await_acks(
         &self,
         acks: Vec<tokio::sync::oneshot::Receiver<()>>,
         items: usize,
+        deadline: tokio::time::Instant,
     ) -> Result<(), Error> {
         for mut ack in acks {
             loop {
-                match tokio::time::timeout(ACK_NAG_EVERY, &mut ack).await {
+                let nag = (tokio::time::Instant::now() + ACK_NAG_EVERY).min(deadline);
+                match tokio::time::timeout_at(nag, &mut ack).await {
                     Ok(Ok(())) => break,
                     Ok(Err(_)) => return Err(Error::Disconnected),
-                    Err(_) => warn!(
-                        items,
-                        namespace = %self.inner.settings.namespace,
-                        "the request is safe in RabbitMQ but no scheduler has handled it yet; is warren-scheduler running for this namespace?"
-                    ),
+                    Err(_) => {
+                        let consumers = self.submit_consumers().await;
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(Error::NoScheduler {
+                                items,
+                                namespace: self.inner.settings.namespace.clone(),
+                                queue: self.inner.topology.submit_queue(),
+                                consumers,
+                                secs: self.inner.settings.request_timeout_secs,
+                            });
+                        }
+                        warn!(
+                            items,
+                            namespace = %self.inner.settings.namespace,
+                            "{}",
+                            crate::error::scheduler_hint(&self.inner.topology.submit_queue(), consumers)
+                        );
+                    }
                 }
             }
         }
         Ok(())
     }
 
+    /// Schedulers serving this namespace (consumers of its submit queue).
+    pub async fn scheduler_count(&self) -> u32 {
+        self.submit_consumers().await.unwrap_or(0)
+    }
+
+    /// Schedulers consuming the submit queue, if RabbitMQ says.
+    async fn submit_consumers(&self) -> Option<u32> {
+        self.queue_stats(&self.inner.topology.submit_queue())
+            .await
+            .map(|(_, consumers)| consumers)
+    }
+
+    /// Ready messages and consumers of a queue; `None` if it does not exist
+    /// (or RabbitMQ cannot say).
+    async fn queue_stats(&self, name: &str) -> Option<(u32, u32)> {
+        let ch = self.inner._conn.create_channel().await.ok()?;
+        let opts = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let q = ch
+            .queue_declare(name.into(), opts, FieldTable::default())
+            .await
+            .ok()?;
+        let _ = ch.close(200, "done".into()).await;
+        Some((q.message_count(), q.consumer_count()))
+    }
+
     /// Publishes a request to the scheduler, with our reply queue if `reply`,
     /// and waits for the broker's confirm.
     async fn publish_request(&self, body: &[u8], reply: bool) -> Result<(), Error> {
         let confirm = self.publish(body, reply).await?;
-        amqp::confirmed(vec![confirm], &self.inner.topology.submit_queue()).await?;
-        Ok(())
+        self.await_confirms(vec![confirm], 1, self.request_deadline())
+            .await
     }
 
     /// Publishes a request to the scheduler; the caller awaits the confirm.
@@ -682,7 +755,8 @@ impl Client {
         })?;
         let ack = self.inner.events.expect_batch(&batch);
         self.publish_request(&body, true).await?;
-        self.await_acks(vec![ack], keys.len()).await
+        self.await_acks(vec![ack], keys.len(), self.request_deadline())
+            .await
     }
 
     /// Deletes final futures now instead of at the end of their TTL (dask's
@@ -782,6 +856,35 @@ impl Client {
         Ok((done, not_done))
     }
 
+    /// Fails with [`Error::UnservedFunction`] unless a live worker consuming
+    /// `queue` runs `func` (workers announce their functions in heartbeats):
+    /// what `warren submit` checks before sending, so a typo fails at once.
+    ///
+    /// A worker that just started consumes its queue a moment before its
+    /// first heartbeat reaches Redis: while the queue has more consumers than
+    /// announced workers, the check looks again for up to 3 s.
+    pub async fn check_served(&self, func: &str, queue: &str) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let workers = self.workers().await?;
+            let Err(why) = crate::served::check(func, queue, &workers) else {
+                return Ok(());
+            };
+            let announced = workers
+                .iter()
+                .filter(|w| w.queues.iter().any(|q| q == queue))
+                .count();
+            let consumers = self
+                .queue_stats(&self.inner.topology.work_queue(queue))
+                .await
+                .map_or(0, |(_, c)| c as usize);
+            if consumers <= announced || tokio::time::Instant::now() >= deadline {
+                return Err(Error::UnservedFunction(why));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Live workers (heartbeat within the last 30 s), as they describe themselves.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
         Ok(self.inner.store.workers(Duration::from_secs(30)).await?)
@@ -792,37 +895,33 @@ impl Client {
         Ok(self.inner.store.recent_errors(n).await?)
     }
 
-    /// Counters and queue depths of the namespace.
+    /// Counters and queue depths of the namespace, with each work queue's
+    /// outbox: the runnable tasks a scheduler holds back in Redis until the
+    /// queue has room (the backlog that RabbitMQ's own counts cannot show).
     pub async fn info(&self) -> Result<Info, Error> {
         let stats = self.inner.store.stats().await?;
         let topo = &self.inner.topology;
-        let mut names = vec![topo.submit_queue(), topo.results_queue()];
-        names.extend(
-            self.inner
-                .store
-                .work_queues()
-                .await?
-                .iter()
-                .map(|q| topo.work_queue(q)),
-        );
-        names.extend([topo.killed_queue(), topo.dead_queue()]);
-        let mut queues = Vec::new();
-        for name in names {
-            let ch = self.inner._conn.create_channel().await?;
-            let opts = QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
+        let mut rows: Vec<(String, Option<String>)> =
+            vec![(topo.submit_queue(), None), (topo.results_queue(), None)];
+        for q in self.inner.store.work_queues().await? {
+            rows.push((topo.work_queue(&q), Some(q)));
+        }
+        rows.push((topo.killed_queue(), None));
+        rows.push((topo.dead_queue(), None));
+        let mut queues = Vec::with_capacity(rows.len());
+        for (name, work_queue) in rows {
             // A work queue nobody declared yet simply has nothing in it.
-            if let Ok(q) = ch
-                .queue_declare(name.as_str().into(), opts, FieldTable::default())
-                .await
-            {
-                queues.push((name, q.message_count(), q.consumer_count()));
-                let _ = ch.close(200, "done".into()).await;
-            } else {
-                queues.push((name, 0, 0));
-            }
+            let (ready, consumers) = self.queue_stats(&name).await.unwrap_or((0, 0));
+            let outbox = match work_queue {
+                Some(q) => Some(self.inner.store.outbox_len(&q).await?),
+                None => None,
+            };
+            queues.push(QueueInfo {
+                name,
+                ready,
+                consumers,
+                outbox,
+            });
         }
         Ok(Info { stats, queues })
     }
@@ -842,6 +941,37 @@ pub enum WaitMode {
 pub struct Info {
     /// `submitted`, and final transitions per state (`finished`, `error`, `cancelled`), `retried`.
     pub stats: std::collections::BTreeMap<String, u64>,
-    /// Each queue with its ready messages and consumers.
-    pub queues: Vec<(String, u32, u32)>,
+    /// Every queue of the namespace.
+    pub queues: Vec<QueueInfo>,
+}
+
+impl Info {
+    /// One counter of [`Info::stats`], 0 if never counted.
+    pub fn count(&self, name: &str) -> u64 {
+        self.stats.get(name).copied().unwrap_or(0)
+    }
+
+    /// Futures that reached a final state (finished, error or cancelled).
+    pub fn ended(&self) -> u64 {
+        self.count("finished") + self.count("error") + self.count("cancelled")
+    }
+
+    /// Futures submitted and not final yet.
+    pub fn pending(&self) -> u64 {
+        self.count("submitted").saturating_sub(self.ended())
+    }
+}
+
+/// One queue in [`Info`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The RabbitMQ queue's name.
+    pub name: String,
+    /// Messages ready in RabbitMQ (not those delivered and unacknowledged).
+    pub ready: u32,
+    /// Consumers: schedulers on the submit and results queues, workers on
+    /// a work queue.
+    pub consumers: u32,
+    /// For a work queue, the runnable tasks waiting in its outbox in Redis.
+    pub outbox: Option<u64>,
 }

@@ -62,6 +62,41 @@ pub enum Error {
     #[error("invalid arguments: {0}")]
     InvalidArgument(String),
 
+    /// RabbitMQ did not confirm a request in time: it may not be stored.
+    #[error(
+        "RabbitMQ did not confirm the request ({items} tasks) to queue {queue} within {secs}s, so it may not be stored: check the broker's alarms (rabbitmqctl status: memory or disk) and resubmit (pure submits are safe to repeat); setting request_timeout_secs"
+    )]
+    NotConfirmed {
+        /// Tasks (or keys) in the request.
+        items: usize,
+        /// The queue published to.
+        queue: String,
+        /// Seconds waited.
+        secs: u64,
+    },
+
+    /// No scheduler recorded a confirmed request in time.
+    #[error(
+        "no scheduler recorded the request ({items} tasks) within {secs}s: {}; it stays in queue {queue} and is recorded when a scheduler of namespace {namespace:?} starts (setting request_timeout_secs)",
+        scheduler_hint(queue, *consumers)
+    )]
+    NoScheduler {
+        /// Tasks (or keys) in the request.
+        items: usize,
+        /// The namespace.
+        namespace: String,
+        /// The submit queue.
+        queue: String,
+        /// Its consumers, if RabbitMQ said.
+        consumers: Option<u32>,
+        /// Seconds waited.
+        secs: u64,
+    },
+
+    /// No live worker serves the function (on that queue).
+    #[error("{0}")]
+    UnservedFunction(String),
+
     /// The client's connection to RabbitMQ closed.
     #[error("the client's connection to RabbitMQ closed")]
     Disconnected,
@@ -76,5 +111,19 @@ impl From<lapin::Error> for Error {
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Core(e.into())
+    }
+}
+
+/// Why a confirmed request has no answer yet, from the submit queue's
+/// consumer count: the first thing a user should check.
+pub fn scheduler_hint(queue: &str, consumers: Option<u32>) -> String {
+    match consumers {
+        Some(0) => format!(
+            "no scheduler consumes {queue}: is warren-scheduler running, with this namespace (--namespace, WARREN_NAMESPACE)?"
+        ),
+        Some(n) => format!(
+            "{n} scheduler(s) consume {queue} but none answered: see the scheduler's log (is Redis reachable?)"
+        ),
+        None => format!("RabbitMQ does not report queue {queue}"),
     }
 }

@@ -26,8 +26,9 @@ mod client;
 mod error;
 pub mod events;
 mod future;
+mod served;
 
-pub use client::{Client, Info, RestartReport, SubmitOptions, WaitMode};
+pub use client::{Client, Info, QueueInfo, RestartReport, SubmitOptions, WaitMode};
 pub use error::Error;
 pub use future::{Future, FutureStatus};
 pub use warren_core::messages::{TaskFailure, Terminal, WorkerInfo};

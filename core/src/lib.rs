@@ -8,6 +8,7 @@
 //! - [`messages`]: the JSON bodies that travel through RabbitMQ;
 //! - [`topology`]: the names of exchanges and queues, and their idempotent declaration;
 //! - [`amqp`]: connecting to RabbitMQ and publishing with confirms;
+//! - [`logging`]: one logging set-up for every binary (colour only on a terminal);
 //! - [`reconnect`]: running a component again, with backoff, when a service goes away;
 //! - [`store`]: the Redis key layout and the Lua scripts that are the only way state changes;
 //! - [`args`] and [`taskkey`]: futures inside arguments, and dask-style task keys;
@@ -16,6 +17,7 @@
 pub mod amqp;
 pub mod args;
 pub mod error;
+pub mod logging;
 pub mod messages;
 pub mod metrics;
 pub mod reconnect;

@@ -272,6 +272,10 @@ pub struct WorkerInfo {
     pub completed: u64,
     /// Unix time of the heartbeat, in milliseconds.
     pub at_ms: u64,
+    /// The functions this worker runs (sorted). Absent from workers older
+    /// than this field, which the client then trusts to run anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Vec<String>>,
 }
 
 /// A future's final state, as delivered to clients.

@@ -10,7 +10,7 @@
 //!    `WARREN_AMQP_URL`, `WARREN_REDIS_URL`, `WARREN_NAMESPACE`, `WARREN_CONCURRENCY`,
 //!    `WARREN_PREFETCH`, `WARREN_RESULT_TTL_SECS`, `WARREN_MAX_PAYLOAD_BYTES`,
 //!    `WARREN_ALLOWED_FAILURES`, `WARREN_REDIS_TIMEOUT_SECS`, `WARREN_METRICS_ADDR`,
-//!    `WARREN_QUEUE_TYPE`;
+//!    `WARREN_QUEUE_TYPE`, `WARREN_REQUEST_TIMEOUT_SECS`;
 //! 4. command-line flags, passed in as overrides.
 //!
 //! Flat field names (not nested tables) keep the environment names obvious: the
@@ -60,6 +60,12 @@ pub struct Settings {
     /// The RabbitMQ queue type of the task queues: `classic` (durable, one
     /// node; the lowest latency) or `quorum` (replicated over a RabbitMQ cluster).
     pub queue_type: QueueType,
+    /// How long a client waits for RabbitMQ to confirm a request and for a
+    /// scheduler to record it before it gives up with an error that says what
+    /// to check (a stopped scheduler, a mistyped namespace, a broker alarm).
+    /// The request itself is not withdrawn: once confirmed it stays in the
+    /// submit queue until a scheduler takes it.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -76,13 +82,14 @@ impl Default for Settings {
             redis_timeout_secs: 60,
             metrics_addr: String::new(),
             queue_type: QueueType::Classic,
+            request_timeout_secs: 30,
         }
     }
 }
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 11] = [
+    pub const FIELDS: [&'static str; 12] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -94,6 +101,7 @@ impl Settings {
         "redis_timeout_secs",
         "metrics_addr",
         "queue_type",
+        "request_timeout_secs",
     ];
 
     /// Loads defaults, then the TOML file, then `WARREN_*` variables, then `overrides`

@@ -119,10 +119,14 @@ fn a_redis_acl_user_is_confined_to_its_namespace() {
         "{err}"
     );
     assert!(!err.contains("redis-pw"), "{err}");
-    // In its own namespace the same user gets as far as "unknown future".
+    // In its own namespace the same user gets as far as "unknown key".
     assert_eq!(own.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&own.stdout).trim(),
+        "somekey unknown"
+    );
     assert!(
-        stderr(&own).contains("unknown future \"somekey\""),
+        stderr(&own).contains("1 of 1 keys unknown"),
         "{}",
         stderr(&own)
     );

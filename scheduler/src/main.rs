@@ -57,7 +57,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(&args.log_format);
+    warren_core::logging::init(
+        warren_core::logging::Format::named(&args.log_format),
+        "RUST_LOG",
+        "info,lapin=off",
+    );
     let overrides = warren_core::settings::flag_overrides(vec![
         ("amqp_url", args.amqp_url.clone()),
         ("redis_url", args.redis_url.clone()),
@@ -72,19 +76,6 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     run(settings).await
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=off"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {

@@ -58,16 +58,11 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=off"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_format == "json" {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
+    warren_core::logging::init(
+        warren_core::logging::Format::named(&args.log_format),
+        "RUST_LOG",
+        "info,lapin=off",
+    );
     let overrides = warren_core::settings::flag_overrides(vec![
         ("amqp_url", args.amqp_url),
         ("redis_url", args.redis_url),

@@ -106,16 +106,59 @@ fn decode_arg<T: DeserializeOwned>(name: &str, index: usize, v: Value) -> Result
             s
         }
     };
+    let given = json_type_name(&v);
     serde_json::from_value(v).map_err(|e| {
+        let wanted = python_type_name(std::any::type_name::<T>());
+        // serde's own text repeats the two types in Rust's words; keep only
+        // what it adds beyond them (a missing field, a number out of range).
+        let detail = e.to_string();
+        let detail = if detail.starts_with("invalid type") {
+            String::new()
+        } else {
+            format!(" ({detail})")
+        };
         TaskError::new(
             "TypeError",
             format!(
-                "{name}() argument {} must be {}, got {shown}: {e}",
-                index + 1,
-                std::any::type_name::<T>()
+                "{name}() argument {} must be {wanted}, got {given} {shown}{detail}",
+                index + 1
             ),
         )
     })
+}
+
+/// The Python name of a JSON value's type, as a dask user reads it.
+fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "None",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
+
+/// A Rust argument type in Python's words: `i64` is `int`, `Vec<..>` a
+/// `list`; JSON values take anything.
+fn python_type_name(rust: &str) -> String {
+    let base = rust.rsplit("::").next().unwrap_or(rust);
+    let word = match base {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" | "u8" | "u16" | "u32" | "u64" | "u128"
+        | "usize" => "int",
+        "f32" | "f64" => "float",
+        "bool" => "bool",
+        "String" | "str" | "&str" | "char" => "str",
+        "Value" => "a JSON value",
+        _ if rust.contains("Vec<") => "list",
+        _ if rust.contains("HashMap<") || rust.contains("BTreeMap<") || rust.contains("Map<") => {
+            "dict"
+        }
+        _ if rust.starts_with("core::option::Option<") => "a value or None",
+        _ => return base.to_string(),
+    };
+    word.to_string()
 }
 
 macro_rules! impl_task_fn {
@@ -330,10 +373,29 @@ mod tests {
             .call("add", vec![json!(1), json!("x")], SITE)
             .unwrap_err();
         assert!(
-            e.message.starts_with("add() argument 2 must be i64"),
+            e.message
+                .starts_with("add() argument 2 must be int, got str"),
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn a_float_for_an_int_says_int_and_float_once() {
+        let e = registry()
+            .call("add", vec![json!(5e6), json!(1)], SITE)
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "add() argument 1 must be int, got float 5000000.0"
+        );
+        assert!(!e.message.contains("i64"), "{}", e.message);
+        assert_eq!(
+            python_type_name("alloc::vec::Vec<serde_json::value::Value>"),
+            "list"
+        );
+        assert_eq!(python_type_name("f64"), "float");
+        assert_eq!(python_type_name("alloc::string::String"), "str");
     }
 
     #[test]

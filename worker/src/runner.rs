@@ -175,6 +175,8 @@ struct Shared {
     concurrency: usize,
     allowed_failures: u32,
     queues: Vec<String>,
+    /// The registry's names, sorted, as heartbeats announce them.
+    functions: Vec<String>,
     metrics: WorkerMetrics,
     reports: mpsc::UnboundedSender<Report>,
     pending_reports: tokio::sync::Mutex<mpsc::UnboundedReceiver<Report>>,
@@ -225,6 +227,12 @@ impl Worker {
             concurrency: self.settings.effective_concurrency(),
             allowed_failures: self.settings.allowed_failures,
             queues: self.queues.clone(),
+            functions: self
+                .registry
+                .names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
             metrics: WorkerMetrics::new(&metrics),
             reports: tx,
             pending_reports: tokio::sync::Mutex::new(rx),
@@ -341,9 +349,8 @@ impl Shared {
             queues: self.queues.clone(),
             running,
             completed: self.completed.load(Ordering::Relaxed),
-            at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            at_ms: warren_core::messages::now_ms(),
+            functions: Some(self.functions.clone()),
         }
     }
 

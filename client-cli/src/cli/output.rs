@@ -30,10 +30,13 @@ impl Out {
         println!("{v}");
     }
 
-    /// New futures' keys.
-    pub fn keys(&self, keys: &[String]) {
+    /// New futures' keys (`single`: one submit's key, `{"key": ...}` in JSON).
+    pub fn keys(&self, keys: &[String], single: bool) {
         if self.json {
-            self.doc(json!({"keys": keys}));
+            match keys {
+                [key] if single => self.doc(json!({"key": key})),
+                _ => self.doc(json!({"keys": keys})),
+            }
         } else {
             keys.iter().for_each(|k| println!("{k}"));
         }
@@ -115,22 +118,30 @@ impl Out {
         }
     }
 
-    /// `KEY STATUS [DETAIL]` per key.
-    pub fn states(&self, keys: &[String], states: &[State]) {
+    /// `KEY STATUS [DETAIL]` per key; `KEY unknown` for a key not held. In
+    /// JSON: `{key, status}`, plus `detail` (waiting, queued, processing)
+    /// while pending.
+    pub fn states(&self, keys: &[String], states: &[Option<State>]) {
         if self.json {
             let futures: Vec<Value> = keys
                 .iter()
                 .zip(states)
-                .map(|(k, s)| json!({"key": k, "status": s.status().as_str(), "state": s.as_str()}))
+                .map(|(k, s)| match s {
+                    None => json!({"key": k, "status": "unknown"}),
+                    Some(s) if s.is_terminal() => json!({"key": k, "status": s.status().as_str()}),
+                    Some(s) => {
+                        json!({"key": k, "status": s.status().as_str(), "detail": s.as_str()})
+                    }
+                })
                 .collect();
             self.doc(json!({"futures": futures}));
             return;
         }
         for (k, s) in keys.iter().zip(states) {
-            if s.is_terminal() {
-                println!("{k} {}", s.status());
-            } else {
-                println!("{k} {} {s}", s.status());
+            match s {
+                None => println!("{k} unknown"),
+                Some(s) if s.is_terminal() => println!("{k} {}", s.status()),
+                Some(s) => println!("{k} {} {s}", s.status()),
             }
         }
     }
@@ -169,9 +180,7 @@ impl Out {
             "{:<28} {:>11} {:<16} {:>7} {:>9} {:>9}  RUNNING",
             "WORKER", "CONCURRENCY", "QUEUES", "BUSY", "COMPLETED", "SEEN"
         );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = warren_core::messages::now_ms();
         for w in workers {
             println!(
                 "{:<28} {:>11} {:<16} {:>7} {:>9} {:>8.1}s  {}",
@@ -189,35 +198,33 @@ impl Out {
 
     /// Futures per state and queue depths.
     pub fn info(&self, namespace: &str, info: &Info) {
-        let get = |k: &str| info.stats.get(k).copied().unwrap_or(0);
-        let ended = get("finished") + get("error") + get("cancelled");
-        let pending = get("submitted").saturating_sub(ended);
         if self.json {
             let queues: Vec<Value> = info
                 .queues
                 .iter()
-                .map(|(n, m, c)| json!({"name": n, "messages": m, "consumers": c}))
+                .map(|q| {
+                    json!({"name": q.name, "messages": q.ready, "consumers": q.consumers,
+                        "outbox": q.outbox})
+                })
                 .collect();
             self.doc(json!({"namespace": namespace, "futures": {
-                "submitted": get("submitted"), "pending": pending, "finished": get("finished"),
-                "error": get("error"), "cancelled": get("cancelled"), "retried": get("retried")},
+                "submitted": info.count("submitted"), "pending": info.pending(),
+                "finished": info.count("finished"), "error": info.count("error"),
+                "cancelled": info.count("cancelled"), "retried": info.count("retried")},
                 "queues": queues}));
             return;
         }
         println!("namespace {namespace}");
         println!(
-            "futures: {} submitted, {pending} pending, {} finished, {} error, {} cancelled, {} retried",
-            get("submitted"),
-            get("finished"),
-            get("error"),
-            get("cancelled"),
-            get("retried")
+            "futures: {} submitted, {} pending, {} finished, {} error, {} cancelled, {} retried",
+            info.count("submitted"),
+            info.pending(),
+            info.count("finished"),
+            info.count("error"),
+            info.count("cancelled"),
+            info.count("retried")
         );
-        // RabbitMQ's passive declare reports ready messages, not unacked ones.
-        println!("{:<40} {:>10} {:>10}", "QUEUE", "READY", "CONSUMERS");
-        for (name, messages, consumers) in &info.queues {
-            println!("{name:<40} {messages:>10} {consumers:>10}");
-        }
+        print!("{}", queue_table(info));
     }
 
     /// What `restart` did.
@@ -244,4 +251,24 @@ impl Out {
             }
         }
     }
+}
+
+/// The queue table of `info` and `top`: RabbitMQ's ready messages and
+/// consumers, and for a work queue its outbox (runnable tasks that wait in
+/// Redis until the queue has room; RabbitMQ cannot show them).
+pub fn queue_table(info: &Info) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "{:<40} {:>9} {:>9} {:>9}\n",
+        "QUEUE", "READY", "OUTBOX", "CONSUMERS"
+    );
+    for q in &info.queues {
+        let outbox = q.outbox.map_or("-".to_string(), |n| n.to_string());
+        let _ = writeln!(
+            s,
+            "{:<40} {:>9} {outbox:>9} {:>9}",
+            q.name, q.ready, q.consumers
+        );
+    }
+    s
 }

@@ -22,9 +22,17 @@ impl Progress {
             let bar =
                 ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
-                "{spinner} [{bar:30}] {pos}/{len} done  {per_sec}  {elapsed_precise}  {msg}",
+                "{spinner} [{bar:30}] {pos}/{len} done  {rate}  {elapsed_precise}  {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            // One precision whatever the rate: indicatif's own {per_sec}
+            // switches between 1.7422/s and 1.858/s.
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&rate_text(state.per_sec()));
+                },
+            )
             .progress_chars("=> ");
             bar.set_style(style);
             bar.set_message("0 errors");
@@ -58,5 +66,29 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// A rate as the bar shows it: one decimal, then whole numbers from 100/s.
+fn rate_text(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        "-/s".to_string()
+    } else if per_sec < 100.0 {
+        format!("{per_sec:.1}/s")
+    } else {
+        format!("{per_sec:.0}/s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_text;
+
+    #[test]
+    fn rates_keep_one_precision() {
+        assert_eq!(rate_text(1.7422), "1.7/s");
+        assert_eq!(rate_text(1.858), "1.9/s");
+        assert_eq!(rate_text(2473.4), "2473/s");
+        assert_eq!(rate_text(f64::NAN), "-/s");
     }
 }

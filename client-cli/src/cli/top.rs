@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use warren_client::{Client, Error};
 
+use super::output::queue_table;
+
 /// One screen of `top`, as text.
 pub async fn frame(client: &Client, rate: Option<f64>) -> Result<String, Error> {
     let info = client.info().await?;
     let workers = client.workers().await?;
     let errors = client.recent_errors(5).await?;
-    let get = |k: &str| info.stats.get(k).copied().unwrap_or(0);
-    let ended = get("finished") + get("error") + get("cancelled");
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -26,17 +26,14 @@ pub async fn frame(client: &Client, rate: Option<f64>) -> Result<String, Error> 
     let _ = writeln!(
         s,
         "futures  {} pending  {} finished  {} error  {} cancelled  {} retried   rate {}",
-        get("submitted").saturating_sub(ended),
-        get("finished"),
-        get("error"),
-        get("cancelled"),
-        get("retried"),
+        info.pending(),
+        info.count("finished"),
+        info.count("error"),
+        info.count("cancelled"),
+        info.count("retried"),
         rate.map_or("-".to_string(), |r| format!("{r:.1}/s"))
     );
-    let _ = writeln!(s, "\n{:<40} {:>9} {:>9}", "QUEUE", "READY", "CONSUMERS");
-    for (name, messages, consumers) in &info.queues {
-        let _ = writeln!(s, "{name:<40} {messages:>9} {consumers:>9}");
-    }
+    let _ = write!(s, "\n{}", queue_table(&info));
     let _ = writeln!(
         s,
         "\n{:<28} {:>5} {:<14} {:>9}  RUNNING",
@@ -62,14 +59,15 @@ pub async fn frame(client: &Client, rate: Option<f64>) -> Result<String, Error> 
         let _ = writeln!(s, "(no live workers)");
     }
     let _ = writeln!(s, "\nRECENT ERRORS");
+    let width = terminal_width();
     for e in &errors {
-        let _ = writeln!(
-            s,
+        let line = format!(
             "{}  {}: {}",
             e["key"].as_str().unwrap_or("?"),
             e["type"].as_str().unwrap_or("?"),
             e["message"].as_str().unwrap_or("")
         );
+        let _ = writeln!(s, "{}", fit(&line, width));
     }
     if errors.is_empty() {
         let _ = writeln!(s, "(none)");
@@ -85,11 +83,7 @@ pub async fn run(client: &Client, every: Duration, once: bool) -> Result<(), Err
     }
     let mut last: Option<(Instant, u64)> = None;
     loop {
-        let stats = client.info().await?.stats;
-        let done = ["finished", "error", "cancelled"]
-            .iter()
-            .map(|k| stats.get(*k).copied().unwrap_or(0))
-            .sum::<u64>();
+        let done = client.info().await?.ended();
         let now = Instant::now();
         let rate =
             last.map(|(t, d)| done.saturating_sub(d) as f64 / now.duration_since(t).as_secs_f64());
@@ -101,5 +95,52 @@ pub async fn run(client: &Client, every: Duration, once: bool) -> Result<(), Err
             _ = tokio::time::sleep(every) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
+    }
+}
+
+/// Columns of the terminal on stdout (`COLUMNS`, else the kernel's idea,
+/// else 120 for a pipe).
+fn terminal_width() -> usize {
+    if let Some(n) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return n;
+    }
+    // SAFETY: TIOCGWINSZ fills a winsize we own; on failure it is untouched.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        usize::from(ws.ws_col)
+    } else {
+        120
+    }
+}
+
+/// `line` cut to `width` characters at a word boundary, with an ellipsis,
+/// so the terminal never wraps it mid-word.
+pub fn fit(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let room = width.saturating_sub(1);
+    let cut: String = line.chars().take(room).collect();
+    let at_word = match cut.rfind(' ') {
+        // Keep at least half the room: one long word is cut where it must be.
+        Some(i) if i >= room / 2 => &cut[..i],
+        _ => cut.as_str(),
+    };
+    format!("{}…", at_word.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn long_lines_are_cut_at_a_word_with_an_ellipsis() {
+        assert_eq!(fit("short line", 20), "short line");
+        let cut = fit("key  ValueError: the quick brown fox jumps", 24);
+        assert_eq!(cut, "key  ValueError: the…");
+        assert!(cut.chars().count() <= 24);
+        let word = fit(&"x".repeat(50), 10);
+        assert_eq!(word.chars().count(), 10);
     }
 }

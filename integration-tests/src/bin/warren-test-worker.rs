@@ -21,13 +21,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    warren_core::logging::init(
+        warren_core::logging::Format::Text,
+        "RUST_LOG",
+        "warn,lapin=off",
+    );
     let mut registry = stock::registry();
     registry.register("crash", || -> Result<(), TaskError> {
         std::process::abort()

@@ -1,0 +1,376 @@
+//! The command line: every command, option and help text of `warren`.
+//!
+//! Options mean the same anywhere on the line: `warren submit sleep 1
+//! --no-pure` and `warren submit --no-pure sleep 1` are one command. Task
+//! arguments that start with `-` are negative numbers (`-5`, `-1.5`), or come
+//! after `--` (`warren submit identity -- --literal`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use warren_client::SubmitOptions;
+
+/// warren: dask-style futures on RabbitMQ and Redis.
+///
+/// Submit tasks, build DAGs by passing futures (@KEY) as arguments, and gather
+/// results. Workers run registered functions (stock: is_prime,
+/// count_primes_less_than, add_them, goes_wrong, inc, sum, sleep, identity,
+/// raise_panic).
+///
+/// Settings come from (later wins): defaults (local RabbitMQ and Redis, namespace
+/// "warren"), ./warren.toml or --config, WARREN_* environment variables
+/// (WARREN_AMQP_URL, WARREN_REDIS_URL, WARREN_NAMESPACE, WARREN_MAX_PAYLOAD_BYTES,
+/// WARREN_REQUEST_TIMEOUT_SECS, ...), then flags.
+///
+/// Exit codes: 0 done; 1 a task failed or was cancelled; 2 bad input, an
+/// unknown key or function, or a service that cannot be reached or does not
+/// answer; 3 timed out (--timeout) while futures are still pending; 130
+/// interrupted (Ctrl-C).
+///
+/// Examples:
+///   warren up                       # a local scheduler and 2 workers, logs in files
+///   N=$(warren submit count_primes_less_than 5000000)
+///   warren result $N
+///   warren map count_primes_less_than $(seq 1500000 1500008) | warren gather -
+///   M1=$(warren submit count_primes_less_than 4000000)
+///   M2=$(warren submit count_primes_less_than 4500000)
+///   warren result $(warren submit add_them @$M1 @$M2)
+///   warren down
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+pub struct Cli {
+    /// A TOML settings file (default: ./warren.toml if present).
+    #[arg(long, global = true, env = "WARREN_CONFIG", help_heading = CONNECTION)]
+    pub config: Option<PathBuf>,
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
+    #[arg(long, global = true, help_heading = CONNECTION)]
+    pub amqp_url: Option<String>,
+    /// Redis URL, e.g. redis://127.0.0.1:6379/
+    #[arg(long, global = true, help_heading = CONNECTION)]
+    pub redis_url: Option<String>,
+    /// Namespace: separates users or test runs sharing one RabbitMQ and Redis.
+    #[arg(long, global = true, help_heading = CONNECTION)]
+    pub namespace: Option<String>,
+    /// Print one JSON document per command (for scripts) instead of text;
+    /// errors too, as {"error": {"kind": ..., "message": ...}}.
+    #[arg(long, global = true, help_heading = CONNECTION)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The help heading of the options every command takes.
+const CONNECTION: &str = "Global options";
+
+/// `warren`'s commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit FUNC(ARG...) and print the new future's key.
+    ///
+    /// Each ARG is a JSON value (5000000, "text", [1,2], {"a":1}); a bare word
+    /// that is not JSON is a string; @KEY is the future with that key, and the
+    /// task waits for it. FUNC must be served by a live worker (checked before
+    /// sending) unless --detach or --allow-unserved.
+    #[command(
+        verbatim_doc_comment,
+        after_help = "Examples:
+  warren submit count_primes_less_than 5000000
+  warren submit --no-pure --retries 2 --timeout 30 sleep 5
+  warren submit add_them @$M1 @$M2          # waits for futures M1 and M2
+  warren submit identity -- --not-an-option # arguments after -- are literal"
+    )]
+    Submit {
+        /// Registered function name.
+        func: String,
+        /// Arguments: JSON, a bare word (a string), or @KEY (a future).
+        #[arg(allow_negative_numbers = true)]
+        args: Vec<String>,
+        /// Use this key instead of a computed one.
+        #[arg(long, help_heading = TASK)]
+        key: Option<String>,
+        #[command(flatten)]
+        task: TaskFlags,
+    },
+    /// One task per ARG (FUNC(ARG)); print the keys, one per line, in order.
+    #[command(after_help = "Examples:
+  warren map count_primes_less_than $(seq 1500000 1500008) | warren gather -
+  warren map --no-pure sleep 0.3 0.1 0.2 | warren gather --as-completed -")]
+    Map {
+        /// Registered function name.
+        func: String,
+        /// One argument per task: JSON, a bare word, or @KEY.
+        #[arg(required = true, allow_negative_numbers = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        task: TaskFlags,
+    },
+    /// Wait for KEY and print its value as JSON. A failed task prints its error
+    /// type, message and traceback on stderr and exits 1.
+    #[command(after_help = "Examples:
+  warren result $N
+  warren result --timeout 10 $N || echo \"exit $?\"   # 3: still pending")]
+    Result {
+        /// The future's key.
+        key: String,
+        /// Give up after this many seconds (exit 3; the task runs on).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
+    /// Wait for every KEY; print the values as JSON, one per line, in order.
+    /// Exits 1 naming the first failed key.
+    #[command(after_help = "Examples:
+  warren gather $M1 $M2
+  warren map inc 1 2 3 | warren gather -
+  warren map --no-pure sleep 0.3 0.1 | warren gather --as-completed -
+Ctrl-C stops waiting (not the tasks) and saves the pending keys in a file it names.")]
+    Gather {
+        /// Keys, or - to read them from stdin (one per line).
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// Give up after this many seconds (exit 3; the tasks run on).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Print "KEY VALUE" lines in the order tasks finish (dask's
+        /// as_completed); failures go to stderr and make the exit code 1.
+        #[arg(long)]
+        as_completed: bool,
+    },
+    /// Wait until all KEYs (or, with --first, one of them) are final; print
+    /// "KEY STATUS" for each one done, in the order they finished. Exits 3 if
+    /// the timeout passes first.
+    Wait {
+        /// Keys, or - to read them from stdin.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// Return as soon as one is final (dask's FIRST_COMPLETED).
+        #[arg(long)]
+        first: bool,
+        /// Give up after this many seconds (exit 3).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
+    /// Cancel futures and everything depending on them; print "KEY STATUS".
+    Cancel {
+        /// Keys, or - to read them from stdin.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Delete final futures now instead of when their TTL ends.
+    Forget {
+        /// Keys, or - to read them from stdin.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// List live workers: host, pid, concurrency, queues, running tasks, last heartbeat.
+    Workers,
+    /// Futures per state, and every queue: ready messages, consumers and, for
+    /// a work queue, the runnable tasks waiting in its outbox.
+    Info,
+    /// A live view: futures per state and their rate, queues, workers with
+    /// their running tasks, recent errors. Redraws every second until Ctrl-C.
+    Top {
+        /// Print one screen and exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between redraws.
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        every: f64,
+    },
+    /// Print "KEY STATUS [DETAIL]" per key: pending (waiting, queued,
+    /// processing), finished, error or cancelled; "KEY unknown" (and exit 2)
+    /// for a key the namespace does not hold.
+    Status {
+        /// Keys, or - to read them from stdin.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Back to a clean state: every future cancelled, queues emptied, workers
+    /// ready (dask's client.restart()).
+    Restart,
+    /// Start a local stack in the background: one scheduler and N workers of
+    /// this namespace, each logging to a file (the binaries next to `warren`).
+    #[command(after_help = "Examples:
+  warren up                      # 2 workers, 1 slot each
+  warren up --workers 4 --concurrency 2
+  warren down")]
+    Up {
+        /// Worker processes.
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        workers: usize,
+        /// Task slots per worker.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        concurrency: usize,
+        /// Where the logs and process ids go (default: $XDG_RUNTIME_DIR or
+        /// /tmp, in warren-<namespace>/).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Stop the local stack that `warren up` started for this namespace.
+    Down {
+        /// The directory given to `warren up --dir`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The help heading of the task options.
+const TASK: &str = "Task options";
+
+/// Options of each task, for `submit` and `map`.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = TASK)]
+pub struct TaskFlags {
+    /// Same FUNC and ARGs give the same key; resubmitting returns the existing
+    /// future (the default, as dask's pure=True).
+    #[arg(long, overrides_with = "no_pure")]
+    pub pure: bool,
+    /// Always create a new future, even for the same FUNC and ARGs.
+    #[arg(long)]
+    pub no_pure: bool,
+    /// Run the task again up to N times if it fails (dask's retries=); the
+    /// final error lists every attempt's error.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub retries: u32,
+    /// Work queue: only workers started with --queues NAME run it (e.g. gpu).
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub queue: String,
+    /// Time limit in seconds: past it the task fails with TimeoutError and its
+    /// worker slot is free again.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Higher runs first among ready tasks of the same queue.
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub priority: i64,
+    /// Fire and forget: print the key(s) once RabbitMQ holds the submission,
+    /// without waiting for the scheduler (nor checking FUNC). The task runs
+    /// all the same.
+    #[arg(long)]
+    pub detach: bool,
+    /// Submit even if no live worker serves FUNC now (one will come later).
+    #[arg(long)]
+    pub allow_unserved: bool,
+}
+
+impl TaskFlags {
+    /// The library's options for these flags.
+    pub fn options(&self, key: Option<String>) -> SubmitOptions {
+        SubmitOptions {
+            key,
+            pure: !self.no_pure,
+            retries: self.retries,
+            queue: self.queue.clone(),
+            timeout_secs: self.timeout,
+            priority: self.priority,
+            detach: self.detach,
+        }
+    }
+
+    /// Whether FUNC must be checked against the live workers first.
+    pub fn check_served(&self) -> bool {
+        !self.detach && !self.allow_unserved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(line: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("warren").chain(line.iter().copied()))
+    }
+
+    fn submit(line: &[&str]) -> (String, Vec<String>, TaskFlags) {
+        match parse(line).expect("parses").command {
+            Command::Submit {
+                func, args, task, ..
+            } => (func, args, task),
+            other => panic!("not a submit: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_after_the_arguments_are_options() {
+        let (func, args, task) = submit(&["submit", "sleep", "1", "--no-pure"]);
+        assert_eq!((func.as_str(), args), ("sleep", vec!["1".to_string()]));
+        assert!(task.no_pure);
+        let (_, args, task) = submit(&["submit", "inc", "1", "--priority", "-3", "--retries", "2"]);
+        assert_eq!(args, vec!["1"]);
+        assert_eq!((task.priority, task.retries), (-3, 2));
+        match parse(&["map", "inc", "1", "2", "3", "--no-pure"])
+            .unwrap()
+            .command
+        {
+            Command::Map { args, task, .. } => {
+                assert_eq!(args, vec!["1", "2", "3"]);
+                assert!(task.no_pure);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["gather", "k1", "k2", "--timeout", "5"])
+            .unwrap()
+            .command
+        {
+            Command::Gather { keys, timeout, .. } => {
+                assert_eq!((keys.len(), timeout), (2, Some(5.0)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn global_options_work_after_the_command_too() {
+        let cli = parse(&["status", "k", "--namespace", "other", "--json"]).unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("other"));
+        assert!(cli.json);
+    }
+
+    #[test]
+    fn negative_numbers_stay_arguments_and_double_dash_ends_options() {
+        let (_, args, _) = submit(&["submit", "add_them", "-5", "-1.5"]);
+        assert_eq!(args, vec!["-5", "-1.5"]);
+        let (_, args, task) = submit(&["submit", "identity", "--", "--no-pure"]);
+        assert_eq!(args, vec!["--no-pure"]);
+        assert!(!task.no_pure);
+    }
+
+    #[test]
+    fn help_anywhere_is_help_and_an_unknown_option_is_an_error() {
+        let e = parse(&["submit", "inc", "1", "--help"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        let e = parse(&["submit", "inc", "1", "--no-such-flag"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn submit_help_separates_task_options_from_global_ones_and_shows_examples() {
+        let mut cli = Cli::command();
+        // Global options reach subcommands when the command is built.
+        cli.build();
+        let help = cli
+            .find_subcommand_mut("submit")
+            .expect("submit")
+            .render_long_help()
+            .to_string();
+        let task = help.find("Task options:").expect("task heading");
+        let global = help.find("Global options:").expect("global heading");
+        let priority = help.find("--priority").expect("priority");
+        let amqp = help.find("--amqp-url").expect("amqp");
+        assert!(
+            task < priority && priority < global && global < amqp,
+            "{help}"
+        );
+        assert!(help.contains("Examples:"), "{help}");
+        assert!(!help.contains("(default 0)"), "{help}");
+    }
+}
