@@ -55,6 +55,34 @@ const ACK_NAG_EVERY: Duration = Duration::from_secs(5);
 /// waits for them: bounds what an error can leave unreported.
 const MAX_IN_FLIGHT: usize = 256;
 
+/// How long a key Redis does not know is asked about again before it is an
+/// unknown future, whatever the submit queue holds: a scheduler records a
+/// batch within milliseconds of taking it.
+const UNKNOWN_GRACE: Duration = Duration::from_secs(1);
+/// How often an unknown key is asked about again.
+const UNKNOWN_RETRY: Duration = Duration::from_millis(100);
+
+/// Whether a key Redis does not know is worth waiting for.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// It may still be on its way to a scheduler.
+    Wait,
+    /// It is not a future of this namespace.
+    Unknown,
+}
+
+/// A key unknown for `elapsed` is waited for during [`UNKNOWN_GRACE`], and
+/// beyond it only while submissions are still being recorded (`busy`: the
+/// submit queue holds requests, or the namespace's submitted counter grows),
+/// up to `limit` (`request_timeout_secs`).
+fn unknown_verdict(elapsed: Duration, busy: bool, limit: Duration) -> Verdict {
+    if elapsed < UNKNOWN_GRACE || (busy && elapsed < limit) {
+        Verdict::Wait
+    } else {
+        Verdict::Unknown
+    }
+}
+
 /// Options of [`Client::submit_with`] and [`Client::map_with`].
 #[derive(Debug, Clone)]
 pub struct SubmitOptions {
@@ -370,34 +398,60 @@ impl Client {
     }
 
     /// Registers as watcher of the unresolved keys from `from` on, resolving
-    /// those Redis already knows the end of.
+    /// those Redis already knows the end of. A key Redis does not know yet
+    /// may still be on its way (another process's `map --detach`, read by a
+    /// `gather` that outran the scheduler): it is asked about again while
+    /// [`unknown_verdict`] says to wait, then it is an unknown future.
     async fn refresh(
         &self,
         keys: &[String],
         from: usize,
         receivers: &[tokio::sync::watch::Receiver<Option<Terminal>>],
     ) -> Result<(), Error> {
-        let pending: Vec<String> = keys[from..]
+        let mut pending: Vec<String> = keys[from..]
             .iter()
             .zip(&receivers[from..])
             .filter(|(_, r)| r.borrow().is_none())
             .map(|(k, _)| k.clone())
             .collect();
-        for chunk in pending.chunks(WATCH_CHUNK) {
-            let seen = self
-                .inner
-                .store
-                .watch(&self.inner.reply_queue, chunk)
-                .await?;
-            for (k, w) in chunk.iter().zip(seen) {
-                match w {
-                    Watched::Unknown => return Err(self.unknown(k)),
-                    Watched::Done(t) => self.inner.events.resolve(k, t),
-                    Watched::Pending(_) => {}
+        let started = tokio::time::Instant::now();
+        let limit = Duration::from_secs(self.inner.settings.request_timeout_secs);
+        let mut recorded: Option<u64> = None;
+        loop {
+            let mut unknown = Vec::new();
+            for chunk in pending.chunks(WATCH_CHUNK) {
+                let seen = self
+                    .inner
+                    .store
+                    .watch(&self.inner.reply_queue, chunk)
+                    .await?;
+                for (k, w) in chunk.iter().zip(seen) {
+                    match w {
+                        Watched::Unknown => unknown.push(k.clone()),
+                        Watched::Done(t) => self.inner.events.resolve(k, t),
+                        Watched::Pending(_) => {}
+                    }
                 }
             }
+            let Some(first) = unknown.first() else {
+                return Ok(());
+            };
+            let queued = self
+                .queue_stats(&self.inner.topology.submit_queue())
+                .await
+                .map_or(0, |(ready, _)| ready);
+            // Requests a scheduler holds unacknowledged are not in `queued`;
+            // a growing `submitted` counter says it is still recording them.
+            let submitted = self.inner.store.stats().await?.get("submitted").copied();
+            let recording = recorded.is_some_and(|before| submitted != Some(before));
+            recorded = submitted;
+            let busy = queued > 0 || recording;
+            if unknown_verdict(started.elapsed(), busy, limit) == Verdict::Unknown {
+                return Err(self.unknown(first));
+            }
+            tokio::time::sleep(UNKNOWN_RETRY).await;
+            pending = unknown;
         }
-        Ok(())
     }
 
     /// Cancels every future, empties the queues and waits for the workers to
@@ -974,4 +1028,20 @@ pub struct QueueInfo {
     pub consumers: u32,
     /// For a work queue, the runnable tasks waiting in its outbox in Redis.
     pub outbox: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_is_waited_for_briefly_then_while_submits_are_queued() {
+        let limit = Duration::from_secs(30);
+        let ms = Duration::from_millis;
+        assert_eq!(unknown_verdict(ms(0), false, limit), Verdict::Wait);
+        assert_eq!(unknown_verdict(ms(900), false, limit), Verdict::Wait);
+        assert_eq!(unknown_verdict(ms(1000), false, limit), Verdict::Unknown);
+        assert_eq!(unknown_verdict(ms(5000), true, limit), Verdict::Wait);
+        assert_eq!(unknown_verdict(ms(30_000), true, limit), Verdict::Unknown);
+    }
 }

@@ -14,6 +14,7 @@
 //! | `P seq` | integer | FIFO order within a priority |
 //! | `P claimed:<scheduler>#<n>` | list | outbox entries a scheduler is publishing: window `0` or `1` of its dispatcher, or `e0`/`e1` for what `complete.lua` claimed for its intake |
 //! | `P claimants` | set | owners of `claimed:` lists, so reclaim and restart need no SCAN |
+//! | `P layout` | integer | the layout's version (2); older namespaces are migrated once by a starting scheduler |
 //! | `P index` | sorted set | every task record's key, scored by its expiry (ms; `inf` while pending), so restart costs the namespace's own futures |
 //! | `P sched:<scheduler>` | string, TTL | a scheduler's heartbeat |
 //! | `P epoch` | integer | bumped by every restart |
@@ -38,6 +39,10 @@ use crate::settings::{Settings, redact_url};
 use crate::status::State;
 
 const COMMON: &str = include_str!("lua/common.lua");
+
+/// The key layout's version, in `P layout`: 1 had neither `claimants` nor
+/// `index`, 2 has both ([`Store::migrate_layout`]).
+const LAYOUT: u64 = 2;
 
 fn script(body: &str) -> Script {
     Script::new(&format!("{COMMON}\n{body}"))
@@ -652,6 +657,49 @@ impl Store {
         Ok((epoch, notes))
     }
 
+    /// Brings a namespace written by a warren older than `claimants` and
+    /// `index` up to date, once: registers its claim lists and indexes its
+    /// records (scored by their TTL). The one SCAN left, run at a scheduler's
+    /// start only until `P layout` says it was done. Returns the records
+    /// indexed.
+    pub async fn migrate_layout(&self) -> Result<u64> {
+        let mut con = self.con.clone();
+        let p = &self.prefix;
+        let layout: Option<u64> = con.get(format!("{p}layout")).await?;
+        if layout.unwrap_or(0) >= LAYOUT {
+            return Ok(0);
+        }
+        for list in self.scan(&format!("{p}claimed:*")).await? {
+            let owner = &list[p.len() + "claimed:".len()..];
+            let _: () = con.sadd(format!("{p}claimants"), owner).await?;
+        }
+        let mut indexed = 0;
+        let now = now_ms();
+        for record in self.scan(&format!("{p}t:*")).await? {
+            let key = &record[p.len() + "t:".len()..];
+            let ttl_ms: i64 = redis::cmd("PTTL")
+                .arg(&record)
+                .query_async(&mut con)
+                .await?;
+            let score = if ttl_ms >= 0 {
+                (now + ttl_ms as u64).to_string()
+            } else {
+                "inf".to_string()
+            };
+            // NX: an entry the new scripts wrote meanwhile stays as it is.
+            let added: u64 = redis::cmd("ZADD")
+                .arg(format!("{p}index"))
+                .arg("NX")
+                .arg(score)
+                .arg(key)
+                .query_async(&mut con)
+                .await?;
+            indexed += added;
+        }
+        let _: () = con.set(format!("{p}layout"), LAYOUT).await?;
+        Ok(indexed)
+    }
+
     /// Drops expired records from the namespace's index (Redis expires the
     /// records themselves). Costs the number of entries dropped.
     pub async fn trim_index(&self) -> Result<u64> {
@@ -1251,6 +1299,39 @@ mod tests {
             s.states(&["done".into()]).await.unwrap(),
             vec![Some(State::Queued)]
         );
+        s.wipe().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_older_namespace_is_migrated_once_to_claimants_and_index() {
+        let s = store().await;
+        let mut con = s.connection();
+        let p = s.prefix().to_string();
+        // What a warren without claimants and index left behind.
+        let _: () = con
+            .hset(format!("{p}t:old"), "s", "finished")
+            .await
+            .unwrap();
+        let _: () = con.expire(format!("{p}t:old"), 3600).await.unwrap();
+        let _: () = con
+            .hset(format!("{p}t:running"), "s", "queued")
+            .await
+            .unwrap();
+        let _: () = con
+            .rpush(format!("{p}claimed:gone#0"), "running")
+            .await
+            .unwrap();
+        assert_eq!(s.migrate_layout().await.unwrap(), 2);
+        let claimants: Vec<String> = con.smembers(format!("{p}claimants")).await.unwrap();
+        assert_eq!(claimants, vec!["gone#0".to_string()]);
+        let finite: f64 = con.zscore(format!("{p}index"), "old").await.unwrap();
+        assert!(finite.is_finite() && finite > now_ms() as f64, "{finite}");
+        let pending: f64 = con.zscore(format!("{p}index"), "running").await.unwrap();
+        assert!(pending.is_infinite());
+        // The orphaned claim comes back through the claimants, with no SCAN.
+        assert_eq!(s.reclaim_orphans().await.unwrap(), 1);
+        // Done once: a second start does nothing.
+        assert_eq!(s.migrate_layout().await.unwrap(), 0);
         s.wipe().await.unwrap();
     }
 }

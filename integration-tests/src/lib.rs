@@ -17,15 +17,21 @@ use warren_core::store::Store;
 use warren_core::topology::Topology;
 use warren_core::{Settings, amqp};
 
-/// The directory holding the build's binaries (`target/<profile>`).
+/// The directory holding the build's binaries (`target/<profile>`), or
+/// `WARREN_BIN_DIR` (benchmarks run another commit's binaries that way).
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WARREN_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash>
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .to_path_buf();
+    // A test runs from target/<profile>/deps/<test>-<hash>; a benchmark
+    // binary from target/<profile> itself.
+    let exe_dir = exe.parent().expect("executable dir").to_path_buf();
+    let dir = if exe_dir.join("warren-scheduler").exists() {
+        exe_dir
+    } else {
+        exe_dir.parent().expect("target dir").to_path_buf()
+    };
     let needed = [
         "warren-scheduler",
         "warren-worker",
@@ -211,6 +217,14 @@ impl Cluster {
         self.workers[i] = self.spawn(self.worker_binary(), &args);
     }
 
+    /// `kill -9` the first scheduler, leaving none of its own in its place.
+    pub fn stop_scheduler(&mut self) {
+        if let Some(mut old) = self.scheduler.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+    }
+
     /// `kill -9` the first scheduler and start a new one in its place.
     pub fn kill_and_replace_scheduler(&mut self) {
         self.start_scheduler();
@@ -231,6 +245,16 @@ impl Cluster {
     /// The scheduler's process id (benchmarks read its memory in /proc).
     pub fn scheduler_pid(&self) -> Option<u32> {
         self.scheduler.as_ref().map(Child::id)
+    }
+
+    /// The process ids of the scheduler(s) and workers started.
+    pub fn pids(&self) -> Vec<u32> {
+        self.scheduler
+            .iter()
+            .chain(&self.extra_schedulers)
+            .chain(&self.workers)
+            .map(Child::id)
+            .collect()
     }
 
     /// Whether worker `i` is still running.

@@ -182,6 +182,41 @@ async fn detached_tasks_run_with_nobody_waiting_and_named_queues_route_work() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_gather_that_outruns_the_scheduler_waits_for_detached_keys() {
+    let mut c = Cluster::start(1, 2).await;
+    // No scheduler: the detached submission waits in the submit queue, so a
+    // gather reading its keys meets keys Redis does not know yet.
+    c.stop_scheduler();
+    let args: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    let mut map = vec!["map", "--detach", "--no-pure", "inc"];
+    map.extend(args.iter().map(String::as_str));
+    let keys = ok_stdout(&c.warren(&map));
+    let ns = c.settings.namespace.clone();
+    let gather = std::thread::spawn(move || {
+        warren_integration_tests::run_cli(&ns, &["gather", "-"], &keys, &[])
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.start_scheduler();
+    let out = gather.join().unwrap();
+    let values: Vec<i64> = ok_stdout(&out)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(values, (1..=50).collect::<Vec<i64>>());
+    // A key nobody submitted is still unknown, after the short grace only.
+    let started = Instant::now();
+    let out = c.warren(&["result", "never-submitted"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown future"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_time_limit_fails_the_task_and_frees_its_slot() {
     let c = Cluster::start(1, 1).await;
     let started = Instant::now();

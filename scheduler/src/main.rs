@@ -108,6 +108,13 @@ async fn run_connected(
     let topology = Topology::new(&settings.namespace, settings.queue_type);
     let conn = amqp::connect(settings, &format!("warren-scheduler {id}")).await?;
     let store = Store::connect(settings).await?;
+    let migrated = store.migrate_layout().await?;
+    if migrated > 0 {
+        info!(
+            records = migrated,
+            "indexed the records of an older warren's namespace"
+        );
+    }
     let setup = conn.create_channel().await?;
     let queues = store.work_queues().await?;
     let queue_refs: Vec<&str> = queues.iter().map(String::as_str).collect();

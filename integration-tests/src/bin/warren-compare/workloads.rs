@@ -1,0 +1,131 @@
+//! warren's side of the comparison: the same four workloads as the peers.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use warren_client::{Client, SubmitOptions};
+use warren_integration_tests::{Cluster, bin};
+
+use crate::Args;
+
+/// What one pass over the workloads measured.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    /// No-op map + gather through the Rust client.
+    pub noop_per_s: f64,
+    /// The same through `warren map ... | warren gather -`.
+    pub cli_per_s: f64,
+    /// `submit(inc).result()` round trips.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// A chain of dependent `inc`.
+    pub chain_per_s: f64,
+}
+
+fn impure() -> SubmitOptions {
+    SubmitOptions {
+        pure: false,
+        ..Default::default()
+    }
+}
+
+/// Runs every workload once on `cluster`.
+pub async fn all(cluster: &Cluster, args: &Args) -> Result<Figures> {
+    let client = cluster.client().await;
+    noop(&client, 1_000).await.context("warm-up")?;
+    let noop_per_s = noop(&client, args.tasks).await.context("no-op map")?;
+    let cli_per_s = cli_noop(cluster, args.tasks).context("CLI no-op map")?;
+    let (p50_ms, p99_ms) = round_trips(&client, args.rounds).await?;
+    let chain_per_s = chain(&client, args.links).await?;
+    Ok(Figures {
+        noop_per_s,
+        cli_per_s,
+        p50_ms,
+        p99_ms,
+        chain_per_s,
+    })
+}
+
+async fn noop(client: &Client, n: usize) -> Result<f64> {
+    let t = Instant::now();
+    let futures = client
+        .map_with(
+            "inc",
+            (0..n as i64).map(|i| vec![Value::from(i)]).collect(),
+            &impure(),
+        )
+        .await?;
+    let values = client.gather(&futures).await?;
+    let wall = t.elapsed();
+    ensure!(
+        values.last() == Some(&Value::from(n as i64)),
+        "wrong values"
+    );
+    Ok(n as f64 / wall.as_secs_f64())
+}
+
+/// `warren map --no-pure inc 0 .. n-1 | warren gather -`, timed as a whole.
+fn cli_noop(cluster: &Cluster, n: usize) -> Result<f64> {
+    let warren = bin("warren");
+    let args: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let t = Instant::now();
+    let mut map = std::process::Command::new(&warren)
+        .args(["map", "--no-pure", "inc"])
+        .args(&args)
+        .env("WARREN_NAMESPACE", &cluster.settings.namespace)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("warren map")?;
+    let keys = map.stdout.take().context("map's stdout")?;
+    let gather = std::process::Command::new(&warren)
+        .args(["gather", "-"])
+        .env("WARREN_NAMESPACE", &cluster.settings.namespace)
+        .stdin(keys)
+        .output()
+        .context("warren gather")?;
+    let wall = t.elapsed();
+    ensure!(map.wait()?.success(), "warren map failed");
+    ensure!(
+        gather.status.success(),
+        "warren gather failed: {}",
+        String::from_utf8_lossy(&gather.stderr)
+    );
+    let lines = String::from_utf8_lossy(&gather.stdout).lines().count();
+    ensure!(lines == n, "gather printed {lines} values for {n} tasks");
+    Ok(n as f64 / wall.as_secs_f64())
+}
+
+async fn round_trips(client: &Client, rounds: usize) -> Result<(f64, f64)> {
+    let mut lat: Vec<Duration> = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let t = Instant::now();
+        client
+            .submit_with("inc", (i,), &impure())
+            .await?
+            .result()
+            .await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let at = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    Ok((ms(at(0.5)), ms(at(0.99))))
+}
+
+async fn chain(client: &Client, links: usize) -> Result<f64> {
+    let t = Instant::now();
+    let mut f = client.submit_with("inc", (0,), &impure()).await?;
+    for _ in 1..links {
+        f = client.submit_with("inc", (&f,), &impure()).await?;
+    }
+    let end = f.result().await?;
+    ensure!(
+        end == links as i64,
+        "the chain ended with {end}"
+    );
+    Ok(links as f64 / t.elapsed().as_secs_f64())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
