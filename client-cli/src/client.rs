@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::warn;
 use warren_core::messages::{
-    ClientEvent, ClientRequest, MAX_PRIORITY, PROTOCOL_VERSION, TaskSpec, Terminal, WorkerInfo,
+    ClientEvent, ClientRequest, PROTOCOL_VERSION, TaskSpec, Terminal, WorkerInfo,
 };
 use warren_core::status::State;
 use warren_core::store::{Forgotten, Store, Watched};
@@ -164,7 +164,7 @@ struct Inner {
 #[derive(Default)]
 struct InFlight {
     confirms: Vec<amqp::PublisherConfirm>,
-    acks: Vec<tokio::sync::oneshot::Receiver<()>>,
+    acks: Vec<tokio::sync::oneshot::Receiver<Vec<warren_core::messages::Refusal>>>,
     tasks: usize,
     /// Keys of the tasks in those submissions.
     keys: std::collections::HashSet<String>,
@@ -519,23 +519,15 @@ impl Client {
         opts: &SubmitOptions,
         key: Option<String>,
     ) -> Result<TaskSpec, Error> {
-        if opts.priority.abs() > MAX_PRIORITY {
-            return Err(Error::InvalidArgument(format!(
-                "priority {} is outside -{MAX_PRIORITY}..={MAX_PRIORITY}",
-                opts.priority
-            )));
-        }
+        // The function name first: a bad one would make a bad pure key too.
         taskkey::validate_key(func)
             .map_err(|e| Error::InvalidArgument(format!("function name: {e}")))?;
         let key = match key {
-            Some(k) => {
-                taskkey::validate_key(&k).map_err(Error::InvalidArgument)?;
-                k
-            }
+            Some(k) => k,
             None if opts.pure => taskkey::pure_key(func, &args),
             None => taskkey::random_key(func),
         };
-        Ok(TaskSpec {
+        let spec = TaskSpec {
             deps: args::dependencies(&args),
             key,
             func: func.to_string(),
@@ -544,7 +536,10 @@ impl Client {
             retries: opts.retries,
             timeout_secs: opts.timeout_secs,
             priority: opts.priority,
-        })
+        };
+        // The scheduler's own rules: what passes here is never refused there.
+        spec.validate().map_err(Error::InvalidArgument)?;
+        Ok(spec)
     }
 
     /// Publishes specs in batches; [`Client::flush`] (called by everything
@@ -710,7 +705,7 @@ impl Client {
     /// to `deadline`, saying every few seconds why it is still waiting.
     async fn await_acks(
         &self,
-        acks: Vec<tokio::sync::oneshot::Receiver<()>>,
+        acks: Vec<tokio::sync::oneshot::Receiver<Vec<warren_core::messages::Refusal>>>,
         items: usize,
         deadline: tokio::time::Instant,
     ) -> Result<(), Error> {
@@ -718,7 +713,15 @@ impl Client {
             loop {
                 let nag = (tokio::time::Instant::now() + ACK_NAG_EVERY).min(deadline);
                 match tokio::time::timeout_at(nag, &mut ack).await {
-                    Ok(Ok(())) => break,
+                    Ok(Ok(refused)) if refused.is_empty() => break,
+                    Ok(Ok(refused)) => {
+                        let first = &refused[0];
+                        return Err(Error::Refused {
+                            count: refused.len(),
+                            key: first.key.clone(),
+                            reason: first.reason.clone(),
+                        });
+                    }
                     Ok(Err(_)) => return Err(Error::Disconnected),
                     Err(_) => {
                         let consumers = self.submit_consumers().await;

@@ -93,6 +93,18 @@ pub enum Error {
         secs: u64,
     },
 
+    /// A scheduler refused tasks of a submission (an older or other client
+    /// sent what this one's validation would have stopped).
+    #[error("the scheduler refused {count} task(s), the first {key}: {reason}")]
+    Refused {
+        /// Tasks refused.
+        count: usize,
+        /// The first refused task's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+
     /// No live worker serves the function (on that queue).
     #[error("{0}")]
     UnservedFunction(String),

@@ -15,13 +15,13 @@ use futures::StreamExt;
 use lapin::Consumer;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
-use warren_core::messages::{ClientEvent, ClientEvents, Terminal, decode};
+use warren_core::messages::{ClientEvent, ClientEvents, Refusal, Terminal, decode};
 
 /// Routes reply-queue events to waiters.
 #[derive(Default)]
 pub struct Events {
     futures: Mutex<HashMap<String, watch::Sender<Option<Terminal>>>>,
-    batches: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    batches: Mutex<HashMap<String, oneshot::Sender<Vec<Refusal>>>>,
     restart: Mutex<Option<mpsc::UnboundedSender<ClientEvent>>>,
 }
 
@@ -84,8 +84,9 @@ impl Events {
         }
     }
 
-    /// A receiver fired when the scheduler acknowledges submit batch `batch`.
-    pub fn expect_batch(&self, batch: &str) -> oneshot::Receiver<()> {
+    /// A receiver fired when the scheduler acknowledges submit batch
+    /// `batch`, with the tasks it refused.
+    pub fn expect_batch(&self, batch: &str) -> oneshot::Receiver<Vec<Refusal>> {
         let (tx, rx) = oneshot::channel();
         self.batches
             .lock()
@@ -104,14 +105,14 @@ impl Events {
     fn dispatch(&self, event: ClientEvent) {
         match event {
             ClientEvent::Done { key, terminal } => self.resolve(&key, terminal),
-            ClientEvent::Submitted { batch } => {
+            ClientEvent::Submitted { batch, refused } => {
                 if let Some(tx) = self
                     .batches
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&batch)
                 {
-                    let _ = tx.send(());
+                    let _ = tx.send(refused);
                 }
             }
             e @ (ClientEvent::Restarted { .. } | ClientEvent::WorkerReady { .. }) => {

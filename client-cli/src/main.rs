@@ -79,6 +79,7 @@ fn classify(e: &anyhow::Error) -> (&'static str, u8) {
         Some(Error::NoScheduler { .. }) => ("no_scheduler", BAD),
         Some(Error::NotConfirmed { .. }) => ("not_confirmed", BAD),
         Some(Error::InvalidArgument(_) | Error::PayloadTooLarge { .. }) => ("invalid_input", BAD),
+        Some(Error::Refused { .. }) => ("refused", BAD),
         Some(Error::Task { .. }) => ("task_failed", FAILED),
         Some(Error::Cancelled { .. }) => ("cancelled", FAILED),
         Some(Error::Core(_) | Error::Disconnected) => ("service", BAD),

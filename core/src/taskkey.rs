@@ -30,14 +30,30 @@ pub fn random_key(func: &str) -> String {
 /// Checks a user-chosen key: printable, no spaces, at most 250 bytes.
 pub fn validate_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > 250 {
-        return Err(format!("key {key:?} must be 1-250 bytes long"));
+        return Err(format!(
+            "key {} must be 1-250 bytes long, not {}",
+            shown(key),
+            key.len()
+        ));
     }
     if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "key {key:?} must not contain spaces or control characters"
+            "key {} must not contain spaces or control characters",
+            shown(key)
         ));
     }
     Ok(())
+}
+
+/// A key as an error message shows it: quoted, and cut after 60 characters,
+/// so a 10 KB key does not flood the terminal.
+pub fn shown(key: &str) -> String {
+    if key.chars().count() <= 60 {
+        format!("{key:?}")
+    } else {
+        let head: String = key.chars().take(60).collect();
+        format!("{head:?}... ({} bytes)", key.len())
+    }
 }
 
 #[cfg(test)]
@@ -67,5 +83,7 @@ mod tests {
         assert_ne!(random_key("f"), random_key("f"));
         assert!(validate_key("has space").unwrap_err().contains("has space"));
         assert!(validate_key("ok-key").is_ok());
+        let e = validate_key(&"x".repeat(10_000)).unwrap_err();
+        assert!(e.len() < 200 && e.contains("not 10000"), "{e}");
     }
 }

@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 use warren_core::amqp;
 use warren_core::messages::{
-    ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, TaskFailure, TaskResult, TaskSpec,
-    Terminal, WorkerReport, decode, decode_work,
+    ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, Refusal, TaskFailure, TaskResult,
+    TaskSpec, Terminal, WorkerReport, decode, decode_work,
 };
 use warren_core::metrics::Metrics;
 use warren_core::store::{Store, Transition};
@@ -231,18 +231,21 @@ impl Intake {
                     "",
                     tasks.len() as u64,
                 );
-                if let Some(problem) = tasks.iter().find_map(|t| {
-                    warren_core::taskkey::validate_key(&t.key)
-                        .and(warren_core::taskkey::validate_key(&t.func))
-                        .err()
-                }) {
-                    return self
-                        .dead_letter(delivery, &format!("invalid task: {problem}"))
-                        .await;
+                // An invalid task is refused alone: the rest of its batch is
+                // recorded, and the client is told which and why.
+                let (tasks, refused) = admit(tasks);
+                if !refused.is_empty() {
+                    warn!(
+                        refused = refused.len(),
+                        first = %refused[0].reason,
+                        "refused invalid tasks of a submission"
+                    );
                 }
-                self.submit(&reply_to, tasks, deps_in_flight, &mut out)
-                    .await?;
-                out.push(&reply_to, ClientEvent::Submitted { batch });
+                if !tasks.is_empty() {
+                    self.submit(&reply_to, tasks, deps_in_flight, &mut out)
+                        .await?;
+                }
+                out.push(&reply_to, ClientEvent::Submitted { batch, refused });
             }
             ClientRequest::Restart { .. } => {
                 self.count("warren_scheduler_requests_total", "kind=\"restart\"", 1);
@@ -260,7 +263,13 @@ impl Intake {
                     })
                     .await?;
                 }
-                out.push(&reply_to, ClientEvent::Submitted { batch });
+                out.push(
+                    &reply_to,
+                    ClientEvent::Submitted {
+                        batch,
+                        refused: Vec::new(),
+                    },
+                );
                 out.extend(notes);
             }
         }
@@ -522,6 +531,24 @@ impl Intake {
     }
 }
 
+/// Splits a submitted batch into the tasks to record and those refused
+/// ([`TaskSpec::validate`], the rules the client applies before sending).
+fn admit(tasks: Vec<TaskSpec>) -> (Vec<TaskSpec>, Vec<Refusal>) {
+    let mut ok = Vec::with_capacity(tasks.len());
+    let mut refused = Vec::new();
+    for t in tasks {
+        match t.validate() {
+            Ok(()) => ok.push(t),
+            Err(reason) => refused.push(Refusal {
+                // A key too long to echo is cut: the reason says what it was.
+                key: t.key.chars().take(80).collect(),
+                reason: reason.chars().take(300).collect(),
+            }),
+        }
+    }
+    (ok, refused)
+}
+
 /// The delivery just received plus every one already waiting, up to [`BATCH`].
 fn take_batch(
     first: lapin::Result<Delivery>,
@@ -536,4 +563,38 @@ fn take_batch(
         }
     }
     Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(key: &str) -> TaskSpec {
+        TaskSpec {
+            key: key.into(),
+            func: "inc".into(),
+            args: vec![serde_json::json!(1)],
+            deps: vec![],
+            queue: "default".into(),
+            retries: 0,
+            timeout_secs: None,
+            priority: 0,
+        }
+    }
+
+    #[test]
+    fn an_invalid_task_is_refused_alone() {
+        let long = "x".repeat(300);
+        let (ok, refused) = admit(vec![task("a"), task(&long), task("b")]);
+        let keys: Vec<&str> = ok.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, vec!["a", "b"]);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].key.len(), 80);
+        assert!(
+            refused[0].reason.contains("1-250 bytes"),
+            "{}",
+            refused[0].reason
+        );
+        assert!(refused[0].reason.len() <= 300);
+    }
 }

@@ -119,10 +119,7 @@ async fn chain(client: &Client, links: usize) -> Result<f64> {
         f = client.submit_with("inc", (&f,), &impure()).await?;
     }
     let end = f.result().await?;
-    ensure!(
-        end == links as i64,
-        "the chain ended with {end}"
-    );
+    ensure!(end == links as i64, "the chain ended with {end}");
     Ok(links as f64 / t.elapsed().as_secs_f64())
 }
 
