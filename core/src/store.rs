@@ -31,10 +31,11 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value as RValue};
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::messages::{TaskFailure, TaskSpec, Terminal, WorkerInfo, now_ms};
+use crate::outage::{Outage, Say};
 use crate::settings::{Settings, redact_url};
 use crate::status::State;
 
@@ -171,6 +172,10 @@ pub enum Watched {
 #[derive(Clone)]
 pub struct Store {
     con: ConnectionManager,
+    /// The Redis URL without its password, for log lines.
+    url: String,
+    /// Shared by every clone: an outage is said once per process.
+    outage: std::sync::Arc<std::sync::Mutex<Outage>>,
     prefix: String,
     ttl: u64,
     scripts: std::sync::Arc<Scripts>,
@@ -218,6 +223,8 @@ impl Store {
         .map_err(|cause| Error::RedisConnect { url, cause })?;
         Ok(Self {
             con,
+            url: redact_url(&settings.redis_url),
+            outage: std::sync::Arc::new(std::sync::Mutex::new(Outage::default())),
             prefix: format!("{}:", settings.namespace),
             ttl: settings.result_ttl_secs,
             scripts: std::sync::Arc::new(Scripts::new()),
@@ -248,14 +255,49 @@ impl Store {
             }
             let mut con = self.con.clone();
             match inv.invoke_async::<RValue>(&mut con).await {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.say(|o, now| o.succeeded(now), None);
+                    return Ok(v);
+                }
                 Err(e) if is_transient(&e) && started.elapsed() < RETRY_WINDOW => {
                     attempt += 1;
-                    warn!(error = %e, attempt, "Redis command failed; retrying");
+                    debug!(error = %e, attempt, "Redis command failed; retrying");
+                    self.say(|o, now| o.failed(now), Some(&e));
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Logs what the process-wide outage state says about this call: one
+    /// line when Redis becomes unreachable, a reminder every 10 s, one when
+    /// it answers again.
+    fn say(
+        &self,
+        step: impl FnOnce(&mut Outage, std::time::Instant) -> Option<Say>,
+        error: Option<&redis::RedisError>,
+    ) {
+        let said = step(
+            &mut self.outage.lock().unwrap_or_else(|p| p.into_inner()),
+            std::time::Instant::now(),
+        );
+        let url = &self.url;
+        match said {
+            Some(Say::Started) => warn!(
+                %url,
+                error = %error.map(ToString::to_string).unwrap_or_default(),
+                "Redis is unreachable; retrying (reminders every 10 s)"
+            ),
+            Some(Say::Continuing(d)) => {
+                warn!(%url, down_secs = d.as_secs(), "Redis still unreachable; retrying")
+            }
+            Some(Say::Ended(d)) => info!(
+                %url,
+                down_ms = d.as_millis() as u64,
+                "Redis answers again"
+            ),
+            None => {}
         }
     }
 

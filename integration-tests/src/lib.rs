@@ -312,7 +312,14 @@ impl Cluster {
 
     /// Runs the `warren` CLI with `stdin`.
     pub fn warren_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        run_cli(&self.settings.namespace, args, stdin, &[])
+        // The cluster's own settings (a private Redis, say) reach the CLI too.
+        let env: Vec<(&str, &str)> = self
+            .options
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        run_cli(&self.settings.namespace, args, stdin, &env)
     }
 
     /// Messages ready in the queue `name`.
@@ -471,6 +478,92 @@ pub fn primes_below(m: i64) -> i64 {
         }
     }
     count
+}
+
+/// A throwaway Redis with append-only persistence.
+pub struct PersistentRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PersistentRedis {
+    /// Starts one on a port of its own (6390 + pid % 500).
+    pub fn start() -> Self {
+        let port = 6390 + (std::process::id() % 500) as u16;
+        let dir = std::env::temp_dir().join(format!("warren-chaos-redis-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Self {
+            port,
+            dir,
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A clean restart: SHUTDOWN (which syncs the append-only file), then start.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// SHUTDOWN (syncing the append-only file); [`PersistentRedis::resume`] starts it again.
+    pub fn stop(&mut self) {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown"])
+            .output();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn resume(&mut self) {
+        self.spawn();
+    }
+}
+
+impl Drop for PersistentRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[cfg(test)]
