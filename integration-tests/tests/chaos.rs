@@ -8,8 +8,6 @@
 //! Redis is a private `redis-server` with append-only persistence on a port of
 //! its own, so restarting it touches nothing else.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
