@@ -747,6 +747,20 @@ impl Client {
         Ok(())
     }
 
+    /// What the client can see of the stack serving the namespace, for
+    /// saying why a wait does not move ([`crate::stall::diagnose`]).
+    pub async fn health(&self) -> Result<crate::stall::Health, Error> {
+        let reports_waiting = self
+            .queue_stats(&self.inner.topology.results_queue())
+            .await
+            .map_or(0, |(ready, _)| ready);
+        Ok(crate::stall::Health {
+            schedulers: self.scheduler_count().await,
+            reports_waiting,
+            workers: self.workers().await?.len(),
+        })
+    }
+
     /// Schedulers serving this namespace (consumers of its submit queue).
     pub async fn scheduler_count(&self) -> u32 {
         self.submit_consumers().await.unwrap_or(0)

@@ -27,6 +27,7 @@ mod error;
 pub mod events;
 mod future;
 mod served;
+pub mod stall;
 
 pub use client::{Client, Info, QueueInfo, RestartReport, SubmitOptions, WaitMode};
 pub use error::Error;

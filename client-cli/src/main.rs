@@ -146,7 +146,7 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
                     let outcome = seen.in_order(&keys).unwrap_or_default();
                     Ok(failed_if(!out.result(&keys[0], &outcome[0])))
                 }
-                Ended::TimedOut => Err(timed_out(timeout, &keys[0]).into()),
+                Ended::TimedOut => Err(timed_out(timeout, &keys[0], &seen).into()),
                 Ended::Interrupted => {
                     report_interrupted(&namespace, &keys, &seen, out);
                     Ok(INTERRUPTED)
@@ -181,7 +181,7 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
                         keys.len(),
                         seen.pending(&keys).len()
                     );
-                    Err(timed_out(timeout, &what).into())
+                    Err(timed_out(timeout, &what, &seen).into())
                 }
                 Ended::Interrupted => {
                     report_interrupted(&namespace, &keys, &seen, out);
@@ -207,10 +207,14 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
             out.waited(&done, &client.states(&done).await?, &not_done);
             if let Ended::TimedOut = ended {
                 eprintln!(
-                    "error: timed out after {}s: {} of {} futures final",
+                    "error: timed out after {}s: {} of {} futures final{}",
                     timeout.unwrap_or(0.0),
                     done.len(),
-                    keys.len()
+                    keys.len(),
+                    seen.stalled
+                        .as_deref()
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default()
                 );
                 return Ok(TIMED_OUT);
             }
@@ -271,9 +275,14 @@ async fn states(client: &Client, keys: &[String], out: Out) -> Result<u8, Error>
     Ok(0)
 }
 
-fn timed_out(secs: Option<f64>, what: &str) -> Error {
+/// A timeout, with why the futures were not moving if the stack said.
+fn timed_out(secs: Option<f64>, what: &str, seen: &cli::waiting::Seen) -> Error {
+    let what = match &seen.stalled {
+        Some(why) => format!("{what} ({why})"),
+        None => what.to_string(),
+    };
     Error::Timeout {
         secs: secs.unwrap_or(0.0),
-        what: what.to_string(),
+        what,
     }
 }

@@ -361,3 +361,40 @@ async fn warren_up_runs_a_stack_in_the_background_with_plain_log_files() {
     let _ = std::fs::remove_dir_all(&dir);
     warren_integration_tests::cleanup(&fresh_settings_for(&ns)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wait_that_cannot_move_says_why_and_so_does_its_timeout() {
+    // No live worker: the task stays queued.
+    let mut c = Cluster::start(0, 1).await;
+    let k = ok_stdout(&c.warren(&["submit", "--allow-unserved", "inc", "1"]));
+    let out = c.warren(&["result", "--timeout", "8", k.trim()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("warning: still waiting: no live worker"),
+        "{err}"
+    );
+    assert!(
+        err.lines().last().unwrap_or("").contains("no live worker"),
+        "the timeout does not say why: {err}"
+    );
+    // No scheduler: the worker's report waits in the results queue.
+    c.stop_scheduler();
+    c.start_worker(1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.queue_depth(&c.topology().results_queue()).await == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = c.warren(&["result", "--timeout", "8", k.trim()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("no scheduler serves"), "{err}");
+    assert!(err.contains("worker reports wait in its results queue"), "{err}");
+    // A scheduler again: the report is applied and the value arrives.
+    c.start_scheduler();
+    assert_eq!(
+        ok_stdout(&c.warren(&["result", "--timeout", "30", k.trim()])).trim(),
+        "2"
+    );
+    c.shutdown().await;
+}

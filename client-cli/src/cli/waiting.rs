@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use warren_client::{Client, Error, Terminal};
+use warren_client::{Client, Error, Terminal, stall};
+
+/// How long nothing may finish before the wait looks at why.
+const STALL_CHECK: Duration = Duration::from_secs(5);
 
 use super::output::Out;
 use super::progress::Progress;
@@ -31,6 +34,8 @@ pub enum Ended {
 pub struct Seen {
     order: Vec<String>,
     states: HashMap<String, Terminal>,
+    /// Why the wait stopped moving, if the stack showed a reason.
+    pub stalled: Option<String>,
 }
 
 impl Seen {
@@ -63,12 +68,15 @@ pub async fn wait_for(
     mut each: impl FnMut(&str, &Terminal, &Progress),
 ) -> Result<(Seen, Ended), Error> {
     let mut seen = Seen::default();
+    let finished = std::cell::Cell::new(0usize);
+    let stalled = std::cell::RefCell::new(None);
     let ended = {
         let stream = client.as_completed(keys);
         let drain = async {
             futures::pin_mut!(stream);
             while let Some(item) = stream.next().await {
                 let (key, t) = item?;
+                finished.set(finished.get() + 1);
                 progress.done(!matches!(t, Terminal::Finished { .. }));
                 each(&key, &t, progress);
                 seen.order.push(key.clone());
@@ -85,13 +93,38 @@ pub async fn wait_for(
                 None => std::future::pending().await,
             }
         };
+        // Nothing finishing for a while: look at the stack and say why, once
+        // per reason (and again if it changes).
+        let watchdog = async {
+            let mut last = (finished.get(), None::<String>);
+            loop {
+                tokio::time::sleep(STALL_CHECK).await;
+                if finished.get() != last.0 {
+                    last = (finished.get(), None);
+                    continue;
+                }
+                let Ok(health) = client.health().await else {
+                    continue;
+                };
+                let why = stall::diagnose(&client.settings().namespace, &health);
+                if let Some(w) = &why
+                    && last.1.as_ref() != Some(w)
+                {
+                    eprintln!("warning: still waiting: {w}");
+                }
+                stalled.replace(why.clone());
+                last.1 = why;
+            }
+        };
         tokio::select! {
             r = drain => { r?; Ended::Done }
             () = limit => Ended::TimedOut,
             _ = tokio::signal::ctrl_c() => Ended::Interrupted,
+            () = watchdog => unreachable!("the watchdog never returns"),
         }
     };
     progress.finish();
+    seen.stalled = stalled.into_inner();
     Ok((seen, ended))
 }
 
