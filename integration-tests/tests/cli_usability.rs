@@ -389,7 +389,10 @@ async fn a_wait_that_cannot_move_says_why_and_so_does_its_timeout() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("no scheduler serves"), "{err}");
-    assert!(err.contains("worker reports wait in its results queue"), "{err}");
+    assert!(
+        err.contains("worker reports wait in its results queue"),
+        "{err}"
+    );
     // A scheduler again: the report is applied and the value arrives.
     c.start_scheduler();
     assert_eq!(

@@ -127,10 +127,11 @@ fn decode_arg<T: DeserializeOwned>(name: &str, index: usize, v: Value) -> Result
     })
 }
 
-/// The Python name of a JSON value's type, as a dask user reads it.
-fn json_type_name(v: &Value) -> &'static str {
+/// The Python name of a JSON value's type, as a dask user reads it (and
+/// as Python's own TypeErrors name it).
+pub(crate) fn json_type_name(v: &Value) -> &'static str {
     match v {
-        Value::Null => "None",
+        Value::Null => "NoneType",
         Value::Bool(_) => "bool",
         Value::Number(n) if n.is_f64() => "float",
         Value::Number(_) => "int",

@@ -72,18 +72,6 @@ pub fn goes_wrong() -> Result<i64, TaskError> {
         .ok_or_else(|| TaskError::new("ZeroDivisionError", "division by zero"))
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "NoneType",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "str",
-        Value::Array(_) => "list",
-        Value::Object(_) => "dict",
-    }
-}
-
 /// Python's `x + y` on JSON values.
 pub fn add(x: &Value, y: &Value) -> Result<Value, TaskError> {
     match (x, y) {
@@ -112,8 +100,8 @@ pub fn add(x: &Value, y: &Value) -> Result<Value, TaskError> {
             "TypeError",
             format!(
                 "unsupported operand type(s) for +: '{}' and '{}'",
-                type_name(x),
-                type_name(y)
+                crate::registry::json_type_name(x),
+                crate::registry::json_type_name(y)
             ),
         )),
     }
