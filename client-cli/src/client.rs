@@ -174,7 +174,7 @@ impl Client {
     /// Connects to RabbitMQ and Redis and opens this client's reply queue.
     pub async fn connect(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
-        let topology = Topology::new(&settings.namespace, settings.queue_type);
+        let topology = Topology::from_settings(&settings);
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();

@@ -9,6 +9,7 @@
 //! - [`topology`]: the names of exchanges and queues, and their idempotent declaration;
 //! - [`amqp`]: connecting to RabbitMQ and publishing with confirms;
 //! - [`logging`]: one logging set-up for every binary (colour only on a terminal);
+//! - [`sizing`]: what fits in one RabbitMQ message, decided before publishing;
 //! - [`outage`]: an outage said once, reminded, and ended, not once per retry;
 //! - [`reconnect`]: running a component again, with backoff, when a service goes away;
 //! - [`store`]: the Redis key layout and the Lua scripts that are the only way state changes;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod outage;
 pub mod reconnect;
 pub mod settings;
+pub mod sizing;
 pub mod status;
 pub mod store;
 pub mod taskkey;

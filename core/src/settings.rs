@@ -9,6 +9,7 @@
 //! 3. `WARREN_*` environment variables, one per field, upper-cased:
 //!    `WARREN_AMQP_URL`, `WARREN_REDIS_URL`, `WARREN_NAMESPACE`, `WARREN_CONCURRENCY`,
 //!    `WARREN_PREFETCH`, `WARREN_RESULT_TTL_SECS`, `WARREN_MAX_PAYLOAD_BYTES`,
+//!    `WARREN_MAX_MESSAGE_BYTES`,
 //!    `WARREN_ALLOWED_FAILURES`, `WARREN_REDIS_TIMEOUT_SECS`, `WARREN_METRICS_ADDR`,
 //!    `WARREN_QUEUE_TYPE`, `WARREN_REQUEST_TIMEOUT_SECS`;
 //! 4. command-line flags, passed in as overrides.
@@ -44,8 +45,17 @@ pub struct Settings {
     pub prefetch: u16,
     /// Seconds a finished future's record and value are kept in Redis.
     pub result_ttl_secs: u64,
-    /// Largest message body a client may publish, in bytes.
+    /// Largest value warren carries, in bytes: a client's request (a task's
+    /// arguments) and a task's result (a worker refuses a bigger one as the
+    /// task's error `PayloadTooLarge`).
     pub max_payload_bytes: usize,
+    /// Largest message warren publishes to RabbitMQ, in bytes: keep it at or
+    /// below the broker's `max_message_size` (128 MiB on RabbitMQ 3.x, 16 MiB
+    /// by default on 4.x), because the broker closes the channel of a bigger
+    /// publish. A work message (a task with its dependencies' values inlined)
+    /// that would be larger fails its task alone with `PayloadTooLarge`;
+    /// batches of results and events are split to stay under it.
+    pub max_message_bytes: usize,
     /// Workers that may die while running one task: when a task has been started
     /// this many times plus one and every run died with its worker, it is not
     /// started again and the future becomes `error: KilledWorker` (dask's
@@ -78,6 +88,7 @@ impl Default for Settings {
             prefetch: 0,
             result_ttl_secs: 24 * 3600,
             max_payload_bytes: 8 * 1024 * 1024,
+            max_message_bytes: 128 * 1024 * 1024,
             allowed_failures: 3,
             redis_timeout_secs: 60,
             metrics_addr: String::new(),
@@ -89,7 +100,7 @@ impl Default for Settings {
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 12] = [
+    pub const FIELDS: [&'static str; 13] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -97,6 +108,7 @@ impl Settings {
         "prefetch",
         "result_ttl_secs",
         "max_payload_bytes",
+        "max_message_bytes",
         "allowed_failures",
         "redis_timeout_secs",
         "metrics_addr",
@@ -183,6 +195,12 @@ impl Settings {
             return Err(Error::Settings(format!(
                 "redis_url {} must start with redis:// or rediss://",
                 redact_url(&self.redis_url)
+            )));
+        }
+        if self.max_message_bytes < self.max_payload_bytes {
+            return Err(Error::Settings(format!(
+                "max_message_bytes ({}) must be at least max_payload_bytes ({}): a message carries a whole value",
+                self.max_message_bytes, self.max_payload_bytes
             )));
         }
         Ok(())

@@ -144,15 +144,31 @@ pub struct BindingDef {
 pub struct Topology {
     ns: String,
     queue_type: QueueType,
+    max_message_bytes: usize,
 }
 
 impl Topology {
-    /// The topology of namespace `ns`, with queues of type `queue_type`.
+    /// The topology of namespace `ns`, with queues of type `queue_type` and
+    /// the default message size limit.
     pub fn new(ns: &str, queue_type: QueueType) -> Self {
         Self {
             ns: ns.to_string(),
             queue_type,
+            max_message_bytes: crate::Settings::default().max_message_bytes,
         }
+    }
+
+    /// The topology `settings` describe (namespace, queue type, message limit).
+    pub fn from_settings(settings: &crate::Settings) -> Self {
+        Self {
+            max_message_bytes: settings.max_message_bytes,
+            ..Self::new(&settings.namespace, settings.queue_type)
+        }
+    }
+
+    /// The largest message the broker takes (setting `max_message_bytes`).
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
     }
 
     /// The namespace.

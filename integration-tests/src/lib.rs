@@ -17,6 +17,9 @@ use warren_core::store::Store;
 use warren_core::topology::Topology;
 use warren_core::{Settings, amqp};
 
+mod rabbit;
+pub use rabbit::PrivateRabbit;
+
 /// The directory holding the build's binaries (`target/<profile>`), or
 /// `WARREN_BIN_DIR` (benchmarks run another commit's binaries that way).
 pub fn bin_dir() -> PathBuf {
@@ -295,7 +298,7 @@ impl Cluster {
 
     /// The namespace's topology.
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.settings.namespace, self.settings.queue_type)
+        Topology::from_settings(&self.settings)
     }
 
     /// A client on the namespace.
@@ -392,7 +395,7 @@ pub async fn cleanup(settings: &Settings) {
         work_queues = store.work_queues().await.unwrap_or(work_queues);
     }
     if let Ok(conn) = amqp::connect(settings, "warren-tests-cleanup").await {
-        let topo = Topology::new(&settings.namespace, settings.queue_type);
+        let topo = Topology::from_settings(settings);
         let refs: Vec<&str> = work_queues.iter().map(String::as_str).collect();
         for q in topo.queues(&refs) {
             if let Ok(ch) = conn.create_channel().await {

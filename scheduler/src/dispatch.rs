@@ -32,11 +32,11 @@ use lapin::{Channel, Connection};
 use serde_json::Value;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
-use warren_core::amqp;
 use warren_core::messages::{PROTOCOL_VERSION, TaskFailure, Terminal, WorkMessage};
 use warren_core::metrics::Metrics;
 use warren_core::store::{ClaimedTask, Store, Transition};
 use warren_core::topology::{Topology, declare_queue};
+use warren_core::{amqp, sizing};
 
 use crate::notify::{Notifier, Outgoing};
 
@@ -292,7 +292,8 @@ pub struct Window {
 }
 
 /// Publishes claimed tasks to their work queues (packed for `room`), inlining
-/// dependency values; a task that cannot be built is set aside to fail.
+/// dependency values; a task that cannot be built, or whose work message
+/// would be over the broker's limit, is set aside to fail alone.
 pub async fn publish_claimed(
     ch: &Channel,
     topology: &Topology,
@@ -301,10 +302,12 @@ pub async fn publish_claimed(
     room: Room,
 ) -> anyhow::Result<Window> {
     let n = tasks.len();
-    let mut by_queue: Vec<(String, Vec<WorkMessage>)> = Vec::new();
+    let limit = topology.max_message_bytes();
+    let mut by_queue: Vec<(String, Vec<Encoded>)> = Vec::new();
     let mut lost = Vec::new();
     for task in tasks {
-        match work_message(task, epoch) {
+        let built = work_message(task, epoch).and_then(|(q, msg)| Ok((q, encode(msg, limit)?)));
+        match built {
             Ok((q, msg)) => match by_queue.iter_mut().find(|(name, _)| *name == q) {
                 Some((_, msgs)) => msgs.push(msg),
                 None => by_queue.push((q, vec![msg])),
@@ -318,8 +321,11 @@ pub async fn publish_claimed(
     let mut confirms = Vec::new();
     for (q, msgs) in by_queue {
         let qname = topology.work_queue(&q);
-        for pack in msgs.chunks(pack_size(msgs.len(), room)) {
-            let (body, props) = work_body(pack)?;
+        let per_pack = pack_size(msgs.len(), room);
+        // A pack is `[a,b,...]`: its items, a comma each, and two brackets.
+        let packs = sizing::split_by_bytes(msgs, |m| m.body.len() + 1, per_pack, limit - 2);
+        for pack in packs {
+            let (body, props) = pack_body(pack);
             confirms.push(amqp::publish(ch, "", &qname, &body, props).await?);
         }
     }
@@ -370,25 +376,77 @@ fn pack_size(tasks: usize, room: Room) -> usize {
     spread.max(fit).clamp(1, MAX_PACK)
 }
 
+/// One task's work message, serialized once: alone it is the body, in a
+/// pack it is an element of the body's array.
+struct Encoded {
+    key: String,
+    func: String,
+    attempt: u32,
+    body: Vec<u8>,
+}
+
+/// Serializes a work message, or fails its task if the message could never
+/// be published: RabbitMQ would close the channel, and retrying it for ever
+/// would stop every task of the namespace behind this one.
+fn encode(msg: WorkMessage, limit: usize) -> Result<Encoded, (String, TaskFailure)> {
+    let body = match serde_json::to_vec(&msg) {
+        Ok(body) => body,
+        Err(e) => {
+            let failure = TaskFailure::new("MalformedTask", format!("work message: {e}"), "");
+            return Err((msg.key, failure));
+        }
+    };
+    if body.len() > limit {
+        let message = format!(
+            "the work message of task {} (its arguments, dependencies' values inlined) is {} bytes ({}), over the limit of {limit} bytes ({}); raise setting max_message_bytes, at most to RabbitMQ's max_message_size, or pass smaller values",
+            msg.key,
+            body.len(),
+            sizing::human_bytes(body.len()),
+            sizing::human_bytes(limit),
+        );
+        warn!(key = %msg.key, bytes = body.len(), limit, "work message too large; failing the task");
+        return Err((msg.key, TaskFailure::new("PayloadTooLarge", message, "")));
+    }
+    Ok(Encoded {
+        key: msg.key,
+        func: msg.func,
+        attempt: msg.attempt,
+        body,
+    })
+}
+
 /// The body and headers of one work message. Headers name the task, key and
 /// attempt (of the first task in a pack, with `tasks` counting them), so the
 /// management UI's "Get messages" tells an operator what is waiting.
-fn work_body(pack: &[WorkMessage]) -> serde_json::Result<(Vec<u8>, lapin::BasicProperties)> {
+fn pack_body(mut pack: Vec<Encoded>) -> (Vec<u8>, lapin::BasicProperties) {
+    let count = pack.len().to_string();
     let first = &pack[0];
     let attempt = first.attempt.to_string();
-    let count = pack.len().to_string();
     let mut headers = vec![
         ("task", first.func.as_str()),
         ("key", first.key.as_str()),
         ("attempt", attempt.as_str()),
     ];
-    let body = if pack.len() == 1 {
-        serde_json::to_vec(first)?
-    } else {
+    if pack.len() > 1 {
         headers.push(("tasks", count.as_str()));
-        serde_json::to_vec(pack)?
+    }
+    let props = amqp::json_properties(&headers);
+    let body = if pack.len() == 1 {
+        std::mem::take(&mut pack[0].body)
+    } else {
+        let len = pack.iter().map(|m| m.body.len() + 1).sum::<usize>() + 1;
+        let mut body = Vec::with_capacity(len);
+        body.push(b'[');
+        for (i, m) in pack.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&m.body);
+        }
+        body.push(b']');
+        body
     };
-    Ok((body, amqp::json_properties(&headers)))
+    (body, props)
 }
 
 /// Builds the work message of a claimed task, inlining dependency values. A task
@@ -479,6 +537,66 @@ mod tests {
         assert_eq!(key, "add-1");
         assert_eq!(failure.kind, "LostDependency");
         assert!(failure.message.contains('b'));
+    }
+
+    fn claimed(key: &str, args: &str) -> ClaimedTask {
+        ClaimedTask {
+            key: key.into(),
+            func: "identity".into(),
+            queue: "default".into(),
+            args: args.into(),
+            attempt: 0,
+            timeout_secs: None,
+            priority: 0,
+            deps: vec![],
+        }
+    }
+
+    #[test]
+    fn a_work_message_over_the_limit_fails_its_task_naming_both_sizes() {
+        let (_, msg) =
+            work_message(claimed("big-1", &format!("[\"{}\"]", "x".repeat(500))), 0).unwrap();
+        let (key, failure) = encode(msg.clone(), 400).err().unwrap();
+        assert_eq!(key, "big-1");
+        assert_eq!(failure.kind, "PayloadTooLarge");
+        assert!(
+            failure.message.contains("over the limit of 400 bytes"),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains("max_message_bytes"),
+            "{}",
+            failure.message
+        );
+        assert!(encode(msg, 4_000).is_ok());
+    }
+
+    #[test]
+    fn packs_are_json_arrays_of_the_messages_and_one_travels_bare() {
+        let enc = |k: &str| {
+            let (_, msg) = work_message(claimed(k, "[1]"), 3).unwrap();
+            encode(msg, 1_000).ok().unwrap()
+        };
+        let (body, props) = pack_body(vec![enc("a"), enc("b")]);
+        let back: Vec<WorkMessage> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            back.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let headers = props.headers().clone().unwrap();
+        assert!(headers.inner().contains_key("tasks"));
+        let (body, props) = pack_body(vec![enc("c")]);
+        let back: WorkMessage = serde_json::from_slice(&body).unwrap();
+        assert_eq!(back.key, "c");
+        assert!(
+            !props
+                .headers()
+                .clone()
+                .unwrap()
+                .inner()
+                .contains_key("tasks")
+        );
     }
 
     #[test]

@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     ]);
     let settings = Settings::load(args.config.as_deref(), &overrides)?;
     if args.print_definitions {
-        let topology = Topology::new(&settings.namespace, settings.queue_type);
+        let topology = Topology::from_settings(&settings);
         let text = serde_json::to_string_pretty(&topology.definitions(&["default"]))?;
         println!("{text}");
         return Ok(());
@@ -105,7 +105,7 @@ async fn run_connected(
     id: &str,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    let topology = Topology::new(&settings.namespace, settings.queue_type);
+    let topology = Topology::from_settings(settings);
     let conn = amqp::connect(settings, &format!("warren-scheduler {id}")).await?;
     let store = Store::connect(settings).await?;
     let migrated = store.migrate_layout().await?;
@@ -125,7 +125,7 @@ async fn run_connected(
     info!(namespace = %settings.namespace, %id, "scheduler connected");
 
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    let notifier = notify::Notifier::new(&conn).await?;
+    let notifier = notify::Notifier::new(&conn, settings.max_message_bytes).await?;
     let dispatcher = dispatch::Dispatcher::new(
         &conn,
         store.clone(),

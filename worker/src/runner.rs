@@ -46,13 +46,15 @@ use warren_core::messages::{
 use warren_core::metrics::{Histogram, Metrics};
 use warren_core::store::{Start, Store};
 use warren_core::topology::{DEAD_ROUTING_KEY, ORIGIN_HEADER, REASON_HEADER, Topology};
-use warren_core::{Settings, amqp};
+use warren_core::{Settings, amqp, sizing};
 
 use crate::registry::{CallSite, Registry};
 use crate::slots::Slots;
 
 /// Reports sent at most in one message.
 const REPORT_BATCH: usize = 512;
+/// Room in a report message for its envelope and the worker's name.
+const REPORT_ENVELOPE: usize = 1024;
 /// How long a report waits for the outcomes of tasks still running here.
 const REPORT_LINGER: Duration = Duration::from_millis(3);
 /// Finished outcomes remembered to answer redeliveries without running again.
@@ -174,6 +176,10 @@ struct Shared {
     completed: AtomicU64,
     concurrency: usize,
     allowed_failures: u32,
+    /// The largest result a task may return (setting `max_payload_bytes`).
+    max_result_bytes: usize,
+    /// The largest report message (setting `max_message_bytes`).
+    max_message_bytes: usize,
     queues: Vec<String>,
     /// The registry's names, sorted, as heartbeats announce them.
     functions: Vec<String>,
@@ -226,6 +232,8 @@ impl Worker {
             completed: AtomicU64::new(0),
             concurrency: self.settings.effective_concurrency(),
             allowed_failures: self.settings.allowed_failures,
+            max_result_bytes: self.settings.max_payload_bytes,
+            max_message_bytes: self.settings.max_message_bytes,
             queues: self.queues.clone(),
             functions: self
                 .registry
@@ -244,7 +252,7 @@ impl Worker {
     /// One connection's life: declare, consume, run, report, until it breaks.
     async fn run_connected(&self, shared: Arc<Shared>) -> anyhow::Result<()> {
         let identity = &shared.identity;
-        let topology = Topology::new(&self.settings.namespace, self.settings.queue_type);
+        let topology = Topology::from_settings(&self.settings);
         let conn = amqp::connect(&self.settings, &format!("warren-worker {identity}")).await?;
         let store = Store::connect(&self.settings).await?;
         let setup = conn.create_channel().await?;
@@ -629,10 +637,17 @@ async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
         ));
     };
     match joined {
-        Ok(Ok(v)) => {
-            shared.metrics.finished.fetch_add(1, Ordering::Relaxed);
-            TaskResult::Ok(v)
-        }
+        Ok(Ok(v)) => match oversized(&key, &v, shared.max_result_bytes) {
+            Some(failure) => {
+                shared.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                info!(error = %failure, "task result refused");
+                TaskResult::Err(failure)
+            }
+            None => {
+                shared.metrics.finished.fetch_add(1, Ordering::Relaxed);
+                TaskResult::Ok(v)
+            }
+        },
         Ok(Err(failure)) => {
             shared.metrics.failed.fetch_add(1, Ordering::Relaxed);
             info!(error = %failure, "task failed");
@@ -641,6 +656,23 @@ async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
         // The registry catches panics, so this is a cancelled blocking pool.
         Err(e) => TaskResult::Err(TaskFailure::new("WorkerError", e.to_string(), "")),
     }
+}
+
+/// The error of a result too big to carry: refused here, as the task's own
+/// error, rather than a report the broker or the clients could not take.
+fn oversized(key: &str, value: &serde_json::Value, limit: usize) -> Option<TaskFailure> {
+    let size = sizing::json_len(value);
+    (size > limit).then(|| {
+        TaskFailure::new(
+            "PayloadTooLarge",
+            format!(
+                "the result of task {key} is {size} bytes ({}), over the limit of {limit} bytes ({}, setting max_payload_bytes)",
+                sizing::human_bytes(size),
+                sizing::human_bytes(limit)
+            ),
+            "",
+        )
+    })
 }
 
 /// Publishes reports in batches, then acks the work they answer. Reports that
@@ -704,13 +736,17 @@ async fn report_loop(
             })?;
             confirms.push(amqp::publish(&ch, "", &results_queue, &body, props.clone()).await?);
         }
-        if !outcomes.is_empty() {
+        // Results are values: a batch of big ones is split to stay under the
+        // broker's limit (one publish over it would close this channel).
+        let size = |o: &Outcome| sizing::json_len(o) + 1;
+        let budget = shared.max_message_bytes.saturating_sub(REPORT_ENVELOPE);
+        for outcomes in sizing::split_by_bytes(outcomes, size, REPORT_BATCH, budget) {
             let body = serde_json::to_vec(&WorkerReport::Outcomes {
                 v: PROTOCOL_VERSION,
                 worker: identity.clone(),
                 outcomes,
             })?;
-            confirms.push(amqp::publish(&ch, "", &results_queue, &body, props).await?);
+            confirms.push(amqp::publish(&ch, "", &results_queue, &body, props.clone()).await?);
         }
         amqp::confirmed(confirms, &results_queue).await?;
         for a in ackers {
@@ -800,4 +836,27 @@ async fn dead_letter(
     amqp::confirmed(vec![confirm], "the dead-letter exchange").await?;
     delivery.acker.ack(BasicAckOptions::default()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_over_the_limit_is_the_tasks_error_naming_both_sizes() {
+        let v = serde_json::json!("x".repeat(100));
+        assert!(oversized("k-1", &v, 102).is_none());
+        let failure = oversized("k-1", &v, 101).unwrap();
+        assert_eq!(failure.kind, "PayloadTooLarge");
+        assert!(
+            failure.message.contains("is 102 bytes"),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains("limit of 101 bytes"),
+            "{}",
+            failure.message
+        );
+    }
 }
