@@ -23,6 +23,25 @@ use crate::settings::{Settings, redact_url};
 /// How long to wait for RabbitMQ to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Seconds between AMQP heartbeats, unless the URL sets `heartbeat=`.
+///
+/// RabbitMQ's own default is 60 s, and a peer counts as dead after two
+/// missed beats: a stopped (SIGSTOP) or cut-off worker held its prefetched
+/// tasks for minutes beside idle workers, and a stopped scheduler the
+/// reports of finished tasks. At 5 s the broker closes such a connection,
+/// and requeues what it held, within about 10 s.
+pub const HEARTBEAT_SECS: u16 = 5;
+
+/// `url` with `heartbeat=HEARTBEAT_SECS` added, unless it names one itself.
+pub fn with_heartbeat(url: &str) -> String {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    if query.split('&').any(|p| p.starts_with("heartbeat=")) {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}heartbeat={HEARTBEAT_SECS}")
+}
+
 /// Opens a connection named `name [<namespace>]` (shown in the management UI's
 /// Connections tab, so an operator of a shared broker can tell namespaces apart).
 pub async fn connect(settings: &Settings, name: &str) -> Result<Connection> {
@@ -31,7 +50,7 @@ pub async fn connect(settings: &Settings, name: &str) -> Result<Connection> {
     let url = redact_url(&settings.amqp_url);
     match tokio::time::timeout(
         CONNECT_TIMEOUT,
-        Connection::connect(&settings.amqp_url, props),
+        Connection::connect(&with_heartbeat(&settings.amqp_url), props),
     )
     .await
     {
@@ -167,6 +186,22 @@ pub async fn private_queue(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeats_are_short_unless_the_url_sets_them() {
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f"),
+            format!("amqp://h/%2f?heartbeat={HEARTBEAT_SECS}")
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?frame_max=8192"),
+            format!("amqp://h/%2f?frame_max=8192&heartbeat={HEARTBEAT_SECS}")
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?heartbeat=30"),
+            "amqp://h/%2f?heartbeat=30"
+        );
+    }
 
     #[test]
     fn dead_letters_keep_their_content_type_or_say_what_the_body_is() {

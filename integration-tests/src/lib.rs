@@ -327,6 +327,12 @@ impl Cluster {
 
     /// Messages ready in the queue `name`.
     pub async fn queue_depth(&self, name: &str) -> u32 {
+        self.queue_counts(name).await.0
+    }
+
+    /// Messages ready in the queue `name`, and its consumers (0, 0 if it
+    /// does not exist).
+    pub async fn queue_counts(&self, name: &str) -> (u32, u32) {
         let conn = amqp::connect(&self.settings, "warren-tests")
             .await
             .expect("RabbitMQ");
@@ -340,8 +346,8 @@ impl Cluster {
             FieldTable::default(),
         )
         .await
-        .map(|q| q.message_count())
-        .unwrap_or(0)
+        .map(|q| (q.message_count(), q.consumer_count()))
+        .unwrap_or((0, 0))
     }
 
     /// Stops the processes and deletes the namespace's queues and Redis keys.

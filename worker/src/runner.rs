@@ -87,6 +87,12 @@ impl PackAck {
         })
     }
 
+    /// The message's channel is gone (a lost connection): the broker has
+    /// given it back to the queue, so this copy must not start.
+    fn stale(&self) -> bool {
+        self.acker.poisoned()
+    }
+
     /// One task of the message is answered (its outcome confirmed, or it was
     /// skipped); the last one acks the message.
     async fn answered(&self) -> lapin::Result<()> {
@@ -435,6 +441,10 @@ async fn accept(
     msg: WorkMessage,
     ack: Arc<PackAck>,
 ) -> anyhow::Result<()> {
+    if ack.stale() {
+        debug!(key = %msg.key, "not starting: its channel closed, the broker requeued it");
+        return Ok(());
+    }
     if msg.epoch < shared.epoch.load(Ordering::SeqCst) || shared.is_cancelled(&msg.key) {
         debug!(key = %msg.key, "not starting: cancelled, or from before a restart");
         ack.answered().await?;
@@ -450,7 +460,7 @@ async fn accept(
         .cloned();
     if let Some(mut rx) = known {
         debug!(key = %msg.key, "already ran or running here; answering the redelivery");
-        let shared = shared.clone();
+        let (shared, store) = (shared.clone(), store.clone());
         tokio::spawn(async move {
             let result = match rx.wait_for(Option::is_some).await {
                 Ok(r) => r.clone(),
@@ -465,9 +475,13 @@ async fn accept(
                     };
                     let _ = shared.reports.send(Report::Done(outcome, ack));
                 }
-                // The original was skipped (already settled): so is this copy.
+                // The original never ran: it was settled already (then so is
+                // this copy, as its start will say), or its channel closed
+                // before it started (then this copy is the one to run).
                 None => {
-                    let _ = ack.answered().await;
+                    if let Err(e) = accept_again(shared, store, msg, ack).await {
+                        debug!(error = %e, "a redelivered copy could not start");
+                    }
                 }
             }
         });
@@ -492,17 +506,21 @@ async fn accept(
     tokio::spawn(
         async move {
             let permit = ticket.wait().await;
+            // A stopped (SIGSTOP) or cut-off worker resumes with deliveries
+            // of a connection the broker has closed and requeued: another
+            // worker may be running them already.
+            if ack.stale() {
+                debug!("not starting: its channel closed, the broker requeued it");
+                drop(permit);
+                forget_run(&shared, &id);
+                return;
+            }
             match begin(&shared, &store, &msg.key, msg.attempt).await {
                 Begin::Run => {}
                 Begin::Skip => {
                     debug!("not starting: cancelled, already final, gone or retried");
                     drop(permit);
-                    shared
-                        .recent
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entries
-                        .remove(&id);
+                    forget_run(&shared, &id);
                     drop(tx);
                     let _ = ack.answered().await;
                     return;
@@ -528,6 +546,16 @@ async fn accept(
     Ok(())
 }
 
+/// [`accept`] for a copy whose original never ran (boxed: `accept` spawns it).
+fn accept_again(
+    shared: Arc<Shared>,
+    store: Store,
+    msg: WorkMessage,
+    ack: Arc<PackAck>,
+) -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+    Box::pin(async move { accept(&shared, &store, msg, ack).await })
+}
+
 /// Remembers an execution's result (for redelivered copies) and hands its
 /// outcome to the reporter, which answers the message once it is confirmed.
 fn report(
@@ -545,6 +573,17 @@ fn report(
         attempt: id.2,
     };
     let _ = shared.reports.send(Report::Done(outcome, ack));
+}
+
+/// Forgets an execution that never ran, so that a copy of its message
+/// waiting on it starts on its own (see [`accept`]).
+fn forget_run(shared: &Shared, id: &RunId) {
+    shared
+        .recent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entries
+        .remove(id);
 }
 
 /// Keeps the last [`RECENT_CAPACITY`] finished executions.

@@ -10,7 +10,8 @@ use warren_worker::{TaskError, Worker, stock};
 
 /// A warren worker with the stock functions and test helpers: `crash` (aborts
 /// the whole process, like a segfault or an OOM kill), `flaky` (fails until a
-/// counter file reaches a number), `slow_inc` (inc after a pause).
+/// counter file reaches a number), `slow_inc` (inc after a pause),
+/// `count_run` (appends a line to a file for every run, then `slow_inc`).
 #[derive(Debug, Parser)]
 struct Args {
     /// Tasks run at once.
@@ -46,6 +47,17 @@ async fn main() -> anyhow::Result<()> {
         Ok(seen)
     });
     registry.register("slow_inc", |x: i64, millis: u64| {
+        std::thread::sleep(Duration::from_millis(millis));
+        Ok::<_, TaskError>(x + 1)
+    });
+    registry.register("count_run", |log: String, x: i64, millis: u64| {
+        use std::io::Write;
+        // One short append per run: lines from several processes do not mix.
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        f.write_all(format!("{x}\n").as_bytes())?;
         std::thread::sleep(Duration::from_millis(millis));
         Ok::<_, TaskError>(x + 1)
     });
