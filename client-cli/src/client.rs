@@ -142,6 +142,8 @@ struct Inner {
     settings: Settings,
     topology: Topology,
     _conn: Connection,
+    /// Whether RabbitMQ blocks this connection's publishes (an alarm).
+    blocked: amqp::Blocked,
     publish: Channel,
     store: Store,
     reply_queue: String,
@@ -179,7 +181,7 @@ impl Client {
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
         let name = format!("warren-client {host}:{}", std::process::id());
-        let conn = amqp::connect(&settings, &name).await?;
+        let (conn, blocked) = amqp::connect_watched(&settings, &name).await?;
         let store = Store::connect(&settings).await?;
         let setup = conn.create_channel().await?;
         topology.declare(&setup, &[]).await?;
@@ -196,6 +198,7 @@ impl Client {
                 settings,
                 topology,
                 _conn: conn,
+                blocked,
                 publish,
                 store,
                 events,
@@ -690,13 +693,22 @@ impl Client {
                         items,
                         queue: submit_queue.clone(),
                         secs: self.inner.settings.request_timeout_secs,
+                        alarm: self.inner.blocked.reason(),
                     });
                 }
-                Err(_) => warn!(
-                    items,
-                    queue = %submit_queue,
-                    "RabbitMQ has not confirmed the request yet: it is NOT safe until it does (is the broker blocked by a memory or disk alarm?)"
-                ),
+                Err(_) => match self.inner.blocked.reason() {
+                    Some(reason) => warn!(
+                        items,
+                        queue = %submit_queue,
+                        %reason,
+                        "RabbitMQ has blocked publishing (a resource alarm): the request is NOT safe until it is confirmed"
+                    ),
+                    None => warn!(
+                        items,
+                        queue = %submit_queue,
+                        "RabbitMQ has not confirmed the request yet: it is NOT safe until it does (is the broker blocked by a memory or disk alarm?)"
+                    ),
+                },
             }
         }
     }

@@ -64,7 +64,11 @@ pub enum Error {
 
     /// RabbitMQ did not confirm a request in time: it may not be stored.
     #[error(
-        "RabbitMQ did not confirm the request ({items} tasks) to queue {queue} within {secs}s, so it may not be stored: check the broker's alarms (rabbitmqctl status: memory or disk) and resubmit (pure submits are safe to repeat); setting request_timeout_secs"
+        "RabbitMQ did not confirm the request ({items} tasks) to queue {queue} within {secs}s, so it may not be stored: {}; then resubmit (pure submits are safe to repeat); setting request_timeout_secs",
+        match alarm {
+            Some(reason) => format!("the broker has blocked publishing ({reason}), a resource alarm: free memory or disk on it (rabbitmqctl status, the management UI's Overview)"),
+            None => "check the broker's alarms (rabbitmqctl status: memory or disk)".to_string(),
+        }
     )]
     NotConfirmed {
         /// Tasks (or keys) in the request.
@@ -73,6 +77,8 @@ pub enum Error {
         queue: String,
         /// Seconds waited.
         secs: u64,
+        /// The broker's reason, if it has blocked the connection.
+        alarm: Option<String>,
     },
 
     /// No scheduler recorded a confirmed request in time.

@@ -4,7 +4,11 @@
 //! mode: a publish only counts once the broker has confirmed it, because only then
 //! is it safe to ack the message that caused it or to drop it from the outbox.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::StreamExt;
+use tracing::{info, warn};
 
 use lapin::Confirmation;
 /// A pending publisher confirm, awaited with [`confirmed`].
@@ -42,11 +46,66 @@ pub fn with_heartbeat(url: &str) -> String {
     format!("{url}{sep}heartbeat={HEARTBEAT_SECS}")
 }
 
+/// Whether RabbitMQ has blocked a connection's publishes, and why.
+///
+/// Under a memory or disk alarm the broker stops reading from publishing
+/// connections and says so with `connection.blocked` and a reason ("low on
+/// memory"). Nothing published meanwhile is confirmed, so a client must not
+/// call it safe, and a wait for a confirm must name the alarm.
+#[derive(Debug, Clone, Default)]
+pub struct Blocked(Arc<Mutex<Option<String>>>);
+
+impl Blocked {
+    /// The broker's reason while the connection is blocked.
+    pub fn reason(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, reason: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+}
+
+/// Logs the connection's blocks and unblocks (once each), and keeps the reason.
+fn watch_blocked(conn: &Connection, name: String) -> Blocked {
+    let blocked = Blocked::default();
+    let events = conn.events_listener();
+    let state = blocked.clone();
+    tokio::spawn(async move {
+        tokio::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                lapin::Event::ConnectionBlocked(reason) => {
+                    warn!(
+                        connection = %name,
+                        %reason,
+                        "RabbitMQ blocked this connection's publishes (a resource alarm: memory or disk); nothing is confirmed until it clears: see `rabbitmqctl status` or the management UI's Overview"
+                    );
+                    state.set(Some(reason));
+                }
+                lapin::Event::ConnectionUnblocked => {
+                    info!(connection = %name, "RabbitMQ unblocked this connection's publishes");
+                    state.set(None);
+                }
+                _ => {}
+            }
+        }
+    });
+    blocked
+}
+
 /// Opens a connection named `name [<namespace>]` (shown in the management UI's
 /// Connections tab, so an operator of a shared broker can tell namespaces apart).
+/// A block by a broker alarm is logged (see [`connect_watched`] to read it).
 pub async fn connect(settings: &Settings, name: &str) -> Result<Connection> {
+    Ok(connect_watched(settings, name).await?.0)
+}
+
+/// [`connect`], with the connection's [`Blocked`] state.
+pub async fn connect_watched(settings: &Settings, name: &str) -> Result<(Connection, Blocked)> {
     let name = format!("{name} [{}]", settings.namespace);
-    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+    let props =
+        ConnectionProperties::default().with_connection_name(LongString::from(name.clone()));
     let url = redact_url(&settings.amqp_url);
     match tokio::time::timeout(
         CONNECT_TIMEOUT,
@@ -54,7 +113,10 @@ pub async fn connect(settings: &Settings, name: &str) -> Result<Connection> {
     )
     .await
     {
-        Ok(Ok(conn)) => Ok(conn),
+        Ok(Ok(conn)) => {
+            let blocked = watch_blocked(&conn, name);
+            Ok((conn, blocked))
+        }
         Ok(Err(cause)) => Err(Error::AmqpConnect { url, cause }),
         Err(_) => Err(Error::AmqpConnect {
             url,
