@@ -17,9 +17,7 @@ pub enum Error {
     Settings(String),
 
     /// RabbitMQ could not be reached or refused us.
-    #[error(
-        "cannot reach RabbitMQ at {url}: {cause} (is it running? start it with broker-config/up.sh, or set WARREN_AMQP_URL)"
-    )]
+    #[error("cannot reach RabbitMQ at {url}: {cause} ({})", amqp_hint(&cause.to_string()))]
     AmqpConnect {
         /// The URL tried, with its password hidden.
         url: String,
@@ -36,9 +34,7 @@ pub enum Error {
     Nacked(String),
 
     /// Redis could not be reached or refused us.
-    #[error(
-        "cannot reach Redis at {url}: {cause} (is it running? start it with broker-config/up.sh, or set WARREN_REDIS_URL)"
-    )]
+    #[error("cannot reach Redis at {url}: {cause} ({})", redis_hint(&cause.to_string()))]
     RedisConnect {
         /// The URL tried, with its password hidden.
         url: String,
@@ -59,6 +55,31 @@ pub enum Error {
     Script(String),
 }
 
+/// What to check when RabbitMQ refused or did not answer, from its error's
+/// text: a refused login is not a stopped broker.
+pub fn amqp_hint(cause: &str) -> &'static str {
+    if cause.contains("ACCESS_REFUSED") || cause.contains("ACCESS-REFUSED") {
+        "the user or password in the URL is wrong: check them in WARREN_AMQP_URL (amqp://USER:PASSWORD@HOST:PORT/VHOST)"
+    } else if cause.contains("NOT_ALLOWED") || cause.contains("NOT-ALLOWED") {
+        "the vhost does not exist or the user has no rights to it: check the vhost at the end of WARREN_AMQP_URL (%2f is /) and `rabbitmqctl list_permissions -p VHOST`"
+    } else {
+        "is it running? start it with broker-config/up.sh, or set WARREN_AMQP_URL"
+    }
+}
+
+/// What to check when Redis refused or did not answer, from its error's text.
+pub fn redis_hint(cause: &str) -> &'static str {
+    if cause.contains("NOAUTH") {
+        "Redis wants a password and the URL has none: put it in WARREN_REDIS_URL (redis://:PASSWORD@HOST:PORT/, or redis://USER:PASSWORD@... for an ACL user)"
+    } else if cause.contains("WRONGPASS") || cause.contains("invalid password") {
+        "the user or password in the URL is wrong: check them in WARREN_REDIS_URL (redis://USER:PASSWORD@HOST:PORT/)"
+    } else if cause.contains("NOPERM") {
+        "the Redis user lacks rights to this namespace's keys or to Lua scripts: see docs/operations.md on ACLs"
+    } else {
+        "is it running? start it with broker-config/up.sh, or set WARREN_REDIS_URL"
+    }
+}
+
 impl From<lapin::Error> for Error {
     fn from(e: lapin::Error) -> Self {
         Error::Amqp(e)
@@ -74,5 +95,22 @@ impl From<redis::RedisError> for Error {
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Json(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_login_is_not_called_a_stopped_server() {
+        let refused =
+            "protocol error: AMQP soft error: ACCESS-REFUSED: ACCESS_REFUSED - Login was refused";
+        assert!(amqp_hint(refused).contains("user or password"));
+        assert!(amqp_hint("NOT_ALLOWED - vhost x not found").contains("vhost"));
+        assert!(amqp_hint("IO error: Connection refused (os error 111)").contains("is it running"));
+        assert!(redis_hint("NOAUTH: Authentication required.").contains("has none"));
+        assert!(redis_hint("WRONGPASS: invalid username-password pair").contains("wrong"));
+        assert!(redis_hint("Connection refused (os error 111)").contains("is it running"));
     }
 }

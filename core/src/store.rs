@@ -220,7 +220,19 @@ impl Store {
                 "no answer within 15s",
             )),
         })?
-        .map_err(|cause| Error::RedisConnect { url, cause })?;
+        .map_err(|cause| Error::RedisConnect {
+            url: url.clone(),
+            cause,
+        })?;
+        // A server that wants a password accepts the connection and refuses
+        // every command (NOAUTH): find out now, naming the URL, rather than
+        // at the first script (a worker would otherwise consume and run
+        // tasks whose starts it cannot record).
+        let mut probe = con.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut probe)
+            .await
+            .map_err(|cause| Error::RedisConnect { url, cause })?;
         Ok(Self {
             con,
             url: redact_url(&settings.redis_url),

@@ -43,6 +43,12 @@ fn a_wrong_rabbitmq_password_is_refused_and_not_echoed() {
         err.contains("ACCESS_REFUSED") || err.to_lowercase().contains("auth"),
         "{err}"
     );
+    // A refused login is not a stopped broker.
+    assert!(
+        err.contains("user or password in the URL is wrong"),
+        "{err}"
+    );
+    assert!(!err.contains("is it running"), "{err}");
     assert!(!err.contains("not-the-password"), "{err}");
     cleanup_blocking(&warren_core::Settings::load(None, &[("namespace", ns)]).unwrap());
 }
@@ -157,4 +163,107 @@ fn a_scheduler_facing_an_unreachable_redis_retries_instead_of_exiting() {
     );
     assert!(log.matches("reconnecting").count() >= 2, "{log}");
     assert!(!log.contains("hidden-pw"), "{log}");
+}
+
+/// A Redis of its own that wants a password, on a free port.
+struct PasswordRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PasswordRedis {
+    fn start(password: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--requirepass",
+                password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { port, child };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on {port} did not start");
+    }
+}
+
+impl Drop for PasswordRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_redis_url_lacks_the_password_consumes_nothing_and_says_why() {
+    let redis = PasswordRedis::start("redis-pw-16");
+    let good = format!("redis://:redis-pw-16@127.0.0.1:{}/", redis.port);
+    let bare = format!("redis://127.0.0.1:{}/", redis.port);
+    let mut c =
+        warren_integration_tests::Cluster::start_with(warren_integration_tests::ClusterOptions {
+            workers: 0,
+            env: vec![("WARREN_REDIS_URL".into(), good)],
+            ..Default::default()
+        })
+        .await;
+    let mut worker = Command::new(bin("warren-worker"))
+        .env("WARREN_NAMESPACE", &c.settings.namespace)
+        .env("WARREN_REDIS_URL", &bare)
+        .env("RUST_LOG", "warn,lapin=off")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("warren-worker");
+    let out = c.warren(&["submit", "--detach", "inc", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let work_queue = c.topology().work_queue("default");
+    let (_, consumers) = c.queue_counts(&work_queue).await;
+    let alive = matches!(worker.try_wait(), Ok(None));
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let mut log = String::new();
+    if let Some(mut e) = worker.stderr.take() {
+        let _ = e.read_to_string(&mut log);
+    }
+    assert_eq!(consumers, 0, "the worker consumed without Redis:\n{log}");
+    assert!(alive, "the worker exited instead of retrying:\n{log}");
+    assert!(!log.contains("worker ready"), "{log}");
+    for needle in [bare.as_str(), "NOAUTH", "the URL has none", "reconnecting"] {
+        assert!(log.contains(needle), "{needle}:\n{log}");
+    }
+    // The CLI with the same URL names it and the fix, not "is it running?".
+    let out = warren_integration_tests::run_cli(
+        &c.settings.namespace,
+        &["status", &key],
+        "",
+        &[("WARREN_REDIS_URL", &bare)],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&bare) && err.contains("NOAUTH"), "{err}");
+    assert!(!err.contains("is it running"), "{err}");
+    // The task was not lost: a worker with the password runs it.
+    c.start_worker(1);
+    let out = c.warren(&["result", "--timeout", "30", &key]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2",
+        "{}",
+        stderr(&out)
+    );
+    c.shutdown().await;
 }
