@@ -95,6 +95,7 @@ mod tests {
             completed: 0,
             at_ms: 0,
             functions: functions.map(|fs| fs.iter().map(|f| f.to_string()).collect()),
+            draining: false,
         }
     }
 

@@ -276,6 +276,10 @@ pub struct WorkerInfo {
     /// than this field, which the client then trusts to run anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub functions: Option<Vec<String>>,
+    /// The worker is draining (SIGTERM): it takes no new tasks and exits
+    /// once its running ones are reported.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// A future's final state, as delivered to clients.

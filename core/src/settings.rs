@@ -11,7 +11,7 @@
 //!    `WARREN_PREFETCH`, `WARREN_RESULT_TTL_SECS`, `WARREN_MAX_PAYLOAD_BYTES`,
 //!    `WARREN_MAX_MESSAGE_BYTES`,
 //!    `WARREN_ALLOWED_FAILURES`, `WARREN_REDIS_TIMEOUT_SECS`, `WARREN_METRICS_ADDR`,
-//!    `WARREN_QUEUE_TYPE`, `WARREN_REQUEST_TIMEOUT_SECS`;
+//!    `WARREN_QUEUE_TYPE`, `WARREN_REQUEST_TIMEOUT_SECS`, `WARREN_DRAIN_TIMEOUT_SECS`;
 //! 4. command-line flags, passed in as overrides.
 //!
 //! Flat field names (not nested tables) keep the environment names obvious: the
@@ -76,6 +76,10 @@ pub struct Settings {
     /// The request itself is not withdrawn: once confirmed it stays in the
     /// submit queue until a scheduler takes it.
     pub request_timeout_secs: u64,
+    /// How long a worker stopped with SIGTERM (or a first Ctrl-C) may take
+    /// to finish and report its running tasks before it exits anyway (they
+    /// then run again elsewhere).
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -94,13 +98,14 @@ impl Default for Settings {
             metrics_addr: String::new(),
             queue_type: QueueType::Classic,
             request_timeout_secs: 30,
+            drain_timeout_secs: 30,
         }
     }
 }
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 13] = [
+    pub const FIELDS: [&'static str; 14] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -114,6 +119,7 @@ impl Settings {
         "metrics_addr",
         "queue_type",
         "request_timeout_secs",
+        "drain_timeout_secs",
     ];
 
     /// Loads defaults, then the TOML file, then `WARREN_*` variables, then `overrides`

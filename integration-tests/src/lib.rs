@@ -245,6 +245,23 @@ impl Cluster {
         false
     }
 
+    /// Waits for worker `i` to exit by itself; its exit status, or `None`
+    /// if it still runs after `within`.
+    pub fn worker_exit_status(
+        &mut self,
+        i: usize,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.workers[i].try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// The scheduler's process id (benchmarks read its memory in /proc).
     pub fn scheduler_pid(&self) -> Option<u32> {
         self.scheduler.as_ref().map(Child::id)

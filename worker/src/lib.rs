@@ -22,9 +22,11 @@
 //! - [`runner`]: consuming work queues, running tasks off the async runtime,
 //!   reporting outcomes with confirms before acking;
 //! - [`stock`]: the functions of the stock `warren-worker` (the notebook's);
-//! - [`cancel`]: how long-running functions notice a cancel or a time limit.
+//! - [`cancel`]: how long-running functions notice a cancel or a time limit;
+//! - [`drain`]: stopping on SIGTERM without a task running twice.
 
 pub mod cancel;
+pub mod drain;
 pub mod registry;
 pub mod runner;
 pub mod slots;

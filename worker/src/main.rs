@@ -15,6 +15,10 @@ use warren_worker::{Worker, stock};
 /// environment variables (WARREN_AMQP_URL, WARREN_REDIS_URL, WARREN_NAMESPACE,
 /// WARREN_CONCURRENCY, ...),
 /// then these flags.
+///
+/// SIGTERM or Ctrl-C drains: no new tasks, the held ones go back to the queue,
+/// the running ones finish and are reported (up to --drain-timeout), then exit 0.
+/// A second signal stops at once.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -40,6 +44,10 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<String>,
+    /// Seconds a worker stopped with SIGTERM (or a first Ctrl-C) may take to
+    /// finish its running tasks before it exits anyway (default 30).
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<u64>,
     /// List the registered functions and exit.
     #[arg(long)]
     list_functions: bool,
@@ -69,6 +77,10 @@ async fn main() -> anyhow::Result<()> {
         ("namespace", args.namespace),
         ("concurrency", args.concurrency.map(|c| c.to_string())),
         ("metrics_addr", args.metrics_addr),
+        (
+            "drain_timeout_secs",
+            args.drain_timeout.map(|s| s.to_string()),
+        ),
     ]);
     let settings = Settings::load(args.config.as_deref(), &overrides)?;
     Worker::new(settings, registry)

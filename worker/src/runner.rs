@@ -34,7 +34,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel, Connection, Consumer};
 use tokio::sync::{mpsc, watch};
@@ -48,6 +50,7 @@ use warren_core::store::{Start, Store};
 use warren_core::topology::{DEAD_ROUTING_KEY, ORIGIN_HEADER, REASON_HEADER, Topology};
 use warren_core::{Settings, amqp, sizing};
 
+use crate::drain::{self, Answer, Drain, Pack};
 use crate::registry::{CallSite, Registry};
 use crate::slots::Slots;
 
@@ -75,16 +78,28 @@ pub struct Worker {
 /// The acknowledgement of one work message, shared by the tasks it carries (a
 /// pack holds several): the message is acked once every one is answered.
 struct PackAck {
-    remaining: AtomicUsize,
+    pack: Mutex<Pack>,
     acker: Acker,
+    /// The worker's count of messages not yet answered (a drain waits for 0).
+    unanswered: Arc<AtomicUsize>,
 }
 
 impl PackAck {
-    fn new(acker: Acker, tasks: usize) -> Arc<Self> {
+    fn new(acker: Acker, tasks: usize, unanswered: &Arc<AtomicUsize>) -> Arc<Self> {
+        unanswered.fetch_add(1, Ordering::SeqCst);
         Arc::new(Self {
-            remaining: AtomicUsize::new(tasks),
+            pack: Mutex::new(Pack::new(tasks)),
             acker,
+            unanswered: unanswered.clone(),
         })
+    }
+
+    /// Whether a task of this message may start (see [`Pack::before_start`]).
+    fn before_start(&self, draining: bool) -> drain::Start {
+        self.pack
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .before_start(draining)
     }
 
     /// The message's channel is gone (a lost connection): the broker has
@@ -96,11 +111,24 @@ impl PackAck {
     /// One task of the message is answered (its outcome confirmed, or it was
     /// skipped); the last one acks the message.
     async fn answered(&self) -> lapin::Result<()> {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.acker.ack(BasicAckOptions::default()).await.map(drop)
-        } else {
-            Ok(())
-        }
+        let answer = self
+            .pack
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .answered();
+        let sent = match answer {
+            Answer::NotYet => return Ok(()),
+            Answer::Ack => self.acker.ack(BasicAckOptions::default()).await,
+            Answer::Requeue => {
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                };
+                self.acker.nack(requeue).await
+            }
+        };
+        self.unanswered.fetch_sub(1, Ordering::SeqCst);
+        sent.map(drop)
     }
 }
 
@@ -190,6 +218,10 @@ struct Shared {
     /// The registry's names, sorted, as heartbeats announce them.
     functions: Vec<String>,
     metrics: WorkerMetrics,
+    /// Started by the first SIGTERM or Ctrl-C.
+    drain: Arc<Drain>,
+    /// Work messages taken and not yet acked or given back.
+    unanswered: Arc<AtomicUsize>,
     reports: mpsc::UnboundedSender<Report>,
     pending_reports: tokio::sync::Mutex<mpsc::UnboundedReceiver<Report>>,
 }
@@ -248,11 +280,31 @@ impl Worker {
                 .map(String::from)
                 .collect(),
             metrics: WorkerMetrics::new(&metrics),
+            drain: Drain::new(),
+            unanswered: Arc::new(AtomicUsize::new(0)),
             reports: tx,
             pending_reports: tokio::sync::Mutex::new(rx),
         });
-        warren_core::reconnect::supervise("worker", || self.run_connected(shared.clone())).await;
-        Ok(())
+        shared.drain.on_signals()?;
+        let drain_timeout = Duration::from_secs(self.settings.drain_timeout_secs);
+        let drained = drain::until_drained(&shared.drain, drain_timeout, || {
+            shared.unanswered.load(Ordering::SeqCst)
+        });
+        tokio::select! {
+            () = warren_core::reconnect::supervise("worker", || self.run_connected(shared.clone())) => Ok(()),
+            done = drained => {
+                if done {
+                    info!("drained: every task it held is reported or given back; exiting");
+                    Ok(())
+                } else {
+                    anyhow::bail!(
+                        "the drain timed out after {}s (setting drain_timeout_secs) with {} messages unanswered: their tasks will run again elsewhere",
+                        drain_timeout.as_secs(),
+                        shared.unanswered.load(Ordering::SeqCst)
+                    )
+                }
+            }
+        }
     }
 
     /// One connection's life: declare, consume, run, report, until it breaks.
@@ -283,30 +335,68 @@ impl Worker {
         )
         .await?;
         let mut streams = Vec::new();
-        for q in &self.queues {
+        let mut tags = Vec::new();
+        // A worker that reconnects while draining only reports.
+        for q in self.queues.iter().filter(|_| !shared.drain.is_started()) {
+            let tag = format!("warren-worker@{identity}/{q}");
             let consumer = ch
                 .basic_consume(
                     topology.work_queue(q).into(),
-                    format!("warren-worker@{identity}/{q}").into(),
+                    tag.as_str().into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
                 .await?;
             streams.push(consumer);
+            tags.push(tag);
         }
         info!(worker = %identity, concurrency = self.settings.effective_concurrency(), queues = ?self.queues,
               namespace = %self.settings.namespace, functions = ?self.registry.names(), "worker ready");
         let dead = amqp::confirm_channel(&conn).await?;
         let mut work = futures::stream::select_all(streams);
         let consume = async {
-            while let Some(delivery) = work.next().await {
+            let mut cancelled = shared.drain.is_started();
+            loop {
+                let next = if cancelled {
+                    work.next().await
+                } else {
+                    tokio::select! {
+                        d = work.next() => d,
+                        () = shared.drain.started() => {
+                            // The management UI shows the consumers gone at once.
+                            for tag in &tags {
+                                ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                                    .await?;
+                            }
+                            cancelled = true;
+                            continue;
+                        }
+                    }
+                };
+                let Some(delivery) = next else {
+                    if cancelled {
+                        // Consumers cancelled by the drain: the connection stays
+                        // up for the reports until the worker exits.
+                        std::future::pending::<()>().await;
+                    }
+                    break;
+                };
                 let delivery = delivery?;
+                if shared.drain.is_started() {
+                    // Delivered before the cancel took effect: give it back.
+                    let requeue = BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    };
+                    delivery.acker.nack(requeue).await?;
+                    continue;
+                }
                 match decode_work(&delivery.data) {
                     Ok(tasks) => {
                         if delivery.redelivered {
                             shared.metrics.redelivered.fetch_add(1, Ordering::Relaxed);
                         }
-                        let ack = PackAck::new(delivery.acker, tasks.len());
+                        let ack = PackAck::new(delivery.acker, tasks.len(), &shared.unanswered);
                         for msg in tasks {
                             accept(&shared, &store, msg, ack.clone()).await?;
                         }
@@ -325,9 +415,14 @@ impl Worker {
             anyhow::Ok(())
         };
         let heartbeat = async {
+            let mut told_draining = shared.drain.is_started();
             loop {
                 let _ = shared.reports.send(Report::Heartbeat(shared.info()));
-                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                tokio::select! {
+                    () = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                    // `warren workers` shows the drain at once.
+                    () = shared.drain.started(), if !told_draining => told_draining = true,
+                }
             }
         };
         tokio::select! {
@@ -365,6 +460,7 @@ impl Shared {
             completed: self.completed.load(Ordering::Relaxed),
             at_ms: warren_core::messages::now_ms(),
             functions: Some(self.functions.clone()),
+            draining: self.drain.is_started(),
         }
     }
 
@@ -443,6 +539,8 @@ async fn accept(
 ) -> anyhow::Result<()> {
     if ack.stale() {
         debug!(key = %msg.key, "not starting: its channel closed, the broker requeued it");
+        // Acking on a closed channel does nothing; it only counts the answer.
+        let _ = ack.answered().await;
         return Ok(());
     }
     if msg.epoch < shared.epoch.load(Ordering::SeqCst) || shared.is_cancelled(&msg.key) {
@@ -505,7 +603,23 @@ async fn accept(
     // has not counted them against their tasks.
     tokio::spawn(
         async move {
-            let permit = ticket.wait().await;
+            // Boxed so that giving the task back drops its place in line.
+            let mut wait = Box::pin(ticket.wait());
+            let permit = tokio::select! {
+                permit = &mut wait => permit,
+                // A task waiting for a slot when the drain begins goes back
+                // now, unless its message already started (then it runs).
+                () = shared.drain.started() => {
+                    if ack.before_start(true) == drain::Start::GiveBack {
+                        debug!("draining: giving back a task that had not started");
+                        drop(wait);
+                        forget_run(&shared, &id);
+                        let _ = ack.answered().await;
+                        return;
+                    }
+                    (&mut wait).await
+                }
+            };
             // A stopped (SIGSTOP) or cut-off worker resumes with deliveries
             // of a connection the broker has closed and requeued: another
             // worker may be running them already.
@@ -513,6 +627,14 @@ async fn accept(
                 debug!("not starting: its channel closed, the broker requeued it");
                 drop(permit);
                 forget_run(&shared, &id);
+                let _ = ack.answered().await;
+                return;
+            }
+            if ack.before_start(shared.drain.is_started()) == drain::Start::GiveBack {
+                debug!("draining: giving back a task that had not started");
+                drop(permit);
+                forget_run(&shared, &id);
+                let _ = ack.answered().await;
                 return;
             }
             match begin(&shared, &store, &msg.key, msg.attempt).await {

@@ -65,20 +65,45 @@ pub struct Ticket {
     slots: Arc<Slots>,
     /// `None`: the slot was free and is already held.
     wait: Option<oneshot::Receiver<()>>,
+    /// The slot is this ticket's and no [`Slot`] holds it yet.
+    owns_slot: bool,
 }
 
 impl Ticket {
     /// Waits until the slot is this ticket's: at once if it was free and
     /// nobody waited, else when every waiting task of higher priority (or
     /// equal and earlier) has had one.
-    pub async fn wait(self) -> Slot {
-        if let Some(rx) = self.wait {
+    ///
+    /// Cancel-safe: a wait dropped before its slot came (a draining worker
+    /// gives its waiting tasks back) leaves the line, and one dropped just
+    /// after passes the slot on (see `Drop`).
+    pub async fn wait(mut self) -> Slot {
+        if let Some(rx) = self.wait.as_mut() {
             // The sender is only dropped after a successful send (a slot
             // handed over) or with the whole `Slots`, which `self.slots`
             // keeps alive.
             let _ = rx.await;
         }
-        Slot { slots: self.slots }
+        self.wait = None;
+        self.owns_slot = false;
+        Slot {
+            slots: self.slots.clone(),
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.owns_slot {
+            self.slots.release();
+        } else if let Some(mut rx) = self.wait.take() {
+            // No slot can be handed over after `close`; one handed over
+            // before it is still in the channel, and must not be lost.
+            rx.close();
+            if rx.try_recv().is_ok() {
+                self.slots.release();
+            }
+        }
     }
 }
 
@@ -105,6 +130,7 @@ impl Slots {
             return Ticket {
                 slots: self.clone(),
                 wait: None,
+                owns_slot: true,
             };
         }
         let (wake, rx) = oneshot::channel();
@@ -118,6 +144,7 @@ impl Slots {
         Ticket {
             slots: self.clone(),
             wait: Some(rx),
+            owns_slot: false,
         }
     }
 
@@ -153,6 +180,24 @@ impl Drop for Slot {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_ticket_given_up_before_or_after_its_turn_loses_no_slot() {
+        let slots = Slots::new(1);
+        let held = slots.reserve(0).wait().await;
+        let early = slots.reserve(0);
+        let late = slots.reserve(0);
+        drop(early); // gave up while waiting
+        drop(held); // the slot goes to `late`, which has not looked yet
+        drop(late); // and gives it up: the slot must come back
+        assert!(!slots.busy());
+        let again = tokio::time::timeout(Duration::from_secs(1), slots.reserve(0).wait()).await;
+        assert!(again.is_ok(), "a slot was lost");
+        drop(again);
+        // A ticket that found the slot free holds it until it is dropped.
+        drop(slots.reserve(0));
+        assert!(!slots.busy());
+    }
 
     #[tokio::test]
     async fn a_freed_slot_goes_to_the_highest_priority_then_the_earliest() {

@@ -190,7 +190,11 @@ impl Out {
                 w.running.len(),
                 w.completed,
                 now.saturating_sub(w.at_ms) as f64 / 1000.0,
-                w.running.join(" ")
+                if w.draining {
+                    format!("(draining) {}", w.running.join(" "))
+                } else {
+                    w.running.join(" ")
+                }
             );
         }
         eprintln!("{} live workers", workers.len());
