@@ -23,7 +23,9 @@
 //!   reporting outcomes with confirms before acking;
 //! - [`stock`]: the functions of the stock `warren-worker` (the notebook's);
 //! - [`cancel`]: how long-running functions notice a cancel or a time limit;
-//! - [`drain`]: stopping on SIGTERM without a task running twice.
+//! - [`drain`]: stopping on SIGTERM without a task running twice;
+//! - [`watchdog`]: noticing that this process was stopped, so that it starts
+//!   nothing from a connection the broker has closed meanwhile.
 
 pub mod cancel;
 pub mod drain;
@@ -31,6 +33,7 @@ pub mod registry;
 pub mod runner;
 pub mod slots;
 pub mod stock;
+pub mod watchdog;
 
 pub use registry::{Registry, TaskError, TaskFn};
 pub use runner::Worker;

@@ -53,6 +53,7 @@ use warren_core::{Settings, amqp, sizing};
 use crate::drain::{self, Answer, Drain, Pack};
 use crate::registry::{CallSite, Registry};
 use crate::slots::Slots;
+use crate::watchdog::Watchdog;
 
 /// Reports sent at most in one message.
 const REPORT_BATCH: usize = 512;
@@ -220,6 +221,8 @@ struct Shared {
     metrics: WorkerMetrics,
     /// Started by the first SIGTERM or Ctrl-C.
     drain: Arc<Drain>,
+    /// Whether this process was just stopped (see [`Watchdog`]).
+    watchdog: Arc<Watchdog>,
     /// Work messages taken and not yet acked or given back.
     unanswered: Arc<AtomicUsize>,
     reports: mpsc::UnboundedSender<Report>,
@@ -281,6 +284,7 @@ impl Worker {
                 .collect(),
             metrics: WorkerMetrics::new(&metrics),
             drain: Drain::new(),
+            watchdog: Watchdog::start(),
             unanswered: Arc::new(AtomicUsize::new(0)),
             reports: tx,
             pending_reports: tokio::sync::Mutex::new(rx),
@@ -537,6 +541,7 @@ async fn accept(
     msg: WorkMessage,
     ack: Arc<PackAck>,
 ) -> anyhow::Result<()> {
+    shared.watchdog.settle().await;
     if ack.stale() {
         debug!(key = %msg.key, "not starting: its channel closed, the broker requeued it");
         // Acking on a closed channel does nothing; it only counts the answer.
@@ -623,6 +628,7 @@ async fn accept(
             // A stopped (SIGSTOP) or cut-off worker resumes with deliveries
             // of a connection the broker has closed and requeued: another
             // worker may be running them already.
+            shared.watchdog.settle().await;
             if ack.stale() {
                 debug!("not starting: its channel closed, the broker requeued it");
                 drop(permit);
