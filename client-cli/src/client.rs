@@ -773,6 +773,21 @@ impl Client {
         })
     }
 
+    /// Acts on the namespace's dead letters (`<ns>.dead`): lists them, or
+    /// replays or purges the selected ones; returns every one seen and the
+    /// ids acted on (see [`crate::dead`]).
+    pub async fn dead_letters(
+        &self,
+        selection: &crate::dead::Selection,
+        action: &crate::dead::Action,
+    ) -> Result<(Vec<crate::dead::DeadLetter>, Vec<String>), Error> {
+        let ch = amqp::confirm_channel(&self.inner._conn).await?;
+        let queue = self.inner.topology.dead_queue();
+        let done = crate::dead::act(&ch, &queue, selection, action).await;
+        let _ = ch.close(200, "done".into()).await;
+        done
+    }
+
     /// Schedulers serving this namespace (consumers of its submit queue).
     pub async fn scheduler_count(&self) -> u32 {
         self.submit_consumers().await.unwrap_or(0)

@@ -19,10 +19,12 @@
 //!   `cancel`, `forget`, `restart`, `workers`, `info`, attach to a key;
 //! - [`Future`]: `key`, `status`, `result`, `outcome`, `exception` and
 //!   `traceback` (the error without raising), `cancel`, done callbacks;
+//! - [`dead`]: the namespace's dead letters, listed, replayed or purged;
 //! - [`events`]: how completions reach the client (its reply queue, plus a Redis
 //!   poll as a safety net).
 
 mod client;
+pub mod dead;
 mod error;
 pub mod events;
 mod future;

@@ -17,6 +17,7 @@ use warren_core::Settings;
 
 mod cli {
     pub mod args;
+    pub mod dead;
     pub mod output;
     pub mod progress;
     pub mod stack;
@@ -253,6 +254,7 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
             let dir = cli::stack::stack_dir(&namespace, dir.as_deref());
             cli::stack::up(&client, cli.config.as_deref(), &dir, workers, concurrency).await?;
         }
+        Command::Dead { command } => return cli::dead::run(&client, command, out).await,
         Command::Down { .. } => unreachable!("handled before connecting"),
     }
     Ok(0)

@@ -151,22 +151,38 @@ pub fn json_properties(headers: &[(&str, &str)]) -> BasicProperties {
         .with_headers(table)
 }
 
-/// Properties for a copy of `body` moved to a dead-letter queue: `headers`
-/// (the reason and origin), and the body's original content type, or JSON only
-/// if the body is JSON, so "Get messages" does not mislabel a binary body.
+/// Properties for a copy of `body` moved to a dead-letter queue: the
+/// original's headers (a replay count survives another death) with `headers`
+/// (the reason and origin) over them, and the original's content type, or
+/// JSON only if the body is JSON, so "Get messages" does not mislabel a
+/// binary body.
 pub fn dead_letter_properties(
     headers: &[(&str, &str)],
-    original_content_type: Option<&ShortString>,
+    original: &BasicProperties,
     body: &[u8],
 ) -> BasicProperties {
-    let content_type = original_content_type.cloned().unwrap_or_else(|| {
+    let content_type = original.content_type().clone().unwrap_or_else(|| {
         if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
             ShortString::from(CONTENT_TYPE)
         } else {
             ShortString::from("application/octet-stream")
         }
     });
-    json_properties(headers).with_content_type(content_type)
+    let mut table = original.headers().clone().unwrap_or_default();
+    for (k, v) in headers {
+        table.insert(
+            ShortString::from(*k),
+            AMQPValue::LongString(LongString::from(*v)),
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // The time it died, so `warren dead list` can show its age.
+    json_properties(&[])
+        .with_headers(table)
+        .with_content_type(content_type)
+        .with_timestamp(now)
 }
 
 /// Publishes `body`; the returned confirm must be awaited (see [`confirmed`]).
@@ -269,21 +285,21 @@ mod tests {
     fn dead_letters_keep_their_content_type_or_say_what_the_body_is() {
         let ct = |p: BasicProperties| p.content_type().as_ref().map(|s| s.to_string());
         let headers = [("x-warren-reason", "bad")];
+        let none = BasicProperties::default();
         assert_eq!(
-            ct(dead_letter_properties(&headers, None, b"\xff\x00 binary")).as_deref(),
+            ct(dead_letter_properties(&headers, &none, b"\xff\x00 binary")).as_deref(),
             Some("application/octet-stream")
         );
         assert_eq!(
-            ct(dead_letter_properties(&headers, None, br#"{"v":1}"#)).as_deref(),
+            ct(dead_letter_properties(&headers, &none, br#"{"v":1}"#)).as_deref(),
             Some(CONTENT_TYPE)
         );
-        let original = ShortString::from("text/plain");
-        let kept = dead_letter_properties(&headers, Some(&original), b"hello");
+        let original = json_properties(&[("x-warren-replays", "2")])
+            .with_content_type(ShortString::from("text/plain"));
+        let kept = dead_letter_properties(&headers, &original, b"hello");
         assert_eq!(ct(kept.clone()).as_deref(), Some("text/plain"));
-        assert!(
-            kept.headers()
-                .as_ref()
-                .is_some_and(|h| h.inner().contains_key("x-warren-reason"))
-        );
+        let table = kept.headers().clone().unwrap_or_default();
+        assert!(table.inner().contains_key("x-warren-reason"));
+        assert!(table.inner().contains_key("x-warren-replays"));
     }
 }

@@ -511,7 +511,7 @@ impl Intake {
         let origin = delivery.routing_key.to_string();
         let mut props = amqp::dead_letter_properties(
             &[(REASON_HEADER, reason), (ORIGIN_HEADER, &origin)],
-            delivery.properties.content_type().as_ref(),
+            &delivery.properties,
             &delivery.data,
         );
         if let Some(reply_to) = delivery.properties.reply_to() {

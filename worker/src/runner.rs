@@ -995,7 +995,7 @@ async fn dead_letter(
                 (REASON_HEADER, reason),
                 (ORIGIN_HEADER, delivery.routing_key.as_str()),
             ],
-            delivery.properties.content_type().as_ref(),
+            &delivery.properties,
             &delivery.data,
         ),
     )

@@ -205,6 +205,16 @@ Ctrl-C stops waiting (not the tasks) and saves the pending keys in a file it nam
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// The namespace's dead letters (<ns>.dead): list, show, replay, purge.
+    #[command(after_help = "Examples:
+  warren dead list
+  warren dead show 3f2a9c01be47
+  warren dead replay 3f2a9c01be47     # back to its origin queue
+  warren dead purge --all")]
+    Dead {
+        #[command(subcommand)]
+        command: crate::cli::dead::DeadCommand,
+    },
     /// Stop the local stack that `warren up` started for this namespace.
     Down {
         /// The directory given to `warren up --dir`.
