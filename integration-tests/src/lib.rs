@@ -54,6 +54,24 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`, `-TERM`, ...) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// The numbers the test worker's `count_run` appended to `log`, one per run.
+pub fn run_log(log: &std::path::Path) -> Vec<i64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
 /// Path of one of warren's binaries.
 pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)

@@ -2,29 +2,11 @@
 //! back at once, the running ones finished and reported, then exit 0.
 //! Nothing runs twice and nothing counts as a run that died.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use warren_client::{State, Status, SubmitOptions};
-use warren_integration_tests::{Cluster, ClusterOptions};
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} {pid}");
-}
-
-fn runs(log: &Path) -> Vec<i64> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
+use warren_integration_tests::{Cluster, ClusterOptions, run_log, signal};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_the_running_task_gives_the_held_ones_back_and_exits_0() {
@@ -56,7 +38,7 @@ async fn sigterm_finishes_the_running_task_gives_the_held_ones_back_and_exits_0(
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while runs(&log).is_empty() {
+    while run_log(&log).is_empty() {
         assert!(Instant::now() < deadline, "the long task did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -101,7 +83,7 @@ async fn sigterm_finishes_the_running_task_gives_the_held_ones_back_and_exits_0(
     );
     assert_eq!(long.result().await.unwrap(), json!(1));
     // Every task ran exactly once: none was rerun because of the drain.
-    let mut ran = runs(&log);
+    let mut ran = run_log(&log);
     ran.sort();
     assert_eq!(ran, vec![0, 1, 2, 3, 4]);
     let _ = std::fs::remove_file(&log);

@@ -8,29 +8,11 @@
 //! connection and requeues what it held within about 10 s. A worker that
 //! resumes must not then start the copies it still buffers.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use warren_client::SubmitOptions;
-use warren_integration_tests::{Cluster, ClusterOptions};
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} {pid}");
-}
-
-fn runs(log: &Path) -> Vec<i64> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
+use warren_integration_tests::{Cluster, ClusterOptions, run_log, signal};
 
 /// Longer than two 5 s heartbeats and the work left, far shorter than the
 /// two minutes RabbitMQ's default heartbeat took.
@@ -58,7 +40,7 @@ async fn a_stopped_worker_gives_back_its_tasks_in_seconds_and_runs_none_of_them_
         .unwrap();
     // Both workers are busy and hold prefetched tasks.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while runs(&log).len() < 4 {
+    while run_log(&log).len() < 4 {
         assert!(Instant::now() < deadline, "the tasks did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -92,7 +74,7 @@ async fn a_stopped_worker_gives_back_its_tasks_in_seconds_and_runs_none_of_them_
     // Resumed, the stopped worker finishes the one task it was running and
     // starts none of the copies it had buffered (the broker requeued them).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let ran = runs(&log);
+    let ran = run_log(&log);
     assert!(
         ran.len() <= n as usize + 1,
         "{} runs for {n} tasks: the resumed worker ran copies from its dead channel",
