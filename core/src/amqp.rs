@@ -216,6 +216,23 @@ pub async fn confirmed(confirms: Vec<PublisherConfirm>, what: &str) -> Result<()
     Ok(())
 }
 
+/// Ready messages and consumers of queue `name`; `None` if it does not exist
+/// (or RabbitMQ cannot say). A passive declare on a channel of its own: a
+/// missing queue closes that channel, never the caller's.
+pub async fn queue_stats(conn: &Connection, name: &str) -> Option<(u32, u32)> {
+    let ch = conn.create_channel().await.ok()?;
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare(name.into(), opts, FieldTable::default())
+        .await
+        .ok()?;
+    let _ = ch.close(200, "done".into()).await;
+    Some((q.message_count(), q.consumer_count()))
+}
+
 /// A private queue: server-named, exclusive and auto-deleted (it lives exactly
 /// as long as this connection), optionally bound to `exchange`, and consumed
 /// without acks as `consumer_tag`. Client reply queues and workers' control

@@ -7,7 +7,8 @@
 //! - [`settings`]: one settings type, loaded the same way by every binary;
 //! - [`messages`]: the JSON bodies that travel through RabbitMQ;
 //! - [`topology`]: the names of exchanges and queues, and their idempotent declaration;
-//! - [`amqp`]: connecting to RabbitMQ and publishing with confirms;
+//! - [`amqp`]: connecting to RabbitMQ, publishing with confirms, queue counts;
+//! - [`dead_letter`]: the one way a component moves a message it cannot process to `<ns>.dead`;
 //! - [`logging`]: one logging set-up for every binary (colour only on a terminal);
 //! - [`sizing`]: what fits in one RabbitMQ message, decided before publishing;
 //! - [`outage`]: an outage said once, reminded, and ended, not once per retry;
@@ -18,6 +19,7 @@
 
 pub mod amqp;
 pub mod args;
+pub mod dead_letter;
 pub mod error;
 pub mod logging;
 pub mod messages;

@@ -1,4 +1,4 @@
--- Shared helpers, prepended to every warren script (see store.rs).
+-- Shared helpers, prepended to every warren script (see core/src/store/mod.rs).
 -- P is the namespace prefix ("<ns>:"); events collects notifications for clients:
 -- per transition: key, state, payload, #watchers, watchers...
 local P = ARGV[1]

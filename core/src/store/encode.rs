@@ -1,0 +1,185 @@
+//! Encoding the scripts' arguments.
+//!
+//! Every script takes only `ARGV` (see the layout note in the module above),
+//! flat: the prefix first, then fixed fields, then a count and that many
+//! records. These builders are the one place each script's argument layout is
+//! written on the Rust side; the script's header comment is the other.
+
+use super::Transition;
+use crate::error::Result;
+use crate::messages::{TaskSpec, Terminal};
+
+/// A script's `ARGV`, built front to back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Args(Vec<Vec<u8>>);
+
+impl Args {
+    /// Arguments starting with the namespace prefix (`ARGV[1]`, `P` in the scripts).
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self(vec![prefix.as_bytes().to_vec()])
+    }
+
+    /// Appends text.
+    pub(crate) fn text(mut self, s: &str) -> Self {
+        self.0.push(s.as_bytes().to_vec());
+        self
+    }
+
+    /// Appends a number as its decimal text.
+    pub(crate) fn num(self, n: impl ToString) -> Self {
+        let s = n.to_string();
+        self.text(&s)
+    }
+
+    /// Appends each string.
+    pub(crate) fn all<'a>(mut self, items: impl IntoIterator<Item = &'a String>) -> Self {
+        self.0
+            .extend(items.into_iter().map(|s| s.as_bytes().to_vec()));
+        self
+    }
+
+    fn bytes(mut self, b: Vec<u8>) -> Self {
+        self.0.push(b);
+        self
+    }
+
+    /// The arguments, in order.
+    pub(crate) fn into_inner(self) -> Vec<Vec<u8>> {
+        self.0
+    }
+}
+
+/// `submit.lua`: prefix, reply_to (`""`: nobody watches), ttl, n, defer, then
+/// per task: key, func, queue, retries, timeout (`""`: none), priority, args,
+/// n deps, deps...
+pub(crate) fn submit(
+    prefix: &str,
+    reply_to: Option<&str>,
+    ttl: u64,
+    tasks: &[TaskSpec],
+    defer: bool,
+) -> Result<Args> {
+    let mut a = Args::new(prefix)
+        .text(reply_to.unwrap_or(""))
+        .num(ttl)
+        .num(tasks.len())
+        .text(if defer { "1" } else { "0" });
+    for t in tasks {
+        a = a
+            .text(&t.key)
+            .text(&t.func)
+            .text(&t.queue)
+            .num(t.retries)
+            .text(&t.timeout_secs.map(|s| s.to_string()).unwrap_or_default())
+            .num(t.priority)
+            .bytes(serde_json::to_vec(&t.args)?)
+            .num(t.deps.len())
+            .all(&t.deps);
+    }
+    Ok(a)
+}
+
+/// `complete.lua`: prefix, ttl, owner (`""`: claim nothing), n, then per
+/// report: key, kind, payload, attempt.
+pub(crate) fn complete(
+    prefix: &str,
+    ttl: u64,
+    owner: Option<&str>,
+    reports: &[(String, Transition)],
+) -> Result<Args> {
+    let mut a = Args::new(prefix)
+        .num(ttl)
+        .text(owner.unwrap_or(""))
+        .num(reports.len());
+    for (key, tr) in reports {
+        let (kind, payload, attempt) = match tr {
+            Transition::Processing => ("processing", Vec::new(), 0),
+            Transition::Failed { error, attempt } => {
+                ("failed", serde_json::to_vec(error)?, *attempt)
+            }
+            Transition::Terminal(Terminal::Finished { value }) => {
+                ("finished", serde_json::to_vec(value)?, 0)
+            }
+            Transition::Terminal(Terminal::Error { error }) => {
+                ("error", serde_json::to_vec(error)?, 0)
+            }
+            Transition::Terminal(Terminal::Cancelled) => ("cancelled", Vec::new(), 0),
+        };
+        a = a.text(key).text(kind).bytes(payload).num(attempt);
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::TaskFailure;
+    use serde_json::json;
+
+    fn texts(a: Args) -> Vec<String> {
+        a.into_inner()
+            .into_iter()
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn submit_args_flatten_each_task_with_none_as_empty_text() {
+        let task = TaskSpec {
+            key: "add-1".into(),
+            func: "add".into(),
+            args: vec![json!({"$future": "a-1"}), json!(2)],
+            deps: vec!["a-1".into()],
+            queue: "default".into(),
+            retries: 2,
+            timeout_secs: None,
+            priority: -1,
+        };
+        let a = texts(submit("ns:", None, 60, &[task], true).unwrap());
+        assert_eq!(
+            a,
+            vec![
+                "ns:",
+                "",
+                "60",
+                "1",
+                "1",
+                "add-1",
+                "add",
+                "default",
+                "2",
+                "",
+                "-1",
+                r#"[{"$future":"a-1"},2]"#,
+                "1",
+                "a-1"
+            ]
+        );
+    }
+
+    #[test]
+    fn complete_args_carry_the_kind_payload_and_only_a_failures_attempt() {
+        let failure = TaskFailure::new("ValueError", "bad", "");
+        let reports = vec![
+            (
+                "a".to_string(),
+                Transition::Terminal(Terminal::Finished { value: json!(3) }),
+            ),
+            (
+                "b".to_string(),
+                Transition::Failed {
+                    error: failure,
+                    attempt: 4,
+                },
+            ),
+            ("c".to_string(), Transition::Processing),
+        ];
+        let a = texts(complete("ns:", 0, Some("s#e1"), &reports).unwrap());
+        assert_eq!(&a[..4], ["ns:", "0", "s#e1", "3"]);
+        assert_eq!(&a[4..8], ["a", "finished", "3", "0"]);
+        assert_eq!(a[5 + 4], "failed");
+        assert!(a[6 + 4].contains("ValueError"));
+        assert_eq!(a[7 + 4], "4");
+        assert_eq!(&a[12..], ["c", "processing", "", "0"]);
+    }
+}

@@ -1,0 +1,176 @@
+//! Every Redis key name of a namespace, built in one place.
+//!
+//! The Lua scripts build the same names from the prefix they are given (see
+//! `lua/common.lua`); this type is the Rust side of that layout, so a grep for
+//! a key's name lands here and in the scripts, nowhere else.
+
+use std::fmt;
+
+/// The key names of one namespace (`P` = `<namespace>:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// The keys of `namespace`.
+    pub fn new(namespace: &str) -> Self {
+        Self {
+            prefix: format!("{namespace}:"),
+        }
+    }
+
+    /// `P`: what every key of the namespace starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `P t:<key>`: a task's record.
+    pub fn task(&self, key: &str) -> String {
+        format!("{}t:{key}", self.prefix)
+    }
+
+    /// `P outbox:<queue>`: runnable tasks not yet published to `queue`.
+    pub fn outbox(&self, queue: &str) -> String {
+        format!("{}outbox:{queue}", self.prefix)
+    }
+
+    /// `P claimed:<list>`: outbox entries a scheduler is publishing.
+    pub fn claimed(&self, list: &str) -> String {
+        format!("{}claimed:{list}", self.prefix)
+    }
+
+    /// `P sched:<scheduler>`: a scheduler's heartbeat.
+    pub fn scheduler(&self, id: &str) -> String {
+        format!("{}sched:{id}", self.prefix)
+    }
+
+    /// `P claimants`: the claim lists in use.
+    pub fn claimants(&self) -> String {
+        self.named("claimants")
+    }
+
+    /// `P layout`: the layout's version.
+    pub fn layout(&self) -> String {
+        self.named("layout")
+    }
+
+    /// `P index`: every task record, scored by its expiry.
+    pub fn index(&self) -> String {
+        self.named("index")
+    }
+
+    /// `P epoch`: bumped by every restart.
+    pub fn epoch(&self) -> String {
+        self.named("epoch")
+    }
+
+    /// `P queues`: the work queues in use.
+    pub fn queues(&self) -> String {
+        self.named("queues")
+    }
+
+    /// `P stats`: the namespace's counters.
+    pub fn stats(&self) -> String {
+        self.named("stats")
+    }
+
+    /// `P recent_errors`: the last errors that started in a task.
+    pub fn recent_errors(&self) -> String {
+        self.named("recent_errors")
+    }
+
+    /// `P workers`: each worker's last heartbeat.
+    pub fn workers(&self) -> String {
+        self.named("workers")
+    }
+
+    /// A SCAN pattern for keys starting with `P <head>`.
+    pub fn pattern(&self, head: &str) -> String {
+        format!("{}{head}*", self.prefix)
+    }
+
+    /// What follows `P <head>` in `key`, if it starts so.
+    pub fn strip<'a>(&self, head: &str, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?.strip_prefix(head)
+    }
+
+    fn named(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+/// Which claim list of a scheduler: one per dispatch window in flight, and one
+/// per eager window of its intake (tasks `complete.lua` claimed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimSlot {
+    /// The dispatcher's window `n` (its claims cycle through the windows).
+    Dispatch(u8),
+    /// The intake's eager window `n`.
+    Eager(u8),
+}
+
+/// The name of one claim list: `<scheduler>#<n>` for a dispatch window,
+/// `<scheduler>#e<n>` for an eager one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClaimList(String);
+
+/// Separates a scheduler's id from its window in a claim list's name.
+pub const CLAIM_SEPARATOR: char = '#';
+
+impl ClaimList {
+    /// Scheduler `scheduler`'s list for `slot`.
+    pub fn new(scheduler: &str, slot: ClaimSlot) -> Self {
+        Self(match slot {
+            ClaimSlot::Dispatch(n) => format!("{scheduler}{CLAIM_SEPARATOR}{n}"),
+            ClaimSlot::Eager(n) => format!("{scheduler}{CLAIM_SEPARATOR}e{n}"),
+        })
+    }
+
+    /// The list's name, as the scripts take it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The scheduler that owns the list (whose heartbeat keeps it claimed).
+    pub fn scheduler(&self) -> &str {
+        self.0
+            .rsplit_once(CLAIM_SEPARATOR)
+            .map_or(self.0.as_str(), |(id, _)| id)
+    }
+}
+
+impl fmt::Display for ClaimList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_layout_table() {
+        let k = Keys::new("ns");
+        assert_eq!(k.task("inc-1"), "ns:t:inc-1");
+        assert_eq!(k.outbox("gpu"), "ns:outbox:gpu");
+        assert_eq!(k.claimed("s#0"), "ns:claimed:s#0");
+        assert_eq!(k.scheduler("s"), "ns:sched:s");
+        assert_eq!(k.claimants(), "ns:claimants");
+        assert_eq!(k.index(), "ns:index");
+        assert_eq!(k.pattern("t:"), "ns:t:*");
+        assert_eq!(k.strip("t:", "ns:t:inc-1"), Some("inc-1"));
+        assert_eq!(k.strip("t:", "other:t:inc-1"), None);
+    }
+
+    #[test]
+    fn claim_lists_name_their_window_and_their_scheduler() {
+        let d = ClaimList::new("host:12:ab", ClaimSlot::Dispatch(1));
+        let e = ClaimList::new("host:12:ab", ClaimSlot::Eager(0));
+        assert_eq!(d.as_str(), "host:12:ab#1");
+        assert_eq!(e.as_str(), "host:12:ab#e0");
+        assert_eq!(d.scheduler(), "host:12:ab");
+        assert_eq!(e.scheduler(), "host:12:ab");
+    }
+}

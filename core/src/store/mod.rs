@@ -1,0 +1,247 @@
+//! The Redis store: where every future's state lives.
+//!
+//! State changes only through the Lua scripts in `src/lua/`, each applied
+//! atomically by Redis and written so that applying it twice is harmless. That is
+//! what makes two schedulers safe and lets this module retry a command whose
+//! connection dropped. The key layout ([`Keys`]), with `P` = `<namespace>:`:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P t:<key>` | hash | the task: `s` state, `f` func, `q` queue, `a` args, `deps`, `n` outstanding deps, `v` value, `e` error |
+//! | `P d:<key>` | set | keys of tasks waiting on `<key>` (its dependents) |
+//! | `P w:<key>` | set | reply queues of clients watching `<key>` |
+//! | `P outbox:<queue>` | sorted set | runnable keys not yet published to RabbitMQ, highest priority first, then FIFO |
+//! | `P seq` | integer | FIFO order within a priority |
+//! | `P claimed:<list>` | list | outbox entries a scheduler is publishing ([`ClaimList`]): `<scheduler>#0` and `#1` for its dispatcher's two windows, `#e0` and `#e1` for what `complete.lua` claimed for its intake |
+//! | `P claimants` | set | the claim lists in use, so reclaim and restart need no SCAN |
+//! | `P layout` | integer | the layout's version (2); older namespaces are migrated once by a starting scheduler |
+//! | `P index` | sorted set | every task record's key, scored by its expiry (ms; `inf` while pending), so restart costs the namespace's own futures |
+//! | `P sched:<scheduler>` | string, TTL | a scheduler's heartbeat |
+//! | `P epoch` | integer | bumped by every restart |
+//! | `P queues` | set | work queue names in use |
+//! | `P stats` | hash | tasks submitted, final transitions per state, retries ([`Stats`]) |
+//! | `P recent_errors` | list | the last 50 errors that started in a task (for `warren top`) |
+//! | `P workers` | hash | each worker's last heartbeat |
+//!
+//! The module is split by what a caller wants: [`tasks`] changes futures'
+//! states (every call a script), [`admin`] reads and resets the namespace;
+//! `keys`, `encode` and `reply` are the layout, the scripts' arguments and
+//! their replies, pure and unit-tested without a server.
+//!
+//! Scripts build key names from the prefix instead of receiving them as `KEYS`,
+//! which is fine on one Redis (with replicas) but not on a Redis Cluster: that
+//! would need the namespace as a hash tag and declared keys, and is not done.
+
+pub mod admin;
+mod encode;
+mod keys;
+mod reply;
+pub mod tasks;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value as RValue};
+use tracing::{debug, info, warn};
+
+pub use admin::{RecentError, Stats};
+pub use keys::{CLAIM_SEPARATOR, ClaimList, ClaimSlot, Keys};
+pub use tasks::{Applied, ClaimedTask, Forgotten, Notification, Start, Transition, Watched};
+
+use crate::error::{Error, Result};
+use crate::outage::{Outage, Say};
+use crate::settings::{Settings, redact_url};
+
+const COMMON: &str = include_str!("../lua/common.lua");
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{COMMON}\n{body}"))
+}
+
+/// The scripts, hashed once.
+struct Scripts {
+    submit: Script,
+    complete: Script,
+    claim: Script,
+    reclaim: Script,
+    watch: Script,
+    cancel_all: Script,
+    cancel: Script,
+    forget: Script,
+    start: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            submit: script(include_str!("../lua/submit.lua")),
+            complete: script(include_str!("../lua/complete.lua")),
+            claim: script(include_str!("../lua/claim.lua")),
+            reclaim: script(include_str!("../lua/reclaim.lua")),
+            watch: script(include_str!("../lua/watch.lua")),
+            cancel_all: script(include_str!("../lua/cancel_all.lua")),
+            cancel: script(include_str!("../lua/cancel.lua")),
+            forget: script(include_str!("../lua/forget.lua")),
+            start: script(include_str!("../lua/start.lua")),
+        }
+    }
+}
+
+/// A handle on the namespace's state in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    con: ConnectionManager,
+    /// The Redis URL without its password, for log lines.
+    url: String,
+    /// Shared by every clone: an outage is said once per process.
+    outage: Arc<Mutex<Outage>>,
+    keys: Keys,
+    /// Seconds a final record is kept (setting `result_ttl_secs`).
+    ttl: u64,
+    scripts: Arc<Scripts>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("prefix", &self.keys.prefix())
+            .finish()
+    }
+}
+
+/// How long a command whose connection dropped keeps being retried: long
+/// enough to ride out a Redis restart, after which the caller's own
+/// reconnection loop takes over.
+const RETRY_WINDOW: Duration = Duration::from_secs(30);
+
+impl Store {
+    /// Connects to Redis (failing within a bounded time, naming the URL).
+    pub async fn connect(settings: &Settings) -> Result<Self> {
+        let url = redact_url(&settings.redis_url);
+        let refused = |cause| Error::RedisConnect {
+            url: url.clone(),
+            cause,
+        };
+        let client = redis::Client::open(settings.redis_url.as_str()).map_err(refused)?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(settings.redis_timeout_secs)))
+            .set_number_of_retries(3);
+        let con = tokio::time::timeout(
+            Duration::from_secs(15),
+            ConnectionManager::new_with_config(client, cfg),
+        )
+        .await
+        .map_err(|_| {
+            refused(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer within 15s",
+            )))
+        })?
+        .map_err(refused)?;
+        // A server that wants a password accepts the connection and refuses
+        // every command (NOAUTH): find out now, naming the URL, rather than
+        // at the first script (a worker would otherwise consume and run
+        // tasks whose starts it cannot record).
+        let mut probe = con.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut probe)
+            .await
+            .map_err(refused)?;
+        Ok(Self {
+            con,
+            url,
+            outage: Arc::new(Mutex::new(Outage::default())),
+            keys: Keys::new(&settings.namespace),
+            ttl: settings.result_ttl_secs,
+            scripts: Arc::new(Scripts::new()),
+        })
+    }
+
+    /// The key prefix (`<namespace>:`).
+    pub fn prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    /// The namespace's key names.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The raw connection, for tests and tools.
+    pub fn connection(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+
+    /// Runs a script, retrying while the connection is down (scripts are
+    /// idempotent, so a retry of a script that did run changes nothing).
+    async fn run(&self, script: &Script, args: encode::Args) -> Result<RValue> {
+        let args = args.into_inner();
+        let started = Instant::now();
+        let mut backoff =
+            crate::reconnect::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut attempt = 0u32;
+        loop {
+            let mut inv = script.prepare_invoke();
+            for a in &args {
+                inv.arg(a.as_slice());
+            }
+            let mut con = self.con.clone();
+            match inv.invoke_async::<RValue>(&mut con).await {
+                Ok(v) => {
+                    self.say(|o, now| o.succeeded(now), None);
+                    return Ok(v);
+                }
+                Err(e) if is_transient(&e) && started.elapsed() < RETRY_WINDOW => {
+                    attempt += 1;
+                    debug!(error = %e, attempt, "Redis command failed; retrying");
+                    self.say(|o, now| o.failed(now), Some(&e));
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Logs what the process-wide outage state says about this call: one
+    /// line when Redis becomes unreachable, a reminder every 10 s, one when
+    /// it answers again.
+    fn say(
+        &self,
+        step: impl FnOnce(&mut Outage, Instant) -> Option<Say>,
+        error: Option<&redis::RedisError>,
+    ) {
+        let said = step(
+            &mut self.outage.lock().unwrap_or_else(|p| p.into_inner()),
+            Instant::now(),
+        );
+        let url = &self.url;
+        match said {
+            Some(Say::Started) => warn!(
+                %url,
+                error = %error.map(ToString::to_string).unwrap_or_default(),
+                "Redis is unreachable; retrying (reminders every 10 s)"
+            ),
+            Some(Say::Continuing(d)) => {
+                warn!(%url, down_secs = d.as_secs(), "Redis still unreachable; retrying")
+            }
+            Some(Say::Ended(d)) => info!(
+                %url,
+                down_ms = d.as_millis() as u64,
+                "Redis answers again"
+            ),
+            None => {}
+        }
+    }
+}
+
+/// Errors a retry can cure: the connection is down, or Redis is still loading
+/// its data after a restart.
+fn is_transient(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped()
+        || e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || e.code() == Some("LOADING")
+}
