@@ -19,22 +19,20 @@ use lapin::{Channel, Connection, Consumer};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 use warren_core::amqp;
+use warren_core::dead_letter::dead_letter;
 use warren_core::messages::{
-    ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, Refusal, TaskFailure, TaskResult,
-    TaskSpec, Terminal, WorkerReport, decode, decode_work,
+    ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, Refusal, TaskSpec, WorkerReport, decode,
+    decode_work,
 };
 use warren_core::metrics::Metrics;
-use warren_core::store::{Store, Transition};
-use warren_core::topology::{DEAD_ROUTING_KEY, ORIGIN_HEADER, REASON_HEADER, Topology};
+use warren_core::store::{ClaimList, Store, Transition};
+use warren_core::topology::Topology;
 
+use crate::decide::{self, Deferral};
 use crate::notify::{Notifier, Outgoing};
 
 /// Messages taken per wake-up at most.
 const BATCH: usize = 256;
-/// How long a task whose dependency is not recorded yet waits for it.
-const DEFER_FOR: std::time::Duration = std::time::Duration::from_secs(2);
-/// Pause between tries of such a task.
-const DEFER_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 /// Eager windows in flight at most, each with its own claim list.
 const EAGER_WINDOWS: usize = 2;
 /// Transitions applied per Lua call at most.
@@ -54,7 +52,7 @@ pub struct Intake {
     metrics: Arc<Metrics>,
     /// Claim lists of tasks `complete.lua` claims eagerly: the results loop
     /// is their only user, with at most one window per list in flight.
-    eager_owners: [String; EAGER_WINDOWS],
+    eager_owners: [ClaimList; EAGER_WINDOWS],
     /// Eager windows published and not yet settled, oldest first, and how
     /// many were started.
     eager: std::sync::Mutex<(std::collections::VecDeque<EagerWindow>, usize)>,
@@ -290,27 +288,24 @@ impl Intake {
         deps_in_flight: bool,
         out: &mut Outgoing,
     ) -> anyhow::Result<()> {
-        let mut waited = if deps_in_flight {
-            std::time::Duration::ZERO
-        } else {
-            DEFER_FOR
-        };
+        let mut deferral = Deferral::new(deps_in_flight);
+        // A detached submit has nobody to tell.
+        let watcher = Some(reply_to).filter(|r| !r.is_empty());
         loop {
-            let (applied, deferred) = if waited < DEFER_FOR {
-                self.store.submit_deferring(reply_to, &tasks).await?
+            let (applied, deferred) = if deferral.may_defer() {
+                self.store.submit_deferring(watcher, &tasks).await?
             } else {
-                (self.store.submit(reply_to, &tasks).await?, Vec::new())
+                (self.store.submit(watcher, &tasks).await?, Vec::new())
             };
             out.extend(applied.notifications);
             if applied.queued > 0 {
                 self.wake.notify_one();
             }
-            if deferred.is_empty() {
+            let Some(pause) = deferral.next(deferred.len()) else {
                 return Ok(());
-            }
+            };
             tasks.retain(|t| deferred.contains(&t.key));
-            tokio::time::sleep(DEFER_PAUSE).await;
-            waited += DEFER_PAUSE;
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -366,21 +361,7 @@ impl Intake {
                         "kind=\"outcome\"",
                         outcomes.len() as u64,
                     );
-                    transitions.extend(outcomes.into_iter().map(|o| {
-                        let t = match o.result {
-                            TaskResult::Ok(value) => {
-                                Transition::Terminal(Terminal::Finished { value })
-                            }
-                            TaskResult::Err(error) if !error.is_retryable() => {
-                                Transition::Terminal(Terminal::Error { error })
-                            }
-                            TaskResult::Err(error) => Transition::Failed {
-                                error,
-                                attempt: o.attempt,
-                            },
-                        };
-                        (o.key, t)
-                    }));
+                    transitions.extend(outcomes.into_iter().map(decide::transition));
                     good.push(delivery);
                 }
                 Ok(WorkerReport::Started { keys, .. }) => {
@@ -419,9 +400,7 @@ impl Intake {
                     for msg in tasks {
                         self.count("warren_scheduler_killed_total", "", 1);
                         warn!(key = %msg.key, func = %msg.func, "task reached the work queue's delivery limit: KilledWorker");
-                        let error = TaskFailure::killed_worker(&msg.key, &msg.func, None);
-                        transitions
-                            .push((msg.key, Transition::Terminal(Terminal::Error { error })));
+                        transitions.push(decide::killed(msg));
                     }
                     good.push(delivery);
                 }
@@ -461,19 +440,20 @@ impl Intake {
                 // The list of the window before last must be released first.
                 self.reap_eager(true).await?;
                 let started = self.eager.lock().unwrap_or_else(|p| p.into_inner()).1;
-                self.eager_owners[started % EAGER_WINDOWS].clone()
+                Some(self.eager_owners[started % EAGER_WINDOWS].clone())
             } else {
-                String::new()
+                None
             };
-            let (applied, epoch, claimed) = self.store.complete_eager(chunk, &owner).await?;
+            let (applied, epoch, claimed) =
+                self.store.complete_eager(chunk, owner.as_ref()).await?;
             out.extend(applied.notifications);
             // The dispatcher is needed for whatever went to the outbox. (If the
             // work queues were full, it polls them on its own.)
             if applied.queued > claimed.len() as u64 {
                 self.wake.notify_one();
             }
-            if !claimed.is_empty() {
-                let room = crate::dispatch::Room {
+            if let Some(owner) = owner.filter(|_| !claimed.is_empty()) {
+                let room = crate::packs::Room {
                     messages: claimed.len(),
                     consumers: 1,
                 };
@@ -503,30 +483,7 @@ impl Intake {
     /// Moves a message that cannot be processed to `<ns>.dead`, reason in a header.
     async fn dead_letter(&self, delivery: Delivery, reason: &str) -> anyhow::Result<()> {
         self.count("warren_scheduler_dead_lettered_total", "", 1);
-        warn!(
-            reason,
-            bytes = delivery.data.len(),
-            "dead-lettering a malformed message"
-        );
-        let origin = delivery.routing_key.to_string();
-        let mut props = amqp::dead_letter_properties(
-            &[(REASON_HEADER, reason), (ORIGIN_HEADER, &origin)],
-            &delivery.properties,
-            &delivery.data,
-        );
-        if let Some(reply_to) = delivery.properties.reply_to() {
-            props = props.with_reply_to(reply_to.clone());
-        }
-        let confirm = amqp::publish(
-            &self.confirm,
-            &self.topology.dead_letter_exchange(),
-            DEAD_ROUTING_KEY,
-            &delivery.data,
-            props,
-        )
-        .await?;
-        amqp::confirmed(vec![confirm], "the dead-letter exchange").await?;
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+        dead_letter(&self.confirm, &self.topology, delivery, reason).await?;
         Ok(())
     }
 }

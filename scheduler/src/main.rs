@@ -4,9 +4,7 @@
 //! only by atomic Lua scripts) and in RabbitMQ. Kill it at any moment and start
 //! another; run two at once and they share the work safely.
 
-mod dispatch;
-mod intake;
-mod notify;
+use warren_scheduler::{dispatch, intake, notify};
 
 use std::path::PathBuf;
 
@@ -154,17 +152,15 @@ async fn track_states(settings: Settings, metrics: Arc<Metrics>) {
     loop {
         if let Ok(store) = Store::connect(&settings).await {
             while let Ok(stats) = store.stats().await {
-                let get = |k: &str| stats.get(k).copied().unwrap_or(0) as i64;
-                let ended = get("finished") + get("error") + get("cancelled");
                 for (state, n) in [
-                    ("pending", (get("submitted") - ended).max(0)),
-                    ("finished", get("finished")),
-                    ("error", get("error")),
-                    ("cancelled", get("cancelled")),
+                    ("pending", stats.pending()),
+                    ("finished", stats.count("finished")),
+                    ("error", stats.count("error")),
+                    ("cancelled", stats.count("cancelled")),
                 ] {
                     metrics
                         .gauge("warren_tasks", &format!("state=\"{state}\""), help)
-                        .store(n, std::sync::atomic::Ordering::Relaxed);
+                        .store(n as i64, std::sync::atomic::Ordering::Relaxed);
                 }
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             }

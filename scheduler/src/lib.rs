@@ -1,0 +1,16 @@
+//! warren's scheduler as a library: the `warren-scheduler` binary is its
+//! settings and its reconnection loop around these parts.
+//!
+//! - [`intake`]: client requests and worker reports in, applied to Redis;
+//! - [`dispatch`]: runnable tasks out of the outbox into the work queues, in
+//!   claimed, confirmed, released windows;
+//! - [`notify`]: final states out to the clients watching them;
+//! - [`packs`]: work messages and packs built from claimed tasks (pure);
+//! - [`decide`]: the decisions among them that need no server (outcome to
+//!   transition, KilledWorker, deferral of a submit), unit-tested.
+
+pub mod decide;
+pub mod dispatch;
+pub mod intake;
+pub mod notify;
+pub mod packs;
