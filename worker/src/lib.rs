@@ -19,21 +19,34 @@
 //!
 //! - [`registry`]: registering functions, and turning errors and panics into
 //!   `{type, message, traceback}`;
-//! - [`runner`]: consuming work queues, running tasks off the async runtime,
-//!   reporting outcomes with confirms before acking;
+//! - [`runner`]: the worker loop: consuming work queues, taking each task
+//!   through [`admission`] to [`execute`], and [`report`]ing outcomes with
+//!   confirms before acking (the parts it shares live in `shared`, what it
+//!   remembers in [`memory`], one message's ack in `pack_ack`);
+//! - [`control`]: cancels and restarts broadcast to every worker;
+//! - [`admission`]: what to do with a delivered task, as pure rules;
 //! - [`stock`]: the functions of the stock `warren-worker` (the notebook's);
 //! - [`cancel`]: how long-running functions notice a cancel or a time limit;
 //! - [`drain`]: stopping on SIGTERM without a task running twice;
 //! - [`watchdog`]: noticing that this process was stopped, so that it starts
 //!   nothing from a connection the broker has closed meanwhile.
 
+pub mod admission;
 pub mod cancel;
+pub mod control;
 pub mod drain;
+mod error;
+pub mod execute;
+pub mod memory;
+mod pack_ack;
 pub mod registry;
+pub mod report;
 pub mod runner;
+mod shared;
 pub mod slots;
 pub mod stock;
 pub mod watchdog;
 
+pub use error::WorkerError;
 pub use registry::{Registry, TaskError, TaskFn};
 pub use runner::Worker;

@@ -86,5 +86,6 @@ async fn main() -> anyhow::Result<()> {
     Worker::new(settings, registry)
         .queues(args.queues)
         .run()
-        .await
+        .await?;
+    Ok(())
 }

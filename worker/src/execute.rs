@@ -1,0 +1,156 @@
+//! Running one task's function: on tokio's blocking pool (task functions are
+//! plain blocking code, and the runtime must stay free to receive and
+//! report), with its time limit, its `processing` report, its metrics, and
+//! the size check of its result.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tracing::{debug, info};
+use warren_core::messages::{TaskFailure, TaskResult, WorkMessage};
+use warren_core::sizing;
+
+use crate::registry::CallSite;
+use crate::report::Report;
+use crate::shared::Shared;
+
+/// Runs the function on the blocking pool; says `processing` if it takes a
+/// while; gives up at the task's time limit (asking the function to stop).
+pub(crate) async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
+    let registry = shared.registry.clone();
+    let identity = shared.identity.clone();
+    let key = msg.key.clone();
+    let limit = msg
+        .timeout_secs
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    let stop = Arc::new(AtomicBool::new(false));
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key.clone(), stop.clone());
+    let started = std::time::Instant::now();
+    if let Some(at) = msg.dispatched_at_ms {
+        let waited = warren_core::messages::now_ms().saturating_sub(at);
+        shared.metrics.latency.observe(waited as f64 / 1000.0);
+    }
+    shared.metrics.running.fetch_add(1, Ordering::Relaxed);
+    let flag = stop.clone();
+    let mut handle = tokio::task::spawn_blocking(move || {
+        let site = CallSite {
+            key: &msg.key,
+            worker: &identity,
+        };
+        crate::cancel::with_flag(flag, || registry.call(&msg.func, msg.args, site))
+    });
+    let deadline = async {
+        match limit {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut told_started = false;
+    let joined = loop {
+        tokio::select! {
+            r = &mut handle => break Some(r),
+            () = &mut deadline => break None,
+            () = tokio::time::sleep(shared.started_after), if !told_started => {
+                told_started = true;
+                let _ = shared.reports.send(Report::Started(key.clone()));
+            }
+        }
+    };
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key);
+    debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "task ended"
+    );
+    shared.metrics.running.fetch_sub(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    let Some(joined) = joined else {
+        shared.metrics.timed_out.fetch_add(1, Ordering::Relaxed);
+        // The slot is free now; a cooperative function stops soon, others run
+        // on in the blocking pool and their result is dropped.
+        stop.store(true, Ordering::Relaxed);
+        let secs = limit.map_or(0.0, |d| d.as_secs_f64());
+        info!(limit_secs = secs, "task exceeded its time limit");
+        return TaskResult::Err(TaskFailure::new(
+            "TimeoutError",
+            format!("task {key} exceeded its time limit of {secs}s"),
+            format!(
+                "Traceback (most recent call last):\n  task {key} on worker {}\nTimeoutError: time limit of {secs}s exceeded",
+                shared.identity
+            ),
+        ));
+    };
+    match joined {
+        Ok(Ok(v)) => match oversized(&key, &v, shared.max_result_bytes) {
+            Some(failure) => {
+                shared.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                info!(error = %failure, "task result refused");
+                TaskResult::Err(failure)
+            }
+            None => {
+                shared.metrics.finished.fetch_add(1, Ordering::Relaxed);
+                TaskResult::Ok(v)
+            }
+        },
+        Ok(Err(failure)) => {
+            shared.metrics.failed.fetch_add(1, Ordering::Relaxed);
+            info!(error = %failure, "task failed");
+            TaskResult::Err(failure)
+        }
+        // The registry catches panics, so this is a cancelled blocking pool.
+        Err(e) => TaskResult::Err(TaskFailure::new("WorkerError", e.to_string(), "")),
+    }
+}
+
+/// The error of a result too big to carry: refused here, as the task's own
+/// error, rather than a report the broker or the clients could not take.
+fn oversized(key: &str, value: &serde_json::Value, limit: usize) -> Option<TaskFailure> {
+    let size = sizing::json_len(value);
+    (size > limit).then(|| {
+        TaskFailure::new(
+            "PayloadTooLarge",
+            format!(
+                "the result of task {key} is {size} bytes ({}), over the limit of {limit} bytes ({}, setting max_payload_bytes)",
+                sizing::human_bytes(size),
+                sizing::human_bytes(limit)
+            ),
+            "",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_over_the_limit_is_the_tasks_error_naming_both_sizes() {
+        let v = serde_json::json!("x".repeat(100));
+        assert!(oversized("k-1", &v, 102).is_none());
+        let failure = oversized("k-1", &v, 101).unwrap();
+        assert_eq!(failure.kind, "PayloadTooLarge");
+        assert!(
+            failure.message.contains("is 102 bytes"),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains("limit of 101 bytes"),
+            "{}",
+            failure.message
+        );
+    }
+}
