@@ -212,21 +212,21 @@ impl Out {
                 })
                 .collect();
             self.doc(json!({"namespace": namespace, "futures": {
-                "submitted": info.count("submitted"), "pending": info.pending(),
-                "finished": info.count("finished"), "error": info.count("error"),
-                "cancelled": info.count("cancelled"), "retried": info.count("retried")},
+                "submitted": info.stats.count("submitted"), "pending": info.stats.pending(),
+                "finished": info.stats.count("finished"), "error": info.stats.count("error"),
+                "cancelled": info.stats.count("cancelled"), "retried": info.stats.count("retried")},
                 "queues": queues}));
             return;
         }
         println!("namespace {namespace}");
         println!(
             "futures: {} submitted, {} pending, {} finished, {} error, {} cancelled, {} retried",
-            info.count("submitted"),
-            info.pending(),
-            info.count("finished"),
-            info.count("error"),
-            info.count("cancelled"),
-            info.count("retried")
+            info.stats.count("submitted"),
+            info.stats.pending(),
+            info.stats.count("finished"),
+            info.stats.count("error"),
+            info.stats.count("cancelled"),
+            info.stats.count("retried")
         );
         print!("{}", queue_table(info));
     }

@@ -26,11 +26,11 @@ pub async fn frame(client: &Client, rate: Option<f64>) -> Result<String, Error> 
     let _ = writeln!(
         s,
         "futures  {} pending  {} finished  {} error  {} cancelled  {} retried   rate {}",
-        info.pending(),
-        info.count("finished"),
-        info.count("error"),
-        info.count("cancelled"),
-        info.count("retried"),
+        info.stats.pending(),
+        info.stats.count("finished"),
+        info.stats.count("error"),
+        info.stats.count("cancelled"),
+        info.stats.count("retried"),
         rate.map_or("-".to_string(), |r| format!("{r:.1}/s"))
     );
     let _ = write!(s, "\n{}", queue_table(&info));
@@ -61,12 +61,7 @@ pub async fn frame(client: &Client, rate: Option<f64>) -> Result<String, Error> 
     let _ = writeln!(s, "\nRECENT ERRORS");
     let width = terminal_width();
     for e in &errors {
-        let line = format!(
-            "{}  {}: {}",
-            e["key"].as_str().unwrap_or("?"),
-            e["type"].as_str().unwrap_or("?"),
-            e["message"].as_str().unwrap_or("")
-        );
+        let line = format!("{}  {}: {}", e.key, e.kind, e.message);
         let _ = writeln!(s, "{}", fit(&line, width));
     }
     if errors.is_empty() {
@@ -83,7 +78,7 @@ pub async fn run(client: &Client, every: Duration, once: bool) -> Result<(), Err
     }
     let mut last: Option<(Instant, u64)> = None;
     loop {
-        let done = client.info().await?.ended();
+        let done = client.info().await?.stats.ended();
         let now = Instant::now();
         let rate =
             last.map(|(t, d)| done.saturating_sub(d) as f64 / now.duration_since(t).as_secs_f64());
