@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::QueueDeleteOptions;
 use warren_client::Client;
 use warren_core::store::Store;
 use warren_core::topology::Topology;
@@ -305,26 +304,13 @@ impl Cluster {
         let conn = amqp::connect(&self.settings, "warren-tests")
             .await
             .expect("RabbitMQ");
-        let ch = conn.create_channel().await.expect("channel");
-        let topo = self.topology();
+        let queue = self.topology().work_queue("default");
         for _ in 0..300 {
-            if let Ok(q) = ch
-                .queue_declare(
-                    topo.work_queue("default").into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
+            if amqp::queue_stats(&conn, &queue)
                 .await
+                .is_some_and(|(_, consumers)| consumers >= n)
             {
-                if q.consumer_count() >= n {
-                    return;
-                }
-            } else {
-                // A failed passive declare closes the channel; take a new one.
-                return Box::pin(self.wait_for_workers(n)).await;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -371,18 +357,7 @@ impl Cluster {
         let conn = amqp::connect(&self.settings, "warren-tests")
             .await
             .expect("RabbitMQ");
-        let ch = conn.create_channel().await.expect("channel");
-        ch.queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map(|q| (q.message_count(), q.consumer_count()))
-        .unwrap_or((0, 0))
+        amqp::queue_stats(&conn, name).await.unwrap_or((0, 0))
     }
 
     /// Stops the processes and deletes the namespace's queues and Redis keys.

@@ -46,7 +46,7 @@ async fn inputs_the_scheduler_would_refuse_fail_at_the_cli_at_once_and_send_noth
     }
     // Nothing of the map was sent: its good tasks are not recorded either.
     let info = c.client().await.info().await.unwrap();
-    assert_eq!(info.count("submitted"), 0);
+    assert_eq!(info.stats.count("submitted"), 0);
     c.shutdown().await;
 }
 

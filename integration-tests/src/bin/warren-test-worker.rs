@@ -66,5 +66,6 @@ async fn main() -> anyhow::Result<()> {
         overrides.push(("concurrency", c.to_string()));
     }
     let settings = Settings::load(None, &overrides)?;
-    Worker::new(settings, registry).run().await
+    Worker::new(settings, registry).run().await?;
+    Ok(())
 }
