@@ -12,6 +12,7 @@
 //! - [`logging`]: one logging set-up for every binary (colour only on a terminal);
 //! - [`sizing`]: what fits in one RabbitMQ message, decided before publishing;
 //! - [`outage`]: an outage said once, reminded, and ended, not once per retry;
+//! - [`shutdown`]: the drain on SIGTERM every process shares (take nothing new, finish, exit 0);
 //! - [`reconnect`]: running a component again, with backoff, when a service goes away;
 //! - [`store`]: the Redis key layout and the Lua scripts that are the only way state changes;
 //! - [`args`] and [`taskkey`]: futures inside arguments, and dask-style task keys;
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod outage;
 pub mod reconnect;
 pub mod settings;
+pub mod shutdown;
 pub mod sizing;
 pub mod status;
 pub mod store;

@@ -76,9 +76,10 @@ pub struct Settings {
     /// The request itself is not withdrawn: once confirmed it stays in the
     /// submit queue until a scheduler takes it.
     pub request_timeout_secs: u64,
-    /// How long a worker stopped with SIGTERM (or a first Ctrl-C) may take
-    /// to finish and report its running tasks before it exits anyway (they
-    /// then run again elsewhere).
+    /// How long a worker or scheduler stopped with SIGTERM (or a first
+    /// Ctrl-C) may take to finish what it holds (a worker its running tasks,
+    /// a scheduler its scripts and publishes in flight) before it exits
+    /// anyway (what it held then runs again elsewhere).
     pub drain_timeout_secs: u64,
 }
 

@@ -62,6 +62,22 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
+/// SIGTERMs `child` and waits up to `within` for it to exit; its status, or
+/// `None` (then it is killed).
+pub fn terminate(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    signal(child.id(), "-TERM");
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 /// The numbers the test worker's `count_run` appended to `log`, one per run.
 pub fn run_log(log: &std::path::Path) -> Vec<i64> {
     std::fs::read_to_string(log)
@@ -235,6 +251,39 @@ impl Cluster {
         let _ = self.workers[i].wait();
         let args = ["--concurrency".into(), self.options.concurrency.to_string()];
         self.workers[i] = self.spawn(self.worker_binary(), &args);
+    }
+
+    /// SIGTERM worker `i` (a drain), wait up to `within` for it to exit, and
+    /// start a new one in its place; its exit status (`None`: still running,
+    /// then killed).
+    pub fn terminate_and_replace_worker(
+        &mut self,
+        i: usize,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let status = terminate(&mut self.workers[i], within);
+        let args = ["--concurrency".into(), self.options.concurrency.to_string()];
+        self.workers[i] = self.spawn(self.worker_binary(), &args);
+        status
+    }
+
+    /// SIGTERM the first scheduler (a drain), wait up to `within` for it to
+    /// exit, and start a new one; its exit status (`None`: still running,
+    /// then killed).
+    pub fn terminate_and_replace_scheduler(
+        &mut self,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let status = self.scheduler.as_mut().and_then(|c| terminate(c, within));
+        self.start_scheduler();
+        status
+    }
+
+    /// SIGTERM the first scheduler (a drain) and wait up to `within` for it
+    /// to exit, leaving none in its place; its exit status.
+    pub fn terminate_scheduler(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut old = self.scheduler.take()?;
+        terminate(&mut old, within)
     }
 
     /// `kill -9` the first scheduler, leaving none of its own in its place.

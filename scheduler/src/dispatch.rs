@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info};
 use warren_core::messages::Terminal;
 use warren_core::metrics::Metrics;
+use warren_core::shutdown::Drain;
 use warren_core::store::{ClaimList, ClaimSlot, ClaimedTask, Store, Transition};
 use warren_core::topology::{Topology, declare_queue};
 use warren_core::{amqp, sizing};
@@ -106,10 +107,17 @@ impl Dispatcher {
         })
     }
 
-    /// Runs forever: heartbeat, take back orphaned claims, drain the outbox.
-    pub async fn run(mut self) -> anyhow::Result<()> {
+    /// Runs until the drain: heartbeat, take back orphaned claims, empty the
+    /// outbox into the work queues. Once draining it claims nothing more,
+    /// waits for the windows in flight to be confirmed and released, and
+    /// returns `Ok`; what is left in the outbox is another scheduler's.
+    pub async fn run(mut self, drain: &Drain) -> anyhow::Result<()> {
         let mut last_beat = tokio::time::Instant::now() - HEARTBEAT_TTL;
         loop {
+            if drain.is_started() {
+                self.settle_all().await?;
+                return Ok(());
+            }
             if last_beat.elapsed() >= HEARTBEAT_TTL / 4 {
                 self.store.heartbeat(&self.id, HEARTBEAT_TTL).await?;
                 // Both cost what the namespace changed, not what Redis holds.
@@ -143,7 +151,10 @@ impl Dispatcher {
                 // scheduler's outbox pushes do not wake this one, and a full
                 // work queue drains without telling us.
                 let wait = Duration::from_millis(if full { 5 } else { 500 });
-                let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(wait, self.wake.notified()) => {}
+                    () = drain.started() => {}
+                }
             }
         }
     }

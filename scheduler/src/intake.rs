@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use tokio::sync::Notify;
@@ -25,6 +27,7 @@ use warren_core::messages::{
     decode_work,
 };
 use warren_core::metrics::Metrics;
+use warren_core::shutdown::Drain;
 use warren_core::store::{ClaimList, Store, Transition};
 use warren_core::topology::Topology;
 
@@ -53,6 +56,8 @@ pub struct Intake {
     /// Claim lists of tasks `complete.lua` claims eagerly: the results loop
     /// is their only user, with at most one window per list in flight.
     eager_owners: [ClaimList; EAGER_WINDOWS],
+    /// Its consumer tags, cancelled by a drain.
+    tags: [String; 3],
     /// Eager windows published and not yet settled, oldest first, and how
     /// many were started.
     eager: std::sync::Mutex<(std::collections::VecDeque<EagerWindow>, usize)>,
@@ -94,6 +99,7 @@ impl Intake {
         };
         let eager_owners = crate::dispatch::eager_owners(id);
         let dispatched = crate::dispatch::dispatched_counter(&metrics);
+        let tags = ["submit", "results", "killed"].map(|q| format!("{tag}/{q}"));
         let submit = consume(topology.submit_queue(), "submit").await?;
         let results = consume(topology.results_queue(), "results").await?;
         let killed = consume(topology.killed_queue(), "killed").await?;
@@ -109,6 +115,7 @@ impl Intake {
             killed,
             metrics,
             eager_owners,
+            tags,
             eager: std::sync::Mutex::new((std::collections::VecDeque::new(), 0)),
             dispatched,
         })
@@ -132,22 +139,33 @@ impl Intake {
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Consumes until a consumer ends (the connection closed). The three
-    /// queues are served concurrently: a client's submit does not wait behind
-    /// a batch of worker reports (the scripts are atomic in Redis, so their
-    /// order between queues does not matter).
-    pub async fn run(self) -> anyhow::Result<()> {
+    /// Consumes until a consumer ends (the connection closed), or until the
+    /// drain has cancelled the consumers and every batch in hand is applied
+    /// and its eager publishes settled (then `Ok`). The three queues are
+    /// served concurrently: a client's submit does not wait behind a batch of
+    /// worker reports (the scripts are atomic in Redis, so their order
+    /// between queues does not matter).
+    pub async fn run(self, drain: &Drain) -> anyhow::Result<()> {
         let (mut results, mut submit, mut killed) = (
             self.results.clone(),
             self.submit.clone(),
             self.killed.clone(),
         );
+        let ended = |queue: &str| {
+            if drain.is_started() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "the {queue} consumer was cancelled by the broker"
+                ))
+            }
+        };
         let reports = async {
             while let Some(d) = results.next().await {
                 let batch = take_batch(d, &mut results)?;
                 self.on_reports(batch).await?;
             }
-            anyhow::bail!("the results consumer was cancelled by the broker")
+            ended("results")
         };
         let requests = async {
             while let Some(d) = submit.next().await {
@@ -155,14 +173,14 @@ impl Intake {
                     self.on_request(delivery).await?;
                 }
             }
-            anyhow::bail!("the submit consumer was cancelled by the broker")
+            ended("submit")
         };
         let dead_lettered = async {
             while let Some(d) = killed.next().await {
                 let batch = take_batch(d, &mut killed)?;
                 self.on_killed(batch).await?;
             }
-            anyhow::bail!("the killed consumer was cancelled by the broker")
+            ended("killed")
         };
         // Surfaces a failed background settle (its claim stays in Redis and
         // is published again after the reconnect).
@@ -172,11 +190,42 @@ impl Intake {
                 self.reap_eager(false).await?;
             }
         };
+        // The management UI shows the consumers gone at once; what was
+        // delivered before the cancel is applied, or redelivered elsewhere.
+        let stop = async {
+            drain.started().await;
+            for tag in &self.tags {
+                self.ch
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await?;
+            }
+            info!("draining: consumers cancelled; applying what is in hand");
+            std::future::pending::<anyhow::Result<()>>().await
+        };
+        let consumers = futures::future::try_join3(reports, requests, dead_lettered);
         tokio::select! {
-            r = reports => r,
-            r = requests => r,
-            r = dead_lettered => r,
+            r = consumers => {
+                r?;
+                self.settle_eager().await
+            }
             r = eager_settled => r,
+            r = stop => r,
+        }
+    }
+
+    /// Waits for every eager publish in flight to be confirmed and released.
+    async fn settle_eager(&self) -> anyhow::Result<()> {
+        loop {
+            let next = self
+                .eager
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .0
+                .pop_front();
+            match next {
+                Some(window) => window.await??,
+                None => return Ok(()),
+            }
         }
     }
 

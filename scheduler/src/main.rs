@@ -13,7 +13,10 @@ use clap::Parser;
 use std::sync::Arc;
 use tracing::info;
 
+use std::time::Duration;
+
 use warren_core::metrics::Metrics;
+use warren_core::shutdown::Drain;
 use warren_core::{Settings, amqp, store::Store, topology::Topology};
 
 /// The warren scheduler. Reads client requests and worker reports from RabbitMQ,
@@ -43,6 +46,11 @@ struct Args {
     /// Log format: human or json.
     #[arg(long, default_value = "human")]
     log_format: String,
+    /// Seconds a drain (the first SIGTERM or Ctrl-C) may take to finish the
+    /// scripts and publishes in hand before the scheduler exits anyway
+    /// (setting drain_timeout_secs, default 30).
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<u64>,
     /// Print the RabbitMQ definitions (queues, exchanges, bindings, policies) of
     /// the configured namespace and queue type (WARREN_QUEUE_TYPE: classic or
     /// quorum), with the work queue `default`, as JSON, and exit without
@@ -65,6 +73,10 @@ async fn main() -> anyhow::Result<()> {
         ("redis_url", args.redis_url.clone()),
         ("namespace", args.namespace.clone()),
         ("metrics_addr", args.metrics_addr.clone()),
+        (
+            "drain_timeout_secs",
+            args.drain_timeout.map(|s| s.to_string()),
+        ),
     ]);
     let settings = Settings::load(args.config.as_deref(), &overrides)?;
     if args.print_definitions {
@@ -90,11 +102,27 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     warren_core::metrics::serve(&settings.metrics_addr, metrics.clone()).await?;
     tokio::spawn(track_states(settings.clone(), metrics.clone()));
+    // The first SIGTERM or Ctrl-C drains: no new deliveries, the scripts
+    // and publishes in hand finished, claims released, then exit 0. A kill
+    // loses nothing either (state is in Redis and RabbitMQ); a drain also
+    // spares the other schedulers the wait for its heartbeat to expire.
+    let drain = Drain::new();
+    drain.on_signals()?;
+    let timeout = Duration::from_secs(settings.drain_timeout_secs);
+    let limit = async {
+        drain.started().await;
+        tokio::time::sleep(timeout).await;
+    };
     tokio::select! {
-        _ = warren_core::reconnect::supervise("scheduler", || run_connected(&settings, &id, &metrics)) => {}
-        _ = tokio::signal::ctrl_c() => info!("interrupted; stopping (nothing is lost: state is in Redis and RabbitMQ)"),
+        () = warren_core::reconnect::supervise("scheduler", || run_connected(&settings, &id, &metrics, &drain)) => {
+            info!("drained: scripts and publishes in hand finished, claims released; exiting");
+            Ok(())
+        }
+        () = limit => anyhow::bail!(
+            "the drain timed out after {}s (setting drain_timeout_secs): the other schedulers take back what it held",
+            timeout.as_secs()
+        ),
     }
-    Ok(())
 }
 
 /// One connection's life: declare, consume, dispatch, until something breaks.
@@ -102,6 +130,7 @@ async fn run_connected(
     settings: &Settings,
     id: &str,
     metrics: &Arc<Metrics>,
+    drain: &Drain,
 ) -> anyhow::Result<()> {
     let topology = Topology::from_settings(settings);
     let conn = amqp::connect(settings, &format!("warren-scheduler {id}")).await?;
@@ -136,12 +165,25 @@ async fn run_connected(
     .await?;
     let mut dispatcher = dispatcher;
     dispatcher.recover_eager().await?;
-    let intake =
-        intake::Intake::new(&conn, id, store, topology, notifier, wake, metrics.clone()).await?;
-    tokio::select! {
-        r = intake.run() => r.context("intake stopped"),
-        r = dispatcher.run() => r.context("dispatcher stopped"),
-    }
+    let intake = intake::Intake::new(
+        &conn,
+        id,
+        store.clone(),
+        topology,
+        notifier,
+        wake,
+        metrics.clone(),
+    )
+    .await?;
+    let (intake, dispatcher) = (
+        async { intake.run(drain).await.context("intake stopped") },
+        async { dispatcher.run(drain).await.context("dispatcher stopped") },
+    );
+    tokio::try_join!(intake, dispatcher)?;
+    // Drained: nothing of ours is claimed any more. Without our heartbeat,
+    // anything left would be taken back at once.
+    store.retire(id).await?;
+    Ok(())
 }
 
 /// Keeps the `warren_tasks` gauges (futures per state, from the exactly-once

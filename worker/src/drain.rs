@@ -13,12 +13,9 @@
 //! message may carry a pack of tasks and is answered once, so it is given
 //! back only if none of its tasks started; otherwise its tasks run.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::info;
 
 /// What to do with a task that is about to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,71 +81,9 @@ impl Pack {
     }
 }
 
-/// A worker's drain: started by the first signal, shared by its parts.
-#[derive(Debug, Default)]
-pub struct Drain {
-    started: AtomicBool,
-    notify: Notify,
-}
-
-impl Drain {
-    /// A drain not started.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    /// Starts the drain (idempotent).
-    pub fn start(&self) {
-        if !self.started.swap(true, Ordering::SeqCst) {
-            self.notify.notify_waiters();
-        }
-    }
-
-    /// Whether the drain has begun.
-    pub fn is_started(&self) -> bool {
-        self.started.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once the drain has begun.
-    pub async fn started(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.is_started() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Starts the drain on the first SIGTERM or SIGINT; a second one exits
-    /// at once, as the kill it was before draining existed.
-    pub fn on_signals(self: &Arc<Self>) -> std::io::Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let drain = self.clone();
-        tokio::spawn(async move {
-            let mut seen = 0;
-            loop {
-                let code = tokio::select! {
-                    _ = term.recv() => 143,
-                    _ = int.recv() => 130,
-                };
-                seen += 1;
-                if seen == 1 {
-                    info!(
-                        "draining: no new tasks; finishing the running ones (signal again to stop now)"
-                    );
-                    drain.start();
-                } else {
-                    warn!("stopping now: the running tasks will run again elsewhere");
-                    std::process::exit(code);
-                }
-            }
-        });
-        Ok(())
-    }
-}
+/// The drain itself (started by the first signal) is the one every warren
+/// process shares.
+pub use warren_core::shutdown::Drain;
 
 /// Waits, once the drain has begun, until `unanswered()` is 0 or `timeout`
 /// passes; says which (false: timed out with messages unanswered).

@@ -100,7 +100,11 @@ impl<T: Eq + Hash + Clone> BoundedSet<T> {
     }
 
     /// Whether `item` is a member.
-    pub fn contains(&self, item: &T) -> bool {
+    pub fn contains<Q>(&self, item: &Q) -> bool
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         self.members.contains(item)
     }
 }

@@ -163,7 +163,7 @@ impl Shared {
         self.cancelled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&key.to_string())
+            .contains(key)
     }
 
     fn runs(&self) -> std::sync::MutexGuard<'_, Runs<RunResult>> {

@@ -211,6 +211,14 @@ impl Store {
         Ok(())
     }
 
+    /// Ends scheduler `id`'s heartbeat (a drained scheduler): any claim it
+    /// still held is taken back by the others at once.
+    pub async fn retire(&self, id: &str) -> Result<()> {
+        let mut con = self.con.clone();
+        let _: () = con.del(self.keys.scheduler(id)).await?;
+        Ok(())
+    }
+
     /// Returns claims of schedulers that stopped heartbeating to the outbox.
     ///
     /// It walks the set of claimants (a few per live scheduler), so it costs
