@@ -81,6 +81,25 @@ pub struct Settings {
     /// a scheduler its scripts and publishes in flight) before it exits
     /// anyway (what it held then runs again elsewhere).
     pub drain_timeout_secs: u64,
+    /// Where a worker runs a task's function: `thread` (in the worker's own
+    /// blocking pool, the cheapest) or `process` (a child process per run,
+    /// so that a time limit, a cancel or a restart ends it for real, and a
+    /// crash or exhausted memory ends that run only, never the worker).
+    pub isolation: Isolation,
+    /// With `isolation = "process"`, the address space a run may use, in MiB
+    /// (`RLIMIT_AS`); 0 sets no limit.
+    pub max_memory_per_task_mb: u64,
+}
+
+/// Where a worker runs a task's function ([`Settings::isolation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// On the worker's blocking pool: a function that never polls
+    /// `is_cancelled()` runs on after its time limit, its result dropped.
+    Thread,
+    /// In a child process per run, ended with SIGTERM then SIGKILL.
+    Process,
 }
 
 impl Default for Settings {
@@ -100,13 +119,15 @@ impl Default for Settings {
             queue_type: QueueType::Classic,
             request_timeout_secs: 30,
             drain_timeout_secs: 30,
+            isolation: Isolation::Thread,
+            max_memory_per_task_mb: 0,
         }
     }
 }
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 14] = [
+    pub const FIELDS: [&'static str; 16] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -121,6 +142,8 @@ impl Settings {
         "queue_type",
         "request_timeout_secs",
         "drain_timeout_secs",
+        "isolation",
+        "max_memory_per_task_mb",
     ];
 
     /// Loads defaults, then the TOML file, then `WARREN_*` variables, then `overrides`
@@ -321,6 +344,15 @@ mod tests {
         assert_eq!(s.effective_prefetch(), 48);
         let one = Settings::load(None, &[("concurrency", "1".into())]).unwrap();
         assert_eq!(one.effective_prefetch(), 32);
+    }
+
+    #[test]
+    fn isolation_parses_and_a_bad_one_is_named() {
+        let s = Settings::load(None, &[("isolation", "process".into())]).unwrap();
+        assert_eq!(s.isolation, Isolation::Process);
+        assert_eq!(Settings::default().isolation, Isolation::Thread);
+        let err = Settings::load(None, &[("isolation", "container".into())]).unwrap_err();
+        assert!(err.to_string().contains("container"), "{err}");
     }
 
     #[test]

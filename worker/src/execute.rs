@@ -1,7 +1,8 @@
 //! Running one task's function: on tokio's blocking pool (task functions are
 //! plain blocking code, and the runtime must stay free to receive and
-//! report), with its time limit, its `processing` report, its metrics, and
-//! the size check of its result.
+//! report), or in a child process ([`crate::isolation`]), with its time
+//! limit, its `processing` report, its metrics, and the size check of its
+//! result.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 use warren_core::messages::{TaskFailure, TaskResult, WorkMessage};
+use warren_core::settings::Isolation;
 use warren_core::sizing;
 
 use crate::registry::CallSite;
@@ -38,13 +40,25 @@ pub(crate) async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
     }
     shared.metrics.running.fetch_add(1, Ordering::Relaxed);
     let flag = stop.clone();
-    let mut handle = tokio::task::spawn_blocking(move || {
-        let site = CallSite {
-            key: &msg.key,
-            worker: &identity,
-        };
-        crate::cancel::with_flag(flag, || registry.call(&msg.func, msg.args, site))
-    });
+    let mut handle = match shared.isolation {
+        Isolation::Thread => tokio::task::spawn_blocking(move || {
+            let site = CallSite {
+                key: &msg.key,
+                worker: &identity,
+            };
+            crate::cancel::with_flag(flag, || registry.call(&msg.func, msg.args, site))
+        }),
+        // The child watches the same flag: a time limit, a cancel or a
+        // restart sets it, and the child is ended for real.
+        Isolation::Process => tokio::spawn(crate::isolation::run_in_child(
+            msg.key,
+            msg.func,
+            msg.args,
+            identity,
+            flag,
+            shared.max_memory_per_task_mb,
+        )),
+    };
     let deadline = async {
         match limit {
             Some(d) => tokio::time::sleep(d).await,
@@ -79,7 +93,8 @@ pub(crate) async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
         .observe(started.elapsed().as_secs_f64());
     let Some(joined) = joined else {
         shared.metrics.timed_out.fetch_add(1, Ordering::Relaxed);
-        // The slot is free now; a cooperative function stops soon, others run
+        // The slot is free now. A child process is ended (SIGTERM, then
+        // SIGKILL); in a thread a cooperative function stops soon, others run
         // on in the blocking pool and their result is dropped.
         stop.store(true, Ordering::Relaxed);
         let secs = limit.map_or(0.0, |d| d.as_secs_f64());

@@ -23,6 +23,7 @@
 //!   through [`admission`] to [`execute`], and [`report`]ing outcomes with
 //!   confirms before acking (the parts it shares live in `shared`, what it
 //!   remembers in [`memory`], one message's ack in `pack_ack`);
+//! - [`isolation`]: task runs in child processes, ended for real at their limits;
 //! - [`control`]: cancels and restarts broadcast to every worker;
 //! - [`admission`]: what to do with a delivered task, as pure rules;
 //! - [`stock`]: the functions of the stock `warren-worker` (the notebook's);
@@ -37,6 +38,7 @@ pub mod control;
 pub mod drain;
 mod error;
 pub mod execute;
+pub mod isolation;
 pub mod memory;
 mod pack_ack;
 pub mod registry;

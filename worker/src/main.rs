@@ -48,6 +48,15 @@ struct Args {
     /// finish its running tasks before it exits anyway (default 30).
     #[arg(long, value_name = "SECS")]
     drain_timeout: Option<u64>,
+    /// Where a task's function runs: `thread` (default, cheapest) or
+    /// `process` (a child process per run: a time limit, cancel or restart
+    /// ends it for real, and a crash ends only that run).
+    #[arg(long, value_name = "thread|process")]
+    isolation: Option<String>,
+    /// With --isolation process, the memory (address space) a run may use,
+    /// in MiB; an allocation over it fails that run only.
+    #[arg(long, value_name = "MIB")]
+    max_memory_per_task: Option<u64>,
     /// List the registered functions and exit.
     #[arg(long)]
     list_functions: bool,
@@ -80,6 +89,11 @@ async fn main() -> anyhow::Result<()> {
         (
             "drain_timeout_secs",
             args.drain_timeout.map(|s| s.to_string()),
+        ),
+        ("isolation", args.isolation),
+        (
+            "max_memory_per_task_mb",
+            args.max_memory_per_task.map(|m| m.to_string()),
         ),
     ]);
     let settings = Settings::load(args.config.as_deref(), &overrides)?;

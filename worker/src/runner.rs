@@ -94,6 +94,11 @@ impl Worker {
 
     /// Runs until interrupted, reconnecting whenever RabbitMQ goes away.
     pub async fn run(self) -> Result<(), WorkerError> {
+        // Re-run as a child of a worker with `--isolation process`: run one
+        // task and exit (before anything binds a port or connects).
+        if crate::isolation::is_child() {
+            crate::isolation::child_main(&self.registry);
+        }
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -121,6 +126,8 @@ impl Worker {
             max_result_bytes: self.settings.max_payload_bytes,
             max_message_bytes: self.settings.max_message_bytes,
             queues: self.queues.clone(),
+            isolation: self.settings.isolation,
+            max_memory_per_task_mb: self.settings.max_memory_per_task_mb,
             functions: self
                 .registry
                 .names()

@@ -92,6 +92,10 @@ pub(crate) struct Shared {
     /// The largest report message (setting `max_message_bytes`).
     pub max_message_bytes: usize,
     pub queues: Vec<String>,
+    /// Where runs happen (setting `isolation`).
+    pub isolation: warren_core::settings::Isolation,
+    /// A child run's memory cap in MiB, 0 for none.
+    pub max_memory_per_task_mb: u64,
     /// The registry's names, sorted, as heartbeats announce them.
     pub functions: Vec<String>,
     pub metrics: WorkerMetrics,

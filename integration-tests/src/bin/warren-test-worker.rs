@@ -11,12 +11,20 @@ use warren_worker::{TaskError, Worker, stock};
 /// A warren worker with the stock functions and test helpers: `crash` (aborts
 /// the whole process, like a segfault or an OOM kill), `flaky` (fails until a
 /// counter file reaches a number), `slow_inc` (inc after a pause),
-/// `count_run` (appends a line to a file for every run, then `slow_inc`).
+/// `count_run` (appends a line to a file for every run, then `slow_inc`),
+/// `spin` (busy for ever, never polling a cancel), `hog` (allocates MiB),
+/// `pid` (the process that ran it).
 #[derive(Debug, Parser)]
 struct Args {
     /// Tasks run at once.
     #[arg(long, short = 'c')]
     concurrency: Option<usize>,
+    /// `thread` or `process`.
+    #[arg(long)]
+    isolation: Option<String>,
+    /// A run's memory cap in MiB (with --isolation process).
+    #[arg(long)]
+    max_memory_per_task: Option<u64>,
 }
 
 #[tokio::main]
@@ -61,9 +69,28 @@ async fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(millis));
         Ok::<_, TaskError>(x + 1)
     });
+    // Never polls is_cancelled(): only a process boundary stops it.
+    registry.register("spin", || -> Result<(), TaskError> {
+        let mut x: u64 = 0;
+        loop {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    });
+    // Allocates and touches `mb` MiB.
+    registry.register("hog", |mb: usize| {
+        let v = vec![1u8; mb * 1024 * 1024];
+        Ok::<_, TaskError>(v.iter().map(|&b| b as u64).sum::<u64>())
+    });
+    registry.register("pid", || Ok::<_, TaskError>(std::process::id()));
     let mut overrides = Vec::new();
     if let Some(c) = args.concurrency {
         overrides.push(("concurrency", c.to_string()));
+    }
+    if let Some(i) = args.isolation {
+        overrides.push(("isolation", i));
+    }
+    if let Some(m) = args.max_memory_per_task {
+        overrides.push(("max_memory_per_task_mb", m.to_string()));
     }
     let settings = Settings::load(None, &overrides)?;
     Worker::new(settings, registry).run().await?;
