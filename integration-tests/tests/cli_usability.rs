@@ -40,24 +40,10 @@ async fn options_mean_the_same_anywhere_on_the_line() {
         "\"--no-pure\""
     );
     // --help after the arguments shows help and submits nothing.
-    let before = c
-        .client()
-        .await
-        .info()
-        .await
-        .unwrap()
-        .stats
-        .count("submitted");
+    let before = submitted(&c).await;
     let help = c.warren(&["submit", "inc", "1", "--help"]);
     assert!(ok_stdout(&help).contains("Task options:"));
-    let after = c
-        .client()
-        .await
-        .info()
-        .await
-        .unwrap()
-        .stats
-        .count("submitted");
+    let after = submitted(&c).await;
     assert_eq!(before, after, "--help submitted a task");
     c.shutdown().await;
 }
@@ -166,16 +152,7 @@ async fn a_misspelled_function_is_refused_at_submit_with_the_closest_name() {
         "{err}"
     );
     assert!(err.contains("inc") && err.contains("sleep"), "{err}");
-    assert_eq!(
-        c.client()
-            .await
-            .info()
-            .await
-            .unwrap()
-            .stats
-            .count("submitted"),
-        0
-    );
+    assert_eq!(submitted(&c).await, 0);
     let out = c.warren(&["map", "incc", "1", "2"]);
     assert_eq!(out.status.code(), Some(2));
     // A worker that comes later: --allow-unserved and --detach send anyway.
@@ -423,4 +400,15 @@ async fn a_wait_that_cannot_move_says_why_and_so_does_its_timeout() {
         "2"
     );
     c.shutdown().await;
+}
+
+/// The namespace's count of submitted tasks.
+async fn submitted(c: &Cluster) -> u64 {
+    c.client()
+        .await
+        .info()
+        .await
+        .unwrap()
+        .stats
+        .count("submitted")
 }

@@ -72,7 +72,6 @@ const CHAIN_LENGTH: usize = 1_000;
 
 /// Tasks of the CPU-bound map and the first argument.
 const CPU_TASKS: usize = 16;
-
 const CPU_BASE: i64 = 1_500_000;
 
 /// Keys per submit and per gather of the large map (bounds client memory).
