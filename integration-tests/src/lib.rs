@@ -66,6 +66,17 @@ pub fn signal(pid: u32, sig: &str) {
 /// `None` (then it is killed).
 pub fn terminate(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
     signal(child.id(), "-TERM");
+    let status = exit_within(child, within);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
+}
+
+/// Waits up to `within` for `child` to exit; its status, or `None` if it
+/// still runs.
+pub fn exit_within(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + within;
     while std::time::Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -73,8 +84,6 @@ pub fn terminate(child: &mut Child, within: Duration) -> Option<std::process::Ex
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
     None
 }
 
@@ -318,14 +327,7 @@ impl Cluster {
         i: usize,
         within: Duration,
     ) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + within;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.workers[i].try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        exit_within(&mut self.workers[i], within)
     }
 
     /// The scheduler's process id (benchmarks read its memory in /proc).

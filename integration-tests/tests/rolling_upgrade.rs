@@ -105,7 +105,7 @@ async fn sigterm_drains_a_scheduler_which_exits_0_with_its_consumers_and_heartbe
     assert_eq!(f.result().await.unwrap(), json!(2));
     let store = Store::connect(&c.settings).await.unwrap();
     let mut con = store.connection();
-    let beats = format!("{}sched:*", store.prefix());
+    let beats = store.keys().pattern("sched:");
     let live: Vec<String> = con.keys(&beats).await.unwrap();
     assert_eq!(live.len(), 1, "{live:?}");
 

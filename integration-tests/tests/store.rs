@@ -454,10 +454,7 @@ async fn restart_cancels_everything_and_bumps_the_epoch() {
     assert_eq!(stats.count("cancelled"), 4, "{stats:?}");
     assert_eq!(stats.count("finished"), 0, "{stats:?}");
     let mut con = s.connection();
-    let claimants: Vec<String> = con
-        .smembers(format!("{}claimants", s.prefix()))
-        .await
-        .unwrap();
+    let claimants: Vec<String> = con.smembers(s.keys().claimants()).await.unwrap();
     assert!(claimants.is_empty(), "{claimants:?}");
     assert_eq!(
         other.states(&["a".into()]).await.unwrap(),
@@ -506,11 +503,11 @@ async fn an_older_namespace_is_migrated_once_to_claimants_and_index() {
         .await
         .unwrap();
     assert_eq!(s.migrate_layout().await.unwrap(), 2);
-    let claimants: Vec<String> = con.smembers(format!("{p}claimants")).await.unwrap();
+    let claimants: Vec<String> = con.smembers(s.keys().claimants()).await.unwrap();
     assert_eq!(claimants, vec!["gone#0".to_string()]);
-    let finite: f64 = con.zscore(format!("{p}index"), "old").await.unwrap();
+    let finite: f64 = con.zscore(s.keys().index(), "old").await.unwrap();
     assert!(finite.is_finite() && finite > now_ms() as f64, "{finite}");
-    let pending: f64 = con.zscore(format!("{p}index"), "running").await.unwrap();
+    let pending: f64 = con.zscore(s.keys().index(), "running").await.unwrap();
     assert!(pending.is_infinite());
     // The orphaned claim comes back through the claimants, with no SCAN.
     assert_eq!(s.reclaim_orphans().await.unwrap(), 1);

@@ -171,9 +171,9 @@ impl Client {
                 .map_or(0, |(ready, _)| ready);
             // Requests a scheduler holds unacknowledged are not in `queued`;
             // a growing `submitted` counter says it is still recording them.
-            let submitted = Some(self.inner.store.stats().await?.count("submitted"));
-            let recording = recorded.is_some_and(|before| submitted != Some(before));
-            recorded = submitted;
+            let submitted = self.inner.store.stats().await?.count("submitted");
+            let recording = recorded.is_some_and(|before| submitted != before);
+            recorded = Some(submitted);
             let busy = queued > 0 || recording;
             if unknown_verdict(started.elapsed(), busy, limit) == Verdict::Unknown {
                 return Err(self.unknown(first));
