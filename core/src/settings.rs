@@ -227,6 +227,12 @@ impl Settings {
                 redact_url(&self.redis_url)
             )));
         }
+        if self.max_memory_per_task_mb > 0 && self.isolation == Isolation::Thread {
+            return Err(Error::Settings(format!(
+                "max_memory_per_task_mb ({}) needs isolation = \"process\" (--isolation process): a run in a thread shares the worker's memory",
+                self.max_memory_per_task_mb
+            )));
+        }
         if self.max_message_bytes < self.max_payload_bytes {
             return Err(Error::Settings(format!(
                 "max_message_bytes ({}) must be at least max_payload_bytes ({}): a message carries a whole value",
@@ -353,6 +359,25 @@ mod tests {
         assert_eq!(Settings::default().isolation, Isolation::Thread);
         let err = Settings::load(None, &[("isolation", "container".into())]).unwrap_err();
         assert!(err.to_string().contains("container"), "{err}");
+    }
+
+    #[test]
+    fn a_memory_cap_without_process_isolation_is_refused_naming_both() {
+        let capped = |isolation: &str| {
+            Settings::load(
+                None,
+                &[
+                    ("isolation", isolation.into()),
+                    ("max_memory_per_task_mb", "512".into()),
+                ],
+            )
+        };
+        let err = capped("thread").unwrap_err().to_string();
+        assert!(
+            err.contains("max_memory_per_task_mb") && err.contains("--isolation process"),
+            "{err}"
+        );
+        assert_eq!(capped("process").unwrap().max_memory_per_task_mb, 512);
     }
 
     #[test]
