@@ -113,7 +113,7 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
         } => {
             let opts = task.options(key);
             if task.check_served() {
-                client.check_served(&func, &opts.queue).await?;
+                client.check_served(&func, &opts.queue_for(&func)).await?;
             }
             let args = parse_args(&client, &args).await?;
             let f = client.submit_with(&func, args, &opts).await?;
@@ -125,7 +125,7 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
         Command::Map { func, args, task } => {
             let opts = task.options(None);
             if task.check_served() {
-                client.check_served(&func, &opts.queue).await?;
+                client.check_served(&func, &opts.queue_for(&func)).await?;
             }
             let args = parse_args(&client, &args).await?;
             let fs = client

@@ -29,8 +29,13 @@ pub fn check(func: &str, queue: &str, workers: &[WorkerInfo]) -> Result<(), Stri
                 elsewhere.into_iter().collect::<Vec<_>>().join(", ")
             )
         };
+        let start = if queue == warren_core::messages::PYTHON_QUEUE {
+            "python -m warren worker MODULE".to_string()
+        } else {
+            format!("warren-worker --queues {queue}")
+        };
         return Err(format!(
-            "no live worker consumes queue {queue:?} ({seen}): start one (warren-worker --queues {queue}), or pass --allow-unserved to submit for a worker that comes later"
+            "no live worker consumes queue {queue:?} ({seen}): start one ({start}), or pass --allow-unserved to submit for a worker that comes later"
         ));
     }
     let mut served = BTreeSet::new();
@@ -43,6 +48,17 @@ pub fn check(func: &str, queue: &str, workers: &[WorkerInfo]) -> Result<(), Stri
     }
     if served.contains(func) {
         return Ok(());
+    }
+    let elsewhere: BTreeSet<&str> = workers
+        .iter()
+        .filter(|w| w.functions.iter().flatten().any(|f| f == func))
+        .flat_map(|w| w.queues.iter().map(String::as_str))
+        .collect();
+    if !elsewhere.is_empty() {
+        let queues = elsewhere.into_iter().collect::<Vec<_>>().join(", ");
+        return Err(format!(
+            "no live worker on queue {queue:?} runs function {func:?}, but workers on queue {queues} do: pass --queue (queue= in Python) to send it there"
+        ));
     }
     let hint = closest(func, served.iter().copied())
         .map(|c| format!(" Did you mean {c:?}?"))
@@ -137,6 +153,25 @@ mod tests {
         assert_eq!(check("train", "gpu", &ws), Ok(()));
         let e = check("inc", "tpu", &ws).unwrap_err();
         assert!(e.contains("only the queues default, gpu"), "{e}");
+    }
+
+    #[test]
+    fn a_function_served_on_another_queue_names_that_queue() {
+        let ws = [
+            worker(&["default"], Some(&["inc"])),
+            worker(&["python"], Some(&["mod:inc"])),
+        ];
+        let e = check("mod:inc", "default", &ws).unwrap_err();
+        assert!(e.contains("workers on queue python do"), "{e}");
+        let e = check("inc", "python", &ws).unwrap_err();
+        assert!(e.contains("workers on queue default do"), "{e}");
+    }
+
+    #[test]
+    fn no_python_worker_says_how_to_start_one() {
+        let ws = [worker(&["default"], Some(&["inc"]))];
+        let e = check("mod:f", "python", &ws).unwrap_err();
+        assert!(e.contains("python -m warren worker MODULE"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //!   confirms before acking (the parts it shares live in `shared`, what it
 //!   remembers in [`memory`], one message's ack in `pack_ack`);
 //! - [`isolation`]: task runs in child processes, ended for real at their limits;
+//! - [`prefork`]: long-lived interpreter processes that run a non-Rust
+//!   worker's tasks (the Python worker's slots);
 //! - [`control`]: cancels and restarts broadcast to every worker;
 //! - [`admission`]: what to do with a delivered task, as pure rules;
 //! - [`stock`]: the functions of the stock `warren-worker` (the notebook's);
@@ -41,6 +43,7 @@ pub mod execute;
 pub mod isolation;
 pub mod memory;
 mod pack_ack;
+pub mod prefork;
 pub mod registry;
 pub mod report;
 pub mod runner;

@@ -191,7 +191,18 @@ impl_task_fn!(4; A0 0, A1 1, A2 2, A3 3);
 impl_task_fn!(5; A0 0, A1 1, A2 2, A3 3, A4 4);
 impl_task_fn!(6; A0 0, A1 1, A2 2, A3 3, A4 4, A5 5);
 
-type Handler = Arc<dyn Fn(&str, Vec<Value>) -> Result<Value, TaskError> + Send + Sync>;
+type Typed = Arc<dyn Fn(&str, Vec<Value>) -> Result<Value, TaskError> + Send + Sync>;
+type Raw = Arc<dyn Fn(Vec<Value>, CallSite<'_>) -> Result<Value, TaskFailure> + Send + Sync>;
+
+/// How a registered function is called.
+#[derive(Clone)]
+enum Handler {
+    /// A Rust function: its error gets a traceback from its source location.
+    Typed(Typed),
+    /// A function that makes its own [`TaskFailure`], traceback included: a
+    /// bridge to code in another language (the Python worker's processes).
+    Raw(Raw),
+}
 
 /// The functions a worker can run, by name.
 #[derive(Clone, Default)]
@@ -225,8 +236,20 @@ impl Registry {
         let f = Arc::new(f);
         self.fns.insert(
             name.to_string(),
-            Arc::new(move |n: &str, args| f.call(n, args)),
+            Handler::Typed(Arc::new(move |n: &str, args| f.call(n, args))),
         );
+        self
+    }
+
+    /// Registers `f` under `name` as a bridge: it gets the JSON arguments and
+    /// where it runs, and returns the value or its own complete
+    /// [`TaskFailure`] (type, message, traceback), which is reported as it
+    /// is. A panic in `f` is still caught.
+    pub fn register_raw<F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        F: Fn(Vec<Value>, CallSite<'_>) -> Result<Value, TaskFailure> + Send + Sync + 'static,
+    {
+        self.fns.insert(name.to_string(), Handler::Raw(Arc::new(f)));
         self
     }
 
@@ -259,11 +282,15 @@ impl Registry {
             ));
         };
         IN_TASK.with(|t| t.set(true));
-        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| f(name, args)));
+        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| match f {
+            Handler::Typed(f) => f(name, args).map_err(Ok),
+            Handler::Raw(f) => f(args, site).map_err(Err),
+        }));
         IN_TASK.with(|t| t.set(false));
         match caught {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
+            Ok(Err(Err(failure))) => Err(failure),
+            Ok(Err(Ok(e))) => {
                 let traceback = format!(
                     "{header}  File \"{}\", line {}, column {}, in {name}\n{}: {}",
                     e.location.file(),
@@ -397,6 +424,31 @@ mod tests {
         );
         assert_eq!(python_type_name("f64"), "float");
         assert_eq!(python_type_name("alloc::string::String"), "str");
+    }
+
+    #[test]
+    fn a_raw_function_reports_its_own_failure_unchanged() {
+        let mut r = registry();
+        r.register_raw("py:f", |args, site| {
+            if args.is_empty() {
+                return Err(TaskFailure::new(
+                    "ZeroDivisionError",
+                    "division by zero",
+                    "tb",
+                ));
+            }
+            Ok(json!(format!("{} on {}", site.key, site.worker)))
+        });
+        assert_eq!(
+            r.call("py:f", vec![json!(1)], SITE).unwrap(),
+            json!("k-1 on host:1")
+        );
+        let e = r.call("py:f", vec![], SITE).unwrap_err();
+        assert_eq!(
+            (e.kind.as_str(), e.traceback.as_str()),
+            ("ZeroDivisionError", "tb")
+        );
+        assert!(r.names().contains(&"py:f"));
     }
 
     #[test]

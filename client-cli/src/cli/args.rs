@@ -242,8 +242,10 @@ pub struct TaskFlags {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub retries: u32,
     /// Work queue: only workers started with --queues NAME run it (e.g. gpu).
-    #[arg(long, default_value = "default", value_name = "NAME")]
-    pub queue: String,
+    /// Default: `python` for a Python function (`module:function`), which
+    /// Python workers serve, `default` for the others.
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
     /// Time limit in seconds: past it the task fails with TimeoutError and its
     /// worker slot is free again.
     #[arg(long, value_name = "SECS")]

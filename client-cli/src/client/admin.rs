@@ -15,7 +15,7 @@ use crate::error::Error;
 pub struct RestartReport {
     /// The namespace's new epoch.
     pub epoch: u64,
-    /// Workers consuming the default queue when the restart began.
+    /// Live workers (any queue) when the restart began.
     pub workers_expected: u32,
     /// Workers that confirmed they dropped their old work.
     pub workers_ready: Vec<String>,
@@ -50,7 +50,7 @@ impl Client {
     /// drop their old work (dask's `restart`).
     pub async fn restart(&self) -> Result<RestartReport, Error> {
         self.flush().await?;
-        let workers_expected = self.worker_count().await.unwrap_or(0);
+        let workers_expected = self.restartable_workers().await.unwrap_or(0);
         let mut rx = self.inner.events.expect_restart();
         let body = serde_json::to_vec(&ClientRequest::Restart {
             v: PROTOCOL_VERSION,
@@ -87,6 +87,19 @@ impl Client {
             workers_expected,
             workers_ready,
         })
+    }
+
+    /// Workers that will answer a restart: live ones (a heartbeat within two
+    /// periods and a margin), on any queue, Rust or Python, not draining.
+    async fn restartable_workers(&self) -> Result<u32, Error> {
+        let now = warren_core::messages::now_ms();
+        let fresh = Duration::from_secs(12).as_millis() as u64;
+        Ok(self
+            .workers()
+            .await?
+            .iter()
+            .filter(|w| !w.draining && now.saturating_sub(w.at_ms) <= fresh)
+            .count() as u32)
     }
 
     /// Workers consuming the default work queue (one consumer each).

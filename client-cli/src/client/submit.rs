@@ -33,8 +33,10 @@ pub struct SubmitOptions {
     /// Same function and arguments give the same key, and resubmitting returns
     /// the existing future (dask's `pure=True`, the default).
     pub pure: bool,
-    /// The work queue.
-    pub queue: String,
+    /// The work queue; `None` picks the function's own
+    /// ([`warren_core::messages::default_queue_for`]: `python` for a Python
+    /// `module:function`, `default` otherwise).
+    pub queue: Option<String>,
     /// Times to run a task again after it fails (dask's `retries=`); the final
     /// error lists every attempt's error in `previous`.
     pub retries: u32,
@@ -54,12 +56,21 @@ impl Default for SubmitOptions {
         Self {
             key: None,
             pure: true,
-            queue: warren_core::messages::default_queue(),
+            queue: None,
             retries: 0,
             timeout_secs: None,
             priority: 0,
             detach: false,
         }
+    }
+}
+
+impl SubmitOptions {
+    /// The work queue of `func`'s tasks under these options.
+    pub fn queue_for(&self, func: &str) -> String {
+        self.queue
+            .clone()
+            .unwrap_or_else(|| warren_core::messages::default_queue_for(func))
     }
 }
 
@@ -183,7 +194,7 @@ impl Client {
             key,
             func: func.to_string(),
             args,
-            queue: opts.queue.clone(),
+            queue: opts.queue_for(func),
             retries: opts.retries,
             timeout_secs: opts.timeout_secs,
             priority: opts.priority,

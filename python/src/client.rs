@@ -1,0 +1,340 @@
+//! The `Client` class: warren's Rust client, driven from Python.
+//!
+//! Arguments arrive as JSON text that the Python side has checked (and in
+//! which futures are already `{"$future": key}`); final states leave as a
+//! `(state, json)` pair that the Python side turns into a value or an
+//! exception. Everything that waits goes through [`crate::blocking::wait`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use serde_json::Value;
+use tokio::sync::{Mutex, mpsc};
+use warren_client::{Error, SubmitOptions, Terminal, WaitMode};
+use warren_core::Settings;
+
+use crate::blocking::{runtime, wait};
+use crate::{UnservedFunction, WarrenError};
+
+/// A connection to one warren namespace (see `warren.Client`).
+#[pyclass(module = "warren._warren", frozen)]
+pub struct Client {
+    inner: warren_client::Client,
+}
+
+/// A Python exception for a client error.
+pub fn to_py(e: Error) -> PyErr {
+    match e {
+        Error::Timeout { .. } => PyTimeoutError::new_err(e.to_string()),
+        Error::InvalidArgument(m) => PyValueError::new_err(m),
+        Error::UnservedFunction(m) => UnservedFunction::new_err(m),
+        other => WarrenError::new_err(other.to_string()),
+    }
+}
+
+/// A final state as `(state, json)`: the value, the failure
+/// (`{type, message, traceback, previous}`), or nothing for a cancel.
+fn encode(t: Terminal) -> (&'static str, String) {
+    match t {
+        Terminal::Finished { value } => ("finished", value.to_string()),
+        Terminal::Error { error } => (
+            "error",
+            serde_json::to_string(&error).unwrap_or_else(|_| "{}".into()),
+        ),
+        Terminal::Cancelled => ("cancelled", String::new()),
+    }
+}
+
+fn seconds(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    timeout
+        .map(|s| {
+            Duration::try_from_secs_f64(s).map_err(|_| {
+                PyValueError::new_err(format!("timeout must be a number of seconds >= 0, not {s}"))
+            })
+        })
+        .transpose()
+}
+
+/// Bounds `fut` by `timeout`; past it, Python's `TimeoutError` naming `what`.
+async fn within<T>(
+    timeout: Option<Duration>,
+    what: String,
+    fut: impl std::future::Future<Output = Result<T, Error>>,
+) -> PyResult<T> {
+    match timeout {
+        None => fut.await.map_err(to_py),
+        Some(d) => match tokio::time::timeout(d, fut).await {
+            Ok(r) => r.map_err(to_py),
+            Err(_) => Err(PyTimeoutError::new_err(format!(
+                "{what} not done after {}s",
+                d.as_secs_f64()
+            ))),
+        },
+    }
+}
+
+#[pymethods]
+impl Client {
+    /// Connects with warren's settings (defaults, `warren.toml` or `config`,
+    /// `WARREN_*`), then `overrides` (setting name, value).
+    #[new]
+    #[pyo3(signature = (config=None, overrides=Vec::new()))]
+    fn new(
+        py: Python<'_>,
+        config: Option<PathBuf>,
+        overrides: Vec<(String, String)>,
+    ) -> PyResult<Self> {
+        for (name, _) in &overrides {
+            if !Settings::FIELDS.contains(&name.as_str()) {
+                let mut known = Settings::FIELDS.to_vec();
+                known.sort_unstable();
+                return Err(PyTypeError::new_err(format!(
+                    "Client() got an unexpected keyword argument {name:?}; warren's settings are: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        let pairs: Vec<(&str, String)> = overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let settings = Settings::load(config.as_deref(), &pairs)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let inner = wait(py, warren_client::Client::connect(settings))?.map_err(to_py)?;
+        Ok(Self { inner })
+    }
+
+    /// The namespace: prefix of every queue and Redis key.
+    #[getter]
+    fn namespace(&self) -> String {
+        self.inner.settings().namespace.clone()
+    }
+
+    /// The RabbitMQ URL, password hidden.
+    #[getter]
+    fn amqp_url(&self) -> String {
+        warren_core::settings::redact_url(&self.inner.settings().amqp_url)
+    }
+
+    /// The Redis URL, password hidden.
+    #[getter]
+    fn redis_url(&self) -> String {
+        warren_core::settings::redact_url(&self.inner.settings().redis_url)
+    }
+
+    /// Submits `func` once per argument list (JSON arrays); returns the keys.
+    /// `key` names the future of a single submission.
+    #[pyo3(signature = (func, arg_lists, key, pure, retries, priority, queue, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        func: String,
+        arg_lists: Vec<String>,
+        key: Option<String>,
+        pure: bool,
+        retries: u32,
+        priority: i64,
+        queue: Option<String>,
+        timeout: Option<f64>,
+    ) -> PyResult<Vec<String>> {
+        let lists = arg_lists
+            .iter()
+            .map(|a| match serde_json::from_str::<Value>(a) {
+                Ok(Value::Array(v)) => Ok(v),
+                Ok(_) => Err(PyValueError::new_err("arguments must be a JSON array")),
+                Err(e) => Err(PyValueError::new_err(format!(
+                    "arguments are not JSON: {e}"
+                ))),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let opts = SubmitOptions {
+            key: key.clone(),
+            pure,
+            queue,
+            retries,
+            timeout_secs: timeout,
+            priority,
+            detach: false,
+        };
+        let client = self.inner.clone();
+        let keys = wait(py, async move {
+            if key.is_some() && lists.len() == 1 {
+                let args = lists.into_iter().next().unwrap_or_default();
+                let f = client.submit_with(&func, args, &opts).await?;
+                Ok(vec![f.key().to_string()])
+            } else {
+                let fs = client.map_with(&func, lists, &opts).await?;
+                Ok(fs.iter().map(|f| f.key().to_string()).collect())
+            }
+        })?;
+        keys.map_err(to_py)
+    }
+
+    /// Fails unless a live worker consuming `queue` runs `func`.
+    fn check_served(&self, py: Python<'_>, func: String, queue: String) -> PyResult<()> {
+        let client = self.inner.clone();
+        wait(py, async move { client.check_served(&func, &queue).await })?.map_err(to_py)
+    }
+
+    /// Waits until every submission so far is recorded by a scheduler.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let client = self.inner.clone();
+        wait(py, async move { client.flush().await })?.map_err(to_py)
+    }
+
+    /// The final state of each key, in order, as `(state, json)`.
+    #[pyo3(signature = (keys, timeout=None))]
+    fn outcomes(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        timeout: Option<f64>,
+    ) -> PyResult<Vec<(&'static str, String)>> {
+        let timeout = seconds(timeout)?;
+        let client = self.inner.clone();
+        let what = match keys.as_slice() {
+            [one] => format!("future {one}"),
+            many => format!("{} futures", many.len()),
+        };
+        let ts = wait(py, async move {
+            within(timeout, what, client.outcomes(&keys)).await
+        })??;
+        Ok(ts.into_iter().map(encode).collect())
+    }
+
+    /// `(status, state)` of each key: dask's status and warren's detail.
+    fn statuses(&self, py: Python<'_>, keys: Vec<String>) -> PyResult<Vec<(String, String)>> {
+        let client = self.inner.clone();
+        let states = wait(py, async move { client.states(&keys).await })?.map_err(to_py)?;
+        Ok(states
+            .into_iter()
+            .map(|s| (s.status().to_string(), s.to_string()))
+            .collect())
+    }
+
+    /// dask's `wait`: `(done, not_done)` once the first (or every) key is
+    /// final, or once `timeout` passes.
+    #[pyo3(signature = (keys, first, timeout=None))]
+    fn wait(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        first: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<(Vec<String>, Vec<String>)> {
+        let timeout = seconds(timeout)?;
+        let mode = if first {
+            WaitMode::FirstCompleted
+        } else {
+            WaitMode::AllCompleted
+        };
+        let client = self.inner.clone();
+        wait(py, async move { client.wait(&keys, mode, timeout).await })?.map_err(to_py)
+    }
+
+    /// Final states in the order they happen.
+    fn as_completed(&self, keys: Vec<String>) -> Completed {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = self.inner.clone();
+        runtime().spawn(async move {
+            let stream = client.as_completed(&keys);
+            futures::pin_mut!(stream);
+            while let Some(item) = stream.next().await {
+                if tx.send(item).is_err() {
+                    return;
+                }
+            }
+        });
+        Completed {
+            rx: Arc::new(Mutex::new(rx)),
+        }
+    }
+
+    /// Cancels the keys and everything that depends on them.
+    fn cancel(&self, py: Python<'_>, keys: Vec<String>) -> PyResult<()> {
+        let client = self.inner.clone();
+        wait(py, async move { client.cancel(&keys).await })?.map_err(to_py)
+    }
+
+    /// Drops finished keys' records and results; returns how many went.
+    fn forget(&self, py: Python<'_>, keys: Vec<String>) -> PyResult<usize> {
+        let client = self.inner.clone();
+        let gone = wait(py, async move { client.forget(&keys).await })?.map_err(to_py)?;
+        Ok(gone.len())
+    }
+
+    /// Cancels every future of the namespace and empties its queues;
+    /// returns `(epoch, workers expected, workers that confirmed)`.
+    fn restart(&self, py: Python<'_>) -> PyResult<(u64, u32, usize)> {
+        let client = self.inner.clone();
+        let r = wait(py, async move { client.restart().await })?.map_err(to_py)?;
+        Ok((r.epoch, r.workers_expected, r.workers_ready.len()))
+    }
+
+    /// What `repr(client)` shows, as JSON: schedulers, live workers (slots,
+    /// queues, functions), the namespace's counters.
+    fn info(&self, py: Python<'_>) -> PyResult<String> {
+        let client = self.inner.clone();
+        let info = wait(py, async move {
+            let schedulers = client.scheduler_count().await;
+            let workers = client.workers().await?;
+            let stats = client.info().await?.stats;
+            Ok::<_, Error>(serde_json::json!({
+                "namespace": client.settings().namespace,
+                "schedulers": schedulers,
+                "workers": workers,
+                "stats": stats.0,
+                "pending": stats.pending(),
+            }))
+        })?
+        .map_err(to_py)?;
+        Ok(info.to_string())
+    }
+}
+
+/// Final states as [`warren_client::Client::as_completed`] yields them.
+type Arrivals = mpsc::UnboundedReceiver<Result<(String, Terminal), Error>>;
+
+/// The stream of [`Client::as_completed`], read one final state at a time.
+#[pyclass(module = "warren._warren", frozen)]
+pub struct Completed {
+    rx: Arc<Mutex<Arrivals>>,
+}
+
+#[pymethods]
+impl Completed {
+    /// The next `(key, state, json)`, or `None` when every key was seen.
+    #[pyo3(signature = (timeout=None))]
+    fn next(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<(String, &'static str, String)>> {
+        let timeout = seconds(timeout)?;
+        let rx = self.rx.clone();
+        let item = wait(py, async move {
+            let mut rx = rx.lock().await;
+            match timeout {
+                None => Ok(rx.recv().await),
+                Some(d) => tokio::time::timeout(d, rx.recv()).await.map_err(|_| d),
+            }
+        })?;
+        match item {
+            Err(d) => Err(PyTimeoutError::new_err(format!(
+                "no future completed within {}s",
+                d.as_secs_f64()
+            ))),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(e))) => Err(to_py(e)),
+            Ok(Some(Ok((key, t)))) => {
+                let (state, json) = encode(t);
+                Ok(Some((key, state, json)))
+            }
+        }
+    }
+}

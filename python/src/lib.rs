@@ -1,0 +1,44 @@
+//! `warren._warren`: the Rust engine under the `warren` Python package.
+//!
+//! Python code (in `python/warren/`) holds the user's API; this module holds
+//! what must not be Python: the warren client (one tokio runtime, the
+//! RabbitMQ connections and the Redis reads) and the worker runtime, whose
+//! task slots hand each call to a Python process of a prefork pool. As in
+//! Temporal's Python SDK bridge, Rust does the I/O and Python runs the
+//! user's code, and values cross as JSON text, the form they travel in.
+//!
+//! - [`blocking`]: waiting on the runtime with the GIL released, and
+//!   Ctrl-C still heard;
+//! - [`client`]: the `Client` class, the library's futures API;
+//! - [`worker`]: `run_worker`, the worker runtime of `python -m warren worker`,
+//!   whose slots hand tasks to Python processes ([`warren_worker::prefork`]).
+
+use pyo3::prelude::*;
+
+mod blocking;
+mod client;
+mod worker;
+
+pyo3::create_exception!(
+    _warren,
+    WarrenError,
+    pyo3::exceptions::PyException,
+    "An error of warren itself (a broker or Redis that cannot be reached, a refused submission), as opposed to a task's own error."
+);
+pyo3::create_exception!(
+    _warren,
+    UnservedFunction,
+    WarrenError,
+    "No live worker runs the function (on its queue); the message lists what is served."
+);
+
+/// The extension module.
+#[pymodule]
+fn _warren(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("WarrenError", m.py().get_type::<WarrenError>())?;
+    m.add("UnservedFunction", m.py().get_type::<UnservedFunction>())?;
+    m.add_class::<client::Client>()?;
+    m.add_class::<client::Completed>()?;
+    m.add_function(wrap_pyfunction!(worker::run_worker, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,456 @@
+"""``Client`` and ``Future``: dask.distributed's futures API on warren.
+
+The client is warren's Rust client (``warren._warren.Client``): submissions
+are published to RabbitMQ in the background and recorded by a scheduler in
+Redis; results arrive on the client's own reply queue. What is Python here
+is what a Python user touches: argument checking, futures, exceptions,
+reprs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import html
+import json
+import os
+import threading
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, NamedTuple
+
+from . import _values, _warren
+from ._errors import UnservedFunction, rebuild
+from ._task import PYTHON_QUEUE, Task
+
+__all__ = ["Client", "Future", "as_completed", "wait"]
+
+CancelledError = concurrent.futures.CancelledError
+
+
+def _default_queue(name: str) -> str:
+    # As warren_core::messages::default_queue_for: Python functions
+    # (module:function) to the Python workers' queue.
+    return PYTHON_QUEUE if ":" in name else "default"
+
+
+class Future:
+    """A task's eventual result (dask's ``Future``).
+
+    ``.key``, ``.status``, ``.done()``, ``.result(timeout)``,
+    ``.exception()``, ``.traceback()``, ``.cancel()``,
+    ``.add_done_callback(fn)``. Pass it (or lists and dicts holding it) as an
+    argument to ``submit`` to make a task depend on it.
+    """
+
+    __slots__ = ("_client", "_final", "_lock", "key")
+
+    def __init__(self, key: str, client: Client) -> None:
+        self.key = key
+        self._client = client
+        self._final: tuple[str, str] | None = None
+        self._lock = threading.Lock()
+
+    # -- state ---------------------------------------------------------
+    def _settle(self, final: tuple[str, str]) -> tuple[str, str]:
+        with self._lock:
+            if self._final is None:
+                self._final = final
+            return self._final
+
+    def _outcome(self, timeout: float | None) -> tuple[str, str]:
+        if self._final is not None:
+            return self._final
+        return self._settle(self._client._rust.outcomes([self.key], timeout)[0])
+
+    @property
+    def status(self) -> str:
+        """``pending``, ``finished``, ``error`` or ``cancelled``."""
+        if self._final is not None:
+            return self._final[0]
+        return self._client._rust.statuses([self.key])[0][0]
+
+    def done(self) -> bool:
+        """Whether the future is final."""
+        return self.status != "pending"
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The value; waits (Ctrl-C interrupts) up to ``timeout`` seconds.
+
+        A failed task raises its error (see :class:`warren.TaskError`); a
+        cancelled one raises ``concurrent.futures.CancelledError``.
+        """
+        return _value(self.key, self._outcome(timeout))
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's error, without raising it; ``None`` if it finished."""
+        state, payload = self._outcome(timeout)
+        if state == "error":
+            return rebuild(json.loads(payload), self.key)
+        if state == "cancelled":
+            return CancelledError(f"future {self.key} was cancelled")
+        return None
+
+    def traceback(self, timeout: float | None = None) -> str | None:
+        """The worker's traceback text of a failed task, else ``None``."""
+        state, payload = self._outcome(timeout)
+        if state == "error":
+            return json.loads(payload).get("traceback") or None
+        return None
+
+    def cancel(self) -> None:
+        """Cancels this future and everything that depends on it."""
+        self._client.cancel([self])
+
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        """Calls ``fn(future)`` once the future is final, on another thread."""
+
+        def watch() -> None:
+            try:
+                self._outcome(None)
+            except Exception:  # noqa: BLE001 - the callback sees the future as it is
+                pass
+            fn(self)
+
+        threading.Thread(target=watch, name=f"warren-callback-{self.key}", daemon=True).start()
+
+    # -- display -------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<Future: {self.status}, key: {self.key}>"
+
+    def _repr_html_(self) -> str:
+        status = self.status
+        colour = {"finished": "green", "error": "red", "cancelled": "grey"}.get(status, "orange")
+        return (
+            f"<strong>Future: {html.escape(self.key)}</strong> "
+            f'<span style="color: {colour}">status: {status}</span>'
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Future) and other.key == self.key
+
+
+def _value(key: str, final: tuple[str, str]) -> Any:
+    state, payload = final
+    if state == "finished":
+        return json.loads(payload)
+    if state == "error":
+        raise rebuild(json.loads(payload), key)
+    raise CancelledError(f"future {key} was cancelled")
+
+
+class _Resolved(NamedTuple):
+    name: str
+    queue: str
+
+
+class Client:
+    """A connection to a warren namespace (dask's ``Client``).
+
+    ``Client()`` reads the same settings as the ``warren`` CLI: defaults,
+    ``./warren.toml`` (or ``config=``), ``WARREN_*`` variables. An AMQP URL
+    as the first argument, and any setting as a keyword (``namespace=``,
+    ``redis_url=``, ...), override them.
+    """
+
+    def __init__(
+        self,
+        amqp_url: str | None = None,
+        *,
+        config: str | os.PathLike[str] | None = None,
+        **settings: Any,
+    ) -> None:
+        if amqp_url is not None:
+            settings["amqp_url"] = amqp_url
+        overrides = [(k, _setting_text(v)) for k, v in settings.items()]
+        self._rust = _warren.Client(os.fspath(config) if config is not None else None, overrides)
+        self._served: set[_Resolved] = set()
+        self._served_lock = threading.Lock()
+
+    # -- submitting ----------------------------------------------------
+    def submit(
+        self,
+        fn: Task | str,
+        *args: Any,
+        key: str | None = None,
+        pure: bool = True,
+        retries: int = 0,
+        priority: int = 0,
+        queue: str | None = None,
+        timeout: float | None = None,
+        allow_unserved: bool = False,
+    ) -> Future:
+        """Runs ``fn(*args)`` on a worker; returns its :class:`Future` at once.
+
+        ``fn`` is a ``@task`` function or a registered name (the stock Rust
+        ``"count_primes_less_than"``, ``"inc"``, ...). Futures among the
+        arguments, nested in lists and dicts too, are dependencies. ``pure``
+        (default): the same call gives the same future. ``retries``: runs
+        again after a failure. ``timeout``: seconds before it fails with
+        ``TimeoutError``. Unless ``allow_unserved``, a function that no live
+        worker runs is refused here, naming what is served.
+        """
+        target = self._resolve(fn, queue, allow_unserved)
+        encoded = _encode_args(args, self)
+        keys = self._rust.submit(
+            target.name, [encoded], key, pure, retries, priority, target.queue, timeout
+        )
+        return Future(keys[0], self)
+
+    def map(
+        self,
+        fn: Task | str,
+        *iterables: Iterable[Any],
+        pure: bool = True,
+        retries: int = 0,
+        priority: int = 0,
+        queue: str | None = None,
+        timeout: float | None = None,
+        allow_unserved: bool = False,
+    ) -> list[Future]:
+        """One task per item (several iterables are zipped, as in ``map``)."""
+        if not iterables:
+            raise TypeError("map() needs at least one iterable of arguments")
+        target = self._resolve(fn, queue, allow_unserved)
+        encoded = [_encode_args(args, self) for args in zip(*iterables)]
+        keys = self._rust.submit(
+            target.name, encoded, None, pure, retries, priority, target.queue, timeout
+        )
+        return [Future(k, self) for k in keys]
+
+    def _resolve(self, fn: Task | str, queue: str | None, allow_unserved: bool) -> _Resolved:
+        if isinstance(fn, Task):
+            target = _Resolved(fn.name, queue or fn.queue)
+        elif isinstance(fn, str):
+            target = _Resolved(fn, queue or _default_queue(fn))
+        elif callable(fn):
+            name = getattr(fn, "__qualname__", repr(fn))
+            raise TypeError(
+                f"{name} is not a warren task: decorate it with @warren.task in a module the "
+                "workers import (python -m warren worker MODULE), or pass a registered name"
+            )
+        else:
+            raise TypeError(f"submit() needs a @task function or a name, not {type(fn).__name__}")
+        if not allow_unserved and target not in self._served:
+            try:
+                self._rust.check_served(target.name, target.queue)
+            except UnservedFunction as e:
+                hint = ""
+                if target.name.startswith("__main__:"):
+                    hint = (
+                        "\n(functions defined in a notebook or a script run as __main__ cannot "
+                        "be imported by a worker: put them in a module and start "
+                        "python -m warren worker MODULE)"
+                    )
+                text = str(e).replace("pass --allow-unserved", "pass allow_unserved=True")
+                text = text.replace("pass --queue (queue= in Python)", "pass queue=")
+                raise UnservedFunction(f"{text}{hint}") from None
+            with self._served_lock:
+                self._served.add(target)
+        return target
+
+    # -- reading -------------------------------------------------------
+    def gather(self, futures: Any, errors: str = "raise") -> Any:
+        """The values of ``futures`` (a future, or lists, tuples and dicts of
+        them), in the same shape; the first error in input order is raised
+        (``errors="skip"`` leaves failed ones out of lists)."""
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+        found: list[Future] = []
+        _collect(futures, found)
+        pending = [f for f in dict.fromkeys(found) if f._final is None]
+        if pending:
+            finals = self._rust.outcomes([f.key for f in pending], None)
+            for f, final in zip(pending, finals):
+                f._settle(final)
+        return _fill(futures, errors)
+
+    def cancel(self, futures: Iterable[Future] | Future) -> None:
+        """Cancels futures and everything that depends on them."""
+        fs = [futures] if isinstance(futures, Future) else list(futures)
+        self._rust.cancel([f.key for f in fs])
+
+    def forget(self, futures: Iterable[Future] | Future) -> int:
+        """Drops final futures' records and results from Redis."""
+        fs = [futures] if isinstance(futures, Future) else list(futures)
+        return self._rust.forget([f.key for f in fs])
+
+    def restart(self) -> dict[str, int]:
+        """Cancels every future of the namespace and empties its queues."""
+        epoch, expected, ready = self._rust.restart()
+        return {"epoch": epoch, "workers_expected": expected, "workers_ready": ready}
+
+    def future(self, key: str) -> Future:
+        """A future for a key made elsewhere (the CLI, another client)."""
+        return Future(key, self)
+
+    def close(self) -> None:
+        """Waits until every submission is recorded (the connection closes
+        with the client)."""
+        self._rust.flush()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- display -------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """Schedulers, live workers (slots, queues, functions), counters."""
+        return json.loads(self._rust.info())
+
+    @property
+    def namespace(self) -> str:
+        return self._rust.namespace
+
+    @property
+    def dashboard_link(self) -> str:
+        """The RabbitMQ management UI of this client's broker."""
+        host = urllib.parse.urlsplit(self._rust.amqp_url).hostname or "127.0.0.1"
+        return f"http://{host}:15672/#/queues"
+
+    def __repr__(self) -> str:
+        try:
+            i = self.info()
+        except Exception as e:  # noqa: BLE001 - a repr must not raise
+            return f"<Client: namespace={self.namespace!r} (unreachable: {e})>"
+        slots = sum(w.get("concurrency", 0) for w in i["workers"])
+        return (
+            f"<Client: namespace={self.namespace!r} schedulers={i['schedulers']} "
+            f"workers={len(i['workers'])} slots={slots} pending={i['pending']}>"
+        )
+
+    def _repr_html_(self) -> str:
+        i = self.info()
+        rows = "".join(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+                html.escape(w["worker"]),
+                w["concurrency"],
+                html.escape(", ".join(w["queues"])),
+                html.escape(", ".join(w.get("functions") or ["(any)"])),
+            )
+            for w in i["workers"]
+        )
+        link = html.escape(self.dashboard_link)
+        return (
+            f"<div><h3>warren.Client</h3><ul>"
+            f"<li>Namespace: <code>{html.escape(self.namespace)}</code></li>"
+            f"<li>Broker: <code>{html.escape(self._rust.amqp_url)}</code></li>"
+            f"<li>Schedulers: {i['schedulers']}</li>"
+            f"<li>Workers: {len(i['workers'])}, slots: "
+            f"{sum(w['concurrency'] for w in i['workers'])}</li>"
+            f"<li>Pending futures: {i['pending']}</li>"
+            f'<li>Dashboard: <a href="{link}" target="_blank">{link}</a></li></ul>'
+            f"<table><tr><th>worker</th><th>slots</th><th>queues</th><th>functions</th></tr>"
+            f"{rows}</table></div>"
+        )
+
+
+def _setting_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _encode_args(args: tuple[Any, ...], client: Client) -> str:
+    def future_key(v: object) -> str | None:
+        return v.key if isinstance(v, Future) else None
+
+    data = [_values.encode(a, f"argument {i + 1}", future_key) for i, a in enumerate(args)]
+    return _values.dumps(data)
+
+
+def _collect(x: Any, out: list[Future]) -> None:
+    if isinstance(x, Future):
+        out.append(x)
+    elif isinstance(x, (list, tuple, set)):
+        for y in x:
+            _collect(y, out)
+    elif isinstance(x, dict):
+        for y in x.values():
+            _collect(y, out)
+
+
+def _fill(x: Any, errors: str) -> Any:
+    if isinstance(x, Future):
+        assert x._final is not None
+        return _value(x.key, x._final)
+    if isinstance(x, (list, tuple)):
+        out = []
+        for y in x:
+            if (
+                errors == "skip"
+                and isinstance(y, Future)
+                and y._final
+                and y._final[0] != "finished"
+            ):
+                continue
+            out.append(_fill(y, errors))
+        return type(x)(out) if isinstance(x, tuple) else out
+    if isinstance(x, dict):
+        return {k: _fill(v, errors) for k, v in x.items()}
+    return x
+
+
+def _client_of(futures: list[Future]) -> Client:
+    if not futures:
+        raise ValueError("no futures given")
+    return futures[0]._client
+
+
+def wait(
+    fs: Iterable[Future], timeout: float | None = None, return_when: str = "ALL_COMPLETED"
+) -> tuple[set[Future], set[Future]]:
+    """dask's ``wait``: ``(done, not_done)`` once all (or the first, with
+    ``return_when="FIRST_COMPLETED"``) are final; ``TimeoutError`` if
+    ``timeout`` passes first."""
+    futures = list(fs)
+    if return_when not in ("ALL_COMPLETED", "FIRST_COMPLETED"):
+        raise ValueError(
+            f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}"
+        )
+    if not futures:
+        return set(), set()
+    client = _client_of(futures)
+    by_key = {f.key: f for f in futures}
+    done_keys, not_done_keys = client._rust.wait(
+        list(by_key), return_when == "FIRST_COMPLETED", timeout
+    )
+    if timeout is not None and return_when == "ALL_COMPLETED" and not_done_keys:
+        raise TimeoutError(
+            f"{len(not_done_keys)} of {len(by_key)} futures not done after {timeout}s"
+        )
+    return {by_key[k] for k in done_keys}, {by_key[k] for k in not_done_keys}
+
+
+class as_completed(Iterator[Future]):  # noqa: N801 - dask's name
+    """Yields futures as they finish (dask's ``as_completed``);
+    ``with_results=True`` yields ``(future, result)``."""
+
+    def __init__(
+        self, futures: Iterable[Future], timeout: float | None = None, with_results: bool = False
+    ) -> None:
+        fs = list(futures)
+        self._by_key = {f.key: f for f in fs}
+        self._timeout = timeout
+        self._with_results = with_results
+        self._stream = _client_of(fs)._rust.as_completed(list(self._by_key)) if fs else None
+
+    def __iter__(self) -> as_completed:
+        return self
+
+    def __next__(self) -> Any:
+        if self._stream is None:
+            raise StopIteration
+        item = self._stream.next(self._timeout)
+        if item is None:
+            raise StopIteration
+        key, state, payload = item
+        f = self._by_key[key]
+        f._settle((state, payload))
+        if self._with_results:
+            return f, _value(key, (state, payload))
+        return f

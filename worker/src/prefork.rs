@@ -1,0 +1,473 @@
+//! A prefork pool: long-lived interpreter processes that run tasks, one at a
+//! time each, for a worker whose functions are not Rust (the Python worker).
+//!
+//! Why processes, and why long-lived: CPython runs one thread of Python at a
+//! time, so N slots must be N processes to use N cores (Celery's prefork
+//! pool), and an interpreter that imports the user's modules takes far longer
+//! to start than a no-op task takes to run, so each process serves task
+//! after task. The worker runtime stays in Rust: it consumes, records
+//! starts, reports and acks as for any task; a slot's blocking call hands
+//! the task to an idle process and waits for its answer.
+//!
+//! The protocol is JSON lines on the child's stdin and stdout:
+//! - the child says `{"ready": true}` once it has imported what it runs, or
+//!   `{"fatal": "..."}` (the worker then refuses to start, showing why);
+//! - the worker sends `{"key", "func", "args"}`; the child answers
+//!   `{"ok": value}` or `{"error": {"type", "message", "traceback"}}`.
+//!
+//! A child that dies mid-task (a segfault, `os._exit`) is that task's
+//! `TaskCrashed` error and is replaced; the worker goes on. A task asked to
+//! stop (time limit, cancel, restart) has its process group ended (SIGTERM,
+//! SIGKILL after [`crate::isolation::GRACE`]). Children die with the worker
+//! (`PR_SET_PDEATHSIG`), so a SIGKILLed worker leaves no orphan running.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+use warren_core::messages::TaskFailure;
+
+use crate::isolation::GRACE;
+
+/// How often a waiting slot looks at its task's stop flag.
+const POLL: Duration = Duration::from_millis(20);
+/// How long a new child may take to import what it runs.
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
+/// What starts a child: a program and its arguments.
+#[derive(Debug, Clone)]
+pub struct ChildCommand {
+    /// The program (e.g. the Python interpreter).
+    pub program: PathBuf,
+    /// Its arguments (e.g. `-m warren._child mymodule`).
+    pub args: Vec<OsString>,
+}
+
+/// Why a pool could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PreforkError {
+    /// The program could not be started at all.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A child started but could not get ready (an import failed).
+    #[error("a task process could not start:\n{0}")]
+    NotReady(String),
+}
+
+/// One child, idle or running one task.
+struct Proc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Proc {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `sig` to the child's process group (its own, made at spawn).
+    fn signal(&self, sig: i32) {
+        // SAFETY: signals a process group this worker made.
+        unsafe { libc::kill(-self.pid(), sig) };
+    }
+
+    /// Ends the child: SIGTERM, then SIGKILL after [`GRACE`]; reaps it.
+    fn end(mut self) -> Option<std::process::ExitStatus> {
+        self.signal(libc::SIGTERM);
+        let until = Instant::now() + GRACE;
+        while Instant::now() < until {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(POLL);
+        }
+        self.signal(libc::SIGKILL);
+        self.child.wait().ok()
+    }
+
+    /// Waits up to `within` for a line, or until `stop()` says to give up.
+    /// `Ok(None)`: end of file (the child is gone).
+    fn read_line(
+        &mut self,
+        within: Option<Duration>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<String>, Waited> {
+        let started = Instant::now();
+        while self.stdout.buffer().is_empty() {
+            if stop() {
+                return Err(Waited::Stopped);
+            }
+            if within.is_some_and(|w| started.elapsed() > w) {
+                return Err(Waited::TooLong);
+            }
+            let mut fd = libc::pollfd {
+                fd: self.stdout.get_ref().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let n = unsafe { libc::poll(&mut fd, 1, POLL.as_millis() as i32) };
+            if n > 0 {
+                break;
+            }
+        }
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(0) | Err(_) => Ok(None),
+            Ok(_) => Ok(Some(line)),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Why a wait for a child's line ended without one.
+enum Waited {
+    Stopped,
+    TooLong,
+}
+
+/// A spawn request to the spawner thread, answered on its channel.
+type SpawnRequest = mpsc::Sender<std::io::Result<Child>>;
+
+/// The pool.
+pub struct Prefork {
+    command: ChildCommand,
+    idle: Mutex<Vec<Proc>>,
+    spawner: Mutex<mpsc::Sender<SpawnRequest>>,
+}
+
+impl std::fmt::Debug for Prefork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prefork")
+            .field("command", &self.command)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A child's first line.
+#[derive(Deserialize)]
+struct Hello {
+    #[serde(default)]
+    ready: bool,
+    #[serde(default)]
+    fatal: Option<String>,
+}
+
+impl Prefork {
+    /// Starts `size` children of `command` and waits until each is ready.
+    pub fn start(command: ChildCommand, size: usize) -> Result<Self, PreforkError> {
+        let pool = Self {
+            spawner: Mutex::new(spawner_thread(command.clone())),
+            command,
+            idle: Mutex::new(Vec::new()),
+        };
+        // Start them all first: their imports overlap.
+        let children = (0..size.max(1))
+            .map(|_| pool.spawn())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ready = Vec::with_capacity(children.len());
+        for child in children {
+            ready.push(pool.greet(child)?);
+        }
+        *pool.idle.lock().unwrap_or_else(|p| p.into_inner()) = ready;
+        Ok(pool)
+    }
+
+    /// Runs `func(args)` for task `key` in an idle child (starting one if
+    /// none is idle); gives up, ending the child, once `stop()` is true.
+    pub fn call(
+        &self,
+        key: &str,
+        func: &str,
+        args: Vec<Value>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Value, TaskFailure> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut proc = match idle {
+            Some(p) => p,
+            None => self
+                .spawn()
+                .and_then(|c| self.greet(c))
+                .map_err(|e| TaskFailure::new("WorkerError", e.to_string(), ""))?,
+        };
+        let request = serde_json::json!({"key": key, "func": func, "args": args});
+        let mut line = request.to_string();
+        line.push('\n');
+        let sent = proc
+            .stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| proc.stdin.flush());
+        let answer = match sent {
+            Ok(()) => proc.read_line(None, stop),
+            // A child that died while idle: its exit status says how.
+            Err(_) => Ok(None),
+        };
+        match answer {
+            Ok(Some(line)) => {
+                let result = parse_reply(&line);
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(proc);
+                result
+            }
+            Ok(None) => {
+                let status = proc.child.wait();
+                Err(match status {
+                    Ok(s) => crate::isolation::outcome(key, s, b"", 0)
+                        .err()
+                        .unwrap_or_else(|| crashed(key, "ended without a result")),
+                    Err(e) => crashed(key, &e.to_string()),
+                })
+            }
+            Err(_) => {
+                proc.end();
+                Err(TaskFailure::new(
+                    "CancelledError",
+                    format!("task {key} was asked to stop; its process was ended"),
+                    "",
+                ))
+            }
+        }
+    }
+
+    /// Starts one child (on the spawner thread, see [`spawner_thread`]).
+    fn spawn(&self) -> Result<Child, PreforkError> {
+        let (tx, rx) = mpsc::channel();
+        let program = self.command.program.display().to_string();
+        let gone = || PreforkError::Spawn {
+            program: program.clone(),
+            source: std::io::Error::other("the spawner thread is gone"),
+        };
+        self.spawner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(tx)
+            .map_err(|_| gone())?;
+        rx.recv()
+            .map_err(|_| gone())?
+            .map_err(|source| PreforkError::Spawn {
+                program: program.clone(),
+                source,
+            })
+    }
+
+    /// Waits for a new child's first line.
+    fn greet(&self, mut child: Child) -> Result<Proc, PreforkError> {
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(PreforkError::NotReady("the child has no pipes".into()));
+        };
+        let mut proc = Proc {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+        };
+        let line = match proc.read_line(Some(READY_WITHIN), &|| false) {
+            Ok(Some(line)) => line,
+            Ok(None) => {
+                let status = proc.child.wait().ok();
+                return Err(PreforkError::NotReady(format!(
+                    "{:?} exited ({}) before it was ready; its error output is in this worker's log",
+                    self.command.program,
+                    status.map_or_else(|| "status unknown".into(), |s| s.to_string())
+                )));
+            }
+            Err(_) => {
+                return Err(PreforkError::NotReady(format!(
+                    "not ready after {}s",
+                    READY_WITHIN.as_secs()
+                )));
+            }
+        };
+        match serde_json::from_str::<Hello>(&line) {
+            Ok(Hello { ready: true, .. }) => Ok(proc),
+            Ok(Hello {
+                fatal: Some(why), ..
+            }) => Err(PreforkError::NotReady(why)),
+            _ => Err(PreforkError::NotReady(format!(
+                "unexpected first line from the child: {}",
+                line.trim_end()
+            ))),
+        }
+    }
+}
+
+/// Children are started from one long-lived thread: `PR_SET_PDEATHSIG` fires
+/// when the *thread* that forked a child ends, and the blocking pool's
+/// threads end when idle, which would kill healthy children.
+fn spawner_thread(command: ChildCommand) -> mpsc::Sender<SpawnRequest> {
+    let (tx, rx) = mpsc::channel::<SpawnRequest>();
+    std::thread::Builder::new()
+        .name("warren-prefork".into())
+        .spawn(move || {
+            for reply in rx {
+                let _ = reply.send(spawn_child(&command));
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot start the prefork spawner thread: {e}"));
+    tx
+}
+
+fn spawn_child(command: &ChildCommand) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&command.program);
+    cmd.args(&command.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // SAFETY: between fork and exec only async-signal-safe calls are made.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Its own group: a stop ends what the task started too, and a
+            // Ctrl-C at the worker's terminal reaches the worker alone
+            // (which drains, letting running tasks finish).
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+fn crashed(key: &str, how: &str) -> TaskFailure {
+    TaskFailure::new(
+        "TaskCrashed",
+        format!("the process running task {key} {how}; the worker goes on"),
+        "",
+    )
+}
+
+/// A child's answer as the task's result (pure).
+pub fn parse_reply(line: &str) -> Result<Value, TaskFailure> {
+    let not_a_result = || {
+        TaskFailure::new(
+            "WorkerError",
+            format!(
+                "the task process answered something that is not a result: {}",
+                line.trim_end()
+            ),
+            "",
+        )
+    };
+    let Ok(Value::Object(mut reply)) = serde_json::from_str::<Value>(line) else {
+        return Err(not_a_result());
+    };
+    if let Some(error) = reply.remove("error") {
+        return Err(serde_json::from_value(error).unwrap_or_else(|_| not_a_result()));
+    }
+    reply.remove("ok").ok_or_else(not_a_result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn replies_are_values_or_failures() {
+        assert_eq!(parse_reply(r#"{"ok": 3}"#), Ok(json!(3)));
+        assert_eq!(parse_reply(r#"{"ok": null}"#), Ok(Value::Null));
+        let e = parse_reply(
+            r#"{"error": {"type": "ZeroDivisionError", "message": "division by zero", "traceback": "tb"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.kind.as_str(), e.traceback.as_str()),
+            ("ZeroDivisionError", "tb")
+        );
+        assert_eq!(parse_reply("garbage").unwrap_err().kind, "WorkerError");
+    }
+
+    /// A child in Python (the machine's python3, which the Python worker
+    /// needs anyway): doubles, crashes on "die", sleeps on "sleep".
+    fn pool(size: usize) -> Prefork {
+        let script = r#"
+import json, os, sys, time
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    t = json.loads(line)
+    if t["func"] == "die":
+        os._exit(3)
+    if t["func"] == "sleep":
+        time.sleep(60)
+    print(json.dumps({"ok": t["args"][0] * 2}), flush=True)
+"#;
+        Prefork::start(
+            ChildCommand {
+                program: "python3".into(),
+                args: vec!["-c".into(), script.into()],
+            },
+            size,
+        )
+        .expect("python3 starts")
+    }
+
+    #[test]
+    fn children_serve_task_after_task_and_a_crash_costs_only_its_task() {
+        let p = pool(1);
+        let never = || false;
+        assert_eq!(
+            p.call("k-1", "double", vec![json!(21)], &never),
+            Ok(json!(42))
+        );
+        let e = p.call("k-2", "die", vec![json!(0)], &never).unwrap_err();
+        assert_eq!(e.kind, "TaskCrashed");
+        assert!(e.message.contains("status 3"), "{}", e.message);
+        // A new child takes the dead one's place.
+        assert_eq!(
+            p.call("k-3", "double", vec![json!(5)], &never),
+            Ok(json!(10))
+        );
+    }
+
+    #[test]
+    fn a_stop_ends_the_running_child_at_once() {
+        let p = pool(1);
+        let asked = Instant::now();
+        let stop = move || asked.elapsed() > Duration::from_millis(200);
+        let e = p.call("k-1", "sleep", vec![json!(0)], &stop).unwrap_err();
+        assert_eq!(e.kind, "CancelledError");
+        assert!(asked.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            p.call("k-2", "double", vec![json!(1)], &|| false),
+            Ok(json!(2))
+        );
+    }
+
+    #[test]
+    fn a_child_that_cannot_get_ready_says_why() {
+        let e = Prefork::start(
+            ChildCommand {
+                program: "python3".into(),
+                args: vec![
+                    "-c".into(),
+                    r#"import json; print(json.dumps({"fatal": "No module named 'nosuch'"}))"#
+                        .into(),
+                ],
+            },
+            1,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nosuch"), "{e}");
+    }
+}
