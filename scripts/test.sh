@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: brings up RabbitMQ + Redis (installing them if missing),
 # checks formatting and lints, builds the binaries the end-to-end tests spawn,
-# and runs every test against the real services.
+# and runs every test against the real services: Rust's, then Python's
+# (in .venv, with the package installed as a user installs it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,3 +20,10 @@ echo "== cargo build --release --bins"
 cargo build --release --bins
 echo "== cargo test --release --workspace"
 cargo test --release --workspace
+echo "== Python: .venv, pip install ./python, ruff"
+bash scripts/python-env.sh --test
+.venv/bin/ruff check python
+.venv/bin/ruff format --check python
+echo "== pytest python/tests (the Python client and workers, and the notebook in Jupyter)"
+# From the repository's root, so that `import warren` is the installed package.
+WARREN_BIN_DIR="$PWD/target/release" .venv/bin/python3 -m pytest -q -p no:cacheprovider python/tests

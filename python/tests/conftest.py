@@ -1,0 +1,119 @@
+"""A live warren stack for the tests: real RabbitMQ and Redis, the release
+binaries (``WARREN_BIN_DIR``, default ``target/release``) and Python workers
+started as a user starts them (``python -m warren worker funcs``).
+
+Each stack has a namespace of its own, so tests never see each other's
+queues or futures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import warren
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("WARREN_BIN_DIR", REPO / "target" / "release"))
+TESTS = Path(__file__).resolve().parent
+EXAMPLES = REPO / "python" / "examples"
+LOGS = REPO / ".warren-run" / "pytest"
+
+
+class Stack:
+    """Processes of one namespace; stopped (and reaped) by :meth:`stop`."""
+
+    def __init__(self, name: str, **settings: str) -> None:
+        self.namespace = f"py-{name}-{uuid.uuid4().hex[:8]}"
+        self.settings = settings
+        self.procs: list[subprocess.Popen[bytes]] = []
+        LOGS.mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["WARREN_NAMESPACE"] = self.namespace
+        env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(EXAMPLES)])
+        for k, v in self.settings.items():
+            env[f"WARREN_{k.upper()}"] = v
+        return env
+
+    def _start(self, label: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(LOGS / f"{self.namespace}-{label}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        p = subprocess.Popen(argv, env=self.env(), cwd=TESTS, stdout=log, stderr=log)
+        self.procs.append(p)
+        return p
+
+    def scheduler(self) -> subprocess.Popen[bytes]:
+        return self._start("scheduler", [str(BIN / "warren-scheduler")])
+
+    def rust_worker(self, concurrency: int = 1) -> subprocess.Popen[bytes]:
+        return self._start(
+            "rust-worker", [str(BIN / "warren-worker"), "--concurrency", str(concurrency)]
+        )
+
+    def python_worker(self, *modules: str, concurrency: int = 1) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "warren", "worker", *(modules or ("funcs",))]
+        return self._start("py-worker", [*argv, "--concurrency", str(concurrency)])
+
+    def client(self) -> warren.Client:
+        return warren.Client(namespace=self.namespace, **self.settings)
+
+    def wait_for_workers(self, client: warren.Client, n: int, within: float = 60) -> None:
+        """Until `n` workers announce themselves (their pools are up)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            live = [w for w in client.info()["workers"] if not w.get("draining")]
+            if len(live) >= n:
+                return
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"{p.args} exited with {p.returncode}; logs in {LOGS}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{n} workers did not start within {within}s; logs in {LOGS}")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    """A scheduler, one Rust worker and two Python workers (1 slot each)."""
+    s = Stack("main")
+    s.scheduler()
+    s.rust_worker()
+    s.python_worker()
+    s.python_worker()
+    try:
+        s.wait_for_workers(s.client(), 3)
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(stack: Stack) -> warren.Client:
+    return stack.client()
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists (and is not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
