@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: bring up RabbitMQ + Redis, a scheduler and two workers, and run
-# the dask futures notebook twice, through the Rust client (cell by cell) and
-# through the `warren` CLI. Leaves nothing running behind it.
+# the dask futures notebook three times: through the Rust client (cell by
+# cell), through the `warren` CLI, and as the real .ipynb in Jupyter (headless)
+# from Python, on two Python workers. Leaves nothing running behind it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -74,3 +75,16 @@ run restart
 run status "$Msum5"
 end=$(date +%s.%N)
 printf '\nthe CLI notebook took %.1f s\n' "$(echo "$end - $start" | bc 2>/dev/null || python3 -c "print($end - $start)")"
+
+echo
+echo "######## the notebook in Jupyter, in Python, on Python workers (python/examples/dask-futures-notebook.ipynb)"
+bash scripts/python-env.sh --test
+# The Rust workers make room on the cores for the two Python workers.
+kill "${pids[1]}" "${pids[2]}" 2>/dev/null || true
+export PYTHONPATH="$PWD/python/examples"
+.venv/bin/python3 -m warren worker notebook_funcs --concurrency 1 >"$logs/py-worker-1.log" 2>&1 & pids+=($!)
+.venv/bin/python3 -m warren worker notebook_funcs --concurrency 1 >"$logs/py-worker-2.log" 2>&1 & pids+=($!)
+start=$(date +%s.%N)
+.venv/bin/python3 python/examples/run_notebook.py "$logs/dask-futures-notebook.executed.ipynb"
+end=$(date +%s.%N)
+printf '\nthe Jupyter notebook took %.1f s (executed copy: %s)\n' "$(python3 -c "print($end - $start)")" "$logs/dask-futures-notebook.executed.ipynb"

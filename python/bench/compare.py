@@ -1,0 +1,229 @@
+"""Issue 11's benchmarks, side by side in one run (numbers, not asserted).
+
+- the notebook's ``distributed_test()``: 9 x Python
+  ``count_primes_less_than(1500000 + i)`` on 2 warren Python workers against
+  the same function on dask with 2 single-threaded worker processes;
+- 20,000 no-op Python ``inc`` tasks, ``map`` + ``gather`` from the Python
+  client on Python workers, against dask's ``client.map`` + ``gather``;
+- ``submit(inc).result()`` round trips and a chain of dependent ``inc``,
+  both ways;
+- the Python client submitting to the stock Rust ``inc`` on 2 Rust workers,
+  against the Rust client (``client-cli/examples/throughput``) on the same
+  stack.
+
+Each row runs ``--repeat`` times (default 3), alternating warren and dask,
+and prints the median. Run it with ``bash scripts/bench-python.sh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+EXAMPLES = REPO / "python" / "examples"
+sys.path[:0] = [str(HERE), str(EXAMPLES)]
+
+import bench_funcs  # noqa: E402
+import notebook_funcs  # noqa: E402
+
+import warren  # noqa: E402
+
+
+def median_of(n: int, run: Callable[[], float]) -> tuple[float, list[float]]:
+    values = [run() for _ in range(n)]
+    return statistics.median(values), values
+
+
+class WarrenStack:
+    def __init__(self, bin_dir: Path) -> None:
+        self.namespace = f"bench-py-{uuid.uuid4().hex[:8]}"
+        self.env = dict(os.environ, WARREN_NAMESPACE=self.namespace)
+        self.env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(EXAMPLES)])
+        logs = REPO / ".warren-run" / "bench-python"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.procs = []
+        argvs = [
+            [str(bin_dir / "warren-scheduler")],
+            [str(bin_dir / "warren-worker"), "--concurrency", "1"],
+            [str(bin_dir / "warren-worker"), "--concurrency", "1"],
+        ] + [
+            [sys.executable, "-m", "warren", "worker", "notebook_funcs", "bench_funcs", "-c", "1"]
+        ] * 2
+        for i, argv in enumerate(argvs):
+            log = open(logs / f"{i}.log", "wb")  # noqa: SIM115
+            self.procs.append(subprocess.Popen(argv, env=self.env, stdout=log, stderr=log))
+        self.client = warren.Client(namespace=self.namespace)
+        deadline = time.monotonic() + 60
+        while len(self.client.info()["workers"]) < 4:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the warren stack did not start")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(timeout=30)
+
+
+def warren_distributed(c: warren.Client) -> float:
+    t = time.perf_counter()
+    fs = c.map(notebook_funcs.count_primes_less_than, [1500000 + i for i in range(9)], pure=False)
+    assert c.gather(fs)[-1] == 114156
+    return time.perf_counter() - t
+
+
+def dask_distributed(c) -> float:  # noqa: ANN001
+    t = time.perf_counter()
+    fs = c.map(
+        notebook_funcs.count_primes_less_than.fn, [1500000 + i for i in range(9)], pure=False
+    )
+    assert c.gather(fs)[-1] == 114156
+    return time.perf_counter() - t
+
+
+def noop_rate(c, fn, n: int) -> float:  # noqa: ANN001
+    t = time.perf_counter()
+    fs = c.map(fn, range(n), pure=False)
+    values = c.gather(fs)
+    assert values[0] == 1 and values[-1] == n
+    return n / (time.perf_counter() - t)
+
+
+def round_trip_ms(c, fn, rounds: int) -> float:  # noqa: ANN001
+    lat = []
+    for i in range(rounds):
+        t = time.perf_counter()
+        c.submit(fn, i, pure=False).result()
+        lat.append(time.perf_counter() - t)
+    return statistics.median(lat) * 1000
+
+
+def chain_rate(c, fn, links: int) -> float:  # noqa: ANN001
+    t = time.perf_counter()
+    f = c.submit(fn, 0, pure=False)
+    for _ in range(links - 1):
+        f = c.submit(fn, f, pure=False)
+    assert f.result() == links
+    return links / (time.perf_counter() - t)
+
+
+def rust_client_rate(stack: WarrenStack, bin_dir: Path, n: int) -> float:
+    out = subprocess.run(
+        [str(bin_dir / "examples" / "throughput"), str(n)],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
+    found = re.search(r"gather: (\d+) tasks/s", out)
+    assert found, out
+    return float(found.group(1))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--tasks", type=int, default=20_000)
+    ap.add_argument("--rounds", type=int, default=300)
+    ap.add_argument("--links", type=int, default=300)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--bin-dir", default=os.environ.get("WARREN_BIN_DIR", REPO / "target/release"))
+    args = ap.parse_args()
+    bin_dir = Path(args.bin_dir)
+    from dask.distributed import Client as DaskClient
+    from dask.distributed import LocalCluster
+
+    rows: list[tuple[str, float, float, str]] = []
+    stack = WarrenStack(bin_dir)
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    dask = DaskClient(cluster)
+    w = stack.client
+    try:
+        # Warm both up (imports, connections) before anything is timed.
+        w.gather(w.map(bench_funcs.inc, range(100), pure=False))
+        dask.gather(dask.map(bench_funcs.inc.fn, range(100), pure=False))
+        print("distributed_test() ...", file=sys.stderr)
+        wt, dt = [], []
+        for _ in range(args.repeat):
+            wt.append(warren_distributed(w))
+            dt.append(dask_distributed(dask))
+        rows.append(
+            (
+                "distributed_test() wall time (s)",
+                statistics.median(wt),
+                statistics.median(dt),
+                "lower",
+            )
+        )
+        print(f"  warren {wt}, dask {dt}", file=sys.stderr)
+        print("no-op map + gather ...", file=sys.stderr)
+        wr, dr = [], []
+        for _ in range(args.repeat):
+            wr.append(noop_rate(w, bench_funcs.inc, args.tasks))
+            dr.append(noop_rate(dask, bench_funcs.inc.fn, args.tasks))
+        rows.append(
+            (
+                f"{args.tasks:,} no-op Python inc, map + gather (tasks/s)",
+                statistics.median(wr),
+                statistics.median(dr),
+                "higher",
+            )
+        )
+        print(f"  warren {wr}, dask {dr}", file=sys.stderr)
+        print("round trips and chains ...", file=sys.stderr)
+        rows.append(
+            (
+                "submit(inc).result() p50 (ms)",
+                round_trip_ms(w, bench_funcs.inc, args.rounds),
+                round_trip_ms(dask, bench_funcs.inc.fn, args.rounds),
+                "lower",
+            )
+        )
+        rows.append(
+            (
+                f"chain of {args.links} dependent inc (tasks/s)",
+                chain_rate(w, bench_funcs.inc, args.links),
+                chain_rate(dask, bench_funcs.inc.fn, args.links),
+                "higher",
+            )
+        )
+        print("Python client vs Rust client on the stock Rust inc ...", file=sys.stderr)
+        pr, rr = [], []
+        for _ in range(args.repeat):
+            pr.append(noop_rate(w, "inc", args.tasks))
+            rr.append(rust_client_rate(stack, bin_dir, args.tasks))
+        print(f"  python {pr}, rust {rr}", file=sys.stderr)
+    finally:
+        dask.close()
+        cluster.close()
+        stack.stop()
+
+    print("\n| workload | warren | dask (2 workers x 1 thread) | warren's advantage |")
+    print("|---|---|---|---|")
+    for name, wv, dv, better in rows:
+        adv = dv / wv if better == "lower" else wv / dv
+        print(f"| {name} | {wv:,.2f} | {dv:,.2f} | {adv:.2f}x |")
+    p, r = statistics.median(pr), statistics.median(rr)
+    print(
+        f"\nStock Rust inc, {args.tasks:,} tasks map + gather on 2 Rust workers: Python client "
+        f"{p:,.0f} tasks/s, Rust client {r:,.0f} tasks/s: {p / r:.2f}x"
+    )
+    print(f"(medians of {args.repeat}; warren's advantage > 1 means warren is better)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

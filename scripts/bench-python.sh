@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Issue 11's benchmarks: warren's Python client and workers against dask on
+# the same workloads, in one run (python/bench/compare.py). Makes .venv with
+# warren's package and dask from PyPI, and builds what it runs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash broker-config/up.sh
+echo "== cargo build --release --bins --examples"
+cargo build --release --bins --examples
+bash scripts/python-env.sh
+.venv/bin/python3 -m pip -q --disable-pip-version-check install "dask[distributed]"
+exec .venv/bin/python3 python/bench/compare.py "$@"
