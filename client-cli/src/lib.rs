@@ -31,7 +31,7 @@ mod future;
 mod served;
 pub mod stall;
 
-pub use client::{Client, Info, QueueInfo, RestartReport, SubmitOptions, WaitMode};
+pub use client::{Client, Info, Logs, QueueInfo, RestartReport, SubmitOptions, WaitMode};
 pub use error::Error;
 pub use future::{Future, FutureStatus};
 pub use warren_core::messages::{TaskFailure, Terminal, WorkerInfo};

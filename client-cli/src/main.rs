@@ -14,11 +14,13 @@ use std::time::Duration;
 use clap::Parser;
 use warren_client::{Client, Error, Forgotten};
 use warren_core::Settings;
+use warren_core::command::COMMAND_FUNC;
 
 mod cli {
     pub mod args;
     pub mod dead;
     pub mod output;
+    pub mod programs;
     pub mod progress;
     pub mod stack;
     pub mod top;
@@ -110,6 +112,75 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
             args,
             key,
             task,
+            program,
+        } if program.cmd => {
+            let opts = task.options(key);
+            if task.check_served() {
+                client
+                    .check_command(&func, &opts.queue_for(COMMAND_FUNC))
+                    .await?;
+            }
+            let options = cli::programs::options(&program)?;
+            let line: Vec<String> = std::iter::once(func).chain(args).collect();
+            let argv = cli::programs::command_line(&client, &line).await?;
+            let fs = client.submit_commands(vec![argv], &options, &opts).await?;
+            client.flush().await?;
+            out.keys(&[fs[0].key().to_string()], true);
+        }
+        Command::Map {
+            func,
+            args,
+            each_line,
+            task,
+            program,
+        } if program.cmd => {
+            let opts = task.options(None);
+            let (template, values) = cli::programs::split_values(&args);
+            let values = match (values, each_line) {
+                (Some(_), Some(_)) => {
+                    anyhow::bail!("give the values after ::: or with --each-line, not both")
+                }
+                (Some(v), None) => v,
+                (None, Some(file)) => cli::programs::lines_of(&file)?,
+                (None, None) => anyhow::bail!(
+                    "map --cmd needs values: PROGRAM [ARG]... ::: VALUE... or --each-line FILE"
+                ),
+            };
+            if task.check_served() {
+                client
+                    .check_command(&func, &opts.queue_for(COMMAND_FUNC))
+                    .await?;
+            }
+            let options = cli::programs::options(&program)?;
+            let template: Vec<String> = std::iter::once(func).chain(template).collect();
+            let mut argvs = Vec::with_capacity(values.len());
+            for v in &values {
+                let line = cli::programs::fill(&template, v);
+                argvs.push(cli::programs::command_line(&client, &line).await?);
+            }
+            let fs = client.submit_commands(argvs, &options, &opts).await?;
+            client.flush().await?;
+            out.keys(
+                &fs.iter().map(|f| f.key().to_string()).collect::<Vec<_>>(),
+                false,
+            );
+        }
+        Command::Logs { key } => match client.logs(&key).await? {
+            Some(logs) => {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(logs.stdout.as_bytes());
+                let _ = std::io::stderr().write_all(logs.stderr.as_bytes());
+            }
+            None => anyhow::bail!(
+                "no logs for {key:?}: it is not a program task of namespace {namespace:?}, or its logs expired with its result"
+            ),
+        },
+        Command::Submit {
+            func,
+            args,
+            key,
+            task,
+            ..
         } => {
             let opts = task.options(key);
             if task.check_served() {
@@ -122,7 +193,12 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
             client.flush().await?;
             out.keys(&[f.key().to_string()], true);
         }
-        Command::Map { func, args, task } => {
+        Command::Map {
+            func, args, task, ..
+        } => {
+            if args.is_empty() {
+                anyhow::bail!("map needs at least one ARG (one task per ARG)");
+            }
             let opts = task.options(None);
             if task.check_served() {
                 client.check_served(&func, &opts.queue_for(&func)).await?;

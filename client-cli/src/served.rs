@@ -69,6 +69,32 @@ pub fn check(func: &str, queue: &str, workers: &[WorkerInfo]) -> Result<(), Stri
     ))
 }
 
+/// `Ok` if some live worker consuming `queue` allows `program`
+/// (`--allow-command`); otherwise what the user must do.
+pub fn check_command(program: &str, queue: &str, workers: &[WorkerInfo]) -> Result<(), String> {
+    let on_queue = workers
+        .iter()
+        .filter(|w| w.queues.iter().any(|q| q == queue));
+    let mut allowed = BTreeSet::new();
+    for w in on_queue {
+        if warren_core::command::allows(&w.commands, program) {
+            return Ok(());
+        }
+        allowed.extend(w.commands.iter().map(String::as_str));
+    }
+    let what = if allowed.is_empty() {
+        "none allows any program".to_string()
+    } else {
+        format!(
+            "they allow {}",
+            allowed.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    };
+    Err(format!(
+        "no live worker on queue {queue:?} allows program {program:?} ({what}): start one with warren-worker --allow-command {program} (or allowed_commands in warren.toml), or pass --allow-unserved to submit for a worker that comes later"
+    ))
+}
+
 /// The candidate nearest to `name` by edit distance, if it is near enough
 /// to be a likely typo (at most a third of the name's length, at least 2).
 fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
@@ -111,6 +137,7 @@ mod tests {
             completed: 0,
             at_ms: 0,
             functions: functions.map(|fs| fs.iter().map(|f| f.to_string()).collect()),
+            commands: Vec::new(),
             draining: false,
         }
     }
@@ -172,6 +199,22 @@ mod tests {
         let ws = [worker(&["default"], Some(&["inc"]))];
         let e = check("mod:f", "python", &ws).unwrap_err();
         assert!(e.contains("python -m warren worker MODULE"), "{e}");
+    }
+
+    #[test]
+    fn a_program_must_be_allowed_by_a_worker_of_its_queue() {
+        let mut w = worker(&["default"], Some(&["warren.cmd"]));
+        w.commands = vec!["seq".into(), "/opt/tools/*".into()];
+        let ws = [w];
+        assert_eq!(check_command("seq", "default", &ws), Ok(()));
+        assert_eq!(check_command("/opt/tools/x", "default", &ws), Ok(()));
+        let e = check_command("rm", "default", &ws).unwrap_err();
+        assert!(
+            e.contains("--allow-command rm") && e.contains("they allow /opt/tools/*, seq"),
+            "{e}"
+        );
+        let e = check_command("seq", "gpu", &ws).unwrap_err();
+        assert!(e.contains("none allows any program"), "{e}");
     }
 
     #[test]

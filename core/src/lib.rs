@@ -20,6 +20,7 @@
 
 pub mod amqp;
 pub mod args;
+pub mod command;
 pub mod dead_letter;
 pub mod error;
 pub mod logging;

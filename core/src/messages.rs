@@ -66,11 +66,14 @@ pub const PYTHON_QUEUE: &str = "python";
 
 /// The queue of `func`'s tasks when the submitter names none: a Python
 /// function (registered as `module:function`) goes to [`PYTHON_QUEUE`],
-/// which Python workers serve, anything else to `default`, which the Rust
-/// workers serve. A mixed fleet then never hands a task to a worker that
+/// which Python workers serve, a program to
+/// [`crate::command::COMMAND_QUEUE`], which the workers that allow programs
+/// serve, anything else to `default`, which the Rust workers serve. A mixed fleet then never hands a task to a worker that
 /// lacks its function (RabbitMQ cannot deliver selectively within a queue).
 pub fn default_queue_for(func: &str) -> String {
-    if func.contains(':') {
+    if func == crate::command::COMMAND_FUNC {
+        crate::command::COMMAND_QUEUE.into()
+    } else if func.contains(':') {
         PYTHON_QUEUE.into()
     } else {
         default_queue()
@@ -292,6 +295,9 @@ pub struct WorkerInfo {
     /// than this field, which the client then trusts to run anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub functions: Option<Vec<String>>,
+    /// The programs it runs as tasks (its `--allow-command` rules), if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
     /// The worker is draining (SIGTERM): it takes no new tasks and exits
     /// once its running ones are reported.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -89,6 +89,14 @@ pub struct Settings {
     /// With `isolation = "process"`, the address space a run may use, in MiB
     /// (`RLIMIT_AS`); 0 sets no limit.
     pub max_memory_per_task_mb: u64,
+    /// Programs a worker runs as tasks (`--allow-command`): names looked up
+    /// on its PATH, absolute paths, or `DIR/*`; none by default.
+    // An empty list does not survive the defaults' trip through `config`.
+    #[serde(default)]
+    pub allowed_commands: Vec<String>,
+    /// The most a program task may write to its standard output, in bytes
+    /// (more is `OutputTooLarge`); also the most of its standard error kept.
+    pub max_output_bytes: usize,
 }
 
 /// Where a worker runs a task's function ([`Settings::isolation`]).
@@ -121,13 +129,15 @@ impl Default for Settings {
             drain_timeout_secs: 30,
             isolation: Isolation::Thread,
             max_memory_per_task_mb: 0,
+            allowed_commands: Vec::new(),
+            max_output_bytes: 1024 * 1024,
         }
     }
 }
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 16] = [
+    pub const FIELDS: [&'static str; 18] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -144,6 +154,8 @@ impl Settings {
         "drain_timeout_secs",
         "isolation",
         "max_memory_per_task_mb",
+        "allowed_commands",
+        "max_output_bytes",
     ];
 
     /// Loads defaults, then the TOML file, then `WARREN_*` variables, then `overrides`
@@ -177,6 +189,9 @@ impl Settings {
         builder = builder.add_source(
             config::Environment::with_prefix("WARREN")
                 .try_parsing(true)
+                // WARREN_ALLOWED_COMMANDS=seq,wc,/opt/tools/*
+                .list_separator(",")
+                .with_list_parse_key("allowed_commands")
                 // Only variables that name a setting: WARREN_CONFIG names the file,
                 // WARREN_LOG the log filter, and tools may set their own.
                 .source(Some(

@@ -22,6 +22,14 @@ pub fn pure_key(func: &str, args: &[Value]) -> String {
     format!("{func}-{hex}")
 }
 
+/// The deterministic key of `func(args...)`, named `<name>-<hash>`: a
+/// program task is named for its program, not for `warren.cmd`.
+pub fn pure_key_as(name: &str, func: &str, args: &[Value]) -> String {
+    let full = pure_key(func, args);
+    let hash = full.rsplit('-').next().unwrap_or(&full);
+    format!("{name}-{hash}")
+}
+
 /// A fresh random key for `func`, for impure tasks.
 pub fn random_key(func: &str) -> String {
     format!("{func}-{}", uuid::Uuid::new_v4().simple())

@@ -14,6 +14,9 @@ pub enum WorkerError {
         /// What binding it said.
         source: std::io::Error,
     },
+    /// Redis could not be reached to keep program tasks' output.
+    #[error("{0}")]
+    Store(#[from] warren_core::Error),
     /// SIGTERM and SIGINT could not be handled, so no drain is possible.
     #[error("cannot handle SIGTERM/SIGINT: {0}")]
     Signals(std::io::Error),

@@ -40,7 +40,13 @@ pub(crate) async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
     }
     shared.metrics.running.fetch_add(1, Ordering::Relaxed);
     let flag = stop.clone();
-    let mut handle = match shared.isolation {
+    // A program task is a process of its own already.
+    let isolation = if msg.func == warren_core::command::COMMAND_FUNC {
+        Isolation::Thread
+    } else {
+        shared.isolation
+    };
+    let mut handle = match isolation {
         Isolation::Thread => tokio::task::spawn_blocking(move || {
             let site = CallSite {
                 key: &msg.key,

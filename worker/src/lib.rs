@@ -24,6 +24,7 @@
 //!   confirms before acking (the parts it shares live in `shared`, what it
 //!   remembers in [`memory`], one message's ack in `pack_ack`);
 //! - [`isolation`]: task runs in child processes, ended for real at their limits;
+//! - [`command`]: programs as tasks, on workers that allow them;
 //! - [`prefork`]: long-lived interpreter processes that run a non-Rust
 //!   worker's tasks (the Python worker's slots);
 //! - [`control`]: cancels and restarts broadcast to every worker;
@@ -36,6 +37,7 @@
 
 pub mod admission;
 pub mod cancel;
+pub mod command;
 pub mod control;
 pub mod drain;
 mod error;

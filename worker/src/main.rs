@@ -57,6 +57,12 @@ struct Args {
     /// in MiB; an allocation over it fails that run only.
     #[arg(long, value_name = "MIB")]
     max_memory_per_task: Option<u64>,
+    /// Run this program as tasks (`warren submit --cmd`): a name looked up on
+    /// PATH, an absolute path, or DIR/* for every program in DIR.
+    /// Repeatable; adds to allowed_commands in warren.toml
+    /// (WARREN_ALLOWED_COMMANDS=a,b). No shell unless sh or bash is named.
+    #[arg(long, value_name = "PROGRAM")]
+    allow_command: Vec<String>,
     /// List the registered functions and exit.
     #[arg(long)]
     list_functions: bool,
@@ -96,7 +102,8 @@ async fn main() -> anyhow::Result<()> {
             args.max_memory_per_task.map(|m| m.to_string()),
         ),
     ]);
-    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    let mut settings = Settings::load(args.config.as_deref(), &overrides)?;
+    settings.allowed_commands.extend(args.allow_command);
     Worker::new(settings, registry)
         .queues(args.queues)
         .run()

@@ -78,6 +78,12 @@ impl Proc {
         self.child.id() as i32
     }
 
+    /// Writes one request line.
+    fn send(&mut self, line: &str) -> std::io::Result<()> {
+        self.stdin.write_all(line.as_bytes())?;
+        self.stdin.flush()
+    }
+
     /// Sends `sig` to the child's process group (its own, made at spawn).
     fn signal(&self, sig: i32) {
         // SAFETY: signals a process group this worker made.
@@ -203,26 +209,20 @@ impl Prefork {
         args: Vec<Value>,
         stop: &dyn Fn() -> bool,
     ) -> Result<Value, TaskFailure> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut proc = match idle {
-            Some(p) => p,
-            None => self
-                .spawn()
-                .and_then(|c| self.greet(c))
-                .map_err(|e| TaskFailure::new("WorkerError", e.to_string(), ""))?,
-        };
         let request = serde_json::json!({"key": key, "func": func, "args": args});
         let mut line = request.to_string();
         line.push('\n');
-        let sent = proc
-            .stdin
-            .write_all(line.as_bytes())
-            .and_then(|()| proc.stdin.flush());
-        let answer = match sent {
-            Ok(()) => proc.read_line(None, stop),
-            // A child that died while idle: its exit status says how.
-            Err(_) => Ok(None),
-        };
+        let mut proc = self.checkout()?;
+        if proc.send(&line).is_err() {
+            // It died while idle, after the check: the task never reached
+            // it, so it goes to a new process, not down as a crash.
+            drop(proc);
+            proc = self.fresh()?;
+            if proc.send(&line).is_err() {
+                return Err(crashed(key, "could not be given the task"));
+            }
+        }
+        let answer = proc.read_line(None, stop);
         match answer {
             Ok(Some(line)) => {
                 let result = parse_reply(&line);
@@ -250,6 +250,28 @@ impl Prefork {
                 ))
             }
         }
+    }
+
+    /// An idle child that is still alive, or a new one.
+    fn checkout(&self) -> Result<Proc, TaskFailure> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some(mut p) = idle else {
+                return self.fresh();
+            };
+            // Killed while idle (by an operator, the OOM killer): reaped
+            // here, and the next one is tried.
+            if matches!(p.child.try_wait(), Ok(None)) {
+                return Ok(p);
+            }
+        }
+    }
+
+    /// A new child, ready.
+    fn fresh(&self) -> Result<Proc, TaskFailure> {
+        self.spawn()
+            .and_then(|c| self.greet(c))
+            .map_err(|e| TaskFailure::new("WorkerError", e.to_string(), ""))
     }
 
     /// Starts one child (on the spawner thread, see [`spawner_thread`]).
@@ -437,6 +459,19 @@ for line in sys.stdin:
         assert_eq!(
             p.call("k-3", "double", vec![json!(5)], &never),
             Ok(json!(10))
+        );
+    }
+
+    #[test]
+    fn a_child_killed_while_idle_costs_no_task() {
+        let p = pool(1);
+        let pid = p.idle.lock().unwrap()[0].pid();
+        // SAFETY: a child this test's pool made.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            p.call("k-1", "double", vec![json!(4)], &|| false),
+            Ok(json!(8))
         );
     }
 

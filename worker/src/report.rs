@@ -183,6 +183,7 @@ mod tests {
             completed: 0,
             at_ms,
             functions: None,
+            commands: Vec::new(),
             draining: false,
         }
     }

@@ -93,7 +93,7 @@ impl Worker {
     }
 
     /// Runs until interrupted, reconnecting whenever RabbitMQ goes away.
-    pub async fn run(self) -> Result<(), WorkerError> {
+    pub async fn run(mut self) -> Result<(), WorkerError> {
         // Re-run as a child of a worker with `--isolation process`: run one
         // task and exit (before anything binds a port or connects).
         if crate::isolation::is_child() {
@@ -111,9 +111,27 @@ impl Worker {
                 addr: addr.clone(),
                 source,
             })?;
+        let identity = format!("{host}:{}", std::process::id());
+        let command_queue = warren_core::command::COMMAND_QUEUE.to_string();
+        if !self.settings.allowed_commands.is_empty() && !self.queues.contains(&command_queue) {
+            self.queues.push(command_queue);
+        }
+        let registry = if self.settings.allowed_commands.is_empty() {
+            self.registry.clone()
+        } else {
+            let mut r = (*self.registry).clone();
+            let programs = crate::command::Programs {
+                rules: self.settings.allowed_commands.clone(),
+                max_output: self.settings.max_output_bytes,
+                worker: identity.clone(),
+            };
+            let store = Store::connect(&self.settings).await?;
+            crate::command::register(&mut r, programs, store, tokio::runtime::Handle::current());
+            Arc::new(r)
+        };
         let shared = Arc::new(Shared {
-            registry: self.registry.clone(),
-            identity: format!("{host}:{}", std::process::id()),
+            registry: registry.clone(),
+            identity,
             started_after: self.started_after,
             slots: Slots::new(self.settings.effective_concurrency()),
             epoch: AtomicU64::new(0),
@@ -128,12 +146,8 @@ impl Worker {
             queues: self.queues.clone(),
             isolation: self.settings.isolation,
             max_memory_per_task_mb: self.settings.max_memory_per_task_mb,
-            functions: self
-                .registry
-                .names()
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            functions: registry.names().into_iter().map(String::from).collect(),
+            commands: self.settings.allowed_commands.clone(),
             metrics: WorkerMetrics::new(&metrics),
             drain: Drain::new(),
             watchdog: Watchdog::start(),

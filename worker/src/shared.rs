@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     pub max_memory_per_task_mb: u64,
     /// The registry's names, sorted, as heartbeats announce them.
     pub functions: Vec<String>,
+    /// The programs it runs as tasks (`--allow-command`), as announced.
+    pub commands: Vec<String>,
     pub metrics: WorkerMetrics,
     /// Started by the first SIGTERM or Ctrl-C.
     pub drain: Arc<Drain>,
@@ -134,6 +136,7 @@ impl Shared {
             completed: self.completed.load(Ordering::Relaxed),
             at_ms: warren_core::messages::now_ms(),
             functions: Some(self.functions.clone()),
+            commands: self.commands.clone(),
             draining: self.drain.is_started(),
         }
     }

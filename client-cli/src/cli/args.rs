@@ -59,6 +59,29 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The help heading of the options of program tasks.
+const PROGRAMS: &str = "Program options (with --cmd)";
+
+/// Flags of program tasks (`--cmd`).
+#[derive(Debug, clap::Args)]
+pub struct ProgramFlags {
+    /// Run a program (a name on the worker's PATH, or an absolute path)
+    /// instead of a function; the worker must allow it (--allow-command).
+    /// Its value is its standard output. An argument that starts with @ is
+    /// a future (@@ for a literal @).
+    #[arg(long, help_heading = PROGRAMS)]
+    pub cmd: bool,
+    /// K=V added to the program's clean environment (repeatable).
+    #[arg(long = "env", value_name = "K=V", help_heading = PROGRAMS)]
+    pub env: Vec<String>,
+    /// The program's working directory, which must exist on the worker.
+    #[arg(long, value_name = "DIR", help_heading = PROGRAMS)]
+    pub cwd: Option<String>,
+    /// The value is the program's standard output parsed as JSON.
+    #[arg(long, help_heading = PROGRAMS)]
+    pub json_stdout: bool,
+}
+
 /// The help heading of the options every command takes.
 const CONNECTION: &str = "Global options";
 
@@ -77,12 +100,15 @@ pub enum Command {
   warren submit count_primes_less_than 5000000
   warren submit --no-pure --retries 2 --timeout 30 sleep 5
   warren submit add_them @$M1 @$M2          # waits for futures M1 and M2
-  warren submit identity -- --not-an-option # arguments after -- are literal"
+  warren submit identity -- --not-an-option # arguments after -- are literal
+  warren submit --cmd -- seq 1 100           # a program (on a worker with --allow-command seq)
+  warren submit --cmd -- wc -l @$K           # its argument: future K's value"
     )]
     Submit {
-        /// Registered function name.
+        /// Registered function name (with --cmd: the program).
         func: String,
         /// Arguments: JSON, a bare word (a string), or @KEY (a future).
+        /// With --cmd: the program's arguments as they are, or @KEY.
         #[arg(allow_negative_numbers = true)]
         args: Vec<String>,
         /// Use this key instead of a computed one.
@@ -90,19 +116,41 @@ pub enum Command {
         key: Option<String>,
         #[command(flatten)]
         task: TaskFlags,
+        #[command(flatten)]
+        program: ProgramFlags,
     },
     /// One task per ARG (FUNC(ARG)); print the keys, one per line, in order.
+    ///
+    /// With --cmd, one program task per VALUE: `warren map --cmd -- PROGRAM
+    /// [ARG]... ::: VALUE...`, with {} in the arguments replaced by the value
+    /// (as GNU parallel does; with no {}, the value is the last argument).
     #[command(after_help = "Examples:
   warren map count_primes_less_than $(seq 1500000 1500008) | warren gather -
-  warren map --no-pure sleep 0.3 0.1 0.2 | warren gather --as-completed -")]
+  warren map --no-pure sleep 0.3 0.1 0.2 | warren gather --as-completed -
+  warren map --cmd -- gzip -k {} ::: a.txt b.txt
+  ls *.csv | warren map --cmd --each-line - -- wc -l {} | warren gather -")]
     Map {
-        /// Registered function name.
+        /// Registered function name (with --cmd: the program).
         func: String,
-        /// One argument per task: JSON, a bare word, or @KEY.
-        #[arg(required = true, allow_negative_numbers = true)]
+        /// One argument per task: JSON, a bare word, or @KEY. With --cmd:
+        /// the program's arguments, then ::: and the values.
+        #[arg(allow_negative_numbers = true)]
         args: Vec<String>,
+        /// With --cmd: take the values from the lines of FILE (- for stdin).
+        #[arg(long, value_name = "FILE", help_heading = PROGRAMS)]
+        each_line: Option<String>,
         #[command(flatten)]
         task: TaskFlags,
+        #[command(flatten)]
+        program: ProgramFlags,
+    },
+    /// Print what program task KEY wrote: its standard output on stdout, its
+    /// standard error on stderr (kept as long as its result).
+    #[command(after_help = "Examples:
+  warren logs $(warren submit --cmd -- ls -l /)")]
+    Logs {
+        /// The program task's key.
+        key: String,
     },
     /// Wait for KEY and print its value as JSON. A failed task prints its error
     /// type, message and traceback on stderr and exits 1.

@@ -26,6 +26,7 @@
 
 mod admin;
 mod batching;
+mod command;
 mod submit;
 mod wait;
 
@@ -39,6 +40,7 @@ use warren_core::topology::Topology;
 use warren_core::{Settings, amqp};
 
 pub use admin::{Info, QueueInfo, RestartReport};
+pub use command::Logs;
 pub use submit::SubmitOptions;
 pub use wait::WaitMode;
 

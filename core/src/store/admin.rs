@@ -76,6 +76,20 @@ impl Store {
             .collect())
     }
 
+    /// Keeps what a program task wrote (a JSON object of `stdout` and
+    /// `stderr`) as long as results are kept.
+    pub async fn put_logs(&self, key: &str, logs_json: &str) -> Result<()> {
+        let mut con = self.con.clone();
+        let _: () = con.set_ex(self.keys.logs(key), logs_json, self.ttl).await?;
+        Ok(())
+    }
+
+    /// What a program task wrote, if it was one and its logs are still kept.
+    pub async fn logs(&self, key: &str) -> Result<Option<String>> {
+        let mut con = self.con.clone();
+        Ok(con.get(self.keys.logs(key)).await?)
+    }
+
     /// Records a worker's heartbeat (for `warren workers`).
     pub async fn record_worker(&self, info: &WorkerInfo) -> Result<()> {
         let mut con = self.con.clone();

@@ -80,6 +80,11 @@ impl Keys {
         self.named("recent_errors")
     }
 
+    /// `P logs:<key>`: what a program task wrote (for `warren logs`).
+    pub fn logs(&self, key: &str) -> String {
+        format!("{}logs:{key}", self.prefix)
+    }
+
     /// `P workers`: each worker's last heartbeat.
     pub fn workers(&self) -> String {
         self.named("workers")
