@@ -29,7 +29,7 @@ pub fn check(func: &str, queue: &str, workers: &[WorkerInfo]) -> Result<(), Stri
                 elsewhere.into_iter().collect::<Vec<_>>().join(", ")
             )
         };
-        let start = if queue == warren_core::messages::PYTHON_QUEUE {
+        let start = if queue == warren_core::routing::PYTHON_QUEUE {
             "python -m warren worker MODULE".to_string()
         } else {
             format!("warren-worker --queues {queue}")

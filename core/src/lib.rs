@@ -28,6 +28,7 @@ pub mod messages;
 pub mod metrics;
 pub mod outage;
 pub mod reconnect;
+pub mod routing;
 pub mod settings;
 pub mod shutdown;
 pub mod sizing;

@@ -61,25 +61,6 @@ pub fn default_queue() -> String {
     "default".into()
 }
 
-/// The queue Python workers serve unless told otherwise.
-pub const PYTHON_QUEUE: &str = "python";
-
-/// The queue of `func`'s tasks when the submitter names none: a Python
-/// function (registered as `module:function`) goes to [`PYTHON_QUEUE`],
-/// which Python workers serve, a program to
-/// [`crate::command::COMMAND_QUEUE`], which the workers that allow programs
-/// serve, anything else to `default`, which the Rust workers serve. A mixed fleet then never hands a task to a worker that
-/// lacks its function (RabbitMQ cannot deliver selectively within a queue).
-pub fn default_queue_for(func: &str) -> String {
-    if func == crate::command::COMMAND_FUNC {
-        crate::command::COMMAND_QUEUE.into()
-    } else if func.contains(':') {
-        PYTHON_QUEUE.into()
-    } else {
-        default_queue()
-    }
-}
-
 /// What a client asks of the scheduler. The reply queue is the AMQP `reply_to`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

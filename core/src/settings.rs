@@ -158,6 +158,9 @@ impl Settings {
         "max_output_bytes",
     ];
 
+    /// The settings that are lists (comma-separated when given as text).
+    pub const LISTS: [&'static str; 1] = ["allowed_commands"];
+
     /// Loads defaults, then the TOML file, then `WARREN_*` variables, then `overrides`
     /// (flag name without dashes, value as text).
     ///
@@ -191,7 +194,7 @@ impl Settings {
                 .try_parsing(true)
                 // WARREN_ALLOWED_COMMANDS=seq,wc,/opt/tools/*
                 .list_separator(",")
-                .with_list_parse_key("allowed_commands")
+                .with_list_parse_key(Self::LISTS[0])
                 // Only variables that name a setting: WARREN_CONFIG names the file,
                 // WARREN_LOG the log filter, and tools may set their own.
                 .source(Some(
@@ -205,9 +208,21 @@ impl Settings {
                 )),
         );
         for (name, value) in overrides {
-            builder = builder
-                .set_override(name.replace('-', "_"), value.clone())
-                .map_err(settings_err)?;
+            let name = name.replace('-', "_");
+            builder = if Self::LISTS.contains(&name.as_str()) {
+                // As in WARREN_ALLOWED_COMMANDS: a list given as text is
+                // comma-separated.
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                builder.set_override(name, items)
+            } else {
+                builder.set_override(name, value.clone())
+            }
+            .map_err(settings_err)?;
         }
         let settings: Settings = builder
             .build()
@@ -356,6 +371,22 @@ mod tests {
     fn only_given_flags_override() {
         let o = flag_overrides(vec![("namespace", Some("a".into())), ("amqp_url", None)]);
         assert_eq!(o, vec![("namespace", "a".to_string())]);
+    }
+
+    #[test]
+    fn a_list_given_as_text_is_comma_separated() {
+        let s = Settings::load(
+            None,
+            &[("allowed_commands", "echo, /usr/bin/*,".to_string())],
+        )
+        .unwrap();
+        assert_eq!(s.allowed_commands, ["echo", "/usr/bin/*"]);
+        assert!(
+            Settings::load(None, &[])
+                .unwrap()
+                .allowed_commands
+                .is_empty()
+        );
     }
 
     #[test]

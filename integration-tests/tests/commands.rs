@@ -241,6 +241,47 @@ async fn a_time_limit_and_a_cancel_end_the_whole_process_group() {
         || running_with(&marker).is_empty(),
     )
     .await;
+
+    let marker = format!("sleep 63 # {}", c.settings.namespace);
+    let k = key_of(&c.warren(&["submit", "--cmd", "--", "sh", "-c", &marker]));
+    until(Duration::from_secs(10), "the program to start", || {
+        !running_with(&marker).is_empty()
+    })
+    .await;
+    ok_stdout(&c.warren(&["restart"]));
+    until(
+        Duration::from_secs(10),
+        "a restart to end the program",
+        || running_with(&marker).is_empty(),
+    )
+    .await;
+    let out = c.warren(&["result", &k]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn allowed_commands_may_come_from_the_environment() {
+    let mut c = Cluster::start_with(ClusterOptions {
+        workers: 0,
+        env: vec![("WARREN_ALLOWED_COMMANDS".into(), "echo,/usr/bin/*".into())],
+        ..Default::default()
+    })
+    .await;
+    c.start_worker(1);
+    c.wait_for_workers(1).await;
+    let k = key_of(&c.warren(&["submit", "--cmd", "--", "/usr/bin/env"]));
+    let env = format!("PATH=/usr/local/bin:/usr/bin:/bin\nWARREN_TASK_KEY={k}\n");
+    let shown: String =
+        serde_json::from_str(ok_stdout(&c.warren(&["result", &k])).trim()).expect("a JSON string");
+    assert_eq!(shown, env);
+    let k = key_of(&c.warren(&["submit", "--cmd", "--", "echo", "hi"]));
+    assert_eq!(ok_stdout(&c.warren(&["result", &k])).trim(), "\"hi\\n\"");
+    let out = c.warren(&["submit", "--cmd", "--", "env"]);
+    assert!(
+        stderr(&out).contains("they allow /usr/bin/*, echo"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ CancelledError = concurrent.futures.CancelledError
 
 
 def _default_queue(name: str) -> str:
-    # As warren_core::messages::default_queue_for: Python functions
+    # As warren_core::routing::default_queue_for: Python functions
     # (module:function) to the Python workers' queue.
     return PYTHON_QUEUE if ":" in name else "default"
 

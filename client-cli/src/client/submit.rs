@@ -34,7 +34,7 @@ pub struct SubmitOptions {
     /// the existing future (dask's `pure=True`, the default).
     pub pure: bool,
     /// The work queue; `None` picks the function's own
-    /// ([`warren_core::messages::default_queue_for`]: `python` for a Python
+    /// ([`warren_core::routing::default_queue_for`]: `python` for a Python
     /// `module:function`, `default` otherwise).
     pub queue: Option<String>,
     /// Times to run a task again after it fails (dask's `retries=`); the final
@@ -70,7 +70,7 @@ impl SubmitOptions {
     pub fn queue_for(&self, func: &str) -> String {
         self.queue
             .clone()
-            .unwrap_or_else(|| warren_core::messages::default_queue_for(func))
+            .unwrap_or_else(|| warren_core::routing::default_queue_for(func))
     }
 }
 
