@@ -228,35 +228,28 @@ async fn a_time_limit_and_a_cancel_end_the_whole_process_group() {
     )
     .await;
 
-    let marker = format!("sleep 62 # {}", c.settings.namespace);
-    let k = key_of(&c.warren(&["submit", "--cmd", "--", "sh", "-c", &marker]));
-    until(Duration::from_secs(10), "the program to start", || {
-        !running_with(&marker).is_empty()
-    })
-    .await;
-    ok_stdout(&c.warren(&["cancel", &k]));
-    until(
-        Duration::from_secs(10),
-        "the cancelled program to end",
-        || running_with(&marker).is_empty(),
-    )
-    .await;
-
-    let marker = format!("sleep 63 # {}", c.settings.namespace);
-    let k = key_of(&c.warren(&["submit", "--cmd", "--", "sh", "-c", &marker]));
-    until(Duration::from_secs(10), "the program to start", || {
-        !running_with(&marker).is_empty()
-    })
-    .await;
-    ok_stdout(&c.warren(&["restart"]));
-    until(
-        Duration::from_secs(10),
-        "a restart to end the program",
-        || running_with(&marker).is_empty(),
-    )
-    .await;
-    let out = c.warren(&["result", &k]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for (secs, stop) in [("62", "cancel"), ("63", "restart")] {
+        let marker = format!("sleep {secs} # {}", c.settings.namespace);
+        let k = key_of(&c.warren(&["submit", "--cmd", "--", "sh", "-c", &marker]));
+        until(Duration::from_secs(10), "the program to start", || {
+            !running_with(&marker).is_empty()
+        })
+        .await;
+        let args: Vec<&str> = if stop == "cancel" {
+            vec!["cancel", &k]
+        } else {
+            vec!["restart"]
+        };
+        ok_stdout(&c.warren(&args));
+        until(
+            Duration::from_secs(10),
+            &format!("a {stop} to end the program"),
+            || running_with(&marker).is_empty(),
+        )
+        .await;
+        let out = c.warren(&["result", &k]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    }
 }
 
 #[tokio::test]

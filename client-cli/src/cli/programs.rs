@@ -86,16 +86,8 @@ pub async fn command_line(client: &Client, line: &[String]) -> anyhow::Result<Ve
             out.push(Value::String(a.clone()));
         }
     }
-    if !refs.is_empty() {
-        for (key, known) in refs.iter().zip(client.exists(&refs).await?) {
-            if !known {
-                anyhow::bail!(
-                    "argument @{key}: no future with key {key:?} in namespace {:?} (check the key; write @@ for a literal @)",
-                    client.settings().namespace
-                );
-            }
-        }
-    }
+    super::values::require_futures(client, &refs, "check the key; write @@ for a literal @")
+        .await?;
     Ok(out)
 }
 

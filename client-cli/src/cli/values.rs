@@ -27,17 +27,25 @@ pub async fn parse_args(client: &Client, raw: &[String]) -> anyhow::Result<Vec<V
             out.push(parse_value(a)?);
         }
     }
-    if !refs.is_empty() {
-        for (key, known) in refs.iter().zip(client.exists(&refs).await?) {
-            if !known {
-                anyhow::bail!(
-                    "argument @{key}: no future with key {key:?} in namespace {:?} (check the key, or the --namespace)",
-                    client.settings().namespace
-                );
-            }
+    require_futures(client, &refs, "check the key, or the --namespace").await?;
+    Ok(out)
+}
+
+/// Fails naming the first of `keys` that is no future of the namespace;
+/// `hint` says what to check.
+pub async fn require_futures(client: &Client, keys: &[String], hint: &str) -> anyhow::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    for (key, known) in keys.iter().zip(client.exists(keys).await?) {
+        if !known {
+            anyhow::bail!(
+                "argument @{key}: no future with key {key:?} in namespace {:?} ({hint})",
+                client.settings().namespace
+            );
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A JSON value, or the text itself as a string. Text that starts like a JSON
