@@ -178,6 +178,23 @@ async fn detached_tasks_run_with_nobody_waiting_and_named_queues_route_work() {
     assert_eq!(out.trim(), "2");
     let workers = ok_stdout(&c.warren(&["workers"]));
     assert!(workers.lines().any(|l| l.contains(" gpu ")), "{workers}");
+
+    // The same when a finished dependency makes the task runnable alone (the
+    // scheduler publishes it itself, to a queue no worker has declared yet).
+    let first = client.submit("inc", (1,)).await.unwrap();
+    let later = SubmitOptions {
+        queue: Some("later".into()),
+        ..Default::default()
+    };
+    let second = client.submit_with("inc", (&first,), &later).await.unwrap();
+    assert_eq!(first.result().await.unwrap(), json!(2));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.start_worker_with(1, &["--queues", "later"]);
+    let waited = tokio::time::timeout(Duration::from_secs(30), second.result()).await;
+    assert_eq!(
+        waited.expect("the task on the later queue").unwrap(),
+        json!(3)
+    );
     c.shutdown().await;
 }
 

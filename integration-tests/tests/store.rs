@@ -253,6 +253,69 @@ async fn completing_the_last_dependency_of_a_lone_task_claims_it_eagerly() {
 }
 
 #[tokio::test]
+async fn a_lone_submit_is_claimed_eagerly_but_not_past_a_waiting_outbox_or_in_a_batch() {
+    let s = store().await;
+    let me = eager_list("me");
+    let done = s
+        .submit_eager(Some("w"), &[spec("a", vec![json!(1)])], false, Some(&me))
+        .await
+        .unwrap();
+    assert_eq!(done.applied.queued, 1);
+    assert_eq!(done.claimed.len(), 1);
+    assert_eq!(done.claimed[0].key, "a");
+    assert_eq!(done.claimed[0].args, "[1]");
+    assert_eq!(done.epoch, 0);
+    // Claimed, so the dispatcher does not publish it a second time; the
+    // claim list survives until its release, as the dispatcher's do.
+    assert!(
+        s.claim(&list("d"), "default", 10)
+            .await
+            .unwrap()
+            .1
+            .is_empty()
+    );
+    s.release(&list("d")).await.unwrap();
+    let mut con = s.connection();
+    let claimants: Vec<String> = con.smembers(s.keys().claimants()).await.unwrap();
+    assert_eq!(claimants, vec![me.as_str().to_string()]);
+    s.release(&me).await.unwrap();
+
+    // Two runnable at once, or one behind a task already waiting in the
+    // outbox (whose priority or turn comes first), go through the outbox.
+    let two = s
+        .submit_eager(
+            None,
+            &[spec("b", vec![]), spec("c", vec![])],
+            false,
+            Some(&me),
+        )
+        .await
+        .unwrap();
+    assert_eq!((two.applied.queued, two.claimed.len()), (2, 0));
+    let behind = s
+        .submit_eager(None, &[spec("e", vec![])], false, Some(&me))
+        .await
+        .unwrap();
+    assert_eq!((behind.applied.queued, behind.claimed.len()), (1, 0));
+    let keys: Vec<String> = s
+        .claim(&list("d"), "default", 10)
+        .await
+        .unwrap()
+        .1
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(keys, ["b", "c", "e"]);
+    // Without a list nothing is claimed.
+    let plain = s
+        .submit_eager(None, &[spec("f", vec![])], false, None)
+        .await
+        .unwrap();
+    assert_eq!((plain.applied.queued, plain.claimed.len()), (1, 0));
+    s.wipe().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_dependency_still_in_flight_defers_its_dependent_instead_of_failing_it() {
     let s = store().await;
     let dependents = [

@@ -28,16 +28,15 @@ use warren_core::messages::{
 };
 use warren_core::metrics::Metrics;
 use warren_core::shutdown::Drain;
-use warren_core::store::{ClaimList, Store, Transition};
+use warren_core::store::{Store, Transition};
 use warren_core::topology::Topology;
 
 use crate::decide::{self, Deferral};
+use crate::eager::Eager;
 use crate::notify::{Notifier, Outgoing};
 
 /// Messages taken per wake-up at most.
 const BATCH: usize = 256;
-/// Eager windows in flight at most, each with its own claim list.
-const EAGER_WINDOWS: usize = 2;
 /// Transitions applied per Lua call at most.
 const SCRIPT_CHUNK: usize = 16;
 
@@ -53,20 +52,11 @@ pub struct Intake {
     results: Consumer,
     killed: Consumer,
     metrics: Arc<Metrics>,
-    /// Claim lists of tasks `complete.lua` claims eagerly: the results loop
-    /// is their only user, with at most one window per list in flight.
-    eager_owners: [ClaimList; EAGER_WINDOWS],
     /// Its consumer tags, cancelled by a drain.
     tags: [String; 3],
-    /// Eager windows published and not yet settled, oldest first, and how
-    /// many were started.
-    eager: std::sync::Mutex<(std::collections::VecDeque<EagerWindow>, usize)>,
-    /// The dispatcher's count of published tasks, which eager ones join.
-    dispatched: Arc<std::sync::atomic::AtomicU64>,
+    /// Tasks the scripts claim alone, published from here.
+    eager: Eager,
 }
-
-/// The background settling of one eagerly published task.
-type EagerWindow = tokio::task::JoinHandle<anyhow::Result<()>>;
 
 impl Intake {
     /// Starts consuming the three queues for scheduler `id`.
@@ -97,14 +87,21 @@ impl Intake {
                 .await
             }
         };
-        let eager_owners = crate::dispatch::eager_owners(id);
-        let dispatched = crate::dispatch::dispatched_counter(&metrics);
+        let confirm = amqp::confirm_channel(conn).await?;
+        let eager = Eager::new(
+            id,
+            confirm.clone(),
+            store.clone(),
+            topology.clone(),
+            notifier.clone(),
+            crate::dispatch::dispatched_counter(&metrics),
+        );
         let tags = ["submit", "results", "killed"].map(|q| format!("{tag}/{q}"));
         let submit = consume(topology.submit_queue(), "submit").await?;
         let results = consume(topology.results_queue(), "results").await?;
         let killed = consume(topology.killed_queue(), "killed").await?;
         Ok(Self {
-            confirm: amqp::confirm_channel(conn).await?,
+            confirm,
             ch,
             store,
             topology,
@@ -114,10 +111,8 @@ impl Intake {
             results,
             killed,
             metrics,
-            eager_owners,
             tags,
-            eager: std::sync::Mutex::new((std::collections::VecDeque::new(), 0)),
-            dispatched,
+            eager,
         })
     }
 
@@ -187,7 +182,7 @@ impl Intake {
         let eager_settled = async {
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                self.reap_eager(false).await?;
+                self.eager.reap().await?;
             }
         };
         // The management UI shows the consumers gone at once; what was
@@ -206,46 +201,10 @@ impl Intake {
         tokio::select! {
             r = consumers => {
                 r?;
-                self.settle_eager().await
+                self.eager.settle_all().await
             }
             r = eager_settled => r,
             r = stop => r,
-        }
-    }
-
-    /// Waits for every eager publish in flight to be confirmed and released.
-    async fn settle_eager(&self) -> anyhow::Result<()> {
-        loop {
-            let next = self
-                .eager
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .0
-                .pop_front();
-            match next {
-                Some(window) => window.await??,
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// Collects the eager windows that settled (returning the first error);
-    /// with `make_room`, also waits for the oldest until a claim list is free.
-    async fn reap_eager(&self, make_room: bool) -> anyhow::Result<()> {
-        loop {
-            let next = {
-                let mut eager = self.eager.lock().unwrap_or_else(|p| p.into_inner());
-                let full = make_room && eager.0.len() >= EAGER_WINDOWS;
-                if full || eager.0.front().is_some_and(|w| w.is_finished()) {
-                    eager.0.pop_front()
-                } else {
-                    None
-                }
-            };
-            match next {
-                Some(window) => window.await??,
-                None => return Ok(()),
-            }
         }
     }
 
@@ -341,15 +300,21 @@ impl Intake {
         // A detached submit has nobody to tell.
         let watcher = Some(reply_to).filter(|r| !r.is_empty());
         loop {
-            let (applied, deferred) = if deferral.may_defer() {
-                self.store.submit_deferring(watcher, &tasks).await?
-            } else {
-                (self.store.submit(watcher, &tasks).await?, Vec::new())
-            };
-            out.extend(applied.notifications);
-            if applied.queued > 0 {
+            // A lone task is claimed by the script and published from here.
+            let turn = self.eager.turn().await?;
+            let list = turn.as_ref().map(|t| t.list());
+            let done = self
+                .store
+                .submit_eager(watcher, &tasks, deferral.may_defer(), list)
+                .await?;
+            let (applied, deferred) = (done.applied, done.deferred);
+            if applied.queued > done.claimed.len() as u64 {
                 self.wake.notify_one();
             }
+            if let Some(turn) = turn {
+                self.eager.publish(turn, done.claimed, done.epoch).await?;
+            }
+            out.extend(applied.notifications);
             let Some(pause) = deferral.next(deferred.len()) else {
                 return Ok(());
             };
@@ -471,8 +436,7 @@ impl Intake {
 
     /// Applies transitions to Redis and tells clients. With `eager`, a task
     /// they make runnable alone (the next link of a chain) is claimed by the
-    /// same script and published from here, saving the dispatcher's wake-up
-    /// and claim round trip on every link.
+    /// same script and published from here (see [`crate::eager`]).
     async fn apply(
         &self,
         transitions: Vec<(String, Transition)>,
@@ -485,45 +449,20 @@ impl Intake {
         // Redis runs one script at a time: short scripts keep the workers'
         // start records (which wait behind them) quick.
         for chunk in transitions.chunks(SCRIPT_CHUNK) {
-            let owner = if eager {
-                // The list of the window before last must be released first.
-                self.reap_eager(true).await?;
-                let started = self.eager.lock().unwrap_or_else(|p| p.into_inner()).1;
-                Some(self.eager_owners[started % EAGER_WINDOWS].clone())
-            } else {
-                None
+            let turn = match eager {
+                true => self.eager.turn().await?,
+                false => None,
             };
-            let (applied, epoch, claimed) =
-                self.store.complete_eager(chunk, owner.as_ref()).await?;
+            let list = turn.as_ref().map(|t| t.list());
+            let (applied, epoch, claimed) = self.store.complete_eager(chunk, list).await?;
             out.extend(applied.notifications);
             // The dispatcher is needed for whatever went to the outbox. (If the
             // work queues were full, it polls them on its own.)
             if applied.queued > claimed.len() as u64 {
                 self.wake.notify_one();
             }
-            if let Some(owner) = owner.filter(|_| !claimed.is_empty()) {
-                let room = crate::packs::Room {
-                    messages: claimed.len(),
-                    consumers: 1,
-                };
-                let window = crate::dispatch::publish_claimed(
-                    &self.confirm,
-                    &self.topology,
-                    claimed,
-                    epoch,
-                    room,
-                )
-                .await?;
-                let dispatched = self.dispatched.clone();
-                // Settled in the background: the next report (the chain's
-                // next link) need not wait for this confirm.
-                let (store, notifier) = (self.store.clone(), self.notifier.clone());
-                let settling = tokio::spawn(async move {
-                    crate::dispatch::settle(window, &owner, &store, &notifier, &dispatched).await
-                });
-                let mut eager = self.eager.lock().unwrap_or_else(|p| p.into_inner());
-                eager.0.push_back(settling);
-                eager.1 += 1;
+            if let Some(turn) = turn {
+                self.eager.publish(turn, claimed, epoch).await?;
             }
         }
         self.notifier.send(out).await

@@ -4,6 +4,8 @@
 //! - [`intake`]: client requests and worker reports in, applied to Redis;
 //! - [`dispatch`]: runnable tasks out of the outbox into the work queues, in
 //!   claimed, confirmed, released windows;
+//! - [`eager`]: a task a script made runnable alone, published by the intake
+//!   itself (a lone submit, the next link of a chain);
 //! - [`notify`]: final states out to the clients watching them;
 //! - [`packs`]: work messages and packs built from claimed tasks (pure);
 //! - [`decide`]: the decisions among them that need no server (outcome to
@@ -11,6 +13,7 @@
 
 pub mod decide;
 pub mod dispatch;
+pub mod eager;
 pub mod intake;
 pub mod notify;
 pub mod packs;

@@ -167,3 +167,26 @@ local function claim_record(key, out)
   end
   return true
 end
+
+-- The head of the reply of a script that makes tasks runnable:
+-- { tasks queued, epoch, eager records (0 or 1), the record (claim_record)... }.
+-- When `owner` is not '' and the script made exactly one task runnable while
+-- its queue's outbox holds nothing else (a lone submit, the next link of a
+-- chain), that task is claimed here for `owner`, as claim.lua would, so the
+-- scheduler publishes it without waking its dispatcher for another round trip.
+-- Only an empty outbox allows it: then nothing waits that a priority or the
+-- work queue's backlog limit should put first.
+local function eager_head(owner)
+  local eager = {}
+  if owner ~= '' and #queued_keys == 1 then
+    local key = queued_keys[1]
+    local outbox = P .. 'outbox:' .. (redis.call('HGET', tkey(key), 'q') or 'default')
+    if redis.call('ZCARD', outbox) == 1 and redis.call('ZREM', outbox, key) == 1 then
+      claim_for(owner, key)
+      claim_record(key, eager)
+    end
+  end
+  local head = { queued, redis.call('GET', P .. 'epoch') or '0', #eager > 0 and 1 or 0 }
+  for _, v in ipairs(eager) do head[#head + 1] = v end
+  return head
+end

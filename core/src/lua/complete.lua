@@ -5,10 +5,7 @@
 --         failed (the function raised on `attempt`: retried while retries are
 --                 left, else a final error carrying every attempt's error)
 --         processing (a worker has been running it a while; payload '')
--- ARGV[3], the eager owner: when not '', and this call makes exactly one
--- task runnable while its queue's outbox holds nothing else (the next link of
--- a chain), the task is claimed here for that owner, as claim.lua would, so
--- the scheduler publishes it without another round trip.
+-- ARGV[3], the eager owner: see eager_head (common.lua); '' claims nothing.
 -- Returns: { tasks queued, epoch, eager records (0 or 1), the record (see
 --            claim_record), events... }
 local ttl = tonumber(ARGV[2])
@@ -47,16 +44,6 @@ for _ = 1, n do
     finish(key, kind, payload, ttl)
   end
 end
-local eager = {}
-if eager_owner ~= '' and #queued_keys == 1 then
-  local key = queued_keys[1]
-  local outbox = P .. 'outbox:' .. (redis.call('HGET', tkey(key), 'q') or 'default')
-  if redis.call('ZCARD', outbox) == 1 and redis.call('ZREM', outbox, key) == 1 then
-    claim_for(eager_owner, key)
-    claim_record(key, eager)
-  end
-end
-local head = { queued, redis.call('GET', P .. 'epoch') or '0', #eager > 0 and 1 or 0 }
-for _, v in ipairs(eager) do head[#head + 1] = v end
+local head = eager_head(eager_owner)
 for _, v in ipairs(events) do head[#head + 1] = v end
 return head

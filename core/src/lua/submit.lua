@@ -7,15 +7,16 @@
 -- with several schedulers the dependency's batch may still be on its way
 -- through another one. With `defer` '0' the task fails with UnknownFuture.
 -- ARGV: prefix, reply_to ('' for none), ttl, ntasks, defer ('1' or '0'),
---       then per task: key, func, queue, retries, timeout ('' for none), priority,
+--       eager owner (see eager_head in common.lua; '' claims nothing), then per task: key, func, queue, retries, timeout ('' for none), priority,
 --       args-json, ndeps, dep keys...
--- Returns: { tasks queued, ndeferred, deferred keys..., events... }
+-- Returns: { the eager head (common.lua), ndeferred, deferred keys..., events... }
 local reply = ARGV[2]
 local ttl = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 local defer = ARGV[5] == '1'
+local eager_owner = ARGV[6]
 local deferred = {}
-local i = 6
+local i = 7
 for _ = 1, n do
   local key, func, queue, retries, timeout = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local priority, args = ARGV[i + 5], ARGV[i + 6]
@@ -93,7 +94,8 @@ for _ = 1, n do
     end
   end
 end
-for j = #deferred, 1, -1 do table.insert(events, 1, deferred[j]) end
-table.insert(events, 1, #deferred)
-table.insert(events, 1, queued)
-return events
+local head = eager_head(eager_owner)
+head[#head + 1] = #deferred
+for _, k in ipairs(deferred) do head[#head + 1] = k end
+for _, v in ipairs(events) do head[#head + 1] = v end
+return head

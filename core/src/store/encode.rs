@@ -49,8 +49,8 @@ impl Args {
     }
 }
 
-/// `submit.lua`: prefix, reply_to (`""`: nobody watches), ttl, n, defer, then
-/// per task: key, func, queue, retries, timeout (`""`: none), priority, args,
+/// `submit.lua`: prefix, reply_to (`""`: nobody watches), ttl, n, defer,
+/// eager owner (`""`: claim nothing), then per task: key, func, queue, retries, timeout (`""`: none), priority, args,
 /// n deps, deps...
 pub(crate) fn submit(
     prefix: &str,
@@ -58,12 +58,14 @@ pub(crate) fn submit(
     ttl: u64,
     tasks: &[TaskSpec],
     defer: bool,
+    owner: Option<&str>,
 ) -> Result<Args> {
     let mut a = Args::new(prefix)
         .text(reply_to.unwrap_or(""))
         .num(ttl)
         .num(tasks.len())
-        .text(if defer { "1" } else { "0" });
+        .text(if defer { "1" } else { "0" })
+        .text(owner.unwrap_or(""));
     for t in tasks {
         a = a
             .text(&t.key)
@@ -135,7 +137,7 @@ mod tests {
             timeout_secs: None,
             priority: -1,
         };
-        let a = texts(submit("ns:", None, 60, &[task], true).unwrap());
+        let a = texts(submit("ns:", None, 60, &[task], true, Some("s#e0")).unwrap());
         assert_eq!(
             a,
             vec![
@@ -144,6 +146,7 @@ mod tests {
                 "60",
                 "1",
                 "1",
+                "s#e0",
                 "add-1",
                 "add",
                 "default",

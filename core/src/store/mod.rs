@@ -47,7 +47,9 @@ use tracing::{debug, info, warn};
 
 pub use admin::{RecentError, Stats};
 pub use keys::{CLAIM_SEPARATOR, ClaimList, ClaimSlot, Keys};
-pub use tasks::{Applied, ClaimedTask, Forgotten, Notification, Start, Transition, Watched};
+pub use tasks::{
+    Applied, ClaimedTask, Forgotten, Notification, Start, Submitted, Transition, Watched,
+};
 
 use crate::error::{Error, Result};
 use crate::outage::{Outage, Say};

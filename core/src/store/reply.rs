@@ -110,6 +110,17 @@ pub(crate) fn events(r: &mut Reply) -> Result<Vec<Notification>> {
 }
 
 /// One claimed task (`claim_record` in common.lua). A timeout of `""` is none.
+/// The head of `submit.lua`'s and `complete.lua`'s replies (`eager_head` in
+/// `common.lua`): tasks queued, the epoch, and the task claimed eagerly.
+pub(crate) fn eager_head(r: &mut Reply) -> Result<(u64, u64, Vec<ClaimedTask>)> {
+    let queued = r.int()? as u64;
+    let epoch = r.epoch()?;
+    let claimed = (0..r.int()?)
+        .map(|_| claimed(r))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((queued, epoch, claimed))
+}
+
 pub(crate) fn claimed(r: &mut Reply) -> Result<ClaimedTask> {
     let key = r.string()?;
     let func = r.string()?;

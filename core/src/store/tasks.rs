@@ -43,6 +43,19 @@ pub struct Applied {
     pub notifications: Vec<Notification>,
 }
 
+/// What [`Store::submit_eager`] did.
+#[derive(Debug, Default)]
+pub struct Submitted {
+    /// Tasks that became runnable, and clients to notify.
+    pub applied: Applied,
+    /// Keys left unrecorded: a dependency is not known yet (with `defer`).
+    pub deferred: Vec<String>,
+    /// The current epoch (for the work message of a claimed task).
+    pub epoch: u64,
+    /// The task claimed onto the list, if any: publish it, then release.
+    pub claimed: Vec<ClaimedTask>,
+}
+
 /// A report to apply with [`Store::complete`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
@@ -107,7 +120,10 @@ impl Store {
     /// Records submitted tasks; `reply_to` (if any) watches them all. A
     /// dependency Redis does not know fails its dependent with `UnknownFuture`.
     pub async fn submit(&self, reply_to: Option<&str>, tasks: &[TaskSpec]) -> Result<Applied> {
-        Ok(self.submit_script(reply_to, tasks, false).await?.0)
+        Ok(self
+            .submit_eager(reply_to, tasks, false, None)
+            .await?
+            .applied)
     }
 
     /// Like [`Store::submit`], but a task with a dependency Redis does not
@@ -118,24 +134,35 @@ impl Store {
         reply_to: Option<&str>,
         tasks: &[TaskSpec],
     ) -> Result<(Applied, Vec<String>)> {
-        self.submit_script(reply_to, tasks, true).await
+        let s = self.submit_eager(reply_to, tasks, true, None).await?;
+        Ok((s.applied, s.deferred))
     }
 
-    async fn submit_script(
+    /// [`Store::submit`] (or, with `defer`, [`Store::submit_deferring`]) that
+    /// also claims onto `list` a task it makes runnable alone while nothing
+    /// else waits in its outbox (a lone submit), as [`Store::complete_eager`]
+    /// does for the next link of a chain.
+    pub async fn submit_eager(
         &self,
         reply_to: Option<&str>,
         tasks: &[TaskSpec],
         defer: bool,
-    ) -> Result<(Applied, Vec<String>)> {
-        let args = encode::submit(self.prefix(), reply_to, self.ttl, tasks, defer)?;
+        list: Option<&ClaimList>,
+    ) -> Result<Submitted> {
+        let owner = list.map(ClaimList::as_str);
+        let args = encode::submit(self.prefix(), reply_to, self.ttl, tasks, defer, owner)?;
         let mut r = Reply::new(self.run(&self.scripts.submit, args).await?)?;
-        let queued = r.int()? as u64;
+        let (queued, epoch, claimed) = reply::eager_head(&mut r)?;
         let deferred = r.strings()?;
-        let applied = Applied {
-            queued,
-            notifications: reply::events(&mut r)?,
-        };
-        Ok((applied, deferred))
+        Ok(Submitted {
+            applied: Applied {
+                queued,
+                notifications: reply::events(&mut r)?,
+            },
+            deferred,
+            epoch,
+            claimed,
+        })
     }
 
     /// Applies worker reports, each at most once.
@@ -156,11 +183,7 @@ impl Store {
         let owner = list.map(ClaimList::as_str);
         let args = encode::complete(self.prefix(), self.ttl, owner, reports)?;
         let mut r = Reply::new(self.run(&self.scripts.complete, args).await?)?;
-        let queued = r.int()? as u64;
-        let epoch = r.epoch()?;
-        let eager = (0..r.int()?)
-            .map(|_| reply::claimed(&mut r))
-            .collect::<Result<Vec<_>>>()?;
+        let (queued, epoch, eager) = reply::eager_head(&mut r)?;
         let applied = Applied {
             queued,
             notifications: reply::events(&mut r)?,

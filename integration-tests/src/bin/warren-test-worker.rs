@@ -27,7 +27,8 @@ struct Args {
     max_memory_per_task: Option<u64>,
 }
 
-#[tokio::main]
+// One runtime thread, as `warren-worker` (see its main).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     warren_core::logging::init(
