@@ -4,6 +4,7 @@
 //! mode: a publish only counts once the broker has confirmed it, because only then
 //! is it safe to ack the message that caused it or to drop it from the outbox.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,30 +103,80 @@ pub async fn connect(settings: &Settings, name: &str) -> Result<Connection> {
 }
 
 /// [`connect`], with the connection's [`Blocked`] state.
+///
+/// `amqp_url` may name several nodes of a RabbitMQ cluster, separated by
+/// commas: they are tried in turn, starting with the one that answered last
+/// in this process (at first, one chosen by the process id), so that a
+/// process whose node went away reconnects to another one (any node of a
+/// cluster serves every queue).
 pub async fn connect_watched(settings: &Settings, name: &str) -> Result<(Connection, Blocked)> {
     let name = format!("{name} [{}]", settings.namespace);
-    let props =
-        ConnectionProperties::default().with_connection_name(LongString::from(name.clone()));
-    let url = redact_url(&settings.amqp_url);
-    match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        Connection::connect(&with_heartbeat(&settings.amqp_url), props),
-    )
-    .await
-    {
-        Ok(Ok(conn)) => {
-            let blocked = watch_blocked(&conn, name);
-            Ok((conn, blocked))
-        }
-        Ok(Err(cause)) => Err(Error::AmqpConnect { url, cause }),
-        Err(_) => Err(Error::AmqpConnect {
-            url,
-            cause: lapin::Error::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+    let urls = node_urls(&settings.amqp_url);
+    // With other nodes to try, a node that does not answer is left sooner.
+    let timeout = match urls.len() {
+        1 => CONNECT_TIMEOUT,
+        _ => NODE_CONNECT_TIMEOUT,
+    };
+    // Processes start on different nodes (by pid), spreading a fleet's
+    // connections over the cluster, and stay on the node that answers.
+    let first = match LAST_GOOD_NODE.load(Ordering::Relaxed) {
+        usize::MAX => std::process::id() as usize % urls.len(),
+        i => i % urls.len(),
+    };
+    let mut failures = Vec::new();
+    for url in node_order(&urls, first) {
+        let props =
+            ConnectionProperties::default().with_connection_name(LongString::from(name.clone()));
+        match tokio::time::timeout(timeout, Connection::connect(&with_heartbeat(url), props)).await
+        {
+            Ok(Ok(conn)) => {
+                if let Some(i) = urls.iter().position(|u| *u == url) {
+                    LAST_GOOD_NODE.store(i, Ordering::Relaxed);
+                }
+                if !failures.is_empty() {
+                    info!(node = %redact_url(url), "connected to another RabbitMQ node");
+                }
+                let blocked = watch_blocked(&conn, name);
+                return Ok((conn, blocked));
+            }
+            Ok(Err(cause)) => failures.push((redact_url(url), cause)),
+            Err(_) => failures.push((
+                redact_url(url),
+                lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {}s", timeout.as_secs()),
+                )),
             )),
-        }),
+        }
     }
+    let tried: Vec<String> = failures.iter().map(|(u, _)| u.clone()).collect();
+    let (_, cause) = failures.pop().expect("amqp_url names at least one node");
+    Err(Error::AmqpConnect {
+        url: tried.join(", "),
+        cause,
+    })
+}
+
+/// How long one node of several may take to accept a connection.
+const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The node of `amqp_url` this process connected to last (`usize::MAX`:
+/// none yet).
+static LAST_GOOD_NODE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// The URLs of `amqp_url`: one, or several separated by commas.
+pub fn node_urls(amqp_url: &str) -> Vec<&str> {
+    amqp_url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// `urls` in the order to try them: from `first` on, wrapping around.
+fn node_order<'a>(urls: &[&'a str], first: usize) -> Vec<&'a str> {
+    let n = urls.len();
+    (0..n).map(|i| urls[(first + i) % n]).collect()
 }
 
 /// A new channel in publisher-confirm mode.
@@ -281,6 +332,18 @@ pub async fn private_queue(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_nodes_are_tried_from_the_last_good_one_around() {
+        let urls = node_urls("amqp://a:1/%2f, amqp://b:2/%2f,,amqp://c:3/%2f");
+        assert_eq!(urls, ["amqp://a:1/%2f", "amqp://b:2/%2f", "amqp://c:3/%2f"]);
+        assert_eq!(node_order(&urls, 0), urls);
+        assert_eq!(
+            node_order(&urls, 2),
+            ["amqp://c:3/%2f", "amqp://a:1/%2f", "amqp://b:2/%2f"]
+        );
+        assert_eq!(node_urls("amqp://one/%2f"), ["amqp://one/%2f"]);
+    }
 
     #[test]
     fn heartbeats_are_short_unless_the_url_sets_them() {

@@ -19,9 +19,9 @@ pub enum Error {
     /// RabbitMQ could not be reached or refused us.
     #[error("cannot reach RabbitMQ at {url}: {cause} ({})", amqp_hint(&cause.to_string()))]
     AmqpConnect {
-        /// The URL tried, with its password hidden.
+        /// The URLs tried (several nodes: each), with passwords hidden.
         url: String,
-        /// The underlying error.
+        /// The underlying error (of the last node tried).
         cause: lapin::Error,
     },
 

@@ -28,7 +28,10 @@ use crate::topology::QueueType;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// RabbitMQ URL (`amqp://` or `amqps://`), including user, password and vhost.
+    /// RabbitMQ URL (`amqp://` or `amqps://`), including user, password and
+    /// vhost; for a cluster, several nodes' URLs separated by commas (a comma
+    /// in a password must be written `%2C`). Every process tries them in turn
+    /// and moves to another node when its own goes away.
     pub amqp_url: String,
     /// Redis URL (`redis://`), including password and database if any.
     pub redis_url: String,
@@ -245,11 +248,17 @@ impl Settings {
                 "namespace {ns:?} must be 1-64 characters of letters, digits, '-' or '_'"
             )));
         }
-        if !(self.amqp_url.starts_with("amqp://") || self.amqp_url.starts_with("amqps://")) {
-            return Err(Error::Settings(format!(
-                "amqp_url {} must start with amqp:// or amqps://",
-                redact_url(&self.amqp_url)
-            )));
+        let nodes = crate::amqp::node_urls(&self.amqp_url);
+        if nodes.is_empty() {
+            return Err(Error::Settings("amqp_url is empty".into()));
+        }
+        for url in nodes {
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                return Err(Error::Settings(format!(
+                    "amqp_url {} must start with amqp:// or amqps:// (several nodes are separated by commas)",
+                    redact_url(url)
+                )));
+            }
         }
         if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
             return Err(Error::Settings(format!(

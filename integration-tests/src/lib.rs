@@ -19,6 +19,8 @@ use warren_core::{Settings, amqp};
 mod rabbit;
 pub use rabbit::PrivateRabbit;
 
+pub mod dag;
+
 /// The directory holding the build's binaries (`target/<profile>`), or
 /// `WARREN_BIN_DIR` (benchmarks run another commit's binaries that way).
 pub fn bin_dir() -> PathBuf {

@@ -5,7 +5,8 @@
 //! The node runs from Debian's `rabbitmq-server` with its own name, ports,
 //! data and log directory under the temporary directory, no plugins, and the
 //! configuration lines a test gives; it is stopped and removed on drop.
-//! Starting one takes about 7 s.
+//! Starting one takes about 7 s. [`PrivateRabbit::cluster`] joins several
+//! into one RabbitMQ cluster, for the tests of quorum queues across nodes.
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -31,6 +32,28 @@ impl PrivateRabbit {
     /// Starts a node with these `rabbitmq.conf` lines (e.g.
     /// `max_message_size = 1500000`) and waits until it takes connections.
     pub fn start(config: &[&str]) -> Self {
+        let r = Self::spawn(config);
+        r.await_started();
+        r
+    }
+
+    /// `n` nodes joined into one RabbitMQ cluster (started side by side,
+    /// then the others join the first), each with these configuration lines.
+    pub fn cluster(n: usize, config: &[&str]) -> Vec<Self> {
+        let nodes: Vec<Self> = (0..n).map(|_| Self::spawn(config)).collect();
+        for node in &nodes {
+            node.await_started();
+        }
+        for node in &nodes[1..] {
+            node.ctl(&["stop_app"]);
+            node.ctl(&["join_cluster", &nodes[0].node]);
+            node.ctl(&["start_app"]);
+        }
+        nodes
+    }
+
+    /// Starts the node without waiting for it.
+    fn spawn(config: &[&str]) -> Self {
         let port = free_port();
         let dist = free_port();
         let node = format!("warren-t{port}@localhost");
@@ -60,16 +83,34 @@ impl PrivateRabbit {
             .output()
             .expect("rabbitmq-server (apt-get install rabbitmq-server)");
         assert!(out.status.success(), "rabbitmq-server: {}", text(&out));
-        let pid = r.dir.join("pid");
-        let out = r.ctl_output(&["wait", &pid.to_string_lossy(), "--timeout", "90"]);
+        r
+    }
+
+    fn await_started(&self) {
+        let pid = self.dir.join("pid");
+        let out = self.ctl_output(&["wait", &pid.to_string_lossy(), "--timeout", "90"]);
         assert!(
             out.status.success(),
             "node {} did not start: {} (logs in {})",
-            r.node,
+            self.node,
             text(&out),
-            r.dir.join("log").display()
+            self.dir.join("log").display()
         );
-        r
+    }
+
+    /// The node's Erlang name (`warren-t<port>@localhost`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Kills the node at once (`kill -9` of its Erlang VM), as a crash would.
+    pub fn kill(&self) {
+        let pid = std::fs::read_to_string(self.dir.join("pid")).expect("the node's pid file");
+        let status = Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -9 {}", pid.trim());
     }
 
     /// `rabbitmq-server`'s or `rabbitmqctl`'s command for this node.

@@ -10,11 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
-use serde_json::{Value, json};
-use warren_client::{Future, State, SubmitOptions};
 use warren_core::store::Store;
-use warren_integration_tests::{Cluster, ClusterOptions, PersistentRedis, rabbitmqctl};
+use warren_integration_tests::{Cluster, ClusterOptions, PersistentRedis, dag, rabbitmqctl};
 
 fn restart_rabbitmq() {
     rabbitmqctl(&["stop_app"]);
@@ -33,34 +30,6 @@ impl Lcg {
             .wrapping_add(1442695040888963407);
         ((self.0 >> 33) % n as u64) as usize
     }
-}
-
-async fn submit_dag(cluster: &Cluster, leaves: i64) -> (Vec<Future>, Future, usize) {
-    let client = cluster.client().await;
-    let opts = SubmitOptions::default();
-    let args = (0..leaves).map(|i| vec![json!(i), json!(5)]).collect();
-    let leaf_futures = client.map_with("slow_inc", args, &opts).await.unwrap();
-    let mut total = leaf_futures.len();
-    let mut level = leaf_futures.clone();
-    while level.len() > 1 {
-        let mut pairs: Vec<Vec<Value>> = Vec::new();
-        let mut carry = None;
-        for chunk in level.chunks(2) {
-            match chunk {
-                [a, b] => pairs.push(vec![
-                    serde_json::to_value(a).unwrap(),
-                    serde_json::to_value(b).unwrap(),
-                ]),
-                [a] => carry = Some(a.clone()),
-                _ => unreachable!(),
-            }
-        }
-        let mut next = client.map_with("add_them", pairs, &opts).await.unwrap();
-        total += next.len();
-        next.extend(carry);
-        level = next;
-    }
-    (leaf_futures, level.remove(0), total)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -82,7 +51,8 @@ async fn a_ten_thousand_task_dag_survives_killed_workers_schedulers_and_restarte
     .await;
 
     let leaves: i64 = 6000;
-    let (leaf_futures, root, total) = submit_dag(&cluster, leaves).await;
+    let client = cluster.client().await;
+    let (leaf_futures, root, total) = dag::submit_tree(&client, leaves).await;
     assert!(total >= 10_000, "{total} tasks");
     let keys: Vec<String> = leaf_futures.iter().map(|f| f.key().to_string()).collect();
     let root_key = root.key().to_string();
@@ -97,7 +67,7 @@ async fn a_ten_thousand_task_dag_survives_killed_workers_schedulers_and_restarte
     let started = Instant::now();
     let mut step = 0;
     loop {
-        let done = matches!(store.states(std::slice::from_ref(&root_key)).await, Ok(s) if s[0] == Some(State::Finished));
+        let done = dag::finished(&store, &root_key).await;
         if done && step >= 4 {
             break;
         }
@@ -121,44 +91,21 @@ async fn a_ten_thousand_task_dag_survives_killed_workers_schedulers_and_restarte
     }
     eprintln!("DAG finished after {:?}", started.elapsed());
 
-    // Every task finished, once.
+    // Every task finished, once, with the right value.
     let mut all_keys = keys.clone();
     all_keys.push(root_key.clone());
-    let mut lost = 0;
-    for chunk in all_keys.chunks(1000) {
-        let states = store.states(chunk).await.unwrap();
-        lost += states
-            .iter()
-            .filter(|s| **s != Some(State::Finished))
-            .count();
-    }
-    let mut con = store.connection();
-    let stats: std::collections::HashMap<String, u64> = con
-        .hgetall(format!("{}stats", store.prefix()))
-        .await
-        .unwrap();
-    let finished = stats.get("finished").copied().unwrap_or(0);
-    let duplicated = finished.saturating_sub(total as u64);
+    let t = dag::tally(&store, &all_keys, total).await;
     println!(
-        "faults: {faults} injected, tasks: {total} submitted, {finished} finished, {lost} lost, {duplicated} duplicated transitions"
+        "faults: {faults} injected, tasks: {total} submitted, {} finished, {} lost, {} duplicated transitions",
+        t.finished, t.lost, t.duplicated
     );
-    assert_eq!(lost, 0);
+    assert_eq!(t.lost, 0);
     assert_eq!(
-        finished, total as u64,
-        "each task must finish exactly once: {stats:?}"
+        t.finished, total as u64,
+        "each task must finish exactly once: {:?}",
+        t.stats
     );
-    assert_eq!(stats.get("error"), None, "{stats:?}");
-
-    // And the values are right: leaves i + 1, the root their sum.
-    let client = cluster.client().await;
-    let values = client.gather(&leaf_futures).await.unwrap();
-    assert!(
-        values
-            .iter()
-            .enumerate()
-            .all(|(i, v)| *v == json!(i as i64 + 1))
-    );
-    let expected: i64 = (1..=leaves).sum();
-    assert_eq!(root.result().await.unwrap(), json!(expected));
+    assert_eq!(t.stats.get("error"), None, "{:?}", t.stats);
+    dag::check_values(&client, &leaf_futures, &root).await;
     cluster.shutdown().await;
 }

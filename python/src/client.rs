@@ -117,7 +117,12 @@ impl Client {
     /// The RabbitMQ URL, password hidden.
     #[getter]
     fn amqp_url(&self) -> String {
-        warren_core::settings::redact_url(&self.inner.settings().amqp_url)
+        let nodes = warren_core::amqp::node_urls(&self.inner.settings().amqp_url);
+        let nodes: Vec<String> = nodes
+            .into_iter()
+            .map(warren_core::settings::redact_url)
+            .collect();
+        nodes.join(",")
     }
 
     /// The Redis URL, password hidden.

@@ -25,7 +25,7 @@ struct Args {
     /// A TOML settings file (default: ./warren.toml if present).
     #[arg(long, env = "WARREN_CONFIG")]
     config: Option<PathBuf>,
-    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f; a cluster's nodes separated by commas
     #[arg(long)]
     amqp_url: Option<String>,
     /// Redis URL, e.g. redis://127.0.0.1:6379/ (a task's start is recorded there

@@ -42,7 +42,7 @@ pub struct Cli {
     /// A TOML settings file (default: ./warren.toml if present).
     #[arg(long, global = true, env = "WARREN_CONFIG", help_heading = CONNECTION)]
     pub config: Option<PathBuf>,
-    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f; a cluster's nodes separated by commas
     #[arg(long, global = true, help_heading = CONNECTION)]
     pub amqp_url: Option<String>,
     /// Redis URL, e.g. redis://127.0.0.1:6379/

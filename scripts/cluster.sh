@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# A RabbitMQ cluster and a replicated Redis on this one machine, for trying
+# warren beyond one node (docs/operations.md, "Running on a cluster").
+#
+#   bash scripts/cluster.sh up      # start, then print the export lines
+#   bash scripts/cluster.sh down    # stop and remove everything it made
+#   bash scripts/cluster.sh status  # what runs
+#
+# up starts three RabbitMQ nodes, warren-1@localhost to warren-3@localhost
+# (AMQP 5701-5703, management UI 15701-15703, Erlang distribution 25701-25703),
+# joins them into one cluster, imports warren's policies for quorum queues
+# (namespace $WARREN_NAMESPACE, default warren), and starts a Redis primary on
+# 7001 with replicas on 7002 and 7003. Data and logs live in
+# ${WARREN_CLUSTER_DIR:-/tmp/warren-cluster}. RabbitMQ and Redis come from
+# Debian's packages, installed where missing. The machine's own RabbitMQ
+# (5672) and Redis (6379) are left alone.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$here/.."
+dir="${WARREN_CLUSTER_DIR:-/tmp/warren-cluster}"
+nodes=(1 2 3)
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+say() { echo "cluster.sh: $*" >&2; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+node_name() { echo "warren-$1@localhost"; }
+amqp_port() { echo $((5700 + $1)); }
+redis_port() { echo $((7000 + $1)); }
+
+# rabbitmqctl (or rabbitmq-server) for node N: Debian's scripts run it as
+# user rabbitmq, so every path it writes is under $dir/rabbit-N, which that
+# user owns.
+rabbit() {
+  local n="$1" program="$2"
+  shift 2
+  $sudo env RABBITMQ_NODENAME="$(node_name "$n")" \
+    RABBITMQ_NODE_PORT="$(amqp_port "$n")" \
+    RABBITMQ_DIST_PORT=$((25700 + n)) \
+    RABBITMQ_MNESIA_BASE="$dir/rabbit-$n/mnesia" \
+    RABBITMQ_LOG_BASE="$dir/rabbit-$n/log" \
+    RABBITMQ_PID_FILE="$dir/rabbit-$n/pid" \
+    RABBITMQ_CONFIG_FILE="$dir/rabbit-$n/rabbit" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$dir/rabbit-$n/plugins" \
+    "$program" "$@"
+}
+ctl() { local n="$1"; shift; rabbit "$n" rabbitmqctl -q -n "$(node_name "$n")" "$@"; }
+
+install() {
+  local missing=()
+  command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} from Debian's packages"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+  fi
+}
+
+start_rabbit() {
+  local n="$1" d="$dir/rabbit-$1"
+  if port_open "$(amqp_port "$n")"; then
+    say "$(node_name "$n") already answers on $(amqp_port "$n")"
+    return
+  fi
+  mkdir -p "$d"
+  chmod 777 "$d"
+  {
+    echo "listeners.tcp.default = $(amqp_port "$n")"
+    echo "management.tcp.port = $((15700 + n))"
+    echo "loopback_users.guest = true"
+    grep -v '^management\.tcp\.port' "$root/broker-config/rabbitmq.conf" | grep -v '^#' | grep -v '^$'
+  } >"$d/rabbit.conf"
+  echo "[rabbitmq_management]." >"$d/plugins"
+  chmod 666 "$d/rabbit.conf" "$d/plugins"
+  say "starting $(node_name "$n") on $(amqp_port "$n") (management UI http://127.0.0.1:$((15700 + n)))"
+  rabbit "$n" rabbitmq-server -detached
+}
+
+await_rabbit() {
+  local n="$1"
+  if ! ctl "$n" wait "$dir/rabbit-$n/pid" --timeout 120 >/dev/null; then
+    say "$(node_name "$n") did not start; its log: $dir/rabbit-$n/log"
+    exit 1
+  fi
+}
+
+join_rabbit() {
+  local n="$1" first
+  first="$(node_name 1)"
+  if ctl "$n" cluster_status 2>/dev/null | grep -q "$first"; then
+    return
+  fi
+  say "joining $(node_name "$n") to $first"
+  ctl "$n" stop_app
+  ctl "$n" join_cluster "$first"
+  ctl "$n" start_app
+}
+
+import_policies() {
+  local ns="${WARREN_NAMESPACE:-warren}" defs scheduler
+  if [ -n "${WARREN_BIN_DIR:-}" ]; then
+    scheduler="$WARREN_BIN_DIR/warren-scheduler"
+  else
+    scheduler="$(command -v warren-scheduler || echo "$root/target/release/warren-scheduler")"
+  fi
+  if [ ! -x "$scheduler" ]; then
+    say "no policies imported: build warren first (cargo build --release --bins)"
+    return
+  fi
+  defs="$(mktemp /tmp/warren-definitions.XXXXXX)"
+  chmod 644 "$defs"
+  WARREN_QUEUE_TYPE=quorum WARREN_NAMESPACE="$ns" "$scheduler" --print-definitions >"$defs"
+  ctl 1 import_definitions "$defs" >/dev/null
+  rm -f "$defs"
+  say "imported warren's policies for namespace $ns (quorum queues)"
+}
+
+start_redis() {
+  local n="$1" port d="$dir/redis-$1"
+  port="$(redis_port "$n")"
+  if port_open "$port"; then
+    say "Redis already answers on $port"
+    return
+  fi
+  mkdir -p "$d"
+  local role=()
+  if [ "$n" -ne 1 ]; then role=(--replicaof 127.0.0.1 "$(redis_port 1)"); fi
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$d" --appendonly yes \
+    --daemonize yes --pidfile "$d/pid" --logfile "$d/log" "${role[@]}"
+  for _ in $(seq 1 50); do port_open "$port" && return; sleep 0.1; done
+  say "Redis on $port did not start; its log: $d/log"
+  exit 1
+}
+
+urls() {
+  local out="" n
+  for n in "${nodes[@]}"; do
+    out="${out:+$out,}amqp://guest:guest@127.0.0.1:$(amqp_port "$n")/%2f"
+  done
+  echo "$out"
+}
+
+up() {
+  install
+  mkdir -p "$dir"
+  for n in "${nodes[@]}"; do start_rabbit "$n"; done
+  for n in "${nodes[@]}"; do await_rabbit "$n"; done
+  for n in "${nodes[@]:1}"; do join_rabbit "$n"; done
+  import_policies
+  for n in "${nodes[@]}"; do start_redis "$n"; done
+  say "up: $(ctl 1 cluster_status --formatter json | grep -o '"running_nodes":\[[^]]*\]')"
+  cat <<EOF
+export WARREN_AMQP_URL='$(urls)'
+export WARREN_QUEUE_TYPE=quorum
+export WARREN_REDIS_URL='redis://127.0.0.1:$(redis_port 1)/'
+EOF
+}
+
+down() {
+  local n
+  for n in "${nodes[@]}"; do
+    if [ -f "$dir/rabbit-$n/pid" ]; then
+      say "stopping $(node_name "$n")"
+      ctl "$n" stop "$dir/rabbit-$n/pid" >/dev/null 2>&1 || true
+    fi
+    if [ -f "$dir/redis-$n/pid" ]; then
+      say "stopping Redis on $(redis_port "$n")"
+      local pid
+      pid="$(cat "$dir/redis-$n/pid")"
+      kill "$pid" 2>/dev/null || true
+      # A replica caught mid-sync was once seen to outlive SIGTERM.
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  for n in "${nodes[@]}"; do
+    for port in "$(amqp_port "$n")" "$(redis_port "$n")"; do
+      for _ in $(seq 1 100); do port_open "$port" || break; sleep 0.1; done
+    done
+  done
+  $sudo rm -rf "$dir"
+  say "removed $dir"
+}
+
+status() {
+  local n s
+  for n in "${nodes[@]}"; do
+    if port_open "$(amqp_port "$n")"; then s=up; else s=down; fi
+    echo "$(node_name "$n") amqp $(amqp_port "$n"): $s"
+  done
+  for n in "${nodes[@]}"; do
+    if port_open "$(redis_port "$n")"; then s=up; else s=down; fi
+    echo "redis $(redis_port "$n"): $s"
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *)
+    echo "usage: bash scripts/cluster.sh up|down|status" >&2
+    exit 2
+    ;;
+esac
