@@ -11,7 +11,8 @@
 //!    `WARREN_PREFETCH`, `WARREN_RESULT_TTL_SECS`, `WARREN_MAX_PAYLOAD_BYTES`,
 //!    `WARREN_MAX_MESSAGE_BYTES`,
 //!    `WARREN_ALLOWED_FAILURES`, `WARREN_REDIS_TIMEOUT_SECS`, `WARREN_METRICS_ADDR`,
-//!    `WARREN_QUEUE_TYPE`, `WARREN_REQUEST_TIMEOUT_SECS`, `WARREN_DRAIN_TIMEOUT_SECS`;
+//!    `WARREN_QUEUE_TYPE`, `WARREN_REQUEST_TIMEOUT_SECS`, `WARREN_DRAIN_TIMEOUT_SECS`,
+//!    and the rest of [`Settings::FIELDS`];
 //! 4. command-line flags, passed in as overrides.
 //!
 //! Flat field names (not nested tables) keep the environment names obvious: the
@@ -100,6 +101,13 @@ pub struct Settings {
     /// The most a program task may write to its standard output, in bytes
     /// (more is `OutputTooLarge`); also the most of its standard error kept.
     pub max_output_bytes: usize,
+    /// Replicas that must hold a state change before a process acks the
+    /// message behind it or answers a client (Redis `WAIT`): 0 on a single
+    /// Redis; 1 (or more) with replicas, so that a change survives the
+    /// primary's death and a replica's promotion.
+    // Absent from older warren.toml files and settings dumps.
+    #[serde(default)]
+    pub redis_min_replicas: u32,
 }
 
 /// Where a worker runs a task's function ([`Settings::isolation`]).
@@ -134,13 +142,14 @@ impl Default for Settings {
             max_memory_per_task_mb: 0,
             allowed_commands: Vec::new(),
             max_output_bytes: 1024 * 1024,
+            redis_min_replicas: 0,
         }
     }
 }
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 18] = [
+    pub const FIELDS: [&'static str; 19] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -159,6 +168,7 @@ impl Settings {
         "max_memory_per_task_mb",
         "allowed_commands",
         "max_output_bytes",
+        "redis_min_replicas",
     ];
 
     /// The settings that are lists (comma-separated when given as text).
@@ -260,12 +270,18 @@ impl Settings {
                 )));
             }
         }
-        if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
+        if !(self.redis_url.starts_with("redis://")
+            || self.redis_url.starts_with("rediss://")
+            || self
+                .redis_url
+                .starts_with(crate::store::primary::SENTINEL_SCHEME))
+        {
             return Err(Error::Settings(format!(
-                "redis_url {} must start with redis:// or rediss://",
+                "redis_url {} must start with redis://, rediss:// or redis+sentinel://",
                 redact_url(&self.redis_url)
             )));
         }
+        crate::store::primary::Target::parse(&self.redis_url)?;
         if self.max_memory_per_task_mb > 0 && self.isolation == Isolation::Thread {
             return Err(Error::Settings(format!(
                 "max_memory_per_task_mb ({}) needs isolation = \"process\" (--isolation process): a run in a thread shares the worker's memory",

@@ -20,6 +20,7 @@ mod rabbit;
 pub use rabbit::PrivateRabbit;
 
 pub mod dag;
+pub mod sentinel;
 
 /// The directory holding the build's binaries (`target/<profile>`), or
 /// `WARREN_BIN_DIR` (benchmarks run another commit's binaries that way).

@@ -60,13 +60,13 @@ pub struct RecentError {
 impl Store {
     /// Counters: tasks submitted, and final transitions per state.
     pub async fn stats(&self) -> Result<Stats> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         Ok(Stats(con.hgetall(self.keys.stats()).await?))
     }
 
     /// The most recent errors, newest first (entries that do not parse are skipped).
     pub async fn recent_errors(&self, n: usize) -> Result<Vec<RecentError>> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let raw: Vec<String> = con
             .lrange(self.keys.recent_errors(), 0, n as isize - 1)
             .await?;
@@ -79,20 +79,20 @@ impl Store {
     /// Keeps what a program task wrote (a JSON object of `stdout` and
     /// `stderr`) as long as results are kept.
     pub async fn put_logs(&self, key: &str, logs_json: &str) -> Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let _: () = con.set_ex(self.keys.logs(key), logs_json, self.ttl).await?;
         Ok(())
     }
 
     /// What a program task wrote, if it was one and its logs are still kept.
     pub async fn logs(&self, key: &str) -> Result<Option<String>> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         Ok(con.get(self.keys.logs(key)).await?)
     }
 
     /// Records a worker's heartbeat (for `warren workers`).
     pub async fn record_worker(&self, info: &WorkerInfo) -> Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let _: () = con
             .hset(
                 self.keys.workers(),
@@ -106,7 +106,7 @@ impl Store {
     /// Workers whose last heartbeat is at most `max_age` old; older ones are
     /// dropped from the registry.
     pub async fn workers(&self, max_age: Duration) -> Result<Vec<WorkerInfo>> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let key = self.keys.workers();
         let all: HashMap<String, String> = con.hgetall(&key).await?;
         let now = now_ms();
@@ -132,7 +132,7 @@ impl Store {
         for k in keys {
             pipe.hget(self.keys.task(k), "s");
         }
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let raw: Vec<Option<String>> = pipe.query_async(&mut con).await?;
         raw.into_iter()
             .map(|s| {
@@ -144,7 +144,7 @@ impl Store {
 
     /// The work queues tasks have been submitted to (always `default`).
     pub async fn work_queues(&self) -> Result<Vec<String>> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let mut qs: Vec<String> = con.smembers(self.keys.queues()).await?;
         if !qs.iter().any(|q| q == "default") {
             qs.push("default".into());
@@ -155,13 +155,13 @@ impl Store {
 
     /// Runnable tasks of work queue `queue` not yet published.
     pub async fn outbox_len(&self, queue: &str) -> Result<u64> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         Ok(con.zcard(self.keys.outbox(queue)).await?)
     }
 
     /// The current epoch.
     pub async fn epoch(&self) -> Result<u64> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let e: Option<u64> = con.get(self.keys.epoch()).await?;
         Ok(e.unwrap_or(0))
     }
@@ -174,7 +174,7 @@ impl Store {
     /// namespace's futures, never to every key of the server. Afterwards the
     /// counters say what `status` says: every held future is cancelled.
     pub async fn restart(&self) -> Result<(u64, Vec<Notification>)> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let k = &self.keys;
         let epoch: u64 = con.incr(k.epoch(), 1).await?;
         let mut doomed: Vec<String> = self
@@ -216,7 +216,7 @@ impl Store {
     /// start only until `P layout` says it was done. Returns the records
     /// indexed.
     pub async fn migrate_layout(&self) -> Result<u64> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let k = &self.keys;
         let layout: Option<u64> = con.get(k.layout()).await?;
         if layout.unwrap_or(0) >= LAYOUT {
@@ -259,14 +259,14 @@ impl Store {
     /// Drops expired records from the namespace's index (Redis expires the
     /// records themselves). Costs the number of entries dropped.
     pub async fn trim_index(&self) -> Result<u64> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         Ok(con.zrembyscore(self.keys.index(), "-inf", now_ms()).await?)
     }
 
     /// Deletes every key of the namespace (tests and `warren` tooling).
     pub async fn wipe(&self) -> Result<()> {
         let keys = self.scan(&self.keys.pattern("")).await?;
-        let mut con = self.con.clone();
+        let mut con = self.con();
         for chunk in keys.chunks(500) {
             let _: () = con.del(chunk).await?;
         }
@@ -274,7 +274,7 @@ impl Store {
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let mut out = Vec::new();
         let mut iter: redis::AsyncIter<String> = con
             .scan_options(

@@ -35,6 +35,7 @@
 pub mod admin;
 mod encode;
 mod keys;
+pub mod primary;
 mod reply;
 pub mod tasks;
 
@@ -54,6 +55,7 @@ pub use tasks::{
 use crate::error::{Error, Result};
 use crate::outage::{Outage, Say};
 use crate::settings::{Settings, redact_url};
+use primary::Target;
 
 const COMMON: &str = include_str!("../lua/common.lua");
 
@@ -93,7 +95,17 @@ impl Scripts {
 /// A handle on the namespace's state in Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    con: ConnectionManager,
+    /// The connection to the primary; replaced when the primary moves.
+    primary: Arc<std::sync::RwLock<Primary>>,
+    /// How the primary is found (a fixed URL, or sentinels).
+    target: Arc<Target>,
+    /// Replicas that must hold a script's writes before it counts as done
+    /// (setting `redis_min_replicas`).
+    min_replicas: u32,
+    /// Seconds a command may take (setting `redis_timeout_secs`).
+    timeout_secs: u64,
+    /// When the sentinels were last asked where the primary is.
+    asked: Arc<Mutex<Option<Instant>>>,
     /// The Redis URL without its password, for log lines.
     url: String,
     /// Shared by every clone: an outage is said once per process.
@@ -112,53 +124,176 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The connection to the Redis primary and its URL.
+struct Primary {
+    con: ConnectionManager,
+    url: String,
+}
+
+/// Connects to the primary the sentinels of `target` name, if it is not the
+/// one `primary` holds.
+async fn follow(target: &Target, primary: &std::sync::RwLock<Primary>, timeout_secs: u64) {
+    let Ok(now) = target.primary_url().await else {
+        return;
+    };
+    let current = primary
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .url
+        .clone();
+    if now == current {
+        return;
+    }
+    if let Ok(con) = open(&now, timeout_secs).await {
+        info!(primary = %redact_url(&now), "following the Redis primary the sentinels name");
+        *primary.write().unwrap_or_else(|p| p.into_inner()) = Primary { con, url: now };
+    }
+}
+
+/// How often a store asks the sentinels where the primary is, when nothing
+/// failed.
+const WATCH_PRIMARY_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the sentinels are asked at most while commands fail.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a script's writes may take to reach `redis_min_replicas`
+/// replicas before the script counts as failed (and is retried).
+const REPLICA_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens a managed connection to `url` and checks it with a PING, failing
+/// within a bounded time and naming the URL.
+async fn open(url: &str, timeout_secs: u64) -> Result<ConnectionManager> {
+    let shown = redact_url(url);
+    let refused = |cause| Error::RedisConnect {
+        url: shown.clone(),
+        cause,
+    };
+    let client = redis::Client::open(url).map_err(refused)?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(timeout_secs)))
+        .set_number_of_retries(3);
+    let con = tokio::time::timeout(
+        Duration::from_secs(15),
+        ConnectionManager::new_with_config(client, cfg),
+    )
+    .await
+    .map_err(|_| {
+        refused(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer within 15s",
+        )))
+    })?
+    .map_err(refused)?;
+    // A server that wants a password accepts the connection and refuses
+    // every command (NOAUTH): find out now, naming the URL, rather than at
+    // the first script (a worker would otherwise consume and run tasks
+    // whose starts it cannot record).
+    let mut probe = con.clone();
+    redis::cmd("PING")
+        .query_async::<()>(&mut probe)
+        .await
+        .map_err(refused)?;
+    Ok(con)
+}
+
 /// How long a command whose connection dropped keeps being retried: long
 /// enough to ride out a Redis restart, after which the caller's own
 /// reconnection loop takes over.
 const RETRY_WINDOW: Duration = Duration::from_secs(30);
 
 impl Store {
-    /// Connects to Redis (failing within a bounded time, naming the URL).
+    /// Connects to Redis (failing within a bounded time, naming the URL):
+    /// the server of `redis_url`, or the primary its sentinels name.
     pub async fn connect(settings: &Settings) -> Result<Self> {
         let url = redact_url(&settings.redis_url);
-        let refused = |cause| Error::RedisConnect {
-            url: url.clone(),
-            cause,
-        };
-        let client = redis::Client::open(settings.redis_url.as_str()).map_err(refused)?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(settings.redis_timeout_secs)))
-            .set_number_of_retries(3);
-        let con = tokio::time::timeout(
-            Duration::from_secs(15),
-            ConnectionManager::new_with_config(client, cfg),
-        )
-        .await
-        .map_err(|_| {
-            refused(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer within 15s",
-            )))
-        })?
-        .map_err(refused)?;
-        // A server that wants a password accepts the connection and refuses
-        // every command (NOAUTH): find out now, naming the URL, rather than
-        // at the first script (a worker would otherwise consume and run
-        // tasks whose starts it cannot record).
-        let mut probe = con.clone();
-        redis::cmd("PING")
-            .query_async::<()>(&mut probe)
-            .await
-            .map_err(refused)?;
-        Ok(Self {
+        let target = Target::parse(&settings.redis_url)?;
+        let primary_url = target.primary_url().await?;
+        let con = open(&primary_url, settings.redis_timeout_secs).await?;
+        let primary = Arc::new(std::sync::RwLock::new(Primary {
             con,
+            url: primary_url,
+        }));
+        let target = Arc::new(target);
+        if target.follows() {
+            // Every command, not only the retried scripts, must reach the
+            // new primary after a failover: look for one in the background
+            // for as long as this store (or a clone) lives.
+            let (target, weak) = (target.clone(), Arc::downgrade(&primary));
+            let timeout = settings.redis_timeout_secs;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(WATCH_PRIMARY_EVERY).await;
+                    let Some(primary) = weak.upgrade() else {
+                        return;
+                    };
+                    follow(&target, &primary, timeout).await;
+                }
+            });
+        }
+        Ok(Self {
+            primary,
+            target,
+            min_replicas: settings.redis_min_replicas,
+            timeout_secs: settings.redis_timeout_secs,
+            asked: Arc::new(Mutex::new(None)),
             url,
             outage: Arc::new(Mutex::new(Outage::default())),
             keys: Keys::new(&settings.namespace),
             ttl: settings.result_ttl_secs,
             scripts: Arc::new(Scripts::new()),
         })
+    }
+
+    /// The connection to the current primary.
+    fn con(&self) -> ConnectionManager {
+        self.primary
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .con
+            .clone()
+    }
+
+    /// Asks the sentinels where the primary is (at most every 250 ms), and
+    /// connects to it if it moved. A fixed `redis_url` never moves.
+    async fn follow_primary(&self) {
+        if !self.target.follows() {
+            return;
+        }
+        {
+            let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+            if asked.is_some_and(|t| t.elapsed() < FOLLOW_EVERY) {
+                return;
+            }
+            *asked = Some(Instant::now());
+        }
+        follow(&self.target, &self.primary, self.timeout_secs).await;
+    }
+
+    /// Waits until `min_replicas` replicas hold every write made so far on
+    /// this connection (Redis `WAIT`), so that what a caller acks or answers
+    /// next survives the primary's death.
+    async fn await_replicas(&self, con: &mut ConnectionManager) -> redis::RedisResult<()> {
+        if self.min_replicas == 0 {
+            return Ok(());
+        }
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(self.min_replicas)
+            .arg(REPLICA_WAIT.as_millis() as u64)
+            .query_async(con)
+            .await?;
+        if acked < self.min_replicas {
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "{acked} of {} replicas (setting redis_min_replicas) acknowledged within {} ms",
+                    self.min_replicas,
+                    REPLICA_WAIT.as_millis()
+                ),
+            )));
+        }
+        Ok(())
     }
 
     /// The key prefix (`<namespace>:`).
@@ -171,9 +306,9 @@ impl Store {
         &self.keys
     }
 
-    /// The raw connection, for tests and tools.
+    /// The raw connection (to the current primary), for tests and tools.
     pub fn connection(&self) -> ConnectionManager {
-        self.con.clone()
+        self.con()
     }
 
     /// Runs a script, retrying while the connection is down (scripts are
@@ -189,16 +324,26 @@ impl Store {
             for a in &args {
                 inv.arg(a.as_slice());
             }
-            let mut con = self.con.clone();
-            match inv.invoke_async::<RValue>(&mut con).await {
+            let mut con = self.con();
+            let done = match inv.invoke_async::<RValue>(&mut con).await {
+                Ok(v) => self.await_replicas(&mut con).await.map(|()| v),
+                Err(e) => Err(e),
+            };
+            match done {
                 Ok(v) => {
                     self.say(|o, now| o.succeeded(now), None);
                     return Ok(v);
                 }
-                Err(e) if is_transient(&e) && started.elapsed() < RETRY_WINDOW => {
+                // A demoted primary refuses writes (READONLY): the sentinels
+                // know the new one.
+                Err(e)
+                    if (is_transient(&e) || e.code() == Some("READONLY"))
+                        && started.elapsed() < RETRY_WINDOW =>
+                {
                     attempt += 1;
                     debug!(error = %e, attempt, "Redis command failed; retrying");
                     self.say(|o, now| o.failed(now), Some(&e));
+                    self.follow_primary().await;
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => return Err(e.into()),

@@ -215,7 +215,7 @@ impl Store {
 
     /// Forgets `list`'s claims: their publishes are confirmed.
     pub async fn release(&self, list: &ClaimList) -> Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let _: () = redis::pipe()
             .atomic()
             .del(self.keys.claimed(list.as_str()))
@@ -227,7 +227,7 @@ impl Store {
 
     /// Marks scheduler `id` alive for `ttl` (its claim lists stay its own).
     pub async fn heartbeat(&self, id: &str, ttl: Duration) -> Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let _: () = con
             .set_ex(self.keys.scheduler(id), 1, ttl.as_secs().max(1))
             .await?;
@@ -237,7 +237,7 @@ impl Store {
     /// Ends scheduler `id`'s heartbeat (a drained scheduler): any claim it
     /// still held is taken back by the others at once.
     pub async fn retire(&self, id: &str) -> Result<()> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let _: () = con.del(self.keys.scheduler(id)).await?;
         Ok(())
     }
@@ -247,7 +247,7 @@ impl Store {
     /// It walks the set of claimants (a few per live scheduler), so it costs
     /// the same however many keys Redis holds.
     pub async fn reclaim_orphans(&self) -> Result<u64> {
-        let mut con = self.con.clone();
+        let mut con = self.con();
         let lists: Vec<String> = con.smembers(self.keys.claimants()).await?;
         let mut total = 0;
         for list in lists {

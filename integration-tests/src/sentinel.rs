@@ -1,0 +1,169 @@
+//! A Redis primary with two replicas under three sentinels, all private
+//! processes on free ports, for the tests of a Redis failover: the primary
+//! can be killed, and the sentinels promote a replica within seconds.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::rabbit::free_port;
+
+/// The name the sentinels know the primary by.
+pub const PRIMARY_NAME: &str = "warren-test";
+
+/// Replicated Redis: data nodes and sentinels, stopped on drop.
+pub struct ReplicatedRedis {
+    dir: PathBuf,
+    /// Each data node's port and process (the first starts as primary).
+    data: Vec<(u16, Child)>,
+    sentinels: Vec<(u16, Child)>,
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing answers on port {port}");
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl ReplicatedRedis {
+    /// Starts the primary, two replicas and three sentinels (quorum 2, a
+    /// primary silent for 1 s is down).
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("warren-sentinel-{}", free_port()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut r = Self {
+            dir,
+            data: Vec::new(),
+            sentinels: Vec::new(),
+        };
+        let primary = free_port();
+        for i in 0..3 {
+            let port = if i == 0 { primary } else { free_port() };
+            let d = r.dir.join(format!("data-{port}"));
+            std::fs::create_dir_all(&d).expect("data dir");
+            let mut cmd = Command::new("redis-server");
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--appendonly", "yes", "--save", ""])
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--dir")
+                .arg(&d)
+                .arg("--logfile")
+                .arg(d.join("log"))
+                .stdout(Stdio::null());
+            if i > 0 {
+                cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+            }
+            let child = cmd
+                .spawn()
+                .expect("redis-server (apt-get install redis-server)");
+            wait_port(port);
+            r.data.push((port, child));
+        }
+        for _ in 0..3 {
+            let port = free_port();
+            let conf = r.dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nsentinel monitor {PRIMARY_NAME} 127.0.0.1 {primary} 2\n\
+                     sentinel down-after-milliseconds {PRIMARY_NAME} 1000\n\
+                     sentinel failover-timeout {PRIMARY_NAME} 5000\n\
+                     logfile {}\n",
+                    r.dir.join(format!("sentinel-{port}.log")).display()
+                ),
+            )
+            .expect("sentinel.conf");
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server --sentinel");
+            wait_port(port);
+            r.sentinels.push((port, child));
+        }
+        // Replicas in sync before anything counts on them (a replica that
+        // has not finished its first sync cannot acknowledge a WAIT).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (port, _) in &r.data[1..] {
+            while !cli(*port, &["info", "replication"]).contains("master_link_status:up") {
+                assert!(Instant::now() < deadline, "replica {port} did not sync");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        r
+    }
+
+    /// `redis+sentinel://` naming the three sentinels.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(p, _)| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/{PRIMARY_NAME}", hosts.join(","))
+    }
+
+    /// The primary's port, as the first sentinel answering says.
+    pub fn primary_port(&self) -> Option<u16> {
+        self.sentinels.iter().find_map(|(p, _)| {
+            let out = cli(*p, &["sentinel", "get-master-addr-by-name", PRIMARY_NAME]);
+            out.lines().nth(1).and_then(|l| l.trim().parse().ok())
+        })
+    }
+
+    /// `kill -9` of the current primary; returns its port.
+    pub fn kill_primary(&mut self) -> u16 {
+        let port = self.primary_port().expect("a sentinel names the primary");
+        let (_, child) = self
+            .data
+            .iter_mut()
+            .find(|(p, _)| *p == port)
+            .expect("the primary is one of ours");
+        let _ = child.kill();
+        let _ = child.wait();
+        port
+    }
+
+    /// Waits until the sentinels name another primary than `old`.
+    pub fn await_failover(&self, old: u16, within: Duration) -> u16 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(p) = self.primary_port().filter(|p| *p != old) {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "no failover within {within:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ReplicatedRedis {
+    fn drop(&mut self) {
+        for (_, c) in self.sentinels.iter_mut().chain(self.data.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // A failed test leaves the logs of every node to read.
+        if std::thread::panicking() {
+            eprintln!("Redis and sentinel logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
