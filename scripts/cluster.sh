@@ -41,6 +41,7 @@ rabbit() {
     RABBITMQ_LOG_BASE="$dir/rabbit-$n/log" \
     RABBITMQ_PID_FILE="$dir/rabbit-$n/pid" \
     RABBITMQ_CONFIG_FILE="$dir/rabbit-$n/rabbit" \
+    RABBITMQ_CONFIG_FILES="$dir/rabbit-$n/conf.d" \
     RABBITMQ_ENABLED_PLUGINS_FILE="$dir/rabbit-$n/plugins" \
     "$program" "$@"
 }
@@ -63,8 +64,10 @@ start_rabbit() {
     say "$(node_name "$n") already answers on $(amqp_port "$n")"
     return
   fi
-  mkdir -p "$d"
-  chmod 777 "$d"
+  # Its own conf.d: the machine's /etc/rabbitmq/conf.d (where up.sh puts
+  # management.tcp.port = 15672) would otherwise be read by every node.
+  mkdir -p "$d/conf.d"
+  chmod 777 "$d" "$d/conf.d"
   {
     echo "listeners.tcp.default = $(amqp_port "$n")"
     echo "management.tcp.port = $((15700 + n))"
