@@ -10,7 +10,10 @@
 # (AMQP 5701-5703, management UI 15701-15703, Erlang distribution 25701-25703),
 # joins them into one cluster, imports warren's policies for quorum queues
 # (namespace $WARREN_NAMESPACE, default warren), and starts a Redis primary on
-# 7001 with replicas on 7002 and 7003. Data and logs live in
+# 7001 with replicas on 7002 and 7003 under three sentinels on 7004-7006
+# (which promote a replica when the primary dies; warren follows them through
+# its redis+sentinel:// URL, and waits for one replica before it acks or
+# answers: redis_min_replicas = 1). Data and logs live in
 # ${WARREN_CLUSTER_DIR:-/tmp/warren-cluster}. RabbitMQ and Redis come from
 # Debian's packages, installed where missing. The machine's own RabbitMQ
 # (5672) and Redis (6379) are left alone.
@@ -27,6 +30,9 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 node_name() { echo "warren-$1@localhost"; }
 amqp_port() { echo $((5700 + $1)); }
 redis_port() { echo $((7000 + $1)); }
+sentinel_port() { echo $((7003 + $1)); }
+# The name the sentinels know the primary by (the path of warren's URL).
+primary_name=warren
 
 # rabbitmqctl (or rabbitmq-server) for node N: Debian's scripts run it as
 # user rabbitmq, so every path it writes is under $dir/rabbit-N, which that
@@ -72,6 +78,10 @@ start_rabbit() {
     echo "listeners.tcp.default = $(amqp_port "$n")"
     echo "management.tcp.port = $((15700 + n))"
     echo "loopback_users.guest = true"
+    # Quorum queues are safe in a partition whatever this says (Raft); this
+    # stops a minority node from serving at all, so its clients move to the
+    # majority instead of waiting on queues that cannot confirm.
+    echo "cluster_partition_handling = pause_minority"
     grep -v '^management\.tcp\.port' "$root/broker-config/rabbitmq.conf" | grep -v '^#' | grep -v '^$'
   } >"$d/rabbit.conf"
   echo "[rabbitmq_management]." >"$d/plugins"
@@ -136,6 +146,63 @@ start_redis() {
   exit 1
 }
 
+start_sentinel() {
+  local n="$1" port d="$dir/sentinel-$1"
+  port="$(sentinel_port "$n")"
+  if port_open "$port"; then
+    say "a sentinel already answers on $port"
+    return
+  fi
+  mkdir -p "$d"
+  # A sentinel rewrites its configuration file as it learns: each has its own.
+  cat >"$d/sentinel.conf" <<CONF
+port $port
+bind 127.0.0.1
+dir $d
+sentinel monitor $primary_name 127.0.0.1 $(redis_port 1) 2
+sentinel down-after-milliseconds $primary_name 5000
+sentinel failover-timeout $primary_name 60000
+CONF
+  redis-server "$d/sentinel.conf" --sentinel --daemonize yes --pidfile "$d/pid" --logfile "$d/log"
+  for _ in $(seq 1 50); do port_open "$port" && return; sleep 0.1; done
+  say "the sentinel on $port did not start; its log: $d/log"
+  exit 1
+}
+
+# Waits until replica N has its first copy: until then it cannot acknowledge
+# the WAIT that redis_min_replicas = 1 makes every script do, and the first
+# commands of a freshly started stack would stall.
+await_replica() {
+  local port
+  port="$(redis_port "$1")"
+  for _ in $(seq 1 300); do
+    if redis-cli -p "$port" info replication 2>/dev/null | grep -q 'master_link_status:up'; then
+      return
+    fi
+    sleep 0.1
+  done
+  say "the replica on $port did not sync with the primary in 30 s; its log: $dir/redis-$1/log"
+  exit 1
+}
+
+sentinel_url() {
+  local out="" n
+  for n in "${nodes[@]}"; do
+    out="${out:+$out,}127.0.0.1:$(sentinel_port "$n")"
+  done
+  echo "redis+sentinel://$out/$primary_name"
+}
+
+# Stops the process whose pid file is $1, SIGKILL if it lingers.
+stop_pid() {
+  local pid
+  pid="$(cat "$1")"
+  kill "$pid" 2>/dev/null || true
+  # A replica caught mid-sync was once seen to outlive SIGTERM.
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
 urls() {
   local out="" n
   for n in "${nodes[@]}"; do
@@ -152,11 +219,14 @@ up() {
   for n in "${nodes[@]:1}"; do join_rabbit "$n"; done
   import_policies
   for n in "${nodes[@]}"; do start_redis "$n"; done
+  for n in "${nodes[@]:1}"; do await_replica "$n"; done
+  for n in "${nodes[@]}"; do start_sentinel "$n"; done
   say "up: $(ctl 1 cluster_status --formatter json | grep -o '"running_nodes":\[[^]]*\]')"
   cat <<EOF
 export WARREN_AMQP_URL='$(urls)'
 export WARREN_QUEUE_TYPE=quorum
-export WARREN_REDIS_URL='redis://127.0.0.1:$(redis_port 1)/'
+export WARREN_REDIS_URL='$(sentinel_url)'
+export WARREN_REDIS_MIN_REPLICAS=1
 EOF
 }
 
@@ -167,18 +237,20 @@ down() {
       say "stopping $(node_name "$n")"
       ctl "$n" stop "$dir/rabbit-$n/pid" >/dev/null 2>&1 || true
     fi
-    if [ -f "$dir/redis-$n/pid" ]; then
-      say "stopping Redis on $(redis_port "$n")"
-      local pid
-      pid="$(cat "$dir/redis-$n/pid")"
-      kill "$pid" 2>/dev/null || true
-      # A replica caught mid-sync was once seen to outlive SIGTERM.
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
+    # Sentinels first: they would otherwise fail over from a stopped primary.
+    if [ -f "$dir/sentinel-$n/pid" ]; then
+      say "stopping the sentinel on $(sentinel_port "$n")"
+      stop_pid "$dir/sentinel-$n/pid"
     fi
   done
   for n in "${nodes[@]}"; do
-    for port in "$(amqp_port "$n")" "$(redis_port "$n")"; do
+    if [ -f "$dir/redis-$n/pid" ]; then
+      say "stopping Redis on $(redis_port "$n")"
+      stop_pid "$dir/redis-$n/pid"
+    fi
+  done
+  for n in "${nodes[@]}"; do
+    for port in "$(amqp_port "$n")" "$(redis_port "$n")" "$(sentinel_port "$n")"; do
       for _ in $(seq 1 100); do port_open "$port" || break; sleep 0.1; done
     done
   done
@@ -195,6 +267,10 @@ status() {
   for n in "${nodes[@]}"; do
     if port_open "$(redis_port "$n")"; then s=up; else s=down; fi
     echo "redis $(redis_port "$n"): $s"
+  done
+  for n in "${nodes[@]}"; do
+    if port_open "$(sentinel_port "$n")"; then s=up; else s=down; fi
+    echo "sentinel $(sentinel_port "$n"): $s"
   done
 }
 

@@ -13,8 +13,13 @@ use warren_core::store::Store;
 /// Submits `leaves` leaves `slow_inc(i, 5)` and the tree of `add_them` over
 /// them; returns the leaves, the root and the number of tasks.
 pub async fn submit_tree(client: &Client, leaves: i64) -> (Vec<Future>, Future, usize) {
+    submit_tree_of(client, leaves, 5).await
+}
+
+/// [`submit_tree`] with leaves of `ms` milliseconds each.
+pub async fn submit_tree_of(client: &Client, leaves: i64, ms: u64) -> (Vec<Future>, Future, usize) {
     let opts = SubmitOptions::default();
-    let args = (0..leaves).map(|i| vec![json!(i), json!(5)]).collect();
+    let args = (0..leaves).map(|i| vec![json!(i), json!(ms)]).collect();
     let leaf_futures = client.map_with("slow_inc", args, &opts).await.unwrap();
     let mut total = leaf_futures.len();
     let mut level = leaf_futures.clone();
@@ -94,4 +99,33 @@ pub async fn check_values(client: &Client, leaves: &[Future], root: &Future) {
         json!(n * (n + 1) / 2),
         "the root"
     );
+}
+
+/// The end of every fault suite: tallies the tree whose leaves and root are
+/// given, prints `faults: N injected, tasks: T submitted, ...`, and asserts
+/// that every task finished exactly once, none with an error, each with the
+/// value arithmetic gives.
+pub async fn assert_exactly_once(
+    client: &Client,
+    store: &Store,
+    faults: usize,
+    leaves: &[Future],
+    root: &Future,
+    total: usize,
+) {
+    let mut keys: Vec<String> = leaves.iter().map(|f| f.key().to_string()).collect();
+    keys.push(root.key().to_string());
+    let t = tally(store, &keys, total).await;
+    println!(
+        "faults: {faults} injected, tasks: {total} submitted, {} finished, {} lost, {} duplicated transitions",
+        t.finished, t.lost, t.duplicated
+    );
+    assert_eq!(t.lost, 0, "{:?}", t.stats);
+    assert_eq!(
+        t.finished, total as u64,
+        "each task must finish exactly once: {:?}",
+        t.stats
+    );
+    assert_eq!(t.stats.get("error"), None, "{:?}", t.stats);
+    check_values(client, leaves, root).await;
 }

@@ -19,7 +19,11 @@ use warren_core::{Settings, amqp};
 mod rabbit;
 pub use rabbit::PrivateRabbit;
 
+mod persistent_redis;
+pub use persistent_redis::PersistentRedis;
+
 pub mod dag;
+pub mod netns;
 pub mod sentinel;
 
 /// The directory holding the build's binaries (`target/<profile>`), or
@@ -130,6 +134,10 @@ pub struct ClusterOptions {
     pub env: Vec<(String, String)>,
     /// Extra flags for the (first) scheduler.
     pub scheduler_args: Vec<String>,
+    /// Network namespaces (see [`netns::Hosts`]) to spread the processes
+    /// over: the first scheduler and worker 0 on the first, scheduler `j`
+    /// and worker `j` on host `j` modulo their number. Empty: this machine.
+    pub hosts: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -141,6 +149,7 @@ impl Default for ClusterOptions {
             test_worker: false,
             env: Vec::new(),
             scheduler_args: Vec::new(),
+            hosts: Vec::new(),
         }
     }
 }
@@ -188,8 +197,8 @@ impl Cluster {
             workers: Vec::new(),
         };
         c.start_scheduler();
-        for _ in 1..options.schedulers {
-            let extra = c.spawn("warren-scheduler", &[]);
+        for j in 1..options.schedulers {
+            let extra = c.spawn("warren-scheduler", &[], j);
             c.extra_schedulers.push(extra);
         }
         for _ in 0..options.workers {
@@ -199,9 +208,20 @@ impl Cluster {
         c
     }
 
-    fn spawn(&self, name: &str, args: &[String]) -> Child {
-        Command::new(bin(name))
-            .args(args)
+    /// Starts binary `name` on the host of `slot` (see [`ClusterOptions::hosts`]).
+    fn spawn(&self, name: &str, args: &[String], slot: usize) -> Child {
+        let hosts = &self.options.hosts;
+        let mut cmd = if hosts.is_empty() {
+            Command::new(bin(name))
+        } else {
+            // `ip netns exec` execs the binary itself: the child's pid is the
+            // binary's, so killing the child kills it.
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &hosts[slot % hosts.len()]])
+                .arg(bin(name));
+            cmd
+        };
+        cmd.args(args)
             .envs(
                 self.options
                     .env
@@ -220,7 +240,7 @@ impl Cluster {
 
     /// Starts (another) scheduler, killing the first one if it runs.
     pub fn start_scheduler(&mut self) {
-        let child = self.spawn("warren-scheduler", &self.options.scheduler_args.clone());
+        let child = self.spawn("warren-scheduler", &self.options.scheduler_args.clone(), 0);
         if let Some(mut old) = self.scheduler.replace(child) {
             let _ = old.kill();
             let _ = old.wait();
@@ -240,6 +260,7 @@ impl Cluster {
         let child = self.spawn(
             self.worker_binary(),
             &["--concurrency".into(), concurrency.to_string()],
+            self.workers.len(),
         );
         self.workers.push(child);
     }
@@ -248,7 +269,7 @@ impl Cluster {
     pub fn start_worker_with(&mut self, concurrency: usize, extra: &[&str]) {
         let mut args = vec!["--concurrency".to_string(), concurrency.to_string()];
         args.extend(extra.iter().map(|a| a.to_string()));
-        let child = self.spawn(self.worker_binary(), &args);
+        let child = self.spawn(self.worker_binary(), &args, self.workers.len());
         self.workers.push(child);
     }
 
@@ -262,7 +283,7 @@ impl Cluster {
         let _ = self.workers[i].kill();
         let _ = self.workers[i].wait();
         let args = ["--concurrency".into(), self.options.concurrency.to_string()];
-        self.workers[i] = self.spawn(self.worker_binary(), &args);
+        self.workers[i] = self.spawn(self.worker_binary(), &args, i);
     }
 
     /// SIGTERM worker `i` (a drain), wait up to `within` for it to exit, and
@@ -275,7 +296,7 @@ impl Cluster {
     ) -> Option<std::process::ExitStatus> {
         let status = terminate(&mut self.workers[i], within);
         let args = ["--concurrency".into(), self.options.concurrency.to_string()];
-        self.workers[i] = self.spawn(self.worker_binary(), &args);
+        self.workers[i] = self.spawn(self.worker_binary(), &args, i);
         status
     }
 
@@ -551,92 +572,6 @@ pub fn primes_below(m: i64) -> i64 {
         }
     }
     count
-}
-
-/// A throwaway Redis with append-only persistence.
-pub struct PersistentRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl PersistentRedis {
-    /// Starts one on a port of its own (6390 + pid % 500).
-    pub fn start() -> Self {
-        let port = 6390 + (std::process::id() % 500) as u16;
-        let dir = std::env::temp_dir().join(format!("warren-chaos-redis-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut r = Self {
-            port,
-            dir,
-            child: None,
-        };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server on port {} did not start", self.port);
-    }
-
-    /// Its URL.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// A clean restart: SHUTDOWN (which syncs the append-only file), then start.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    /// SHUTDOWN (syncing the append-only file); [`PersistentRedis::resume`] starts it again.
-    pub fn stop(&mut self) {
-        let _ = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "shutdown"])
-            .output();
-        if let Some(mut c) = self.child.take() {
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again on the same port and data.
-    pub fn resume(&mut self) {
-        self.spawn();
-    }
-}
-
-impl Drop for PersistentRedis {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 #[cfg(test)]

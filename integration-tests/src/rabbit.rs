@@ -141,7 +141,25 @@ impl PrivateRabbit {
 
     /// The URL clients, schedulers and workers connect with.
     pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+        self.amqp_url_at("127.0.0.1")
+    }
+
+    /// The URL for processes that reach the node at `host` (the node listens
+    /// on every address; user guest beyond loopback needs the configuration
+    /// line `loopback_users.guest = false`).
+    pub fn amqp_url_at(&self, host: &str) -> String {
+        format!("amqp://guest:guest@{host}:{}/%2f", self.port)
+    }
+
+    /// The node leading quorum queue `queue`, as this node reports it:
+    /// its index in `nodes`.
+    pub fn leader_of(&self, nodes: &[PrivateRabbit], queue: &str) -> Option<usize> {
+        let out = self.ctl(&["list_queues", "-q", "--no-table-headers", "name", "leader"]);
+        let leader = out.lines().find_map(|l| {
+            let mut cols = l.split_whitespace();
+            (cols.next() == Some(queue)).then(|| cols.next().unwrap_or("").to_string())
+        })?;
+        nodes.iter().position(|n| n.node() == leader)
     }
 }
 

@@ -14,6 +14,8 @@ pub const PRIMARY_NAME: &str = "warren-test";
 /// Replicated Redis: data nodes and sentinels, stopped on drop.
 pub struct ReplicatedRedis {
     dir: PathBuf,
+    /// The address every node is known by (and its replicas sync from).
+    host: String,
     /// Each data node's port and process (the first starts as primary).
     data: Vec<(u16, Child)>,
     sentinels: Vec<(u16, Child)>,
@@ -41,13 +43,26 @@ fn cli(port: u16, args: &[&str]) -> String {
 
 impl ReplicatedRedis {
     /// Starts the primary, two replicas and three sentinels (quorum 2, a
-    /// primary silent for 1 s is down).
+    /// primary silent for 1 s is down) on 127.0.0.1.
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// The same, every node also listening on `host` and known by it: the
+    /// sentinels name the primary by the address its replicas sync from, so
+    /// for clients on other hosts (network namespaces) that must be one they
+    /// reach, not 127.0.0.1.
+    pub fn start_on(host: &str) -> Self {
+        let mut bind = vec!["127.0.0.1"];
+        if host != "127.0.0.1" {
+            bind.push(host);
+        }
         let dir = std::env::temp_dir().join(format!("warren-sentinel-{}", free_port()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let mut r = Self {
             dir,
+            host: host.to_string(),
             data: Vec::new(),
             sentinels: Vec::new(),
         };
@@ -57,7 +72,11 @@ impl ReplicatedRedis {
             let d = r.dir.join(format!("data-{port}"));
             std::fs::create_dir_all(&d).expect("data dir");
             let mut cmd = Command::new("redis-server");
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            cmd.args(["--port", &port.to_string(), "--bind"])
+                .args(&bind)
+                // Beyond loopback with no password, protected mode refuses
+                // even the replicas.
+                .args(["--protected-mode", "no"])
                 .args(["--appendonly", "yes", "--save", ""])
                 .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--dir")
@@ -66,7 +85,7 @@ impl ReplicatedRedis {
                 .arg(d.join("log"))
                 .stdout(Stdio::null());
             if i > 0 {
-                cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+                cmd.args(["--replicaof", host, &primary.to_string()]);
             }
             let child = cmd
                 .spawn()
@@ -80,10 +99,12 @@ impl ReplicatedRedis {
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\nsentinel monitor {PRIMARY_NAME} 127.0.0.1 {primary} 2\n\
+                    "port {port}\nbind {}\nprotected-mode no\n\
+                     sentinel monitor {PRIMARY_NAME} {host} {primary} 2\n\
                      sentinel down-after-milliseconds {PRIMARY_NAME} 1000\n\
                      sentinel failover-timeout {PRIMARY_NAME} 5000\n\
                      logfile {}\n",
+                    bind.join(" "),
                     r.dir.join(format!("sentinel-{port}.log")).display()
                 ),
             )
@@ -114,7 +135,7 @@ impl ReplicatedRedis {
         let hosts: Vec<String> = self
             .sentinels
             .iter()
-            .map(|(p, _)| format!("127.0.0.1:{p}"))
+            .map(|(p, _)| format!("{}:{p}", self.host))
             .collect();
         format!("redis+sentinel://{}/{PRIMARY_NAME}", hosts.join(","))
     }

@@ -54,7 +54,6 @@ async fn a_ten_thousand_task_dag_survives_killed_workers_schedulers_and_restarte
     let client = cluster.client().await;
     let (leaf_futures, root, total) = dag::submit_tree(&client, leaves).await;
     assert!(total >= 10_000, "{total} tasks");
-    let keys: Vec<String> = leaf_futures.iter().map(|f| f.key().to_string()).collect();
     let root_key = root.key().to_string();
 
     let seed = std::time::SystemTime::now()
@@ -91,21 +90,6 @@ async fn a_ten_thousand_task_dag_survives_killed_workers_schedulers_and_restarte
     }
     eprintln!("DAG finished after {:?}", started.elapsed());
 
-    // Every task finished, once, with the right value.
-    let mut all_keys = keys.clone();
-    all_keys.push(root_key.clone());
-    let t = dag::tally(&store, &all_keys, total).await;
-    println!(
-        "faults: {faults} injected, tasks: {total} submitted, {} finished, {} lost, {} duplicated transitions",
-        t.finished, t.lost, t.duplicated
-    );
-    assert_eq!(t.lost, 0);
-    assert_eq!(
-        t.finished, total as u64,
-        "each task must finish exactly once: {:?}",
-        t.stats
-    );
-    assert_eq!(t.stats.get("error"), None, "{:?}", t.stats);
-    dag::check_values(&client, &leaf_futures, &root).await;
+    dag::assert_exactly_once(&client, &store, faults, &leaf_futures, &root, total).await;
     cluster.shutdown().await;
 }

@@ -1,112 +1,9 @@
-//! warren on a 3-node RabbitMQ cluster with quorum queues (issue 13): the
-//! node that leads the work queue's quorum is killed (`kill -9` of its
-//! Erlang VM) in the middle of a DAG, then a scheduler and a worker, and
-//! nothing confirmed is lost: every task finishes once, with the right value.
-//!
-//! The nodes are private (their own names, ports and data under the
-//! temporary directory; the machine's broker on 5672 is untouched), started
-//! side by side and joined into one cluster. Every process is given the
-//! three nodes' URLs in `amqp_url` and starts on one chosen by its pid; a
-//! process whose node dies reconnects to another one.
+//! `scripts/cluster.sh` (issue 13): `up` makes the 3-node RabbitMQ cluster
+//! and the replicated Redis that docs/operations.md describes, warren runs on
+//! the settings it prints, and `down` removes all of it. What warren does when
+//! a node of such a cluster dies is `tests/cluster_chaos.rs`.
 
-use std::time::{Duration, Instant};
-
-use warren_client::Client;
-use warren_core::store::Store;
-use warren_integration_tests::{Cluster, ClusterOptions, PrivateRabbit, dag};
-
-/// The node leading quorum queue `queue`, as node `ask` reports it.
-fn leader(nodes: &[PrivateRabbit], ask: usize, queue: &str) -> Option<usize> {
-    let out = nodes[ask].ctl(&["list_queues", "-q", "--no-table-headers", "name", "leader"]);
-    let leader = out.lines().find_map(|l| {
-        let mut cols = l.split_whitespace();
-        (cols.next() == Some(queue)).then(|| cols.next().unwrap_or("").to_string())
-    })?;
-    nodes.iter().position(|n| n.node() == leader)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_quorum_cluster_loses_nothing_when_the_work_queues_leader_dies() {
-    let nodes = PrivateRabbit::cluster(3, &[]);
-    let urls: Vec<String> = nodes.iter().map(PrivateRabbit::amqp_url).collect();
-    let mut cluster = Cluster::start_with(ClusterOptions {
-        workers: 3,
-        concurrency: 2,
-        schedulers: 2,
-        test_worker: true,
-        env: vec![
-            ("WARREN_AMQP_URL".into(), urls.join(",")),
-            ("WARREN_QUEUE_TYPE".into(), "quorum".into()),
-            ("WARREN_ALLOWED_FAILURES".into(), "20".into()),
-        ],
-        ..Default::default()
-    })
-    .await;
-    let work_queue = format!("{}.work.default", cluster.settings.namespace);
-    let doomed = leader(&nodes, 0, &work_queue).expect("the work queue has a leader");
-    eprintln!("the work queue's leader: {}", nodes[doomed].node());
-
-    // The client itself stays off the doomed node: a client whose node dies
-    // mid-run gets `Disconnected` (its futures live on in Redis).
-    let mut settings = cluster.settings.clone();
-    settings.amqp_url = (0..3)
-        .filter(|&i| i != doomed)
-        .map(|i| urls[i].clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    let client = Client::connect(settings).await.unwrap();
-    // 3,000 leaves of 5 ms on 6 slots: at least 2.5 s of work, so every fault
-    // lands while tasks run.
-    let leaves: i64 = 3000;
-    let (leaf_futures, root, total) = dag::submit_tree(&client, leaves).await;
-    let store = Store::connect(&cluster.settings).await.unwrap();
-    let root_key = root.key().to_string();
-
-    let started = Instant::now();
-    let mut faults = 0;
-    for step in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        let ended = store.stats().await.unwrap().ended();
-        assert!(
-            !dag::finished(&store, &root_key).await,
-            "the DAG ended before fault {step}"
-        );
-        eprintln!("fault {step} with {ended} of {total} tasks ended");
-        match step {
-            0 => nodes[doomed].kill(),
-            1 => cluster.kill_and_replace_scheduler(),
-            _ => cluster.kill_and_replace_worker(0),
-        }
-        faults += 1;
-    }
-    while !dag::finished(&store, &root_key).await {
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "the DAG did not finish within 180 s of the first fault"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let new_leader = leader(&nodes, (doomed + 1) % 3, &work_queue);
-    assert!(new_leader.is_some_and(|l| l != doomed), "{new_leader:?}");
-    eprintln!(
-        "DAG finished {:?} after the first fault; the work queue's leader is now {}",
-        started.elapsed(),
-        new_leader.map_or("?", |l| nodes[l].node())
-    );
-
-    let mut keys: Vec<String> = leaf_futures.iter().map(|f| f.key().to_string()).collect();
-    keys.push(root_key);
-    let t = dag::tally(&store, &keys, total).await;
-    println!(
-        "faults: {faults} injected, tasks: {total} submitted, {} finished, {} lost, {} duplicated transitions",
-        t.finished, t.lost, t.duplicated
-    );
-    assert_eq!(t.lost, 0);
-    assert_eq!(t.finished, total as u64, "{:?}", t.stats);
-    assert_eq!(t.stats.get("error"), None, "{:?}", t.stats);
-    dag::check_values(&client, &leaf_futures, &root).await;
-    cluster.shutdown().await;
-}
+use warren_integration_tests::{Cluster, ClusterOptions};
 
 /// `scripts/cluster.sh up` makes what docs/operations.md says, warren runs on
 /// the settings it prints, and `down` removes all it made.
@@ -129,7 +26,7 @@ async fn cluster_sh_makes_a_cluster_warren_runs_on_and_down_removes_it() {
     let stdout = String::from_utf8_lossy(&up.stdout).into_owned();
     assert!(
         up.status.success(),
-        "cluster.sh up (are ports 5701-5703 or 7001-7003 taken? `bash scripts/cluster.sh down`): {stdout}{}",
+        "cluster.sh up (are ports 5701-5703 or 7001-7006 taken? `bash scripts/cluster.sh down`): {stdout}{}",
         String::from_utf8_lossy(&up.stderr)
     );
     let env: Vec<(String, String)> = stdout
@@ -141,7 +38,12 @@ async fn cluster_sh_makes_a_cluster_warren_runs_on_and_down_removes_it() {
     let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         names,
-        ["WARREN_AMQP_URL", "WARREN_QUEUE_TYPE", "WARREN_REDIS_URL"],
+        [
+            "WARREN_AMQP_URL",
+            "WARREN_QUEUE_TYPE",
+            "WARREN_REDIS_URL",
+            "WARREN_REDIS_MIN_REPLICAS"
+        ],
         "{stdout}"
     );
     assert_eq!(env[0].1.split(',').count(), 3, "{stdout}");
@@ -186,6 +88,24 @@ async fn cluster_sh_makes_a_cluster_warren_runs_on_and_down_removes_it() {
         .output()
         .expect("redis-cli");
     assert!(String::from_utf8_lossy(&info.stdout).contains("master_port:7001"));
+    // The sentinels watch it, and warren found the primary through them.
+    assert!(env[2].1.starts_with("redis+sentinel://"), "{stdout}");
+    let primary = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            "7004",
+            "sentinel",
+            "get-master-addr-by-name",
+            "warren",
+        ])
+        .output()
+        .expect("redis-cli");
+    let primary = String::from_utf8_lossy(&primary.stdout).into_owned();
+    assert_eq!(
+        primary.split_whitespace().collect::<Vec<_>>(),
+        ["127.0.0.1", "7001"],
+        "{primary}"
+    );
     c.shutdown().await;
 
     let down = run("down");
@@ -194,7 +114,7 @@ async fn cluster_sh_makes_a_cluster_warren_runs_on_and_down_removes_it() {
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
-    for port in [5701, 5702, 5703, 7001, 7002, 7003] {
+    for port in [5701, 5702, 5703, 7001, 7002, 7003, 7004, 7005, 7006] {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
             "port {port} still open after down"

@@ -61,16 +61,6 @@ async fn a_dag_survives_the_death_of_the_redis_primary() {
     }
     eprintln!("DAG finished {:?} after the fault", started.elapsed());
 
-    let mut keys: Vec<String> = leaves.iter().map(|f| f.key().to_string()).collect();
-    keys.push(root_key);
-    let t = dag::tally(&store, &keys, total).await;
-    println!(
-        "faults: 1 injected, tasks: {total} submitted, {} finished, {} lost, {} duplicated transitions",
-        t.finished, t.lost, t.duplicated
-    );
-    assert_eq!(t.lost, 0);
-    assert_eq!(t.finished, total as u64, "{:?}", t.stats);
-    assert_eq!(t.stats.get("error"), None, "{:?}", t.stats);
-    dag::check_values(&client, &leaves, &root).await;
+    dag::assert_exactly_once(&client, &store, 1, &leaves, &root, total).await;
     cluster.shutdown().await;
 }
