@@ -185,13 +185,17 @@ await_replica() {
   exit 1
 }
 
-sentinel_url() {
+# The three nodes' addresses, each as function $1 prints node N's, joined by commas.
+joined() {
   local out="" n
   for n in "${nodes[@]}"; do
-    out="${out:+$out,}127.0.0.1:$(sentinel_port "$n")"
+    out="${out:+$out,}$("$1" "$n")"
   done
-  echo "redis+sentinel://$out/$primary_name"
+  echo "$out"
 }
+
+sentinel_addr() { echo "127.0.0.1:$(sentinel_port "$1")"; }
+sentinel_url() { echo "redis+sentinel://$(joined sentinel_addr)/$primary_name"; }
 
 # Stops the process whose pid file is $1, SIGKILL if it lingers.
 stop_pid() {
@@ -203,13 +207,8 @@ stop_pid() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
-urls() {
-  local out="" n
-  for n in "${nodes[@]}"; do
-    out="${out:+$out,}amqp://guest:guest@127.0.0.1:$(amqp_port "$n")/%2f"
-  done
-  echo "$out"
-}
+amqp_url_of() { echo "amqp://guest:guest@127.0.0.1:$(amqp_port "$1")/%2f"; }
+urls() { joined amqp_url_of; }
 
 up() {
   install
