@@ -129,32 +129,43 @@ import_policies() {
   say "imported warren's policies for namespace $ns (quorum queues)"
 }
 
+# Runs a server's start command unless PORT already answers, then waits up
+# to 5 s for PORT, naming WHAT and its LOG if it never opens.
+started() {
+  local port="$1" what="$2" log="$3"; shift 3
+  if port_open "$port"; then
+    say "$what already answers on $port"
+    return
+  fi
+  "$@"
+  for _ in $(seq 1 50); do port_open "$port" && return; sleep 0.1; done
+  say "$what on $port did not start; its log: $log"
+  exit 1
+}
+
 start_redis() {
   local n="$1" port d="$dir/redis-$1"
   port="$(redis_port "$n")"
-  if port_open "$port"; then
-    say "Redis already answers on $port"
-    return
-  fi
   mkdir -p "$d"
   local role=()
   if [ "$n" -ne 1 ]; then role=(--replicaof 127.0.0.1 "$(redis_port 1)"); fi
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$d" --appendonly yes \
+  started "$port" Redis "$d/log" \
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$d" --appendonly yes \
     --daemonize yes --pidfile "$d/pid" --logfile "$d/log" "${role[@]}"
-  for _ in $(seq 1 50); do port_open "$port" && return; sleep 0.1; done
-  say "Redis on $port did not start; its log: $d/log"
-  exit 1
 }
 
 start_sentinel() {
   local n="$1" port d="$dir/sentinel-$1"
   port="$(sentinel_port "$n")"
-  if port_open "$port"; then
-    say "a sentinel already answers on $port"
-    return
-  fi
+  port_open "$port" || write_sentinel_conf "$port" "$d"
+  started "$port" "a sentinel" "$d/log" \
+    redis-server "$d/sentinel.conf" --sentinel --daemonize yes --pidfile "$d/pid" --logfile "$d/log"
+}
+
+# A sentinel rewrites its configuration file as it learns: each has its own.
+write_sentinel_conf() {
+  local port="$1" d="$2"
   mkdir -p "$d"
-  # A sentinel rewrites its configuration file as it learns: each has its own.
   cat >"$d/sentinel.conf" <<CONF
 port $port
 bind 127.0.0.1
@@ -163,10 +174,6 @@ sentinel monitor $primary_name 127.0.0.1 $(redis_port 1) 2
 sentinel down-after-milliseconds $primary_name 5000
 sentinel failover-timeout $primary_name 60000
 CONF
-  redis-server "$d/sentinel.conf" --sentinel --daemonize yes --pidfile "$d/pid" --logfile "$d/log"
-  for _ in $(seq 1 50); do port_open "$port" && return; sleep 0.1; done
-  say "the sentinel on $port did not start; its log: $d/log"
-  exit 1
 }
 
 # Waits until replica N has its first copy: until then it cannot acknowledge

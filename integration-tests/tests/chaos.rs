@@ -43,7 +43,7 @@ async fn a_ten_thousand_task_dag_survives_killed_workers_schedulers_and_restarte
         env: vec![
             ("WARREN_REDIS_URL".into(), redis.url()),
             // Random kills may hit one task several times; this suite is about
-            // losing nothing, not about KilledWorker (tests/faults.rs is).
+            // losing nothing, not about KilledWorker (tests/suite/faults.rs is).
             ("WARREN_ALLOWED_FAILURES".into(), "20".into()),
         ],
         ..Default::default()
