@@ -17,11 +17,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 use warren_core::messages::{ClientEvent, ClientEvents, Refusal, Terminal, decode};
 
+/// Fired with the tasks a scheduler refused of a batch it recorded.
+type AckSender = oneshot::Sender<Vec<Refusal>>;
+
 /// Routes reply-queue events to waiters.
 #[derive(Default)]
 pub struct Events {
     futures: Mutex<HashMap<String, watch::Sender<Option<Terminal>>>>,
-    batches: Mutex<HashMap<String, oneshot::Sender<Vec<Refusal>>>>,
+    /// Each awaited acknowledgement, with the generation of the link whose
+    /// reply queue it is expected on.
+    batches: Mutex<HashMap<String, (u64, AckSender)>>,
     restart: Mutex<Option<mpsc::UnboundedSender<ClientEvent>>>,
 }
 
@@ -85,13 +90,14 @@ impl Events {
     }
 
     /// A receiver fired when the scheduler acknowledges submit batch
-    /// `batch`, with the tasks it refused.
-    pub fn expect_batch(&self, batch: &str) -> oneshot::Receiver<Vec<Refusal>> {
+    /// `batch` on the reply queue of link `generation`, with the tasks it
+    /// refused; dropped (unfired) when that queue's consumer ends.
+    pub fn expect_batch(&self, batch: &str, generation: u64) -> oneshot::Receiver<Vec<Refusal>> {
         let (tx, rx) = oneshot::channel();
         self.batches
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(batch.to_string(), tx);
+            .insert(batch.to_string(), (generation, tx));
         rx
     }
 
@@ -106,7 +112,7 @@ impl Events {
         match event {
             ClientEvent::Done { key, terminal } => self.resolve(&key, terminal),
             ClientEvent::Submitted { batch, refused } => {
-                if let Some(tx) = self
+                if let Some((_, tx)) = self
                     .batches
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -128,8 +134,9 @@ impl Events {
         }
     }
 
-    /// Consumes the reply queue until the connection closes.
-    pub async fn consume(&self, mut consumer: Consumer) {
+    /// Consumes the reply queue of link `generation` until its connection
+    /// closes.
+    pub async fn consume(&self, mut consumer: Consumer, generation: u64) {
         while let Some(delivery) = consumer.next().await {
             let Ok(delivery) = delivery else { break };
             match decode::<ClientEvents>(&delivery.data) {
@@ -137,10 +144,44 @@ impl Events {
                 Err(e) => warn!(error = %e, "ignoring an undecodable event on the reply queue"),
             }
         }
-        // Wake every waiter: nothing more will arrive on this queue.
+        self.queue_closed(generation);
+    }
+
+    /// Wakes the waiters of link `generation`'s queue and older ones: nothing
+    /// more will arrive there. A newer link's waiters are not this queue's.
+    fn queue_closed(&self, generation: u64) {
         self.batches
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clear();
+            .retain(|_, (g, _)| *g > generation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_queue_wakes_its_own_waiters_and_older_ones_only() {
+        let events = Events::default();
+        let mut old = events.expect_batch("a", 0);
+        let mut current = events.expect_batch("b", 1);
+        let mut newer = events.expect_batch("c", 2);
+        events.queue_closed(1);
+        assert!(
+            old.try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
+        );
+        assert!(
+            current
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
+        );
+        assert_eq!(newer.try_recv(), Err(oneshot::error::TryRecvError::Empty));
+        events.dispatch(ClientEvent::Submitted {
+            batch: "c".into(),
+            refused: Vec::new(),
+        });
+        assert_eq!(newer.try_recv(), Ok(Vec::new()));
     }
 }

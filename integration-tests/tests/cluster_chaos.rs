@@ -4,6 +4,8 @@
 //! hosts, while in turn
 //!
 //! 1. the RabbitMQ node leading the work queue's quorum is killed (`kill -9`),
+//!    with the test's own client on it: the client moves to another node and
+//!    runs more tasks,
 //! 2. the Redis primary is killed and the sentinels promote a replica,
 //! 3. a scheduler is killed and another started,
 //! 4. one host's network is cut (`ip link set ... down`) until the broker,
@@ -76,15 +78,46 @@ async fn a_dag_over_two_hosts_survives_a_dead_rabbit_leader_redis_primary_schedu
     eprintln!("the work queue's leader: {}", nodes[doomed].node());
     let survivor = (doomed + 1) % 3;
 
-    // The client stays off the doomed node: a client whose node dies gets
-    // `Disconnected` (its futures live on in Redis).
+    // The client starts on the doomed node: a process starts on the node of
+    // its pid (then on the one that answered last), so that node goes there.
+    let mut client_urls = urls.clone();
+    client_urls.swap(std::process::id() as usize % 3, doomed);
     let mut settings = cluster.settings.clone();
-    settings.amqp_url = (0..3)
-        .filter(|&i| i != doomed)
-        .map(|i| urls[i].clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    settings.amqp_url = client_urls.join(",");
     let client = Client::connect(settings).await.unwrap();
+    // The client is the one connection from this machine (schedulers and
+    // workers are on the hosts); the node it is on shows in its Erlang pid
+    // (`<node.N.N.N>`: connections have no `node` column).
+    let client_node = |ask: usize| {
+        let me = format!("{gateway}:");
+        let out = nodes[ask].ctl(&[
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "pid",
+        ]);
+        let pid = out
+            .lines()
+            .find(|l| l.starts_with(&me))
+            .and_then(|l| l.split_whitespace().last().map(str::to_string))?;
+        nodes
+            .iter()
+            .find(|n| pid.contains(&format!("<{}.", n.node())))
+            .map(|n| n.node().to_string())
+    };
+    assert_eq!(
+        client_node(survivor).as_deref(),
+        Some(nodes[doomed].node()),
+        "the client is not on the doomed node; connections: {}",
+        nodes[survivor].ctl(&[
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "pid"
+        ])
+    );
     // Leaves of 20 ms on 8 slots: 2,000 of them are 5 s of work at the
     // least, so every fault lands while tasks run.
     let (leaf_futures, root, total) = dag::submit_tree_of(&client, leaves, 20).await;
@@ -94,6 +127,7 @@ async fn a_dag_over_two_hosts_survives_a_dead_rabbit_leader_redis_primary_schedu
     // Each fault once a further share of the tasks has ended.
     let started = Instant::now();
     let mut faults = 0;
+    let mut moved = None;
     for (step, share) in [0.08, 0.2, 0.32, 0.44].into_iter().enumerate() {
         let at = (total as f64 * share) as u64;
         let now = loop {
@@ -113,7 +147,31 @@ async fn a_dag_over_two_hosts_survives_a_dead_rabbit_leader_redis_primary_schedu
         );
         let t = Instant::now();
         match step {
-            0 => nodes[doomed].kill(),
+            0 => {
+                nodes[doomed].kill();
+                // The client's node is gone: it moves to another and goes on,
+                // publishing again what it had in flight (the tree's last
+                // batches, not yet flushed), with a map of its own that runs
+                // beside the DAG.
+                let (client, t) = (client.clone(), Instant::now());
+                moved = Some(tokio::spawn(async move {
+                    let extra = client.map("inc", 0..100).await.unwrap();
+                    let values =
+                        tokio::time::timeout(Duration::from_secs(60), client.gather(&extra))
+                            .await
+                            .expect("a gather on the client whose node died, within 60 s")
+                            .unwrap();
+                    assert_eq!(
+                        values,
+                        (1..=100).map(|i| serde_json::json!(i)).collect::<Vec<_>>()
+                    );
+                    eprintln!(
+                        "the client moved and ran 100 more tasks in {:?}",
+                        t.elapsed()
+                    );
+                    extra.len()
+                }));
+            }
             1 => {
                 let old = redis.kill_primary();
                 let new = redis.await_failover(old, Duration::from_secs(30));
@@ -162,6 +220,14 @@ async fn a_dag_over_two_hosts_survives_a_dead_rabbit_leader_redis_primary_schedu
             t.elapsed()
         );
     }
+    let extra_tasks = moved
+        .expect("fault 0 ran")
+        .await
+        .expect("the client's own map");
+    eprintln!(
+        "the client is now on {}",
+        client_node(survivor).unwrap_or_default()
+    );
     while !dag::finished(&store, &root_key).await {
         assert!(
             started.elapsed() < Duration::from_secs(300),
@@ -176,6 +242,14 @@ async fn a_dag_over_two_hosts_survives_a_dead_rabbit_leader_redis_primary_schedu
         started.elapsed(),
         new_leader.map_or("?", |l| nodes[l].node())
     );
-    dag::assert_exactly_once(&client, &store, faults, &leaf_futures, &root, total).await;
+    dag::assert_exactly_once(
+        &client,
+        &store,
+        faults,
+        &leaf_futures,
+        &root,
+        total + extra_tasks,
+    )
+    .await;
     cluster.shutdown().await;
 }

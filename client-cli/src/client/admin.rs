@@ -33,7 +33,10 @@ impl Client {
             batch: batch.clone(),
             keys: keys.to_vec(),
         })?;
-        let ack = self.inner.events.expect_batch(&batch);
+        let ack = self
+            .inner
+            .events
+            .expect_batch(&batch, self.link().generation);
         self.publish_request(&body, true).await?;
         self.await_acks(vec![ack], keys.len(), self.request_deadline())
             .await
@@ -171,7 +174,7 @@ impl Client {
         selection: &crate::dead::Selection,
         action: &crate::dead::Action,
     ) -> Result<(Vec<crate::dead::DeadLetter>, Vec<String>), Error> {
-        let ch = amqp::confirm_channel(&self.inner._conn).await?;
+        let ch = amqp::confirm_channel(&self.link().conn).await?;
         let queue = self.inner.topology.dead_queue();
         let done = crate::dead::act(&ch, &queue, selection, action).await;
         let _ = ch.close(200, "done".into()).await;

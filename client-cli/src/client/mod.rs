@@ -22,18 +22,20 @@
 //! The client is split by what a caller does: [`submit`] (submit, map, flush:
 //! batching in [`batching`]), [`wait`] (gather, as_completed, wait: results as
 //! they arrive), [`admin`] (cancel, forget, restart, info, workers, dead
-//! letters). This file holds the connection they share.
+//! letters). This file holds what they share; the RabbitMQ connection, which
+//! a client replaces when its node goes, is [`link`].
 
 mod admin;
 mod batching;
 mod command;
+mod link;
 mod submit;
 mod wait;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::{Channel, Connection};
+use link::Link;
 use warren_core::messages::TaskSpec;
 use warren_core::store::Store;
 use warren_core::topology::Topology;
@@ -57,12 +59,11 @@ pub struct Client {
 struct Inner {
     settings: Settings,
     topology: Topology,
-    _conn: Connection,
-    /// Whether RabbitMQ blocks this connection's publishes (an alarm).
-    blocked: amqp::Blocked,
-    publish: Channel,
+    /// The RabbitMQ connection of the moment.
+    link: std::sync::RwLock<Arc<Link>>,
+    /// Held while a new link is opened: one reconnection at a time.
+    relinking: tokio::sync::Mutex<()>,
     store: Store,
-    reply_queue: String,
     events: Arc<Events>,
     in_flight: std::sync::Mutex<InFlight>,
     /// Held while a flush awaits: a second flush waits for the first, so a
@@ -81,6 +82,8 @@ struct Inner {
 /// Submissions published but not yet known to be recorded by a scheduler.
 #[derive(Default)]
 struct InFlight {
+    /// The messages themselves, to publish again on a new link.
+    sent: Vec<submit::Sent>,
     confirms: Vec<amqp::PublisherConfirm>,
     acks: Vec<tokio::sync::oneshot::Receiver<Vec<warren_core::messages::Refusal>>>,
     tasks: usize,
@@ -93,29 +96,15 @@ impl Client {
     pub async fn connect(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
         let topology = Topology::from_settings(&settings);
-        let host = hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let name = format!("warren-client {host}:{}", std::process::id());
-        let (conn, blocked) = amqp::connect_watched(&settings, &name).await?;
-        let store = Store::connect(&settings).await?;
-        let setup = conn.create_channel().await?;
-        topology.declare(&setup, &[]).await?;
-        let publish = amqp::confirm_channel(&conn).await?;
-        let consume = conn.create_channel().await?;
-        let tag = format!("warren-client@{host}:{}", std::process::id());
-        let (reply_queue, consumer) = amqp::private_queue(&consume, None, &tag).await?;
         let events = Arc::new(Events::default());
-        let ev = events.clone();
-        tokio::spawn(async move { ev.consume(consumer).await });
+        let link = Link::open(&settings, &topology, &events, 0).await?;
+        let store = Store::connect(&settings).await?;
         Ok(Self {
             inner: Arc::new(Inner {
-                reply_queue,
                 settings,
                 topology,
-                _conn: conn,
-                blocked,
-                publish,
+                link: std::sync::RwLock::new(Arc::new(link)),
+                relinking: tokio::sync::Mutex::new(()),
                 store,
                 events,
                 in_flight: std::sync::Mutex::new(InFlight::default()),
@@ -172,25 +161,61 @@ impl Client {
     /// Ready messages and consumers of a queue; `None` if it does not exist
     /// (or RabbitMQ cannot say).
     async fn queue_stats(&self, name: &str) -> Option<(u32, u32)> {
-        amqp::queue_stats(&self.inner._conn, name).await
+        amqp::queue_stats(&self.link().conn, name).await
     }
 
     /// Publishes a request to the scheduler, with our reply queue if `reply`,
-    /// and waits for the broker's confirm.
+    /// and waits for the broker's confirm (on a new link if the node goes).
     async fn publish_request(&self, body: &[u8], reply: bool) -> Result<(), Error> {
-        let confirm = self.publish(body, reply).await?;
-        self.await_confirms(vec![confirm], 1, self.request_deadline())
-            .await
+        let mut relinks = 0;
+        loop {
+            let link = self.link();
+            let confirmed = match self.publish_on(&link, body, reply).await {
+                Ok(confirm) => {
+                    self.await_confirms(vec![confirm], 1, self.request_deadline())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match confirmed {
+                Err(_) if !link.alive() && relinks < link::RELINKS => {
+                    relinks += 1;
+                    self.relink(link.generation).await?;
+                }
+                done => return done,
+            }
+        }
     }
 
-    /// Publishes a request to the scheduler; the caller awaits the confirm.
+    /// Publishes a request to the scheduler on the current link, opening a
+    /// new one first if its connection closed; the caller awaits the confirm.
     async fn publish(&self, body: &[u8], reply: bool) -> Result<amqp::PublisherConfirm, Error> {
+        let mut relinks = 0;
+        loop {
+            let link = self.link();
+            match self.publish_on(&link, body, reply).await {
+                Err(_) if !link.alive() && relinks < link::RELINKS => {
+                    relinks += 1;
+                    self.relink(link.generation).await?;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Publishes a request on `link`.
+    async fn publish_on(
+        &self,
+        link: &Link,
+        body: &[u8],
+        reply: bool,
+    ) -> Result<amqp::PublisherConfirm, Error> {
         let mut props = amqp::json_properties(&[]);
         if reply {
-            props = props.with_reply_to(self.inner.reply_queue.as_str().into());
+            props = props.with_reply_to(link.reply_queue.as_str().into());
         }
         Ok(amqp::publish(
-            &self.inner.publish,
+            &link.publish,
             "",
             &self.inner.topology.submit_queue(),
             body,

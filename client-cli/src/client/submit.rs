@@ -25,6 +25,25 @@ const ACK_NAG_EVERY: Duration = Duration::from_secs(5);
 /// waits for them: bounds what an error can leave unreported.
 const MAX_IN_FLIGHT: usize = 256;
 
+/// A submit message in flight, kept to be published again on a new link
+/// (see [`super::link`]).
+pub(super) struct Sent {
+    body: Vec<u8>,
+    /// The batch id whose acknowledgement is awaited (`None`: detached).
+    batch: Option<String>,
+}
+
+impl Error {
+    /// Whether the error means the connection went, so that publishing
+    /// again on a new link may succeed.
+    fn is_connection_loss(&self) -> bool {
+        matches!(
+            self,
+            Error::Disconnected | Error::Core(warren_core::Error::Amqp(_))
+        )
+    }
+}
+
 /// Options of [`Client::submit_with`] and [`Client::map_with`].
 #[derive(Debug, Clone)]
 pub struct SubmitOptions {
@@ -96,7 +115,7 @@ impl Client {
             return Err(e);
         }
         let _one_at_a_time = self.inner.flushing.lock().await;
-        let pending = std::mem::take(
+        let mut pending = std::mem::take(
             &mut *self
                 .inner
                 .in_flight
@@ -106,12 +125,43 @@ impl Client {
         if pending.confirms.is_empty() {
             return Ok(());
         }
-        // Confirms first: only a confirmed request is safe in RabbitMQ, so
-        // the wait for a scheduler must not start (or speak) before it.
         let deadline = self.request_deadline();
-        self.await_confirms(pending.confirms, pending.tasks, deadline)
-            .await?;
-        self.await_acks(pending.acks, pending.tasks, deadline).await
+        let mut relinks = 0;
+        loop {
+            // Confirms first: only a confirmed request is safe in RabbitMQ,
+            // so the wait for a scheduler must not start (or speak) before it.
+            let confirms = std::mem::take(&mut pending.confirms);
+            let done = match self.await_confirms(confirms, pending.tasks, deadline).await {
+                Ok(()) => {
+                    let acks = std::mem::take(&mut pending.acks);
+                    self.await_acks(acks, pending.tasks, deadline).await
+                }
+                Err(e) => Err(e),
+            };
+            match done {
+                Err(e) if e.is_connection_loss() && relinks < super::link::RELINKS => {
+                    relinks += 1;
+                    let link = self.link();
+                    if !link.alive() {
+                        self.relink(link.generation).await?;
+                    }
+                    // All of this flush again, in order: what a scheduler
+                    // recorded already it records as a no-op.
+                    let generation = self.link().generation;
+                    for m in &pending.sent {
+                        let ack = m
+                            .batch
+                            .as_ref()
+                            .map(|b| self.inner.events.expect_batch(b, generation));
+                        pending
+                            .confirms
+                            .push(self.publish(&m.body, m.batch.is_some()).await?);
+                        pending.acks.extend(ack);
+                    }
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Submits `func(args...)`; `args` serializes to a JSON array (a tuple such
@@ -314,13 +364,18 @@ impl Client {
                     });
                 }
             };
-            let ack = (!detach).then(|| self.inner.events.expect_batch(&batch));
+            let generation = self.link().generation;
+            let ack = (!detach).then(|| self.inner.events.expect_batch(&batch, generation));
             let confirm = self.publish(&body, !detach).await?;
             let mut in_flight = self
                 .inner
                 .in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            in_flight.sent.push(Sent {
+                body,
+                batch: (!detach).then_some(batch),
+            });
             in_flight.confirms.push(confirm);
             in_flight.acks.extend(ack);
             in_flight.tasks += n;
@@ -355,10 +410,10 @@ impl Client {
                         items,
                         queue: submit_queue.clone(),
                         secs: self.inner.settings.request_timeout_secs,
-                        alarm: self.inner.blocked.reason(),
+                        alarm: self.link().blocked.reason(),
                     });
                 }
-                Err(_) => match self.inner.blocked.reason() {
+                Err(_) => match self.link().blocked.reason() {
                     Some(reason) => warn!(
                         items,
                         queue = %submit_queue,

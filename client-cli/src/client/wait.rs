@@ -152,7 +152,7 @@ impl Client {
                 let seen = self
                     .inner
                     .store
-                    .watch(Some(&self.inner.reply_queue), chunk)
+                    .watch(Some(&self.link().reply_queue), chunk)
                     .await?;
                 for (k, w) in chunk.iter().zip(seen) {
                     match w {
@@ -230,7 +230,7 @@ impl Client {
                 let seen = self
                     .inner
                     .store
-                    .watch(Some(&self.inner.reply_queue), std::slice::from_ref(&key))
+                    .watch(Some(&self.link().reply_queue), std::slice::from_ref(&key))
                     .await?;
                 match seen.into_iter().next() {
                     Some(Watched::Done(t)) => self.inner.events.resolve(&key, t),

@@ -1,0 +1,115 @@
+//! The client's RabbitMQ connection, replaced whole when it drops.
+//!
+//! A client lives as long as its caller's program, a notebook say, while the
+//! RabbitMQ node it happens to be connected to can die under it. Schedulers
+//! and workers rebuild everything on a connection error
+//! (`warren_core::reconnect`); a client cannot start over, because callers
+//! hold its futures and wait on them. So what hangs on the connection is one
+//! value, [`Link`]: the connection, its publishing channel and its reply
+//! queue. When a publish or a confirm fails and the link's connection is
+//! closed, the client opens a new link (trying every node of `amqp_url`),
+//! publishes again what was not yet recorded, and carries on.
+//!
+//! Why publishing again is safe: a submission is idempotent (the scheduler's
+//! `submit.lua` records a key once), and a restart or cancel asks for what
+//! is already so. What was in flight on the old link is kept until a
+//! scheduler acknowledged it (see `InFlight`).
+//!
+//! Events for the old reply queue are lost with it; waiters already ask
+//! Redis when events stay silent, and that ask registers the new reply queue
+//! as a watcher, so events flow again.
+
+use std::sync::Arc;
+
+use lapin::{Channel, Connection};
+use tracing::warn;
+use warren_core::{Settings, amqp, topology::Topology};
+
+use super::Client;
+use crate::error::Error;
+use crate::events::Events;
+
+/// One connection to RabbitMQ and what the client opened on it.
+pub(super) struct Link {
+    pub(super) conn: Connection,
+    /// Whether RabbitMQ blocks this connection's publishes (an alarm).
+    pub(super) blocked: amqp::Blocked,
+    pub(super) publish: Channel,
+    pub(super) reply_queue: String,
+    /// Counts the links this client opened; events of an old link's queue
+    /// never touch a newer link's waiters.
+    pub(super) generation: u64,
+}
+
+impl Link {
+    /// Connects (to the first node of `amqp_url` that answers), declares the
+    /// topology and opens the reply queue, whose events go to `events`.
+    pub(super) async fn open(
+        settings: &Settings,
+        topology: &Topology,
+        events: &Arc<Events>,
+        generation: u64,
+    ) -> Result<Self, Error> {
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = format!("warren-client {host}:{}", std::process::id());
+        let (conn, blocked) = amqp::connect_watched(settings, &name).await?;
+        let setup = conn.create_channel().await?;
+        topology.declare(&setup, &[]).await?;
+        let publish = amqp::confirm_channel(&conn).await?;
+        let consume = conn.create_channel().await?;
+        let tag = format!("warren-client@{host}:{}", std::process::id());
+        let (reply_queue, consumer) = amqp::private_queue(&consume, None, &tag).await?;
+        let ev = events.clone();
+        tokio::spawn(async move { ev.consume(consumer, generation).await });
+        Ok(Self {
+            conn,
+            blocked,
+            publish,
+            reply_queue,
+            generation,
+        })
+    }
+
+    /// Whether the connection is still up.
+    pub(super) fn alive(&self) -> bool {
+        self.conn.status().connected()
+    }
+}
+
+/// Links a client opens after its first before it gives up on one call.
+pub(super) const RELINKS: u32 = 3;
+
+impl Client {
+    /// The current link.
+    pub(super) fn link(&self) -> Arc<Link> {
+        self.inner
+            .link
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces link `failed` (whose connection closed) with a new one,
+    /// unless another caller already did.
+    pub(super) async fn relink(&self, failed: u64) -> Result<(), Error> {
+        let _one_at_a_time = self.inner.relinking.lock().await;
+        if self.link().generation != failed {
+            return Ok(());
+        }
+        let link = Link::open(
+            &self.inner.settings,
+            &self.inner.topology,
+            &self.inner.events,
+            failed + 1,
+        )
+        .await?;
+        warn!(
+            namespace = %self.inner.settings.namespace,
+            "the client's RabbitMQ connection closed; reconnected (submissions in flight are sent again)"
+        );
+        *self.inner.link.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(link);
+        Ok(())
+    }
+}
