@@ -34,15 +34,21 @@ pub(super) struct Sent {
 }
 
 impl Error {
-    /// Whether the error means the connection went, so that publishing
-    /// again on a new link may succeed.
-    fn is_connection_loss(&self) -> bool {
+    /// Whether publishing the same messages again may succeed: the
+    /// connection went, or the broker refused them (a nack: what a quorum
+    /// queue whose leader just died answers until it has a new one, and what
+    /// a closing channel gives its unconfirmed publishes).
+    fn is_worth_republishing(&self) -> bool {
         matches!(
             self,
-            Error::Disconnected | Error::Core(warren_core::Error::Amqp(_))
+            Error::Disconnected
+                | Error::Core(warren_core::Error::Amqp(_) | warren_core::Error::Nacked(_))
         )
     }
 }
+
+/// Times a flush publishes its messages again before it returns the error.
+const REPUBLISHES: u32 = 10;
 
 /// Options of [`Client::submit_with`] and [`Client::map_with`].
 #[derive(Debug, Clone)]
@@ -139,10 +145,13 @@ impl Client {
                 Err(e) => Err(e),
             };
             match done {
-                Err(e) if e.is_connection_loss() && relinks < super::link::RELINKS => {
+                Err(e) if e.is_worth_republishing() && relinks < REPUBLISHES => {
                     relinks += 1;
                     let link = self.link();
-                    if !link.alive() {
+                    if link.alive() {
+                        // Refused, not cut off: give the queue time to elect.
+                        tokio::time::sleep(Duration::from_millis(250) * relinks.min(8)).await;
+                    } else {
                         self.relink(link.generation).await?;
                     }
                     // All of this flush again, in order: what a scheduler
