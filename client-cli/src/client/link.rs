@@ -91,8 +91,8 @@ impl Client {
             .clone()
     }
 
-    /// Replaces link `failed` (whose connection closed) with a new one,
-    /// unless another caller already did.
+    /// Replaces link `failed` (whose connection closed, or whose channel
+    /// nacks) with a new one, unless another caller already did.
     pub(super) async fn relink(&self, failed: u64) -> Result<(), Error> {
         let _one_at_a_time = self.inner.relinking.lock().await;
         if self.link().generation != failed {
@@ -107,9 +107,18 @@ impl Client {
         .await?;
         warn!(
             namespace = %self.inner.settings.namespace,
-            "the client's RabbitMQ connection closed; reconnected (submissions in flight are sent again)"
+            "the client's RabbitMQ link failed; reconnected (submissions in flight are sent again)"
         );
-        *self.inner.link.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(link);
+        let old = std::mem::replace(
+            &mut *self.inner.link.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(link),
+        );
+        // A link replaced while its connection is up (its channel nacked)
+        // must not stay open beside the new one.
+        if old.alive() {
+            let close = old.conn.close(200, "replaced by a new link".into());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), close).await;
+        }
         Ok(())
     }
 }

@@ -178,8 +178,12 @@ impl Client {
                 Err(e) => Err(e),
             };
             match confirmed {
-                Err(_) if !link.alive() && relinks < link::RELINKS => {
+                Err(e) if (!link.alive() || e.is_nack()) && relinks < link::RELINKS => {
                     relinks += 1;
+                    if link.alive() {
+                        // Nacked: see `flush`; wait, then use a fresh link.
+                        tokio::time::sleep(Duration::from_millis(250) * relinks).await;
+                    }
                     self.relink(link.generation).await?;
                 }
                 done => return done,
