@@ -35,19 +35,17 @@ pub(super) struct Sent {
 
 impl Error {
     /// Whether publishing the same messages again may succeed: the
-    /// connection went, or the broker refused them (a nack: what a quorum
-    /// queue whose leader just died answers until it has a new one, and what
-    /// a closing channel gives its unconfirmed publishes).
+    /// connection went (lapin fails a closed channel's pending confirms with
+    /// an AMQP error), or the broker refused them (a nack: what a quorum
+    /// queue whose leader just died answers until it has a new one).
     fn is_worth_republishing(&self) -> bool {
-        matches!(
-            self,
-            Error::Disconnected
-                | Error::Core(warren_core::Error::Amqp(_) | warren_core::Error::Nacked(_))
-        )
+        self.is_nack()
+            || matches!(
+                self,
+                Error::Disconnected | Error::Core(warren_core::Error::Amqp(_))
+            )
     }
-}
 
-impl Error {
     /// Whether RabbitMQ refused a publish (a negative confirm).
     pub(super) fn is_nack(&self) -> bool {
         matches!(self, Error::Core(warren_core::Error::Nacked(_)))
