@@ -34,7 +34,10 @@ pub struct Settings {
     /// in a password must be written `%2C`). Every process tries them in turn
     /// and moves to another node when its own goes away.
     pub amqp_url: String,
-    /// Redis URL (`redis://`), including password and database if any.
+    /// Redis URL (`redis://`), including password and database if any;
+    /// `redis+sentinel://` names the sentinels of a replicated primary,
+    /// `redis+cluster://` some nodes of a Redis Cluster (see
+    /// [`crate::store::primary`]).
     pub redis_url: String,
     /// Prefix of every queue, exchange and Redis key: several users or test runs can
     /// share one RabbitMQ and one Redis without seeing each other.
@@ -274,14 +277,17 @@ impl Settings {
             || self.redis_url.starts_with("rediss://")
             || self
                 .redis_url
-                .starts_with(crate::store::primary::SENTINEL_SCHEME))
+                .starts_with(crate::store::primary::SENTINEL_SCHEME)
+            || self
+                .redis_url
+                .starts_with(crate::store::cluster::CLUSTER_SCHEME))
         {
             return Err(Error::Settings(format!(
-                "redis_url {} must start with redis://, rediss:// or redis+sentinel://",
+                "redis_url {} must start with redis://, rediss://, redis+sentinel:// or redis+cluster://",
                 redact_url(&self.redis_url)
             )));
         }
-        crate::store::primary::Target::parse(&self.redis_url)?;
+        crate::store::primary::Target::parse(&self.redis_url, &self.namespace)?;
         if self.max_memory_per_task_mb > 0 && self.isolation == Isolation::Thread {
             return Err(Error::Settings(format!(
                 "max_memory_per_task_mb ({}) needs isolation = \"process\" (--isolation process): a run in a thread shares the worker's memory",

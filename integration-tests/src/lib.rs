@@ -24,6 +24,7 @@ pub use persistent_redis::PersistentRedis;
 
 pub mod dag;
 pub mod netns;
+pub mod redis_cluster;
 pub mod sentinel;
 
 /// The directory holding the build's binaries (`target/<profile>`), or

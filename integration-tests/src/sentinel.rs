@@ -21,7 +21,7 @@ pub struct ReplicatedRedis {
     sentinels: Vec<(u16, Child)>,
 }
 
-fn wait_port(port: u16) {
+pub(crate) fn wait_port(port: u16) {
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
@@ -31,7 +31,7 @@ fn wait_port(port: u16) {
     panic!("nothing answers on port {port}");
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
+pub(crate) fn cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .arg("-p")
         .arg(port.to_string())

@@ -13,10 +13,18 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// The keys of `namespace`.
+    /// The keys of `namespace` on a single Redis.
     pub fn new(namespace: &str) -> Self {
         Self {
             prefix: format!("{namespace}:"),
+        }
+    }
+
+    /// The keys of `namespace` on a Redis Cluster: `P` = `{<namespace>}:`,
+    /// a hash tag, so that every key of the namespace is in one slot.
+    pub fn tagged(namespace: &str) -> Self {
+        Self {
+            prefix: format!("{{{namespace}}}:"),
         }
     }
 
@@ -53,6 +61,13 @@ impl Keys {
     /// `P layout`: the layout's version.
     pub fn layout(&self) -> String {
         self.named("layout")
+    }
+
+    /// The key every script declares (`P layout`): on a Redis Cluster it
+    /// routes the script to the namespace's slot, whose keys the script
+    /// builds from the prefix.
+    pub fn anchor(&self) -> String {
+        self.layout()
     }
 
     /// `P index`: every task record, scored by its expiry.
@@ -167,6 +182,10 @@ mod tests {
         assert_eq!(k.pattern("t:"), "ns:t:*");
         assert_eq!(k.strip("t:", "ns:t:inc-1"), Some("inc-1"));
         assert_eq!(k.strip("t:", "other:t:inc-1"), None);
+        let c = Keys::tagged("ns");
+        assert_eq!(c.task("inc-1"), "{ns}:t:inc-1");
+        assert_eq!(c.anchor(), "{ns}:layout");
+        assert_eq!(c.strip("t:", "{ns}:t:inc-1"), Some("inc-1"));
     }
 
     #[test]

@@ -28,11 +28,16 @@
 //! `keys`, `encode` and `reply` are the layout, the scripts' arguments and
 //! their replies, pure and unit-tested without a server.
 //!
-//! Scripts build key names from the prefix instead of receiving them as `KEYS`,
-//! which is fine on one Redis (with replicas) but not on a Redis Cluster: that
-//! would need the namespace as a hash tag and declared keys, and is not done.
+//! Scripts build key names from the prefix instead of receiving them all as
+//! `KEYS`. On a Redis Cluster (a `redis+cluster://` URL) the prefix is
+//! `{<namespace>}:`, a hash tag, so every key of the namespace is in one slot
+//! and a script may touch any of them; each script declares one key of that
+//! slot (`P layout`), so a node that does not serve the slot answers `MOVED`
+//! before running it. See [`cluster`] for why a store then talks to the
+//! slot's primary directly.
 
 pub mod admin;
+pub mod cluster;
 mod encode;
 mod keys;
 pub mod primary;
@@ -97,14 +102,14 @@ impl Scripts {
 pub struct Store {
     /// The connection to the primary; replaced when the primary moves.
     primary: Arc<std::sync::RwLock<Primary>>,
-    /// How the primary is found (a fixed URL, or sentinels).
+    /// How the primary is found (a fixed URL, sentinels, or a cluster).
     target: Arc<Target>,
     /// Replicas that must hold a script's writes before it counts as done
     /// (setting `redis_min_replicas`).
     min_replicas: u32,
     /// Seconds a command may take (setting `redis_timeout_secs`).
     timeout_secs: u64,
-    /// When the sentinels were last asked where the primary is.
+    /// When the sentinels (or cluster) were last asked where the primary is.
     asked: Arc<Mutex<Option<Instant>>>,
     /// The Redis URL without its password, for log lines.
     url: String,
@@ -130,8 +135,8 @@ struct Primary {
     url: String,
 }
 
-/// Connects to the primary the sentinels of `target` name, if it is not the
-/// one `primary` holds.
+/// Connects to the primary the sentinels or cluster nodes of `target` name,
+/// if it is not the one `primary` holds.
 async fn follow(target: &Target, primary: &std::sync::RwLock<Primary>, timeout_secs: u64) {
     let Ok(now) = target.primary_url().await else {
         return;
@@ -145,16 +150,17 @@ async fn follow(target: &Target, primary: &std::sync::RwLock<Primary>, timeout_s
         return;
     }
     if let Ok(con) = open(&now, timeout_secs).await {
-        info!(primary = %redact_url(&now), "following the Redis primary the sentinels name");
+        info!(primary = %redact_url(&now), "following the Redis primary the sentinels or the cluster name");
         *primary.write().unwrap_or_else(|p| p.into_inner()) = Primary { con, url: now };
     }
 }
 
-/// How often a store asks the sentinels where the primary is, when nothing
-/// failed.
+/// How often a store asks the sentinels (or cluster) where the primary is,
+/// when nothing failed.
 const WATCH_PRIMARY_EVERY: Duration = Duration::from_secs(1);
 
-/// How often the sentinels are asked at most while commands fail.
+/// How often the sentinels (or cluster) are asked at most while commands
+/// fail.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
 /// How long a script's writes may take to reach `redis_min_replicas`
@@ -205,10 +211,16 @@ const RETRY_WINDOW: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Connects to Redis (failing within a bounded time, naming the URL):
-    /// the server of `redis_url`, or the primary its sentinels name.
+    /// the server of `redis_url`, the primary its sentinels name, or the
+    /// primary of the namespace's slot on a cluster.
     pub async fn connect(settings: &Settings) -> Result<Self> {
         let url = redact_url(&settings.redis_url);
-        let target = Target::parse(&settings.redis_url)?;
+        let target = Target::parse(&settings.redis_url, &settings.namespace)?;
+        let keys = if target.is_cluster() {
+            Keys::tagged(&settings.namespace)
+        } else {
+            Keys::new(&settings.namespace)
+        };
         let primary_url = target.primary_url().await?;
         let con = open(&primary_url, settings.redis_timeout_secs).await?;
         let primary = Arc::new(std::sync::RwLock::new(Primary {
@@ -240,7 +252,7 @@ impl Store {
             asked: Arc::new(Mutex::new(None)),
             url,
             outage: Arc::new(Mutex::new(Outage::default())),
-            keys: Keys::new(&settings.namespace),
+            keys,
             ttl: settings.result_ttl_secs,
             scripts: Arc::new(Scripts::new()),
         })
@@ -255,7 +267,8 @@ impl Store {
             .clone()
     }
 
-    /// Asks the sentinels where the primary is (at most every 250 ms), and
+    /// Asks the sentinels or the cluster where the primary is (at most every
+    /// 250 ms), and
     /// connects to it if it moved. A fixed `redis_url` never moves.
     async fn follow_primary(&self) {
         if !self.target.follows() {
@@ -321,6 +334,7 @@ impl Store {
         let mut attempt = 0u32;
         loop {
             let mut inv = script.prepare_invoke();
+            inv.key(self.keys.anchor());
             for a in &args {
                 inv.arg(a.as_slice());
             }
@@ -334,10 +348,8 @@ impl Store {
                     self.say(|o, now| o.succeeded(now), None);
                     return Ok(v);
                 }
-                // A demoted primary refuses writes (READONLY): the sentinels
-                // know the new one.
                 Err(e)
-                    if (is_transient(&e) || e.code() == Some("READONLY"))
+                    if (is_transient(&e) || primary_moved(&e))
                         && started.elapsed() < RETRY_WINDOW =>
                 {
                     attempt += 1;
@@ -381,6 +393,17 @@ impl Store {
             None => {}
         }
     }
+}
+
+/// Errors that say the node is no longer (or not yet) the namespace's
+/// primary: a demoted primary refuses writes (`READONLY`), a cluster node
+/// redirects (`MOVED`, `ASK`) or waits for a failover (`CLUSTERDOWN`,
+/// `TRYAGAIN`, `MASTERDOWN`). The sentinels or the cluster know the new one.
+fn primary_moved(e: &redis::RedisError) -> bool {
+    matches!(
+        e.code(),
+        Some("READONLY" | "MOVED" | "ASK" | "CLUSTERDOWN" | "TRYAGAIN" | "MASTERDOWN")
+    )
 }
 
 /// Errors a retry can cure: the connection is down, or Redis is still loading

@@ -1,17 +1,22 @@
-//! Where the Redis primary is: one fixed URL, or what Redis Sentinel says.
+//! Where the Redis primary is: one fixed URL, what Redis Sentinel says, or
+//! which node of a Redis Cluster serves the namespace's slot.
 //!
 //! With replicas, a primary's death is survived by promoting a replica; the
-//! promotion is Sentinel's (or an operator's) job, and following it is
-//! warren's. warren speaks Sentinel rather than Redis Cluster because
-//! Sentinel is what a single-primary Redis with replicas runs on, and every
-//! warren script works on one namespace's keys, which a Redis Cluster would
-//! keep on one node anyway: a cluster would spread namespaces, not the work of
-//! one. A `redis+sentinel://` URL names the sentinels and the primary's name:
+//! promotion is Sentinel's, the cluster's (or an operator's) job, and
+//! following it is warren's. Both are supported because both are what users
+//! run: Sentinel for a single primary with replicas, Redis Cluster where
+//! several primaries share many namespaces. Every warren script works on one
+//! namespace's keys, which a cluster keeps in one slot (see [`super::cluster`]),
+//! so in both cases a store talks to one primary at a time.
 //!
 //! `redis+sentinel://[user:password@]host:port[,host:port...]/<primary name>[/<db>]`
+//! names the sentinels and the primary's name; the password (if any) is the
+//! data nodes', the sentinels are asked without.
 //!
-//! The password (if any) is the data nodes'; the sentinels are asked without.
+//! `redis+cluster://[user:password@]host:port[,host:port...]` names some
+//! nodes of a cluster (any of them can say where the slot is).
 
+use super::cluster::{self, CLUSTER_SCHEME};
 use crate::error::{Error, Result};
 use crate::settings::redact_url;
 
@@ -34,11 +39,38 @@ pub enum Target {
         /// The database number.
         db: u32,
     },
+    /// Ask the cluster's nodes which primary serves `slot`.
+    Cluster {
+        /// `redis://[auth@]host:port` of each node named in the URL.
+        nodes: Vec<String>,
+        /// `user:password@` (or empty) for every node.
+        auth: String,
+        /// The namespace's hash slot.
+        slot: u16,
+    },
+}
+
+/// `user:password@` and the `host:port` list of a URL's authority.
+fn split_authority(authority: &str) -> (String, Vec<&str>) {
+    let (auth, hosts) = match authority.rsplit_once('@') {
+        Some((a, h)) => (format!("{a}@"), h),
+        None => (String::new(), authority),
+    };
+    let hosts = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    (auth, hosts)
 }
 
 impl Target {
-    /// Parses `redis_url`; a `redis+sentinel://` URL names sentinels.
-    pub fn parse(url: &str) -> Result<Self> {
+    /// Parses `redis_url` for `namespace`: a `redis+sentinel://` URL names
+    /// sentinels, a `redis+cluster://` one nodes of a cluster.
+    pub fn parse(url: &str, namespace: &str) -> Result<Self> {
+        if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
+            return Self::parse_cluster(url, rest, namespace);
+        }
         let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) else {
             return Ok(Target::Direct(url.to_string()));
         };
@@ -49,16 +81,8 @@ impl Target {
             ))
         };
         let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no primary name"))?;
-        let (auth, hosts) = match authority.rsplit_once('@') {
-            Some((a, h)) => (format!("{a}@"), h),
-            None => (String::new(), authority),
-        };
-        let sentinels: Vec<String> = hosts
-            .split(',')
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(|h| format!("redis://{h}"))
-            .collect();
+        let (auth, hosts) = split_authority(authority);
+        let sentinels: Vec<String> = hosts.iter().map(|h| format!("redis://{h}")).collect();
         if sentinels.is_empty() {
             return Err(bad("no sentinel address"));
         }
@@ -81,16 +105,48 @@ impl Target {
         })
     }
 
-    /// Whether the primary can move (it is found through sentinels).
-    pub fn follows(&self) -> bool {
-        matches!(self, Target::Sentinel { .. })
+    fn parse_cluster(url: &str, rest: &str, namespace: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Settings(format!(
+                "redis_url {}: {why} (expected {CLUSTER_SCHEME}[user:password@]host:port[,host:port...])",
+                redact_url(url)
+            ))
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if !path.is_empty() && path != "0" {
+            return Err(bad("a Redis Cluster has only database 0"));
+        }
+        let (auth, hosts) = split_authority(authority);
+        if hosts.is_empty() {
+            return Err(bad("no node address"));
+        }
+        let nodes = hosts.iter().map(|h| format!("redis://{auth}{h}")).collect();
+        Ok(Target::Cluster {
+            nodes,
+            auth,
+            slot: cluster::slot_of(namespace),
+        })
     }
 
-    /// The URL of the primary now: the fixed one, or the first sentinel's
-    /// answer that names one.
+    /// Whether the primary can move (it is found through sentinels or the
+    /// cluster).
+    pub fn follows(&self) -> bool {
+        !matches!(self, Target::Direct(_))
+    }
+
+    /// Whether keys must carry the namespace as a hash tag.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster { .. })
+    }
+
+    /// The URL of the primary now: the fixed one, or the first answer of a
+    /// sentinel or cluster node that names one.
     pub async fn primary_url(&self) -> Result<String> {
         let (sentinels, name, auth, db) = match self {
             Target::Direct(url) => return Ok(url.clone()),
+            Target::Cluster { nodes, auth, slot } => {
+                return cluster_primary(nodes, auth, *slot).await;
+            }
             Target::Sentinel {
                 sentinels,
                 name,
@@ -111,6 +167,23 @@ impl Target {
             last.unwrap_or_default()
         )))
     }
+}
+
+/// The URL of the primary that the first answering node of a cluster names
+/// for `slot`.
+async fn cluster_primary(nodes: &[String], auth: &str, slot: u16) -> Result<String> {
+    let mut last = None;
+    for node in nodes {
+        match cluster::ask(node, slot).await {
+            Ok(Some((host, port))) => return Ok(format!("redis://{auth}{host}:{port}/")),
+            Ok(None) => last = Some(format!("{} serves no slot {slot}", redact_url(node))),
+            Err(e) => last = Some(format!("{}: {e}", redact_url(node))),
+        }
+    }
+    Err(Error::Settings(format!(
+        "no Redis Cluster node named the primary of slot {slot}: {}",
+        last.unwrap_or_default()
+    )))
 }
 
 /// `SENTINEL get-master-addr-by-name`, answered within 2 s.
@@ -140,11 +213,11 @@ mod tests {
     #[test]
     fn a_sentinel_url_names_the_sentinels_the_primary_and_the_database() {
         assert_eq!(
-            Target::parse("redis://127.0.0.1:6379/").unwrap(),
+            Target::parse("redis://127.0.0.1:6379/", "ns").unwrap(),
             Target::Direct("redis://127.0.0.1:6379/".into())
         );
         assert_eq!(
-            Target::parse("redis+sentinel://:pw@h1:7101,h2:7102/main/2").unwrap(),
+            Target::parse("redis+sentinel://:pw@h1:7101,h2:7102/main/2", "ns").unwrap(),
             Target::Sentinel {
                 sentinels: vec!["redis://h1:7101".into(), "redis://h2:7102".into()],
                 name: "main".into(),
@@ -152,7 +225,7 @@ mod tests {
                 db: 2,
             }
         );
-        let t = Target::parse("redis+sentinel://h1:7101/main").unwrap();
+        let t = Target::parse("redis+sentinel://h1:7101/main", "ns").unwrap();
         assert!(t.follows());
         assert!(matches!(t, Target::Sentinel { db: 0, .. }));
         for bad in [
@@ -161,8 +234,27 @@ mod tests {
             "redis+sentinel:///main",
             "redis+sentinel://h1:7101/main/x",
         ] {
-            let e = Target::parse(bad).unwrap_err().to_string();
+            let e = Target::parse(bad, "ns").unwrap_err().to_string();
             assert!(e.contains("expected redis+sentinel://"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_url_names_nodes_and_the_namespace_picks_the_slot() {
+        let t = Target::parse("redis+cluster://:pw@h1:7001, h2:7002/", "foo").unwrap();
+        assert_eq!(
+            t,
+            Target::Cluster {
+                nodes: vec!["redis://:pw@h1:7001".into(), "redis://:pw@h2:7002".into()],
+                auth: ":pw@".into(),
+                slot: 12182,
+            }
+        );
+        assert!(t.follows() && t.is_cluster());
+        assert!(!Target::parse("redis://h/", "foo").unwrap().is_cluster());
+        for bad in ["redis+cluster://", "redis+cluster://h1:7001/3"] {
+            let e = Target::parse(bad, "ns").unwrap_err().to_string();
+            assert!(e.contains("expected redis+cluster://"), "{bad}: {e}");
         }
     }
 }
