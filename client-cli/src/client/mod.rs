@@ -180,11 +180,7 @@ impl Client {
             match confirmed {
                 Err(e) if (!link.alive() || e.is_nack()) && relinks < link::RELINKS => {
                     relinks += 1;
-                    if link.alive() {
-                        // Nacked: see `flush`; wait, then use a fresh link.
-                        tokio::time::sleep(Duration::from_millis(250) * relinks).await;
-                    }
-                    self.relink(link.generation).await?;
+                    self.recover(&link, relinks).await?;
                 }
                 done => return done,
             }

@@ -52,9 +52,6 @@ impl Error {
     }
 }
 
-/// Times a flush publishes its messages again before it returns the error.
-const REPUBLISHES: u32 = 10;
-
 /// Options of [`Client::submit_with`] and [`Client::map_with`].
 #[derive(Debug, Clone)]
 pub struct SubmitOptions {
@@ -150,25 +147,16 @@ impl Client {
                 Err(e) => Err(e),
             };
             match done {
-                Err(e) if e.is_worth_republishing() && relinks < REPUBLISHES => {
+                Err(e) if e.is_worth_republishing() && relinks < super::link::RELINKS => {
                     relinks += 1;
                     let link = self.link();
-                    if link.alive() {
-                        // Refused, not cut off: a quorum queue whose leader
-                        // died nacks until it has a new one, and a channel
-                        // that first published while the leader was dying
-                        // goes on nacking (RabbitMQ 3.10: 10 tries over 11 s
-                        // on one channel, in cluster_chaos). So wait, then
-                        // publish on a fresh link.
-                        tokio::time::sleep(Duration::from_millis(250) * relinks.min(8)).await;
-                    }
                     warn!(
                         namespace = %self.inner.settings.namespace,
                         error = %e,
                         attempt = relinks,
                         "submissions not confirmed; publishing them again on a new connection"
                     );
-                    self.relink(link.generation).await?;
+                    self.recover(&link, relinks).await?;
                     // All of this flush again, in order: what a scheduler
                     // recorded already it records as a no-op.
                     let generation = self.link().generation;
