@@ -8,10 +8,10 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::sentinel::{cli, wait_port};
+use crate::sentinel::{cli, data_node, wait_port};
 
 /// A running Redis Cluster, stopped and removed on drop.
 pub struct RedisCluster {
@@ -45,19 +45,9 @@ impl RedisCluster {
         };
         for _ in 0..9 {
             let port = free_node_port();
-            let d = c.dir.join(format!("node-{port}"));
-            std::fs::create_dir_all(&d).expect("node dir");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            let child = data_node(port, &["127.0.0.1"], &c.dir.join(format!("node-{port}")))
                 .args(["--cluster-enabled", "yes"])
                 .args(["--cluster-node-timeout", "1000"])
-                .args(["--appendonly", "yes", "--save", ""])
-                .args(["--repl-diskless-sync-delay", "0"])
-                .arg("--dir")
-                .arg(&d)
-                .arg("--logfile")
-                .arg(d.join("log"))
-                .stdout(Stdio::null())
                 .spawn()
                 .expect("redis-server (apt-get install redis-server)");
             wait_port(port);

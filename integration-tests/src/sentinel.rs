@@ -21,6 +21,27 @@ pub struct ReplicatedRedis {
     sentinels: Vec<(u16, Child)>,
 }
 
+/// `redis-server` for a test's data node on `port`, listening on `bind`,
+/// with its data and log in `dir` (made here): append-only, as replicated
+/// Redis runs, and replicas' first sync without delay.
+pub(crate) fn data_node(port: u16, bind: &[&str], dir: &std::path::Path) -> Command {
+    std::fs::create_dir_all(dir).expect("data dir");
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind"])
+        .args(bind)
+        // Beyond loopback with no password, protected mode refuses even
+        // the replicas.
+        .args(["--protected-mode", "no"])
+        .args(["--appendonly", "yes", "--save", ""])
+        .args(["--repl-diskless-sync-delay", "0"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("log"))
+        .stdout(Stdio::null());
+    cmd
+}
+
 pub(crate) fn wait_port(port: u16) {
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -69,21 +90,7 @@ impl ReplicatedRedis {
         let primary = free_port();
         for i in 0..3 {
             let port = if i == 0 { primary } else { free_port() };
-            let d = r.dir.join(format!("data-{port}"));
-            std::fs::create_dir_all(&d).expect("data dir");
-            let mut cmd = Command::new("redis-server");
-            cmd.args(["--port", &port.to_string(), "--bind"])
-                .args(&bind)
-                // Beyond loopback with no password, protected mode refuses
-                // even the replicas.
-                .args(["--protected-mode", "no"])
-                .args(["--appendonly", "yes", "--save", ""])
-                .args(["--repl-diskless-sync-delay", "0"])
-                .arg("--dir")
-                .arg(&d)
-                .arg("--logfile")
-                .arg(d.join("log"))
-                .stdout(Stdio::null());
+            let mut cmd = data_node(port, &bind, &r.dir.join(format!("data-{port}")));
             if i > 0 {
                 cmd.args(["--replicaof", host, &primary.to_string()]);
             }

@@ -107,13 +107,8 @@ pub async fn ask(node: &str, slot: u16) -> redis::RedisResult<Option<(String, u1
             .query_async::<Value>(&mut con)
             .await
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(2), answer).await {
-        Ok(reply) => Ok(primary_in(&reply?, slot, &asked)),
-        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "no answer within 2s",
-        ))),
-    }
+    let reply = super::primary::within_2s(answer).await?;
+    Ok(primary_in(&reply, slot, &asked))
 }
 
 #[cfg(test)]

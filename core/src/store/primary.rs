@@ -197,6 +197,14 @@ async fn ask(sentinel: &str, name: &str) -> redis::RedisResult<Option<(String, u
             .query_async::<Option<(String, u16)>>(&mut con)
             .await
     };
+    within_2s(answer).await
+}
+
+/// `answer`, or a timeout error if it takes over 2 s: a sentinel or cluster
+/// node that does not answer must not hold up the search for the primary.
+pub(super) async fn within_2s<T>(
+    answer: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
     match tokio::time::timeout(std::time::Duration::from_secs(2), answer).await {
         Ok(r) => r,
         Err(_) => Err(redis::RedisError::from(std::io::Error::new(
