@@ -295,14 +295,7 @@ impl Client {
             let client = self.clone();
             tokio::spawn(async move {
                 tokio::task::yield_now().await;
-                if let Err(e) = client.publish_outgoing().await {
-                    let mut failed = client
-                        .inner
-                        .publish_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    failed.get_or_insert(e);
-                }
+                client.publish_outgoing_in_background().await;
             });
         }
         let backlog = self
@@ -322,6 +315,31 @@ impl Client {
     /// at most [`SUBMIT_CHUNK`] tasks and `max_payload_bytes`.
     pub(super) async fn publish_outgoing(&self) -> Result<(), Error> {
         let _in_order = self.inner.publishing.lock().await;
+        self.publish_outgoing_locked().await
+    }
+
+    /// [`Self::publish_outgoing`] for the task `submit` spawns: its failure
+    /// is kept for the next `flush`, and kept *before* the publishing lock
+    /// is released. A flush waiting on that lock finds nothing left to
+    /// publish, so it must find the error instead: recorded after the
+    /// release, a CI run saw the flush win the race, and `warren submit`
+    /// printed the key of a task it never sent (exit 0 on a payload over
+    /// `max_payload_bytes`).
+    async fn publish_outgoing_in_background(&self) {
+        let _in_order = self.inner.publishing.lock().await;
+        if let Err(e) = self.publish_outgoing_locked().await {
+            let mut failed = self
+                .inner
+                .publish_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert(e);
+        }
+    }
+
+    /// The body of [`Self::publish_outgoing`]; the caller holds the
+    /// publishing lock.
+    async fn publish_outgoing_locked(&self) -> Result<(), Error> {
         self.inner.publish_scheduled.store(false, Ordering::Release);
         let specs = std::mem::take(
             &mut *self
