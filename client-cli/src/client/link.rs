@@ -95,20 +95,26 @@ impl Client {
             .clone()
     }
 
-    /// What every publisher does after a publish or confirm on `link`
-    /// failed, before its `attempt`-th try (from 1): it replaces the link,
-    /// having first waited if the connection is still up.
+    /// What every publisher does after a publish or confirm on link
+    /// generation `failed` failed, before its `attempt`-th try (from 1): it
+    /// replaces that link, having first waited if its connection is still
+    /// up. A link another caller already replaced is left alone: the failure
+    /// was the old link's, and the caller publishes again on the new one.
     ///
     /// Up, yet failed, means refused: a quorum queue whose leader died nacks
     /// until it has a new one, and a channel that first published while the
     /// leader was dying goes on nacking (RabbitMQ 3.10: 10 tries over 11 s on
     /// one channel, in cluster_chaos), while a fresh connection 0.8 s later
     /// was confirmed. So wait, then publish on a fresh link.
-    pub(super) async fn recover(&self, link: &Link, attempt: u32) -> Result<(), Error> {
+    pub(super) async fn recover(&self, failed: u64, attempt: u32) -> Result<(), Error> {
+        let link = self.link();
+        if link.generation != failed {
+            return Ok(());
+        }
         if link.alive() {
             tokio::time::sleep(NACK_BACKOFF * attempt.min(8)).await;
         }
-        self.relink(link.generation).await
+        self.relink(failed).await
     }
 
     /// Replaces link `failed` (whose connection closed, or whose channel

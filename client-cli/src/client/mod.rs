@@ -89,6 +89,19 @@ struct InFlight {
     tasks: usize,
     /// Keys of the tasks in those submissions.
     keys: std::collections::HashSet<String>,
+    /// The oldest link generation they went out on: the link a failed
+    /// confirm of theirs may blame (see `Client::flush`).
+    oldest_generation: Option<u64>,
+}
+
+impl InFlight {
+    /// Records that a message of this set went out on link `generation`.
+    fn published_on(&mut self, generation: u64) {
+        self.oldest_generation = Some(
+            self.oldest_generation
+                .map_or(generation, |g| g.min(generation)),
+        );
+    }
 }
 
 impl Client {
@@ -180,7 +193,7 @@ impl Client {
             match confirmed {
                 Err(e) if (!link.alive() || e.is_nack()) && relinks < link::RELINKS => {
                     relinks += 1;
-                    self.recover(&link, relinks).await?;
+                    self.recover(link.generation, relinks).await?;
                 }
                 done => return done,
             }
@@ -189,16 +202,22 @@ impl Client {
 
     /// Publishes a request to the scheduler on the current link, opening a
     /// new one first if its connection closed; the caller awaits the confirm.
-    async fn publish(&self, body: &[u8], reply: bool) -> Result<amqp::PublisherConfirm, Error> {
+    /// Also returns the generation of the link it went out on.
+    async fn publish(
+        &self,
+        body: &[u8],
+        reply: bool,
+    ) -> Result<(amqp::PublisherConfirm, u64), Error> {
         let mut relinks = 0;
         loop {
             let link = self.link();
             match self.publish_on(&link, body, reply).await {
+                Ok(confirm) => return Ok((confirm, link.generation)),
                 Err(_) if !link.alive() && relinks < link::RELINKS => {
                     relinks += 1;
-                    self.relink(link.generation).await?;
+                    self.recover(link.generation, relinks).await?;
                 }
-                done => return done,
+                Err(e) => return Err(e),
             }
         }
     }

@@ -149,27 +149,35 @@ impl Client {
             match done {
                 Err(e) if e.is_worth_republishing() && relinks < super::link::RELINKS => {
                     relinks += 1;
-                    let link = self.link();
                     warn!(
                         namespace = %self.inner.settings.namespace,
                         error = %e,
                         attempt = relinks,
                         "submissions not confirmed; publishing them again on a new connection"
                     );
-                    self.recover(&link, relinks).await?;
+                    // Which confirm failed is not known, so blame the oldest
+                    // link these went out on: if it was replaced already,
+                    // this replaces nothing and the next try (all on the
+                    // current link) blames the current one.
+                    let failed = pending.oldest_generation.take();
+                    if let Some(failed) = failed {
+                        self.recover(failed, relinks).await?;
+                    }
                     // All of this flush again, in order: what a scheduler
                     // recorded already it records as a no-op.
-                    let generation = self.link().generation;
-                    for m in &pending.sent {
+                    let sent = std::mem::take(&mut pending.sent);
+                    for m in &sent {
+                        let generation = self.link().generation;
                         let ack = m
                             .batch
                             .as_ref()
                             .map(|b| self.inner.events.expect_batch(b, generation));
-                        pending
-                            .confirms
-                            .push(self.publish(&m.body, m.batch.is_some()).await?);
+                        let (confirm, sent_on) = self.publish(&m.body, m.batch.is_some()).await?;
+                        pending.confirms.push(confirm);
+                        pending.published_on(sent_on);
                         pending.acks.extend(ack);
                     }
+                    pending.sent = sent;
                 }
                 done => return done,
             }
@@ -396,7 +404,7 @@ impl Client {
             };
             let generation = self.link().generation;
             let ack = (!detach).then(|| self.inner.events.expect_batch(&batch, generation));
-            let confirm = self.publish(&body, !detach).await?;
+            let (confirm, sent_on) = self.publish(&body, !detach).await?;
             let mut in_flight = self
                 .inner
                 .in_flight
@@ -407,6 +415,7 @@ impl Client {
                 batch: (!detach).then_some(batch),
             });
             in_flight.confirms.push(confirm);
+            in_flight.published_on(sent_on);
             in_flight.acks.extend(ack);
             in_flight.tasks += n;
             in_flight
