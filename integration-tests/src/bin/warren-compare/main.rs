@@ -13,7 +13,9 @@
 //! - the warren rows again with 1,000,000 extra keys in Redis (half this
 //!   namespace's retained results, half another namespace's keys);
 //! - an idle stack's cost (CPU of the scheduler and workers, Redis commands
-//!   per second) on the empty and on the full Redis.
+//!   per second) on the empty and on the full Redis;
+//! - the broker's own hop time, the floor under the latency rows
+//!   (`floor.rs`), right after the warren rows on the empty Redis.
 //!
 //! ```sh
 //! bash scripts/bench-peers.sh          # the venv with dask and Celery, then this
@@ -24,6 +26,7 @@
 //! (an older commit's), so a commit can be measured against its parent.
 
 mod fill;
+mod floor;
 mod idle;
 mod peers;
 mod report;
@@ -85,6 +88,7 @@ async fn run(args: Args) -> Result<()> {
     eprintln!("== warren on an empty Redis");
     let cluster = Cluster::start(2, 0).await;
     report.warren_empty = Some(workloads::all(&cluster, &args).await?);
+    report.floor = Some(floor::measure(&cluster.settings, args.rounds).await?);
     report.idle_empty = Some(idle::measure(&cluster, args.idle_secs).await?);
 
     eprintln!("== warren with {} extra keys in Redis", args.extra_keys);

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::floor::Floor;
 use crate::idle::IdleFigures;
 use crate::peers::{Outcome, PeerFigures};
 use crate::workloads::Figures;
@@ -18,6 +19,8 @@ pub struct Report {
     pub idle_full: Option<IdleFigures>,
     pub dask: Option<Outcome>,
     pub celery: Option<Outcome>,
+    /// The broker's own hop time, measured after the empty-Redis rows.
+    pub floor: Option<Floor>,
 }
 
 /// Whether more is better (rates) or worse (latencies).
@@ -147,6 +150,49 @@ impl Report {
             s,
             "warren's advantage: its rate ÷ the peer's, or the peer's latency ÷ its own (> 1: warren is better)."
         );
+        if let Some(f) = &self.floor {
+            s.push_str(&self.floor_lines(f));
+        }
+        s
+    }
+
+    /// The broker's hop time against the latency rows and their targets.
+    fn floor_lines(&self, f: &Floor) -> String {
+        let mut s = String::new();
+        let rt_floor = 4.0 * f.hop_ms;
+        let chain_ceiling = 1000.0 / (2.0 * f.hop_ms);
+        let _ = write!(
+            s,
+            "\nThe broker alone: one hop (publish on a confirm channel → a durable queue → another connection's consumer) took {:.3} ms, median. A round trip crosses it 4 times: at least {rt_floor:.2} ms",
+            f.hop_ms
+        );
+        if let Some(w) = &self.warren_empty {
+            let _ = write!(
+                s,
+                " (warren's p50: {:.2} ms, {:.1}× that floor)",
+                w.p50_ms,
+                w.p50_ms / rt_floor
+            );
+        }
+        if let Some(Ok(d)) = &self.dask {
+            let _ = write!(s, "; a tenth of dask's p50 is {:.2} ms", d.p50_ms / 10.0);
+        }
+        let _ = write!(
+            s,
+            ". A chain link crosses it twice: at most {chain_ceiling:.0} links/s"
+        );
+        if let Some(w) = &self.warren_empty {
+            let _ = write!(
+                s,
+                " (warren: {:.0}, {:.2} of that)",
+                w.chain_per_s,
+                w.chain_per_s / chain_ceiling
+            );
+        }
+        if let Some(Ok(d)) = &self.dask {
+            let _ = write!(s, "; 6 times dask's chain is {:.0}", 6.0 * d.chain_per_s);
+        }
+        s.push_str(".\n");
         s
     }
 }
