@@ -27,6 +27,12 @@ const POLL_EVERY: Duration = Duration::from_secs(2);
 const UNKNOWN_GRACE: Duration = Duration::from_secs(1);
 /// How often an unknown key is asked about again.
 const UNKNOWN_RETRY: Duration = Duration::from_millis(100);
+/// How long after submissions were last seen in flight an unknown key is
+/// still waited for. A scheduler takes a request off the submit queue (it
+/// leaves the queue's count) before its script records it (the `submitted`
+/// counter grows): between the two nothing shows it, and a scheduler that
+/// has just started, on a loaded machine, can spend more than a poll there.
+const RECORDING_GRACE: Duration = Duration::from_secs(5);
 
 /// Whether a key Redis does not know is worth waiting for.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,11 +44,14 @@ enum Verdict {
 }
 
 /// A key unknown for `elapsed` is waited for during [`UNKNOWN_GRACE`], and
-/// beyond it only while submissions are still being recorded (`busy`: the
-/// submit queue holds requests, or the namespace's submitted counter grows),
-/// up to `limit` (`request_timeout_secs`).
-fn unknown_verdict(elapsed: Duration, busy: bool, limit: Duration) -> Verdict {
-    if elapsed < UNKNOWN_GRACE || (busy && elapsed < limit) {
+/// beyond it only while submissions are being recorded, up to `limit`
+/// (`request_timeout_secs`). `since_busy` is how long ago submissions were
+/// last seen in flight (the submit queue held requests, or the namespace's
+/// submitted counter grew); `None` if never. Within [`RECORDING_GRACE`] of
+/// that they may still be in a scheduler's hands, seen by neither.
+fn unknown_verdict(elapsed: Duration, since_busy: Option<Duration>, limit: Duration) -> Verdict {
+    let recording = since_busy.is_some_and(|quiet| quiet < RECORDING_GRACE);
+    if elapsed < UNKNOWN_GRACE || (recording && elapsed < limit) {
         Verdict::Wait
     } else {
         Verdict::Unknown
@@ -146,6 +155,7 @@ impl Client {
         let started = tokio::time::Instant::now();
         let limit = Duration::from_secs(self.inner.settings.request_timeout_secs);
         let mut recorded: Option<u64> = None;
+        let mut last_busy: Option<tokio::time::Instant> = None;
         loop {
             let mut unknown = Vec::new();
             for chunk in pending.chunks(WATCH_CHUNK) {
@@ -174,8 +184,11 @@ impl Client {
             let submitted = self.inner.store.stats().await?.count("submitted");
             let recording = recorded.is_some_and(|before| submitted != before);
             recorded = Some(submitted);
-            let busy = queued > 0 || recording;
-            if unknown_verdict(started.elapsed(), busy, limit) == Verdict::Unknown {
+            if queued > 0 || recording {
+                last_busy = Some(tokio::time::Instant::now());
+            }
+            let since_busy = last_busy.map(|at| at.elapsed());
+            if unknown_verdict(started.elapsed(), since_busy, limit) == Verdict::Unknown {
                 return Err(self.unknown(first));
             }
             tokio::time::sleep(UNKNOWN_RETRY).await;
@@ -282,10 +295,34 @@ mod tests {
     pub(super) fn an_unknown_key_is_waited_for_briefly_then_while_submits_are_queued() {
         let limit = Duration::from_secs(30);
         let ms = Duration::from_millis;
-        assert_eq!(unknown_verdict(ms(0), false, limit), Verdict::Wait);
-        assert_eq!(unknown_verdict(ms(900), false, limit), Verdict::Wait);
-        assert_eq!(unknown_verdict(ms(1000), false, limit), Verdict::Unknown);
-        assert_eq!(unknown_verdict(ms(5000), true, limit), Verdict::Wait);
-        assert_eq!(unknown_verdict(ms(30_000), true, limit), Verdict::Unknown);
+        assert_eq!(unknown_verdict(ms(0), None, limit), Verdict::Wait);
+        assert_eq!(unknown_verdict(ms(900), None, limit), Verdict::Wait);
+        assert_eq!(unknown_verdict(ms(1000), None, limit), Verdict::Unknown);
+        assert_eq!(unknown_verdict(ms(5000), Some(ms(0)), limit), Verdict::Wait);
+        assert_eq!(
+            unknown_verdict(ms(30_000), Some(ms(0)), limit),
+            Verdict::Unknown
+        );
+    }
+
+    #[test]
+    fn a_request_a_scheduler_took_but_has_not_recorded_is_still_waited_for() {
+        // The queue emptied 0.3 s ago and the counter has not moved yet: the
+        // scheduler is between taking the batch and running its script.
+        let limit = Duration::from_secs(30);
+        let ms = Duration::from_millis;
+        assert_eq!(
+            unknown_verdict(ms(3300), Some(ms(300)), limit),
+            Verdict::Wait
+        );
+        assert_eq!(
+            unknown_verdict(ms(7000), Some(ms(4900)), limit),
+            Verdict::Wait
+        );
+        // Quiet for the whole grace: nothing is on its way any more.
+        assert_eq!(
+            unknown_verdict(ms(8000), Some(ms(5000)), limit),
+            Verdict::Unknown
+        );
     }
 }
