@@ -105,7 +105,10 @@ mod tests {
         assert_eq!(b.next_delay(), Duration::from_millis(100));
     }
 
-    #[tokio::test(start_paused = true)]
+    // Real time (0.6 s of backoff): tokio's paused clock needs its
+    // `test-util` feature, and a feature only a test enables makes `cargo
+    // test` build tokio and everything above it a second time.
+    #[tokio::test]
     async fn supervise_retries_until_success() {
         let mut calls = 0;
         supervise("test", || {
