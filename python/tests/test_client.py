@@ -137,6 +137,19 @@ def test_a_function_no_worker_serves_is_refused_naming_what_is_served(client):
         client.submit(len, [1])
 
 
+def test_task_returns_the_function_itself_with_its_registration():
+    # No wrapper between a caller and the function: a local call (a task
+    # calling a helper, a notebook cell) is an ordinary call.
+    assert funcs.inc(1) == 2
+    assert type(funcs.inc).__name__ == "function" and funcs.inc.__name__ == "inc"
+    reg = warren.registration(funcs.inc)
+    assert reg is not None and (reg.name, reg.queue) == ("funcs:inc", "python")
+    assert reg.fn is funcs.inc and warren.registration(reg) is reg
+    assert warren.registration(len) is None
+    with pytest.raises(TypeError, match="module-level function"):
+        warren.task(lambda x: x)
+
+
 def test_a_notebook_function_says_why_workers_cannot_run_it(client):
     with pytest.raises(warren.UnservedFunction, match="cannot be imported by a worker"):
         client.submit("__main__:f")

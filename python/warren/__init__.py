@@ -13,7 +13,7 @@ module, start ``python -m warren worker MODULE``, and submit them.
 from ._client import CancelledError, Client, Future, as_completed, wait
 from ._errors import KilledWorker, TaskError, UnservedFunction, WarrenError
 from ._progress import progress
-from ._task import Task, task
+from ._task import Task, registration, task
 
 __all__ = [
     "CancelledError",
@@ -26,6 +26,7 @@ __all__ = [
     "WarrenError",
     "as_completed",
     "progress",
+    "registration",
     "task",
     "wait",
 ]

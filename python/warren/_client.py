@@ -20,7 +20,7 @@ from typing import Any, Callable, NamedTuple
 
 from . import _values, _warren
 from ._errors import UnservedFunction, rebuild
-from ._task import PYTHON_QUEUE, Task
+from ._task import PYTHON_QUEUE, registration
 
 __all__ = ["Client", "Future", "as_completed", "wait"]
 
@@ -172,7 +172,7 @@ class Client:
     # -- submitting ----------------------------------------------------
     def submit(
         self,
-        fn: Task | str,
+        fn: Callable[..., Any] | str,
         *args: Any,
         key: str | None = None,
         pure: bool = True,
@@ -201,7 +201,7 @@ class Client:
 
     def map(
         self,
-        fn: Task | str,
+        fn: Callable[..., Any] | str,
         *iterables: Iterable[Any],
         pure: bool = True,
         retries: int = 0,
@@ -220,9 +220,12 @@ class Client:
         )
         return [Future(k, self) for k in keys]
 
-    def _resolve(self, fn: Task | str, queue: str | None, allow_unserved: bool) -> _Resolved:
-        if isinstance(fn, Task):
-            target = _Resolved(fn.name, queue or fn.queue)
+    def _resolve(
+        self, fn: Callable[..., Any] | str, queue: str | None, allow_unserved: bool
+    ) -> _Resolved:
+        registered = registration(fn)
+        if registered is not None:
+            target = _Resolved(registered.name, queue or registered.queue)
         elif isinstance(fn, str):
             target = _Resolved(fn, queue or _default_queue(fn))
         elif callable(fn):
