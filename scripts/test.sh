@@ -5,6 +5,9 @@
 # (in .venv, with the package installed as a user installs it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Each step says when it started, so a slow run shows where its time went.
+step() { printf '== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+trap 'step "done (exit $?)"' EXIT
 
 bash broker-config/up.sh
 # The progress-bar test reads a real terminal through tmux.
@@ -12,18 +15,18 @@ if ! command -v tmux >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q tmux
 fi
-echo "== cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --release --workspace --all-targets -q -- -D warnings
-echo "== cargo build --release --bins"
+step "cargo build --release --bins"
 cargo build --release --bins
-echo "== cargo test --release --workspace"
+step "cargo test --release --workspace"
 cargo test --release --workspace
-echo "== Python: .venv, pip install ./python, ruff"
+step "Python: .venv, pip install ./python, ruff"
 bash scripts/python-env.sh --test
 .venv/bin/ruff check python
 .venv/bin/ruff format --check python
-echo "== pytest python/tests (the Python client and workers, and the notebook in Jupyter)"
+step "pytest python/tests (the Python client and workers, and the notebook in Jupyter)"
 # From the repository's root, so that `import warren` is the installed package.
 WARREN_BIN_DIR="$PWD/target/release" .venv/bin/python3 -m pytest -q -p no:cacheprovider python/tests
