@@ -115,6 +115,10 @@ impl Dispatcher {
         let mut last_beat = tokio::time::Instant::now() - HEARTBEAT_TTL;
         loop {
             if drain.is_started() {
+                info!(
+                    windows = self.unsettled.len(),
+                    "draining: claiming nothing more; settling the dispatcher's publishes"
+                );
                 self.settle_all().await?;
                 return Ok(());
             }

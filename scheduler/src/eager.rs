@@ -181,6 +181,11 @@ impl Eager {
         }
     }
 
+    /// Eager publishes not yet confirmed and released.
+    pub fn in_flight(&self) -> usize {
+        self.windows().0.len()
+    }
+
     /// Waits for every eager publish in flight to be confirmed and released.
     pub async fn settle_all(&self) -> anyhow::Result<()> {
         loop {

@@ -10,6 +10,8 @@
 //! header, so one bad message never blocks the queue.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -37,6 +39,8 @@ use crate::notify::{Notifier, Outgoing};
 
 /// Messages taken per wake-up at most.
 const BATCH: usize = 256;
+/// How often a drain still applying what it holds says what that is.
+const DRAIN_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// Transitions applied per Lua call at most.
 const SCRIPT_CHUNK: usize = 16;
 
@@ -155,11 +159,20 @@ impl Intake {
                 ))
             }
         };
+        // Which consumers are still delivering: a drain that takes long
+        // says what it waits for.
+        let open = [
+            AtomicBool::new(true),
+            AtomicBool::new(true),
+            AtomicBool::new(true),
+        ];
+        let closed = |i: usize| open[i].store(false, Ordering::Relaxed);
         let reports = async {
             while let Some(d) = results.next().await {
                 let batch = take_batch(d, &mut results)?;
                 self.on_reports(batch).await?;
             }
+            closed(0);
             ended("results")
         };
         let requests = async {
@@ -168,6 +181,7 @@ impl Intake {
                     self.on_request(delivery).await?;
                 }
             }
+            closed(1);
             ended("submit")
         };
         let dead_lettered = async {
@@ -175,6 +189,7 @@ impl Intake {
                 let batch = take_batch(d, &mut killed)?;
                 self.on_killed(batch).await?;
             }
+            closed(2);
             ended("killed")
         };
         // Surfaces a failed background settle (its claim stays in Redis and
@@ -195,7 +210,20 @@ impl Intake {
                     .await?;
             }
             info!("draining: consumers cancelled; applying what is in hand");
-            std::future::pending::<anyhow::Result<()>>().await
+            loop {
+                tokio::time::sleep(DRAIN_REPORT_EVERY).await;
+                let waiting: Vec<&str> = ["results", "submit", "killed"]
+                    .into_iter()
+                    .zip(&open)
+                    .filter(|(_, o)| o.load(Ordering::Relaxed))
+                    .map(|(q, _)| q)
+                    .collect();
+                info!(
+                    consumers_open = ?waiting,
+                    eager_windows = self.eager.in_flight(),
+                    "draining: still applying what is in hand"
+                );
+            }
         };
         let consumers = futures::future::try_join3(reports, requests, dead_lettered);
         tokio::select! {
