@@ -8,6 +8,12 @@
 //! broker alone costs on this machine at this moment: one persistent message
 //! bounced between two connections through two durable queues, published
 //! on confirm channels and acked by hand, as warren's processes do.
+//!
+//! Redis is on the same paths: a round trip runs three scripts one after
+//! another (`submit.lua`, the worker's `start.lua`, `complete.lua`), a chain
+//! link two (`start.lua`, `complete.lua`), each a round trip the next step
+//! waits for. The floor adds the median round trip of the cheapest script
+//! (`return 1`), so it stays a lower bound: warren's scripts do more.
 
 use std::time::{Duration, Instant};
 
@@ -16,12 +22,27 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use warren_core::store::Store;
 use warren_core::{Settings, amqp};
 
-/// The median time of one hop through the broker.
+/// The median time of one hop through the broker, and of one script
+/// round trip to Redis.
 #[derive(Debug, Clone, Copy)]
 pub struct Floor {
     pub hop_ms: f64,
+    pub script_ms: f64,
+}
+
+impl Floor {
+    /// The least a `submit(inc).result()` can take: four hops, three scripts.
+    pub fn round_trip_ms(&self) -> f64 {
+        4.0 * self.hop_ms + 3.0 * self.script_ms
+    }
+
+    /// The most links of a chain a second: two hops and two scripts each.
+    pub fn chain_per_s(&self) -> f64 {
+        1000.0 / (2.0 * self.hop_ms + 2.0 * self.script_ms)
+    }
 }
 
 /// How long one bounce may take before the measurement gives up.
@@ -52,19 +73,52 @@ pub async fn measure(settings: &Settings, rounds: usize) -> Result<Floor> {
     ));
     let measured = bounce(&here, &ping, &pong, rounds).await;
     echo.abort();
+    let mut deleted = Ok(());
     for q in [&ping, &pong] {
-        let _ = setup
+        let gone = setup
             .queue_delete(q.as_str().into(), Default::default())
-            .await;
+            .await
+            .with_context(|| format!("deleting the queue {q}"));
+        deleted = deleted.and(gone.map(|_| ()));
     }
     let _ = here.close(200, "floor measured".into()).await;
     let _ = there.close(200, "floor measured".into()).await;
-    let mut rounds = measured?;
-    rounds.sort();
-    let median = rounds[rounds.len() / 2];
+    let rounds_taken = measured?;
+    deleted?;
     Ok(Floor {
-        hop_ms: median.as_secs_f64() * 1000.0 / 2.0,
+        hop_ms: median_ms(rounds_taken) / 2.0,
+        script_ms: script_round_trip(settings, rounds).await?,
     })
+}
+
+/// The median of `times`, in milliseconds.
+fn median_ms(mut times: Vec<Duration>) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64() * 1000.0
+}
+
+/// The median round trip of `EVAL "return 1" 0` over `rounds` calls (after
+/// 50 to warm up), on the connection warren's processes use
+/// (`ConnectionManager`, through the store).
+async fn script_round_trip(settings: &Settings, rounds: usize) -> Result<f64> {
+    let mut redis = Store::connect(settings)
+        .await
+        .context("connecting to Redis")?
+        .connection();
+    let script = redis::Script::new("return 1");
+    let mut times = Vec::with_capacity(rounds);
+    for i in 0..rounds + 50 {
+        let t = Instant::now();
+        let one: i64 = script
+            .invoke_async(&mut redis)
+            .await
+            .with_context(|| format!("script round trip {i}"))?;
+        anyhow::ensure!(one == 1, "the script returned {one}");
+        if i >= 50 {
+            times.push(t.elapsed());
+        }
+    }
+    Ok(median_ms(times))
 }
 
 async fn consumer(ch: &Channel, queue: &str) -> Result<lapin::Consumer> {

@@ -159,12 +159,12 @@ impl Report {
     /// The broker's hop time against the latency rows and their targets.
     fn floor_lines(&self, f: &Floor) -> String {
         let mut s = String::new();
-        let rt_floor = 4.0 * f.hop_ms;
-        let chain_ceiling = 1000.0 / (2.0 * f.hop_ms);
+        let rt_floor = f.round_trip_ms();
+        let chain_ceiling = f.chain_per_s();
         let _ = write!(
             s,
-            "\nThe broker alone: one hop (publish on a confirm channel → a durable queue → another connection's consumer) took {:.3} ms, median. A round trip crosses it 4 times: at least {rt_floor:.2} ms",
-            f.hop_ms
+            "\nThe transport alone: one broker hop (publish on a confirm channel → a durable queue → another connection's consumer) took {:.3} ms, median, and one Redis script round trip (`return 1`) {:.3} ms. A round trip crosses the broker 4 times and waits for 3 scripts: at least {rt_floor:.2} ms",
+            f.hop_ms, f.script_ms
         );
         if let Some(w) = &self.warren_empty {
             let _ = write!(
@@ -179,7 +179,7 @@ impl Report {
         }
         let _ = write!(
             s,
-            ". A chain link crosses it twice: at most {chain_ceiling:.0} links/s"
+            ". A chain link crosses the broker twice and waits for 2 scripts: at most {chain_ceiling:.0} links/s"
         );
         if let Some(w) = &self.warren_empty {
             let _ = write!(
