@@ -170,15 +170,22 @@ impl Intake {
         let reports = async {
             while let Some(d) = results.next().await {
                 let batch = take_batch(d, &mut results)?;
-                self.on_reports(batch).await?;
+                self.on_reports(batch.items).await?;
+                if batch.ended {
+                    break;
+                }
             }
             closed(0);
             ended("results")
         };
         let requests = async {
             while let Some(d) = submit.next().await {
-                for delivery in take_batch(d, &mut submit)? {
+                let batch = take_batch(d, &mut submit)?;
+                for delivery in batch.items {
                     self.on_request(delivery).await?;
+                }
+                if batch.ended {
+                    break;
                 }
             }
             closed(1);
@@ -187,7 +194,10 @@ impl Intake {
         let dead_lettered = async {
             while let Some(d) = killed.next().await {
                 let batch = take_batch(d, &mut killed)?;
-                self.on_killed(batch).await?;
+                self.on_killed(batch.items).await?;
+                if batch.ended {
+                    break;
+                }
             }
             closed(2);
             ended("killed")
@@ -522,25 +532,65 @@ fn admit(tasks: Vec<TaskSpec>) -> (Vec<TaskSpec>, Vec<Refusal>) {
     (ok, refused)
 }
 
+/// A micro-batch, and whether the consumer ended right behind it.
+struct Batch<T> {
+    items: Vec<T>,
+    /// The stream's end was read while taking the batch. A lapin consumer
+    /// says it was cancelled once, with one end-of-stream item: polled again
+    /// it waits for a delivery that never comes, so a drain whose cancel
+    /// arrived behind a batch of reports would never finish.
+    ended: bool,
+}
+
 /// The delivery just received plus every one already waiting, up to [`BATCH`].
-fn take_batch(
-    first: lapin::Result<Delivery>,
-    consumer: &mut Consumer,
-) -> anyhow::Result<Vec<Delivery>> {
-    let first = first?;
-    let mut batch = vec![first];
-    while batch.len() < BATCH {
+fn take_batch<T, E, S>(first: Result<T, E>, consumer: &mut S) -> anyhow::Result<Batch<T>>
+where
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut items = vec![first?];
+    while items.len() < BATCH {
         match consumer.next().now_or_never() {
-            Some(Some(d)) => batch.push(d?),
-            _ => break,
+            Some(Some(d)) => items.push(d?),
+            Some(None) => return Ok(Batch { items, ended: true }),
+            None => break,
         }
     }
-    Ok(batch)
+    Ok(Batch {
+        items,
+        ended: false,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Item = Result<u32, std::io::Error>;
+
+    #[test]
+    fn a_batch_keeps_the_end_of_its_stream() {
+        // The cancel's end-of-stream right behind two deliveries: read while
+        // batching, it must not be lost (polled again, lapin would wait).
+        let mut ended = futures::stream::iter(vec![Ok(2), Ok(3)]);
+        let batch = take_batch::<_, _, _>(Item::Ok(1), &mut ended).unwrap();
+        assert_eq!((batch.items, batch.ended), (vec![1, 2, 3], true));
+        // More may come: the batch is what was ready, and the stream goes on.
+        let mut open = futures::stream::iter(vec![Ok(2)]).chain(futures::stream::pending());
+        let batch = take_batch::<_, _, _>(Item::Ok(1), &mut open).unwrap();
+        assert_eq!((batch.items, batch.ended), (vec![1, 2], false));
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_size_and_at_an_error() {
+        let mut many = futures::stream::iter((0..1000).map(Item::Ok));
+        let batch = take_batch(Item::Ok(0), &mut many).unwrap();
+        assert_eq!((batch.items.len(), batch.ended), (BATCH, false));
+        let broken = std::io::Error::other("channel closed");
+        let mut failing = futures::stream::iter(vec![Item::Err(broken)]);
+        let err = take_batch(Item::Ok(0), &mut failing).err().unwrap();
+        assert!(err.to_string().contains("channel closed"), "{err}");
+    }
 
     fn task(key: &str) -> TaskSpec {
         TaskSpec {
