@@ -213,13 +213,23 @@ impl Store {
     /// Brings a namespace written by a warren older than `claimants` and
     /// `index` up to date, once: registers its claim lists and indexes its
     /// records (scored by their TTL). The one SCAN left, run at a scheduler's
-    /// start only until `P layout` says it was done. Returns the records
-    /// indexed.
+    /// start only until `P layout` says it was done, and never for a new
+    /// namespace. Returns the records indexed.
     pub async fn migrate_layout(&self) -> Result<u64> {
         let mut con = self.con();
         let k = &self.keys;
         let layout: Option<u64> = con.get(k.layout()).await?;
         if layout.unwrap_or(0) >= LAYOUT {
+            return Ok(0);
+        }
+        // A namespace no warren ever recorded a task in has nothing to
+        // migrate: every warren since the counters (older than layout 2)
+        // writes `stats` with its first submit. Scanning would only read
+        // every other key of the server, and a new namespace on a Redis
+        // holding a million keys waited seconds before consuming anything.
+        let used: bool = con.exists(k.stats()).await?;
+        if !used {
+            let _: () = con.set(k.layout(), LAYOUT).await?;
             return Ok(0);
         }
         for list in self.scan(&k.pattern("claimed:")).await? {

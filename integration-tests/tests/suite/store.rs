@@ -551,7 +551,9 @@ async fn an_older_namespace_is_migrated_once_to_claimants_and_index() {
     let s = store().await;
     let mut con = s.connection();
     let p = s.prefix().to_string();
-    // What a warren without claimants and index left behind.
+    // What a warren without claimants and index left behind: its records,
+    // a claim list, and the counters its submits kept.
+    let _: () = con.hset(format!("{p}stats"), "submitted", 2).await.unwrap();
     let _: () = con
         .hset(format!("{p}t:old"), "s", "finished")
         .await
@@ -576,5 +578,24 @@ async fn an_older_namespace_is_migrated_once_to_claimants_and_index() {
     assert_eq!(s.reclaim_orphans().await.unwrap(), 1);
     // Done once: a second start does nothing.
     assert_eq!(s.migrate_layout().await.unwrap(), 0);
+    s.wipe().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_namespace_starts_on_the_current_layout_without_scanning() {
+    let s = store().await;
+    let mut con = s.connection();
+    let p = s.prefix().to_string();
+    // A record with no counters beside it: no warren's submit wrote it. A
+    // scan would index it; a new namespace is not scanned at all.
+    let _: () = con
+        .hset(format!("{p}t:stray"), "s", "finished")
+        .await
+        .unwrap();
+    assert_eq!(s.migrate_layout().await.unwrap(), 0);
+    let layout: u64 = con.get(format!("{p}layout")).await.unwrap();
+    assert_eq!(layout, 2);
+    let indexed: Option<f64> = con.zscore(s.keys().index(), "stray").await.unwrap();
+    assert_eq!(indexed, None, "the start scanned the server");
     s.wipe().await.unwrap();
 }
