@@ -87,6 +87,7 @@ async fn run(args: Args) -> Result<()> {
     // Empty and full back to back, so the machine's drift stays out of the ratio.
     eprintln!("== warren on an empty Redis");
     let cluster = Cluster::start(2, 0).await;
+    report.settled_empty = fill::settle(&cluster.settings).await?;
     report.warren_empty = Some(workloads::all(&cluster, &args).await?);
     report.floor = Some(floor::measure(&cluster.settings, args.rounds).await?);
     report.idle_empty = Some(idle::measure(&cluster, args.idle_secs).await?);
@@ -95,6 +96,7 @@ async fn run(args: Args) -> Result<()> {
     let filler = fill::Filler::new(&cluster.settings);
     filler.fill(args.extra_keys).await?;
     report.extra_keys = args.extra_keys;
+    report.settled_full = fill::settle(&cluster.settings).await?;
     report.idle_full = Some(idle::measure(&cluster, args.idle_secs).await?);
     report.warren_full = Some(workloads::all(&cluster, &args).await?);
     filler.remove().await?;

@@ -21,6 +21,11 @@ pub struct Report {
     pub celery: Option<Outcome>,
     /// The broker's own hop time, measured after the empty-Redis rows.
     pub floor: Option<Floor>,
+    /// How long Redis took to finish rewriting its AOF before the empty
+    /// pass (`fill::settle`); `None` with the AOF off.
+    pub settled_empty: Option<std::time::Duration>,
+    /// The same before the full pass, right after the fill.
+    pub settled_full: Option<std::time::Duration>,
 }
 
 /// Whether more is better (rates) or worse (latencies).
@@ -137,6 +142,14 @@ impl Report {
                 "| {name} | {} | {} | {ratio} | | | | |",
                 cell3(e),
                 cell3(f)
+            );
+        }
+        if let (Some(empty), Some(full)) = (self.settled_empty, self.settled_full) {
+            let _ = writeln!(
+                s,
+                "\nBefore each pass Redis rewrote its append-only file, outside the timings: {:.1} s on the empty Redis, {:.1} s on the full one.",
+                empty.as_secs_f64(),
+                full.as_secs_f64()
             );
         }
         if let Some(f) = &self.warren_empty {
