@@ -92,9 +92,8 @@ pub async fn measure(settings: &Settings, rounds: usize) -> Result<Floor> {
 }
 
 /// The median of `times`, in milliseconds.
-fn median_ms(mut times: Vec<Duration>) -> f64 {
-    times.sort();
-    times[times.len() / 2].as_secs_f64() * 1000.0
+fn median_ms(times: Vec<Duration>) -> f64 {
+    crate::workloads::median(times.iter().map(|t| t.as_secs_f64() * 1000.0).collect())
 }
 
 /// The median round trip of `EVAL "return 1" 0` over `rounds` calls (after

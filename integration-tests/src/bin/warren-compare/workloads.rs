@@ -58,10 +58,11 @@ pub async fn all(cluster: &Cluster, args: &Args) -> Result<Figures> {
     })
 }
 
-/// The middle value (of an odd number of rates).
-fn median(mut rates: Vec<f64>) -> f64 {
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
+/// The middle value (the upper middle of an even number); NaN, which the
+/// report prints as such, for none. The one median of every figure here.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 async fn noop(client: &Client, n: usize) -> Result<f64> {
@@ -142,4 +143,16 @@ async fn chain(client: &Client, links: usize) -> Result<f64> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn the_median_is_the_middle_value_and_none_is_nan() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert!(median(Vec::new()).is_nan());
+    }
 }
