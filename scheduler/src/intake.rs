@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions,
@@ -33,6 +32,7 @@ use warren_core::shutdown::Drain;
 use warren_core::store::{Store, Transition};
 use warren_core::topology::Topology;
 
+use crate::batches::Batches;
 use crate::decide::{self, Deferral};
 use crate::eager::Eager;
 use crate::notify::{Notifier, Outgoing};
@@ -145,11 +145,6 @@ impl Intake {
     /// worker reports (the scripts are atomic in Redis, so their order
     /// between queues does not matter).
     pub async fn run(self, drain: &Drain) -> anyhow::Result<()> {
-        let (mut results, mut submit, mut killed) = (
-            self.results.clone(),
-            self.submit.clone(),
-            self.killed.clone(),
-        );
         let ended = |queue: &str| {
             if drain.is_started() {
                 Ok(())
@@ -166,40 +161,16 @@ impl Intake {
             AtomicBool::new(true),
             AtomicBool::new(true),
         ];
-        let closed = |i: usize| open[i].store(false, Ordering::Relaxed);
         let reports = async {
-            while let Some(d) = results.next().await {
-                let batch = take_batch(d, &mut results)?;
-                self.on_reports(batch.items).await?;
-                if batch.ended {
-                    break;
-                }
-            }
-            closed(0);
+            serve(self.results.clone(), &open[0], |b| self.on_reports(b)).await?;
             ended("results")
         };
         let requests = async {
-            while let Some(d) = submit.next().await {
-                let batch = take_batch(d, &mut submit)?;
-                for delivery in batch.items {
-                    self.on_request(delivery).await?;
-                }
-                if batch.ended {
-                    break;
-                }
-            }
-            closed(1);
+            serve(self.submit.clone(), &open[1], |b| self.on_requests(b)).await?;
             ended("submit")
         };
         let dead_lettered = async {
-            while let Some(d) = killed.next().await {
-                let batch = take_batch(d, &mut killed)?;
-                self.on_killed(batch.items).await?;
-                if batch.ended {
-                    break;
-                }
-            }
-            closed(2);
+            serve(self.killed.clone(), &open[2], |b| self.on_killed(b)).await?;
             ended("killed")
         };
         // Surfaces a failed background settle (its claim stays in Redis and
@@ -244,6 +215,14 @@ impl Intake {
             r = eager_settled => r,
             r = stop => r,
         }
+    }
+
+    /// Client requests in order: each is answered before the next is read.
+    async fn on_requests(&self, batch: Vec<Delivery>) -> anyhow::Result<()> {
+        for delivery in batch {
+            self.on_request(delivery).await?;
+        }
+        Ok(())
     }
 
     async fn on_request(&self, delivery: Delivery) -> anyhow::Result<()> {
@@ -532,65 +511,24 @@ fn admit(tasks: Vec<TaskSpec>) -> (Vec<TaskSpec>, Vec<Refusal>) {
     (ok, refused)
 }
 
-/// A micro-batch, and whether the consumer ended right behind it.
-struct Batch<T> {
-    items: Vec<T>,
-    /// The stream's end was read while taking the batch. A lapin consumer
-    /// says it was cancelled once, with one end-of-stream item: polled again
-    /// it waits for a delivery that never comes, so a drain whose cancel
-    /// arrived behind a batch of reports would never finish.
-    ended: bool,
-}
-
-/// The delivery just received plus every one already waiting, up to [`BATCH`].
-fn take_batch<T, E, S>(first: Result<T, E>, consumer: &mut S) -> anyhow::Result<Batch<T>>
+/// Applies `consumer`'s micro-batches with `apply` until the consumer ends,
+/// then clears `open`.
+async fn serve<F, Fut>(consumer: Consumer, open: &AtomicBool, apply: F) -> anyhow::Result<()>
 where
-    S: futures::Stream<Item = Result<T, E>> + Unpin,
-    E: std::error::Error + Send + Sync + 'static,
+    F: Fn(Vec<Delivery>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let mut items = vec![first?];
-    while items.len() < BATCH {
-        match consumer.next().now_or_never() {
-            Some(Some(d)) => items.push(d?),
-            Some(None) => return Ok(Batch { items, ended: true }),
-            None => break,
-        }
+    let mut batches = Batches::new(consumer, BATCH);
+    while let Some(batch) = batches.next().await {
+        apply(batch?).await?;
     }
-    Ok(Batch {
-        items,
-        ended: false,
-    })
+    open.store(false, Ordering::Relaxed);
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    type Item = Result<u32, std::io::Error>;
-
-    #[test]
-    fn a_batch_keeps_the_end_of_its_stream() {
-        // The cancel's end-of-stream right behind two deliveries: read while
-        // batching, it must not be lost (polled again, lapin would wait).
-        let mut ended = futures::stream::iter(vec![Ok(2), Ok(3)]);
-        let batch = take_batch::<_, _, _>(Item::Ok(1), &mut ended).unwrap();
-        assert_eq!((batch.items, batch.ended), (vec![1, 2, 3], true));
-        // More may come: the batch is what was ready, and the stream goes on.
-        let mut open = futures::stream::iter(vec![Ok(2)]).chain(futures::stream::pending());
-        let batch = take_batch::<_, _, _>(Item::Ok(1), &mut open).unwrap();
-        assert_eq!((batch.items, batch.ended), (vec![1, 2], false));
-    }
-
-    #[test]
-    fn a_batch_stops_at_its_size_and_at_an_error() {
-        let mut many = futures::stream::iter((0..1000).map(Item::Ok));
-        let batch = take_batch(Item::Ok(0), &mut many).unwrap();
-        assert_eq!((batch.items.len(), batch.ended), (BATCH, false));
-        let broken = std::io::Error::other("channel closed");
-        let mut failing = futures::stream::iter(vec![Item::Err(broken)]);
-        let err = take_batch(Item::Ok(0), &mut failing).err().unwrap();
-        assert!(err.to_string().contains("channel closed"), "{err}");
-    }
 
     fn task(key: &str) -> TaskSpec {
         TaskSpec {

@@ -1,6 +1,7 @@
 //! warren's scheduler as a library: the `warren-scheduler` binary is its
 //! settings and its reconnection loop around these parts.
 //!
+//! - [`batches`]: a consumer's deliveries taken as micro-batches (pure);
 //! - [`intake`]: client requests and worker reports in, applied to Redis;
 //! - [`dispatch`]: runnable tasks out of the outbox into the work queues, in
 //!   claimed, confirmed, released windows;
@@ -11,6 +12,7 @@
 //! - [`decide`]: the decisions among them that need no server (outcome to
 //!   transition, KilledWorker, deferral of a submit), unit-tested.
 
+pub mod batches;
 pub mod decide;
 pub mod dispatch;
 pub mod eager;
