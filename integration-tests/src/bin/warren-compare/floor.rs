@@ -48,7 +48,7 @@ impl Floor {
 /// How long one bounce may take before the measurement gives up.
 const BOUNCE_LIMIT: Duration = Duration::from_secs(10);
 
-/// Bounces a message `rounds` times (after 50 to warm up) and halves the
+/// Bounces a message `rounds` times (after [`WARM_UP`]) and halves the
 /// median round.
 pub async fn measure(settings: &Settings, rounds: usize) -> Result<Floor> {
     let here = amqp::connect(settings, "warren-compare floor").await?;
@@ -97,7 +97,7 @@ fn median_ms(times: Vec<Duration>) -> f64 {
 }
 
 /// The median round trip of `EVAL "return 1" 0` over `rounds` calls (after
-/// 50 to warm up), on the connection warren's processes use
+/// [`WARM_UP`]), on the connection warren's processes use
 /// (`ConnectionManager`, through the store).
 async fn script_round_trip(settings: &Settings, rounds: usize) -> Result<f64> {
     let mut redis = Store::connect(settings)
@@ -105,18 +105,16 @@ async fn script_round_trip(settings: &Settings, rounds: usize) -> Result<f64> {
         .context("connecting to Redis")?
         .connection();
     let script = redis::Script::new("return 1");
-    let mut times = Vec::with_capacity(rounds);
-    for i in 0..rounds + 50 {
+    let times = after_warm_up(rounds, async |i| {
         let t = Instant::now();
         let one: i64 = script
             .invoke_async(&mut redis)
             .await
             .with_context(|| format!("script round trip {i}"))?;
         anyhow::ensure!(one == 1, "the script returned {one}");
-        if i >= 50 {
-            times.push(t.elapsed());
-        }
-    }
+        Ok(t.elapsed())
+    })
+    .await?;
     Ok(median_ms(times))
 }
 
@@ -137,8 +135,7 @@ async fn bounce(conn: &Connection, ping: &str, pong: &str, rounds: usize) -> Res
     let mut back = consumer(&conn.create_channel().await?, pong).await?;
     let body =
         br#"{"v":1,"key":"inc-0123456789abcdef0123456789abcdef","func":"inc","args":[12345]}"#;
-    let mut times = Vec::with_capacity(rounds);
-    for i in 0..rounds + 50 {
+    after_warm_up(rounds, async |i| {
         let t = Instant::now();
         let _confirm = amqp::publish(&publish, "", ping, body, amqp::json_properties(&[])).await?;
         let delivery = tokio::time::timeout(BOUNCE_LIMIT, back.next())
@@ -147,7 +144,24 @@ async fn bounce(conn: &Connection, ping: &str, pong: &str, rounds: usize) -> Res
             .context("the pong consumer ended")??;
         let took = t.elapsed();
         delivery.acker.ack(BasicAckOptions::default()).await?;
-        if i >= 50 {
+        Ok(took)
+    })
+    .await
+}
+
+/// Untimed rounds first, so that connections, scripts and queues are warm.
+const WARM_UP: usize = 50;
+
+/// Runs `round` [`WARM_UP`] + `rounds` times and keeps the last `rounds`
+/// durations it returns (each round times what it measures itself).
+async fn after_warm_up(
+    rounds: usize,
+    mut round: impl AsyncFnMut(usize) -> Result<Duration>,
+) -> Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(rounds);
+    for i in 0..WARM_UP + rounds {
+        let took = round(i).await?;
+        if i >= WARM_UP {
             times.push(took);
         }
     }
