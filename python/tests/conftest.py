@@ -8,12 +8,14 @@ queues or futures."""
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,71 @@ def alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# What a shell gives a job it starts in the background (`cmd &`, SIGINT and
+# SIGQUIT ignored) or under nohup (SIGHUP ignored): a test that signals a child
+# must not depend on the disposition the suite itself was started with.
+BACKGROUND_IGNORES = (signal.SIGINT, signal.SIGHUP)
+
+
+@contextmanager
+def child(
+    argv: Sequence[str],
+    *,
+    ignored: Sequence[signal.Signals] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen[str]]:
+    """A child process, with `ignored` signals set to SIG_IGN and every other
+    signal of `BACKGROUND_IGNORES` reset to its default, as it would inherit
+    them; it is killed and reaped on every way out of the block (an assertion,
+    a timeout, an exception), so no test leaves a process behind."""
+
+    def dispositions() -> None:
+        for sig in BACKGROUND_IGNORES:
+            signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
+
+    p = subprocess.Popen(
+        list(argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=dispositions,
+    )
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+        try:
+            p.communicate(timeout=10)
+        except (subprocess.TimeoutExpired, ValueError):
+            pass
+
+
+def read_line(p: subprocess.Popen[str], within: float) -> str:
+    """The child's next line of standard output; fails naming what it wrote
+    to standard error if none comes within `within` seconds."""
+    assert p.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(p.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout=within):
+            p.kill()
+            _, err = p.communicate(timeout=10)
+            raise AssertionError(f"no line from {p.args[:2]} within {within}s; stderr: {err}")
+    return p.stdout.readline()
+
+
+def finish(p: subprocess.Popen[str], within: float) -> tuple[str, str]:
+    """The child's remaining output once it exits; past `within` seconds it is
+    killed and the failure says what it had printed."""
+    try:
+        return p.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate(timeout=10)
+        raise AssertionError(
+            f"{p.args[:2]} did not exit within {within}s; it was killed. "
+            f"stdout: {out!r} stderr: {err!r}"
+        ) from None

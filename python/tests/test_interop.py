@@ -11,7 +11,7 @@ import time
 
 import funcs
 import pytest
-from conftest import BIN, TESTS
+from conftest import BACKGROUND_IGNORES, BIN, TESTS, child, finish, read_line
 
 import warren
 
@@ -41,9 +41,15 @@ def test_the_cli_reads_a_future_python_made_and_python_one_the_cli_made(client, 
     assert r.returncode != 0 and "return a / b" in r.stderr, r.stderr
 
 
-def test_ctrl_c_interrupts_result_with_keyboard_interrupt(stack):
+@pytest.mark.parametrize("started", ["in a terminal", "in the background"])
+def test_ctrl_c_interrupts_result_with_keyboard_interrupt(stack, started):
+    # A background job or nohup starts the child with SIGINT (and SIGHUP)
+    # ignored, and Python then installs no KeyboardInterrupt handler: the
+    # script sets the disposition it relies on itself, as a user's script
+    # that wants Ctrl-C must.
     script = f"""
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {str(TESTS)!r})
 import funcs, warren
 c = warren.Client(namespace={stack.namespace!r})
@@ -56,14 +62,12 @@ except KeyboardInterrupt:
     print("interrupted after %.1f" % (time.monotonic() - t), flush=True)
     f.cancel()
 """
-    p = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert p.stdout is not None
-    assert p.stdout.readline().strip() == "waiting"
-    time.sleep(1.0)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=20)
+    ignored = BACKGROUND_IGNORES if started == "in the background" else ()
+    with child([sys.executable, "-c", script], ignored=ignored) as p:
+        assert read_line(p, 30).strip() == "waiting"
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        out, err = finish(p, 20)
     assert p.returncode == 0, err
     assert out.startswith("interrupted after"), (out, err)
     assert float(out.split()[-1]) < 5
