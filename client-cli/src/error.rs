@@ -46,10 +46,11 @@ pub enum Error {
     },
 
     /// A request too large to publish.
-    #[error(
-        "payload of {size} bytes (task {key}) exceeds the limit of {limit} bytes (setting max_payload_bytes)"
-    )]
+    #[error("payload of {size} bytes (task {key}) exceeds the limit of {limit} bytes ({setting})")]
     PayloadTooLarge {
+        /// Which limit: the setting `max_payload_bytes`, or RabbitMQ's own
+        /// `max_message_size` where that is lower.
+        setting: &'static str,
         /// Its size.
         size: usize,
         /// The limit.

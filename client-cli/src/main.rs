@@ -100,7 +100,11 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
     // `down` needs no services: it only stops processes.
     if let Command::Down { dir } = &cli.command {
         let dir = cli::stack::stack_dir(&settings.namespace, dir.as_deref());
-        cli::stack::down(&settings.namespace, &dir)?;
+        cli::stack::down(
+            &settings.namespace,
+            &dir,
+            std::time::Duration::from_secs(settings.drain_timeout_secs),
+        )?;
         return Ok(0);
     }
     let client = Client::connect(settings).await?;

@@ -25,6 +25,12 @@ use crate::error::{Error, Result};
 use crate::messages::CONTENT_TYPE;
 use crate::settings::{Settings, redact_url};
 
+/// A fresh name for a private queue of `namespace`, of `kind` (`client`,
+/// `control`).
+pub fn private_queue_name(namespace: &str, kind: &str) -> String {
+    format!("{namespace}.{kind}.{}", uuid::Uuid::new_v4().simple())
+}
+
 /// How long to wait for RabbitMQ to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -236,6 +242,20 @@ pub fn dead_letter_properties(
         .with_timestamp(now)
 }
 
+/// `name` as the short string RabbitMQ wants for a queue, exchange or
+/// routing key, or an error naming it: lapin's own conversion panics on a
+/// name over 255 bytes, and names come from users and from Redis.
+pub fn name(name: &str) -> Result<ShortString> {
+    ShortString::try_new(name).map_err(|_| {
+        Error::AmqpName(format!(
+            "the name {} is {} bytes, more than RabbitMQ's {} (an AMQP short string)",
+            crate::taskkey::shown(name),
+            name.len(),
+            crate::limits::AMQP_NAME_MAX
+        ))
+    })
+}
+
 /// Publishes `body`; the returned confirm must be awaited (see [`confirmed`]).
 pub async fn publish(
     ch: &Channel,
@@ -246,8 +266,8 @@ pub async fn publish(
 ) -> Result<PublisherConfirm> {
     Ok(ch
         .basic_publish(
-            exchange.into(),
-            routing_key.into(),
+            self::name(exchange)?,
+            self::name(routing_key)?,
             BasicPublishOptions::default(),
             body,
             props,
@@ -271,31 +291,36 @@ pub async fn confirmed(confirms: Vec<PublisherConfirm>, what: &str) -> Result<()
 /// (or RabbitMQ cannot say). A passive declare on a channel of its own: a
 /// missing queue closes that channel, never the caller's.
 pub async fn queue_stats(conn: &Connection, name: &str) -> Option<(u32, u32)> {
+    let queue = self::name(name).ok()?;
     let ch = conn.create_channel().await.ok()?;
     let opts = QueueDeclareOptions {
         passive: true,
         ..Default::default()
     };
     let q = ch
-        .queue_declare(name.into(), opts, FieldTable::default())
+        .queue_declare(queue, opts, FieldTable::default())
         .await
         .ok()?;
     let _ = ch.close(200, "done".into()).await;
     Some((q.message_count(), q.consumer_count()))
 }
 
-/// A private queue: server-named, exclusive and auto-deleted (it lives exactly
-/// as long as this connection), optionally bound to `exchange`, and consumed
-/// without acks as `consumer_tag`. Client reply queues and workers' control
-/// queues are these. Returns the queue's name and its consumer.
+/// A private queue named `name`: exclusive and auto-deleted (it lives
+/// exactly as long as this connection), optionally bound to `exchange`, and
+/// consumed without acks as `consumer_tag`. Client reply queues
+/// (`<ns>.client.<id>`, the only `reply_to` a scheduler answers) and
+/// workers' control queues (`<ns>.control.<id>`) are these: named in their
+/// namespace, so that an operator's permissions on `^<ns>\.` cover them.
+/// Returns the queue's name and its consumer.
 pub async fn private_queue(
     ch: &Channel,
+    name: &str,
     exchange: Option<&str>,
     consumer_tag: &str,
 ) -> Result<(String, Consumer)> {
     let q = ch
         .queue_declare(
-            "".into(),
+            self::name(name)?,
             QueueDeclareOptions {
                 exclusive: true,
                 auto_delete: true,
@@ -307,7 +332,7 @@ pub async fn private_queue(
     if let Some(exchange) = exchange {
         ch.queue_bind(
             q.name().clone(),
-            exchange.into(),
+            self::name(exchange)?,
             "".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -317,7 +342,7 @@ pub async fn private_queue(
     let consumer = ch
         .basic_consume(
             q.name().clone(),
-            consumer_tag.into(),
+            self::name(consumer_tag)?,
             BasicConsumeOptions {
                 no_ack: true,
                 exclusive: true,

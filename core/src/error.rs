@@ -29,6 +29,11 @@ pub enum Error {
     #[error("RabbitMQ: {0}")]
     Amqp(lapin::Error),
 
+    /// A name RabbitMQ cannot carry (longer than an AMQP short string);
+    /// refused before anything is sent, since lapin would panic on it.
+    #[error("{0}")]
+    AmqpName(String),
+
     /// The broker refused (nacked) a published message.
     #[error("RabbitMQ refused a message published to {0}")]
     Nacked(String),

@@ -7,10 +7,13 @@
 //! - [`settings`]: one settings type, loaded the same way by every binary;
 //! - [`messages`]: the JSON bodies that travel through RabbitMQ;
 //! - [`topology`]: the names of exchanges and queues, and their idempotent declaration;
+//! - [`allow`]: what a worker lets a program task set (environment variables, working directory);
 //! - [`amqp`]: connecting to RabbitMQ, publishing with confirms, queue counts;
 //! - [`dead_letter`]: the one way a component moves a message it cannot process to `<ns>.dead`;
 //! - [`logging`]: one logging set-up for every binary (colour only on a terminal);
 //! - [`sizing`]: what fits in one RabbitMQ message, decided before publishing;
+//! - [`limits`]: the bounds of every field a message carries (names, time limits, counts);
+//! - [`message_limit`]: the largest message to publish, lowered to the broker's once it refuses one;
 //! - [`outage`]: an outage said once, reminded, and ended, not once per retry;
 //! - [`shutdown`]: the drain on SIGTERM every process shares (take nothing new, finish, exit 0);
 //! - [`reconnect`]: running a component again, with backoff, when a service goes away;
@@ -18,12 +21,15 @@
 //! - [`args`] and [`taskkey`]: futures inside arguments, and dask-style task keys;
 //! - [`status`]: the states a future moves through.
 
+pub mod allow;
 pub mod amqp;
 pub mod args;
 pub mod command;
 pub mod dead_letter;
 pub mod error;
+pub mod limits;
 pub mod logging;
+pub mod message_limit;
 pub mod messages;
 pub mod metrics;
 pub mod outage;

@@ -58,8 +58,9 @@ pub struct Settings {
     pub max_payload_bytes: usize,
     /// Largest message warren publishes to RabbitMQ, in bytes: keep it at or
     /// below the broker's `max_message_size` (128 MiB on RabbitMQ 3.x, 16 MiB
-    /// by default on 4.x), because the broker closes the channel of a bigger
-    /// publish. A work message (a task with its dependencies' values inlined)
+    /// by default on 4.x, and warren's default), because the broker closes
+    /// the channel of a bigger publish. A refusal teaches every process of
+    /// the namespace the broker's real limit ([`crate::message_limit`]). A work message (a task with its dependencies' values inlined)
     /// that would be larger fails its task alone with `PayloadTooLarge`;
     /// batches of results and events are split to stay under it.
     pub max_message_bytes: usize,
@@ -101,6 +102,20 @@ pub struct Settings {
     // An empty list does not survive the defaults' trip through `config`.
     #[serde(default)]
     pub allowed_commands: Vec<String>,
+    /// Environment variables a program task may set (`--allow-env`): names,
+    /// or globs with `*`; none by default. Variables that change how
+    /// programs load or start (`LD_*`, `PATH`, `BASH_ENV`, `PYTHON*`, ...)
+    /// are refused even when a glob names them (see [`crate::allow`]).
+    #[serde(default)]
+    pub allowed_env: Vec<String>,
+    /// Directories under which a program task may set its working directory
+    /// (`--allow-cwd`); none by default, so `--cwd` is refused.
+    #[serde(default)]
+    pub allowed_cwd: Vec<String>,
+    /// The user program tasks run as (`--run-as`), when the worker runs as
+    /// root; empty runs them as the worker's own user.
+    #[serde(default)]
+    pub run_as: String,
     /// The most a program task may write to its standard output, in bytes
     /// (more is `OutputTooLarge`); also the most of its standard error kept.
     pub max_output_bytes: usize,
@@ -134,7 +149,7 @@ impl Default for Settings {
             prefetch: 0,
             result_ttl_secs: 24 * 3600,
             max_payload_bytes: 8 * 1024 * 1024,
-            max_message_bytes: 128 * 1024 * 1024,
+            max_message_bytes: 16 * 1024 * 1024,
             allowed_failures: 3,
             redis_timeout_secs: 60,
             metrics_addr: String::new(),
@@ -144,6 +159,9 @@ impl Default for Settings {
             isolation: Isolation::Thread,
             max_memory_per_task_mb: 0,
             allowed_commands: Vec::new(),
+            allowed_env: Vec::new(),
+            allowed_cwd: Vec::new(),
+            run_as: String::new(),
             max_output_bytes: 1024 * 1024,
             redis_min_replicas: 0,
         }
@@ -152,7 +170,7 @@ impl Default for Settings {
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 19] = [
+    pub const FIELDS: [&'static str; 22] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -170,12 +188,15 @@ impl Settings {
         "isolation",
         "max_memory_per_task_mb",
         "allowed_commands",
+        "allowed_env",
+        "allowed_cwd",
+        "run_as",
         "max_output_bytes",
         "redis_min_replicas",
     ];
 
     /// The settings that are lists (comma-separated when given as text).
-    pub const LISTS: [&'static str; 1] = ["allowed_commands"];
+    pub const LISTS: [&'static str; 3] = ["allowed_commands", "allowed_env", "allowed_cwd"];
 
     /// Loads defaults, then the TOML file, then `WARREN_*` variables, then `overrides`
     /// (flag name without dashes, value as text).
@@ -211,6 +232,8 @@ impl Settings {
                 // WARREN_ALLOWED_COMMANDS=seq,wc,/opt/tools/*
                 .list_separator(",")
                 .with_list_parse_key(Self::LISTS[0])
+                .with_list_parse_key(Self::LISTS[1])
+                .with_list_parse_key(Self::LISTS[2])
                 // Only variables that name a setting: WARREN_CONFIG names the file,
                 // WARREN_LOG the log filter, and tools may set their own.
                 .source(Some(

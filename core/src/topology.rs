@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::Result;
+use crate::message_limit::MessageLimit;
 
 /// Routing key (on the dead-letter exchange) of work messages past the
 /// delivery-limit backstop.
@@ -139,12 +140,19 @@ pub struct BindingDef {
     pub routing_key: String,
 }
 
+/// RabbitMQ's name for work queue `queue` of namespace `ns`: the name whose
+/// length counts ([`crate::limits::work_queue`]).
+pub fn work_queue_name(ns: &str, queue: &str) -> String {
+    format!("{ns}.work.{queue}")
+}
+
 /// The names and shapes of everything in one namespace.
 #[derive(Debug, Clone)]
 pub struct Topology {
     ns: String,
     queue_type: QueueType,
-    max_message_bytes: usize,
+    message_limit: MessageLimit,
+    max_payload_bytes: usize,
 }
 
 impl Topology {
@@ -154,21 +162,35 @@ impl Topology {
         Self {
             ns: ns.to_string(),
             queue_type,
-            max_message_bytes: crate::Settings::default().max_message_bytes,
+            message_limit: MessageLimit::new(crate::Settings::default().max_message_bytes),
+            max_payload_bytes: crate::Settings::default().max_payload_bytes,
         }
     }
 
     /// The topology `settings` describe (namespace, queue type, message limit).
     pub fn from_settings(settings: &crate::Settings) -> Self {
         Self {
-            max_message_bytes: settings.max_message_bytes,
+            message_limit: MessageLimit::new(settings.max_message_bytes),
+            max_payload_bytes: settings.max_payload_bytes,
             ..Self::new(&settings.namespace, settings.queue_type)
         }
     }
 
-    /// The largest message the broker takes (setting `max_message_bytes`).
+    /// The largest message to publish: setting `max_message_bytes`, or the
+    /// broker's own limit once a refusal has told it (see [`MessageLimit`]).
     pub fn max_message_bytes(&self) -> usize {
-        self.max_message_bytes
+        self.message_limit.get()
+    }
+
+    /// The largest request a client may send (setting `max_payload_bytes`):
+    /// a scheduler checks it again, not trusting the client to have.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_payload_bytes
+    }
+
+    /// The message size limit, shared by every clone of this topology.
+    pub fn message_limit(&self) -> &MessageLimit {
+        &self.message_limit
     }
 
     /// The namespace.
@@ -185,7 +207,7 @@ impl Topology {
     }
     /// Runnable tasks of work queue `name`.
     pub fn work_queue(&self, name: &str) -> String {
-        format!("{}.work.{name}", self.ns)
+        work_queue_name(&self.ns, name)
     }
     /// Work messages past the delivery-limit backstop.
     pub fn killed_queue(&self) -> String {
@@ -307,7 +329,7 @@ impl Topology {
                 ExchangeKind::Direct
             };
             ch.exchange_declare(
-                ex.name.into(),
+                crate::amqp::name(&ex.name)?,
                 kind,
                 ExchangeDeclareOptions {
                     durable: true,
@@ -322,8 +344,8 @@ impl Topology {
         }
         for b in self.bindings() {
             ch.queue_bind(
-                b.queue.into(),
-                b.source.into(),
+                crate::amqp::name(&b.queue)?,
+                crate::amqp::name(&b.source)?,
                 b.routing_key.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
@@ -396,7 +418,7 @@ pub async fn declare_queue(ch: &Channel, q: &QueueDef) -> Result<lapin::Queue> {
         args.insert(ShortString::from(*k), v);
     }
     ch.queue_declare(
-        q.name.as_str().into(),
+        crate::amqp::name(&q.name)?,
         QueueDeclareOptions {
             durable: true,
             ..Default::default()

@@ -345,6 +345,16 @@ impl Cluster {
         false
     }
 
+    /// SIGTERMs worker `i` and waits up to `within` for it to exit; its
+    /// status, or `None` (then it is killed).
+    pub fn terminate_worker(
+        &mut self,
+        i: usize,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        terminate(&mut self.workers[i], within)
+    }
+
     /// Waits for worker `i` to exit by itself; its exit status, or `None`
     /// if it still runs after `within`.
     pub fn worker_exit_status(

@@ -78,8 +78,9 @@ pub fn run_worker(
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the worker's runtime: {e}"))?;
-        runtime
-            .block_on(Worker::new(settings, registry).queues(queues).run())
+        Worker::new(settings, registry)
+            .queues(queues)
+            .run_on(runtime)
             .map_err(|e| e.to_string())
     })
     .map_err(PyRuntimeError::new_err)

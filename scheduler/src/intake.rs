@@ -21,7 +21,6 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use tokio::sync::Notify;
 use tracing::{info, warn};
-use warren_core::amqp;
 use warren_core::dead_letter::dead_letter;
 use warren_core::messages::{
     ClientEvent, ClientRequest, Control, PROTOCOL_VERSION, Refusal, TaskSpec, WorkerReport, decode,
@@ -31,6 +30,7 @@ use warren_core::metrics::Metrics;
 use warren_core::shutdown::Drain;
 use warren_core::store::{Store, Transition};
 use warren_core::topology::Topology;
+use warren_core::{amqp, limits};
 
 use crate::batches::Batches;
 use crate::decide::{self, Deferral};
@@ -226,12 +226,7 @@ impl Intake {
     }
 
     async fn on_request(&self, delivery: Delivery) -> anyhow::Result<()> {
-        let reply_to = delivery
-            .properties
-            .reply_to()
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let reply_to = self.reply_queue(&delivery);
         let request = match decode::<ClientRequest>(&delivery.data) {
             Ok(r) => r,
             Err(e) => {
@@ -256,7 +251,12 @@ impl Intake {
                 );
                 // An invalid task is refused alone: the rest of its batch is
                 // recorded, and the client is told which and why.
-                let (tasks, refused) = admit(tasks);
+                let (tasks, refused) = admit(
+                    self.topology.namespace(),
+                    tasks,
+                    delivery.data.len(),
+                    self.topology.max_payload_bytes(),
+                );
                 if !refused.is_empty() {
                     warn!(
                         refused = refused.len(),
@@ -299,6 +299,25 @@ impl Intake {
         self.notifier.send(out).await?;
         delivery.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
+    }
+
+    /// The request's `reply_to` if it names one of the namespace's client
+    /// queues, else none: a forged request must not make this scheduler
+    /// publish into another namespace's queues, or anyone else's.
+    fn reply_queue(&self, delivery: &Delivery) -> String {
+        let Some(reply_to) = delivery.properties.reply_to().as_ref() else {
+            return String::new();
+        };
+        let ns = self.topology.namespace();
+        if limits::is_client_queue(ns, reply_to.as_str()) {
+            return reply_to.to_string();
+        }
+        warn!(
+            reply_to = %warren_core::taskkey::shown(reply_to.as_str()),
+            "a request's reply_to is not a client queue of this namespace ({}...): it is applied but not answered",
+            limits::client_queue_prefix(ns)
+        );
+        String::new()
     }
 
     /// Records a submit batch. When the client says some dependency is still
@@ -347,9 +366,12 @@ impl Intake {
         for q in self.store.work_queues().await? {
             let name = self.topology.work_queue(&q);
             // A queue never declared yet has nothing to purge.
+            let Ok(name) = amqp::name(&name) else {
+                continue;
+            };
             if let Ok(n) = self
                 .ch
-                .queue_purge(name.as_str().into(), QueuePurgeOptions::default())
+                .queue_purge(name, QueuePurgeOptions::default())
                 .await
             {
                 purged += n;
@@ -494,12 +516,37 @@ impl Intake {
 }
 
 /// Splits a submitted batch into the tasks to record and those refused
-/// ([`TaskSpec::validate`], the rules the client applies before sending).
-fn admit(tasks: Vec<TaskSpec>) -> (Vec<TaskSpec>, Vec<Refusal>) {
+/// ([`TaskSpec::validate`], the rules the client applies before sending, in
+/// `namespace`). A request of `size` bytes over `max_payload` or with more
+/// than [`limits::MAX_TASKS_PER_REQUEST`] tasks is refused whole: a client
+/// is not trusted to have split it, and one script call must stay short.
+fn admit(
+    namespace: &str,
+    tasks: Vec<TaskSpec>,
+    size: usize,
+    max_payload: usize,
+) -> (Vec<TaskSpec>, Vec<Refusal>) {
+    let whole = if size > max_payload {
+        Some(format!(
+            "the submit request is {size} bytes, over the limit of {max_payload} bytes (setting max_payload_bytes)"
+        ))
+    } else if tasks.len() > limits::MAX_TASKS_PER_REQUEST {
+        Some(format!(
+            "the submit request carries {} tasks, more than the {} one request may",
+            tasks.len(),
+            limits::MAX_TASKS_PER_REQUEST
+        ))
+    } else {
+        None
+    };
     let mut ok = Vec::with_capacity(tasks.len());
     let mut refused = Vec::new();
     for t in tasks {
-        match t.validate() {
+        let verdict = match &whole {
+            Some(reason) => Err(reason.clone()),
+            None => t.validate(namespace),
+        };
+        match verdict {
             Ok(()) => ok.push(t),
             Err(reason) => refused.push(Refusal {
                 // A key too long to echo is cut: the reason says what it was.
@@ -546,7 +593,7 @@ mod tests {
     #[test]
     fn an_invalid_task_is_refused_alone() {
         let long = "x".repeat(300);
-        let (ok, refused) = admit(vec![task("a"), task(&long), task("b")]);
+        let (ok, refused) = admit("ns", vec![task("a"), task(&long), task("b")], 100, 1000);
         let keys: Vec<&str> = ok.iter().map(|t| t.key.as_str()).collect();
         assert_eq!(keys, vec!["a", "b"]);
         assert_eq!(refused.len(), 1);
@@ -557,5 +604,27 @@ mod tests {
             refused[0].reason
         );
         assert!(refused[0].reason.len() <= 300);
+    }
+
+    #[test]
+    fn an_oversized_or_overfull_request_is_refused_whole() {
+        let (ok, refused) = admit("ns", vec![task("a"), task("b")], 2000, 1000);
+        assert!(ok.is_empty());
+        assert_eq!(refused.len(), 2);
+        assert!(
+            refused[0].reason.contains("max_payload_bytes"),
+            "{}",
+            refused[0].reason
+        );
+        let many: Vec<TaskSpec> = (0..=limits::MAX_TASKS_PER_REQUEST)
+            .map(|i| task(&format!("k{i}")))
+            .collect();
+        let (ok, refused) = admit("ns", many, 100, 1000);
+        assert!(ok.is_empty());
+        assert!(
+            refused[0].reason.contains("1001 tasks"),
+            "{}",
+            refused[0].reason
+        );
     }
 }

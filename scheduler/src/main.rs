@@ -15,6 +15,7 @@ use tracing::info;
 
 use std::time::Duration;
 
+use warren_core::message_limit::learning;
 use warren_core::metrics::Metrics;
 use warren_core::shutdown::Drain;
 use warren_core::{Settings, amqp, store::Store, topology::Topology};
@@ -113,13 +114,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // spares the other schedulers the wait for its heartbeat to expire.
     let drain = Drain::new();
     drain.on_signals()?;
+    // One topology for the process: the broker's message limit, once a
+    // refused publish told it, outlives the connection that learned it.
+    let topology = Topology::from_settings(&settings);
     let timeout = Duration::from_secs(settings.drain_timeout_secs);
     let limit = async {
         drain.started().await;
         tokio::time::sleep(timeout).await;
     };
     tokio::select! {
-        () = warren_core::reconnect::supervise("scheduler", || run_connected(&settings, &id, &metrics, &drain)) => {
+        () = warren_core::reconnect::supervise("scheduler", || learning(topology.message_limit(), run_connected(&settings, &topology, &id, &metrics, &drain))) => {
             info!("drained: scripts and publishes in hand finished, claims released; exiting");
             Ok(())
         }
@@ -133,13 +137,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 /// One connection's life: declare, consume, dispatch, until something breaks.
 async fn run_connected(
     settings: &Settings,
+    topology: &Topology,
     id: &str,
     metrics: &Arc<Metrics>,
     drain: &Drain,
 ) -> anyhow::Result<()> {
-    let topology = Topology::from_settings(settings);
+    let topology = topology.clone();
     let conn = amqp::connect(settings, &format!("warren-scheduler {id}")).await?;
     let store = Store::connect(settings).await?;
+    store.sync_message_limit(topology.message_limit()).await?;
+    if let Some(w) = topology.message_limit().warning() {
+        tracing::warn!("{w}");
+    }
     let migrated = store.migrate_layout().await?;
     if migrated > 0 {
         info!(
@@ -157,7 +166,7 @@ async fn run_connected(
     info!(namespace = %settings.namespace, %id, "scheduler connected");
 
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    let notifier = notify::Notifier::new(&conn, settings.max_message_bytes).await?;
+    let notifier = notify::Notifier::new(&conn, topology.message_limit().clone()).await?;
     let dispatcher = dispatch::Dispatcher::new(
         &conn,
         store.clone(),

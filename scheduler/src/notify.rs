@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Connection};
+use tracing::warn;
+use warren_core::message_limit::MessageLimit;
 use warren_core::messages::{CONTENT_TYPE, ClientEvent, ClientEvents, PROTOCOL_VERSION};
-use warren_core::sizing;
 use warren_core::store::Notification;
+use warren_core::{amqp, sizing};
 
 /// Room left in a message for `{"v":1,"events":[...]}` around the events.
 const ENVELOPE: usize = 64;
@@ -22,8 +24,9 @@ const ENVELOPE: usize = 64;
 #[derive(Clone)]
 pub struct Notifier {
     ch: Channel,
-    /// The largest message body to publish (setting `max_message_bytes`).
-    budget: usize,
+    /// The largest message body to publish (setting `max_message_bytes`,
+    /// or the broker's own limit once known).
+    limit: MessageLimit,
 }
 
 /// Events collected during one step, per reply queue.
@@ -60,24 +63,33 @@ impl Outgoing {
 }
 
 impl Notifier {
-    /// A notifier on its own channel, publishing messages of at most
-    /// `max_message_bytes`.
-    pub async fn new(conn: &Connection, max_message_bytes: usize) -> anyhow::Result<Self> {
+    /// A notifier on its own channel, publishing messages within `limit`.
+    pub async fn new(conn: &Connection, limit: MessageLimit) -> anyhow::Result<Self> {
         Ok(Self {
             ch: conn.create_channel().await?,
-            budget: max_message_bytes.saturating_sub(ENVELOPE),
+            limit,
         })
     }
 
     /// Sends everything collected.
     pub async fn send(&self, out: Outgoing) -> anyhow::Result<()> {
+        let budget = self.limit.get().saturating_sub(ENVELOPE);
         let batches = out.by_queue.into_iter().flat_map(|(queue, events)| {
             let size = |e: &ClientEvent| sizing::json_len(e) + 1;
-            sizing::split_by_bytes(events, size, usize::MAX, self.budget)
+            sizing::split_by_bytes(events, size, usize::MAX, budget)
                 .into_iter()
                 .map(move |batch| (queue.clone(), batch))
         });
         for (queue, events) in batches {
+            // Watchers are read from Redis: one that is no queue name is
+            // skipped, not allowed to stop the notifier.
+            let routing_key = match amqp::name(&queue) {
+                Ok(k) => k,
+                Err(e) => {
+                    warn!(error = %e, "not notifying a watcher that is no queue name");
+                    continue;
+                }
+            };
             let body = serde_json::to_vec(&ClientEvents {
                 v: PROTOCOL_VERSION,
                 events,
@@ -85,7 +97,7 @@ impl Notifier {
             self.ch
                 .basic_publish(
                     "".into(),
-                    queue.as_str().into(),
+                    routing_key,
                     BasicPublishOptions::default(),
                     &body,
                     BasicProperties::default().with_content_type(CONTENT_TYPE.into()),

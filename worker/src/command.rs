@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::warn;
+use warren_core::allow;
 use warren_core::command::{COMMAND_FUNC, CommandOptions, allows, from_task_args};
 use warren_core::messages::TaskFailure;
 use warren_core::store::Store;
@@ -53,14 +54,68 @@ pub struct Logs {
 }
 
 /// What a worker allows, and its limit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Programs {
     /// The `--allow-command` rules.
     pub rules: Vec<String>,
+    /// The `--allow-env` rules: variables a task may set.
+    pub env: Vec<String>,
+    /// The `--allow-cwd` directories.
+    pub cwd: Vec<String>,
+    /// The user programs run as (`--run-as`), if not the worker's own.
+    pub run_as: Option<RunAs>,
     /// `max_output_bytes`.
     pub max_output: usize,
     /// The worker (`host:pid`), for messages.
     pub worker: String,
+}
+
+/// A user to run programs as: its ids, resolved once at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user id.
+    pub uid: u32,
+    /// Its primary group.
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// Resolves `user` (a name or a numeric uid) for a worker that runs as
+    /// root; anyone else cannot change user, and is told so.
+    pub fn resolve(user: &str) -> Result<Self, String> {
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } != 0 {
+            return Err(format!(
+                "--run-as {user} needs the worker to run as root (it changes the user of each program)"
+            ));
+        }
+        let name = std::ffi::CString::new(user)
+            .map_err(|_| format!("--run-as {user:?}: not a user name"))?;
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; the strings `pwd`
+        // points to live in `buf`, which outlives their use below.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == 0 && !found.is_null() {
+            return Ok(Self {
+                uid: pwd.pw_uid,
+                gid: pwd.pw_gid,
+            });
+        }
+        match user.parse::<u32>() {
+            Ok(uid) if uid != 0 => Ok(Self { uid, gid: uid }),
+            _ => Err(format!("--run-as {user}: no such user on this machine")),
+        }
+    }
 }
 
 fn failure(kind: &str, message: String) -> TaskFailure {
@@ -118,6 +173,42 @@ impl Programs {
         })
     }
 
+    /// The working directory a task asked for, once allowed: as written
+    /// (absolute, no `..`, under an `--allow-cwd` directory) and again with
+    /// symbolic links resolved, since a link inside an allowed directory may
+    /// point anywhere. The program runs in the resolved path.
+    fn working_dir(&self, dir: &str) -> Result<PathBuf, TaskFailure> {
+        allow::cwd_allowed(&self.cwd, dir, &self.worker)
+            .map_err(|m| failure("CommandNotAllowed", m))?;
+        let real = std::fs::canonicalize(dir)
+            .ok()
+            .filter(|p| p.is_dir())
+            .ok_or_else(|| {
+                failure(
+                    "FileNotFoundError",
+                    format!(
+                        "the working directory {dir} (--cwd) does not exist on worker {}",
+                        self.worker
+                    ),
+                )
+            })?;
+        let inside = self
+            .cwd
+            .iter()
+            .any(|allowed| std::fs::canonicalize(allowed).is_ok_and(|a| real.starts_with(a)));
+        if !inside {
+            return Err(failure(
+                "CommandNotAllowed",
+                format!(
+                    "the working directory {dir} (--cwd) resolves to {}, outside the directories worker {} allows (--allow-cwd)",
+                    real.display(),
+                    self.worker
+                ),
+            ));
+        }
+        Ok(real)
+    }
+
     /// Runs the command line `argv` with `options` for task `key`; gives up,
     /// ending its process group, once `stop()` is true.
     pub fn run(
@@ -138,15 +229,20 @@ impl Programs {
             Ok(p) => p,
             Err(e) => return (Err(e), no_logs),
         };
-        if let Some(dir) = &options.cwd
-            && !Path::new(dir).is_dir()
-        {
-            let message = format!(
-                "the working directory {dir} (--cwd) does not exist on worker {}",
-                self.worker
-            );
-            return (Err(failure("FileNotFoundError", message)), no_logs);
+        for name in options.env.keys() {
+            if let Err(m) = allow::env_allowed(&self.env, name, &self.worker) {
+                return (Err(failure("CommandNotAllowed", m)), no_logs);
+            }
         }
+        let cwd = match options
+            .cwd
+            .as_deref()
+            .map(|d| self.working_dir(d))
+            .transpose()
+        {
+            Ok(cwd) => cwd,
+            Err(e) => return (Err(e), no_logs),
+        };
         let mut cmd = Command::new(&path);
         cmd.args(args)
             .env_clear()
@@ -156,8 +252,12 @@ impl Programs {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(dir) = &options.cwd {
+        if let Some(dir) = &cwd {
             cmd.current_dir(dir);
+        }
+        if let Some(user) = self.run_as {
+            // std drops the supplementary groups too when root changes uid.
+            cmd.uid(user.uid).gid(user.gid);
         }
         // SAFETY: between fork and exec only async-signal-safe calls are made.
         unsafe {
@@ -367,6 +467,7 @@ mod tests {
             rules: rules.iter().map(|s| s.to_string()).collect(),
             max_output: 1000,
             worker: "h:1".into(),
+            ..Default::default()
         }
     }
 
@@ -407,7 +508,8 @@ mod tests {
 
     #[test]
     fn programs_run_with_a_clean_environment_and_their_output_is_the_value() {
-        let p = programs(&["sh"]);
+        let mut p = programs(&["sh"]);
+        p.env = vec!["GREET*".into()];
         let opts = CommandOptions {
             env: [("GREETING".to_string(), "hi".to_string())].into(),
             ..Default::default()
@@ -449,6 +551,8 @@ mod tests {
             cwd: Some("/nonexistent-dir".into()),
             ..Default::default()
         };
+        let mut p = p;
+        p.cwd = vec!["/nonexistent-dir".into()];
         let (r, _) = p.run("k", &argv(&["sh", "-c", "true"]), &missing_dir, &|| false);
         let e = r.unwrap_err();
         assert!(
@@ -487,5 +591,65 @@ mod tests {
         );
         assert_eq!(r.unwrap_err().kind, "CancelledError");
         assert!(asked.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn task_variables_need_the_workers_leave_and_loader_ones_never_pass() {
+        let mut p = programs(&["sh"]);
+        p.env = vec!["*".into()];
+        for name in [
+            "LD_PRELOAD",
+            "BASH_ENV",
+            "PATH",
+            "PYTHONPATH",
+            "NODE_OPTIONS",
+        ] {
+            let opts = CommandOptions {
+                env: [(name.to_string(), "/tmp/x".to_string())].into(),
+                ..Default::default()
+            };
+            let (r, _) = p.run("k", &argv(&["sh", "-c", "true"]), &opts, &|| false);
+            let e = r.unwrap_err();
+            assert_eq!(e.kind, "CommandNotAllowed", "{name}");
+            assert!(e.message.contains(name), "{}", e.message);
+        }
+        p.env = vec![];
+        let opts = CommandOptions {
+            env: [("GREETING".to_string(), "hi".to_string())].into(),
+            ..Default::default()
+        };
+        let (r, _) = p.run("k", &argv(&["sh", "-c", "true"]), &opts, &|| false);
+        assert!(r.unwrap_err().message.contains("--allow-env GREETING"));
+    }
+
+    #[test]
+    fn a_working_directory_is_allowed_only_where_it_really_is() {
+        let base = std::env::temp_dir().join(format!("warren-cwd-{}", std::process::id()));
+        let allowed = base.join("allowed");
+        std::fs::create_dir_all(allowed.join("sub")).unwrap();
+        let _ = std::fs::remove_file(allowed.join("escape"));
+        std::os::unix::fs::symlink("/etc", allowed.join("escape")).unwrap();
+        let mut p = programs(&["sh"]);
+        p.cwd = vec![allowed.display().to_string()];
+        let run = |p: &Programs, dir: &str| {
+            let opts = CommandOptions {
+                cwd: Some(dir.into()),
+                ..Default::default()
+            };
+            p.run("k", &argv(&["sh", "-c", "pwd"]), &opts, &|| false).0
+        };
+        let sub = allowed.join("sub").display().to_string();
+        assert_eq!(run(&p, &sub), Ok(Value::String(format!("{sub}\n"))));
+        for outside in [
+            "/etc".to_string(),
+            format!("{}/../..", allowed.display()),
+            allowed.join("escape").display().to_string(),
+        ] {
+            let e = run(&p, &outside).unwrap_err();
+            assert_eq!(e.kind, "CommandNotAllowed", "{outside}: {}", e.message);
+        }
+        p.cwd.clear();
+        assert!(run(&p, &sub).unwrap_err().message.contains("--allow-cwd"));
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -21,7 +21,9 @@ pub(crate) async fn control_consumer(
 ) -> anyhow::Result<Consumer> {
     let ch = conn.create_channel().await?;
     let tag = format!("warren-worker@{identity}/control");
-    let (_, consumer) = amqp::private_queue(&ch, Some(&topology.control_exchange()), &tag).await?;
+    let name = amqp::private_queue_name(topology.namespace(), "control");
+    let (_, consumer) =
+        amqp::private_queue(&ch, &name, Some(&topology.control_exchange()), &tag).await?;
     Ok(consumer)
 }
 
@@ -50,10 +52,16 @@ pub(crate) async fn control_loop(
                         worker: shared.identity.clone(),
                     }],
                 })?;
+                // Only a client queue of this namespace is answered: a
+                // forged restart must not make every worker publish elsewhere.
+                if !warren_core::limits::is_client_queue(shared.topology.namespace(), &reply_to) {
+                    warn!(reply_to = %warren_core::taskkey::shown(&reply_to), "not answering a restart whose reply_to is no client queue of this namespace");
+                    continue;
+                }
                 reply
                     .basic_publish(
                         "".into(),
-                        reply_to.as_str().into(),
+                        amqp::name(&reply_to)?,
                         Default::default(),
                         &body,
                         amqp::json_properties(&[]),

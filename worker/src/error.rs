@@ -14,6 +14,10 @@ pub enum WorkerError {
         /// What binding it said.
         source: std::io::Error,
     },
+    /// A setting or flag the worker cannot start with (a queue name
+    /// RabbitMQ cannot take, a program rule it cannot apply).
+    #[error("{0}")]
+    Invalid(String),
     /// Redis could not be reached to keep program tasks' output.
     #[error("{0}")]
     Store(#[from] warren_core::Error),

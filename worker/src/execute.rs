@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use tracing::{debug, info};
 use warren_core::messages::{TaskFailure, TaskResult, WorkMessage};
@@ -23,10 +22,11 @@ pub(crate) async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
     let registry = shared.registry.clone();
     let identity = shared.identity.clone();
     let key = msg.key.clone();
+    // Checked on arrival already (`WorkMessage::validate`); a limit no
+    // timer can hold is never turned into one.
     let limit = msg
         .timeout_secs
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
+        .and_then(|s| warren_core::limits::timeout(s).ok());
     let stop = Arc::new(AtomicBool::new(false));
     shared
         .running
@@ -115,7 +115,7 @@ pub(crate) async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
         ));
     };
     match joined {
-        Ok(Ok(v)) => match oversized(&key, &v, shared.max_result_bytes) {
+        Ok(Ok(v)) => match oversized(&key, &v, result_limit(shared)) {
             Some(failure) => {
                 shared.metrics.failed.fetch_add(1, Ordering::Relaxed);
                 info!(error = %failure, "task result refused");
@@ -136,15 +136,35 @@ pub(crate) async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
     }
 }
 
+/// The largest result this worker can report, and the setting behind it:
+/// `max_payload_bytes`, unless the broker's message limit (learned from a
+/// refusal) leaves less room in a report.
+fn result_limit(shared: &Shared) -> (usize, &'static str) {
+    let payload = shared.max_result_bytes;
+    let message = crate::report::room_for_outcome(shared.topology.max_message_bytes());
+    if message < payload {
+        (
+            message,
+            "RabbitMQ's max_message_size, less a report's envelope",
+        )
+    } else {
+        (payload, "setting max_payload_bytes")
+    }
+}
+
 /// The error of a result too big to carry: refused here, as the task's own
 /// error, rather than a report the broker or the clients could not take.
-fn oversized(key: &str, value: &serde_json::Value, limit: usize) -> Option<TaskFailure> {
+fn oversized(
+    key: &str,
+    value: &serde_json::Value,
+    (limit, why): (usize, &str),
+) -> Option<TaskFailure> {
     let size = sizing::json_len(value);
     (size > limit).then(|| {
         TaskFailure::new(
             "PayloadTooLarge",
             format!(
-                "the result of task {key} is {size} bytes ({}), over the limit of {limit} bytes ({}, setting max_payload_bytes)",
+                "the result of task {key} is {size} bytes ({}), over the limit of {limit} bytes ({}, {why})",
                 sizing::human_bytes(size),
                 sizing::human_bytes(limit)
             ),
@@ -160,8 +180,9 @@ mod tests {
     #[test]
     fn a_result_over_the_limit_is_the_tasks_error_naming_both_sizes() {
         let v = serde_json::json!("x".repeat(100));
-        assert!(oversized("k-1", &v, 102).is_none());
-        let failure = oversized("k-1", &v, 101).unwrap();
+        let why = "setting max_payload_bytes";
+        assert!(oversized("k-1", &v, (102, why)).is_none());
+        let failure = oversized("k-1", &v, (101, why)).unwrap();
         assert_eq!(failure.kind, "PayloadTooLarge");
         assert!(
             failure.message.contains("is 102 bytes"),

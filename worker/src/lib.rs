@@ -25,6 +25,7 @@
 //!   remembers in [`memory`], one message's ack in `pack_ack`);
 //! - [`isolation`]: task runs in child processes, ended for real at their limits;
 //! - [`command`]: programs as tasks, on workers that allow them;
+//! - [`secrets`]: the worker's passwords hidden from the programs it runs;
 //! - [`prefork`]: long-lived interpreter processes that run a non-Rust
 //!   worker's tasks (the Python worker's slots);
 //! - [`control`]: cancels and restarts broadcast to every worker;
@@ -49,6 +50,7 @@ pub mod prefork;
 pub mod registry;
 pub mod report;
 pub mod runner;
+pub mod secrets;
 mod shared;
 pub mod slots;
 pub mod stock;

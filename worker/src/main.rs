@@ -63,6 +63,21 @@ struct Args {
     /// (WARREN_ALLOWED_COMMANDS=a,b). No shell unless sh or bash is named.
     #[arg(long, value_name = "PROGRAM")]
     allow_command: Vec<String>,
+    /// Let program tasks set this environment variable (`warren submit --cmd
+    /// --env NAME=VALUE`): a name, or a glob such as APP_*. Repeatable; adds
+    /// to allowed_env. Variables that change how programs load or start
+    /// (LD_*, PATH, BASH_ENV, PYTHON*, PERL*, NODE_OPTIONS, ...) are refused
+    /// even when a glob names them.
+    #[arg(long, value_name = "NAME")]
+    allow_env: Vec<String>,
+    /// Let program tasks run in this directory or below it (`--cwd`).
+    /// Repeatable; adds to allowed_cwd. Without it, `--cwd` is refused.
+    #[arg(long, value_name = "DIR")]
+    allow_cwd: Vec<String>,
+    /// Run programs as this user (a worker started as root): they cannot
+    /// then read the worker's files or memory.
+    #[arg(long, value_name = "USER")]
+    run_as: Option<String>,
     /// List the registered functions and exit.
     #[arg(long)]
     list_functions: bool,
@@ -76,8 +91,7 @@ struct Args {
 // woke another thread: 70% of a worker's CPU was the kernel switching threads
 // (perf). Tasks still run in parallel, on the blocking pool. Measured against
 // the multi-threaded build in one run: -30% worker CPU, +16% no-op tasks/s.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let registry = stock::registry();
     if args.list_functions {
@@ -102,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
             args.drain_timeout.map(|s| s.to_string()),
         ),
         ("isolation", args.isolation),
+        ("run_as", args.run_as),
         (
             "max_memory_per_task_mb",
             args.max_memory_per_task.map(|m| m.to_string()),
@@ -109,9 +124,13 @@ async fn main() -> anyhow::Result<()> {
     ]);
     let mut settings = Settings::load(args.config.as_deref(), &overrides)?;
     settings.allowed_commands.extend(args.allow_command);
+    settings.allowed_env.extend(args.allow_env);
+    settings.allowed_cwd.extend(args.allow_cwd);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     Worker::new(settings, registry)
         .queues(args.queues)
-        .run()
-        .await?;
+        .run_on(runtime)?;
     Ok(())
 }

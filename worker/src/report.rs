@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use lapin::Channel;
 use tracing::debug;
-use warren_core::messages::{Outcome, PROTOCOL_VERSION, WorkerInfo, WorkerReport};
+use warren_core::messages::{
+    Outcome, PROTOCOL_VERSION, TaskFailure, TaskResult, WorkerInfo, WorkerReport,
+};
 use warren_core::{amqp, sizing};
 
 use crate::pack_ack::PackAck;
@@ -23,6 +25,11 @@ use crate::shared::Shared;
 pub(crate) const REPORT_BATCH: usize = 512;
 /// Room in a report message for its envelope and the worker's name.
 const REPORT_ENVELOPE: usize = 1024;
+
+/// The largest outcome a report of at most `max_message_bytes` can carry.
+pub fn room_for_outcome(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_sub(REPORT_ENVELOPE)
+}
 /// How long a report waits for the outcomes of tasks still running here.
 const REPORT_LINGER: Duration = Duration::from_millis(3);
 
@@ -101,7 +108,14 @@ impl<A> Collected<A> {
         }
         let size = |o: &Outcome| sizing::json_len(o) + 1;
         let budget = max_message_bytes.saturating_sub(REPORT_ENVELOPE);
-        let outcomes = std::mem::take(&mut self.outcomes);
+        // An outcome that cannot travel at all (the broker's limit, learned
+        // after it ran, or a redelivery answered from memory) becomes its
+        // task's error here: published as it is, it would be refused again
+        // and again.
+        let outcomes = std::mem::take(&mut self.outcomes)
+            .into_iter()
+            .map(|o| fitted(o, budget))
+            .collect();
         for outcomes in sizing::split_by_bytes(outcomes, size, REPORT_BATCH, budget) {
             out.push(WorkerReport::Outcomes {
                 v: PROTOCOL_VERSION,
@@ -110,6 +124,23 @@ impl<A> Collected<A> {
             });
         }
         out
+    }
+}
+
+/// `o`, or its task's `PayloadTooLarge` if it is over `budget` bytes.
+fn fitted(o: Outcome, budget: usize) -> Outcome {
+    let size = sizing::json_len(&o) + 1;
+    if size <= budget {
+        return o;
+    }
+    let message = format!(
+        "the result of task {} is {size} bytes ({}), over the {budget} bytes a report may carry (RabbitMQ's max_message_size or setting max_message_bytes, less a report's envelope)",
+        o.key,
+        sizing::human_bytes(size)
+    );
+    Outcome {
+        result: TaskResult::Err(TaskFailure::new("PayloadTooLarge", message, "")),
+        ..o
     }
 }
 
@@ -144,7 +175,7 @@ pub(crate) async fn report_loop(
         }
         let props = amqp::json_properties(&[("worker", identity)]);
         let mut confirms = Vec::new();
-        for message in round.messages(identity, shared.max_message_bytes) {
+        for message in round.messages(identity, shared.topology.max_message_bytes()) {
             let body = serde_json::to_vec(&message)?;
             confirms.push(amqp::publish(&ch, "", &results_queue, &body, props.clone()).await?);
         }
@@ -225,6 +256,30 @@ mod tests {
             })
             .collect();
         assert_eq!(sizes, [2, 1]);
+    }
+
+    #[test]
+    fn an_outcome_no_message_can_carry_becomes_its_tasks_error() {
+        let mut round = Collected::default();
+        round.take(done("big", &"x".repeat(5000)));
+        round.take(done("small", "1"));
+        let messages = round.messages("h:1", REPORT_ENVELOPE + 2000);
+        let outcomes: Vec<&Outcome> = messages
+            .iter()
+            .flat_map(|m| match m {
+                WorkerReport::Outcomes { outcomes, .. } => outcomes.iter().collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(outcomes.len(), 2);
+        match &outcomes[0].result {
+            TaskResult::Err(f) => {
+                assert_eq!(f.kind, "PayloadTooLarge");
+                assert!(f.message.contains("max_message_size"), "{}", f.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(outcomes[1].result, TaskResult::Ok(_)));
     }
 
     #[test]

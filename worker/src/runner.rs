@@ -38,6 +38,7 @@ use lapin::types::FieldTable;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 use warren_core::dead_letter::dead_letter;
+use warren_core::message_limit::learning;
 use warren_core::messages::{Outcome, TaskFailure, TaskResult, WorkMessage, decode_work};
 use warren_core::metrics::Metrics;
 use warren_core::store::Store;
@@ -92,12 +93,32 @@ impl Worker {
         self
     }
 
+    /// [`Worker::run`] on `runtime`, for a binary's `main`: once the worker
+    /// is done the runtime is shut down without waiting for task functions
+    /// still running on its blocking pool. After a drain that timed out
+    /// (a task that never returns), dropping the runtime would wait for them
+    /// for ever, and the process would never exit.
+    pub fn run_on(self, runtime: tokio::runtime::Runtime) -> Result<(), WorkerError> {
+        let done = runtime.block_on(self.run());
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        done
+    }
+
     /// Runs until interrupted, reconnecting whenever RabbitMQ goes away.
     pub async fn run(mut self) -> Result<(), WorkerError> {
         // Re-run as a child of a worker with `--isolation process`: run one
         // task and exit (before anything binds a port or connects).
         if crate::isolation::is_child() {
             crate::isolation::child_main(&self.registry);
+        }
+        // The settings hold the URLs now: the copies in the environment
+        // block, which programs could read through /proc, are hidden.
+        let (scrubbed, leaked) = crate::secrets::scrub_environment();
+        if !scrubbed.is_empty() {
+            debug!(variables = ?scrubbed, "passwords hidden from /proc/self/environ");
+        }
+        if !leaked.is_empty() {
+            warn!(variables = ?leaked, "these passwords are still readable in /proc/<worker pid>/environ by programs of the worker's user: run programs as another user (--run-as) or put them in warren.toml");
         }
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
@@ -111,6 +132,10 @@ impl Worker {
                 addr: addr.clone(),
                 source,
             })?;
+        for q in &self.queues {
+            warren_core::limits::work_queue(&self.settings.namespace, q)
+                .map_err(|e| WorkerError::Invalid(format!("--queues: {e}")))?;
+        }
         let identity = format!("{host}:{}", std::process::id());
         let command_queue = warren_core::command::COMMAND_QUEUE.to_string();
         if !self.settings.allowed_commands.is_empty() && !self.queues.contains(&command_queue) {
@@ -120,8 +145,15 @@ impl Worker {
             self.registry.clone()
         } else {
             let mut r = (*self.registry).clone();
+            let run_as = match self.settings.run_as.as_str() {
+                "" => None,
+                user => Some(crate::command::RunAs::resolve(user).map_err(WorkerError::Invalid)?),
+            };
             let programs = crate::command::Programs {
                 rules: self.settings.allowed_commands.clone(),
+                env: self.settings.allowed_env.clone(),
+                cwd: self.settings.allowed_cwd.clone(),
+                run_as,
                 max_output: self.settings.max_output_bytes,
                 worker: identity.clone(),
             };
@@ -142,7 +174,7 @@ impl Worker {
             concurrency: self.settings.effective_concurrency(),
             allowed_failures: self.settings.allowed_failures,
             max_result_bytes: self.settings.max_payload_bytes,
-            max_message_bytes: self.settings.max_message_bytes,
+            topology: Topology::from_settings(&self.settings),
             queues: self.queues.clone(),
             isolation: self.settings.isolation,
             max_memory_per_task_mb: self.settings.max_memory_per_task_mb,
@@ -161,7 +193,7 @@ impl Worker {
             shared.unanswered.load(Ordering::SeqCst)
         });
         tokio::select! {
-            () = warren_core::reconnect::supervise("worker", || self.run_connected(shared.clone())) => Ok(()),
+            () = warren_core::reconnect::supervise("worker", || learning(shared.topology.message_limit(), self.run_connected(shared.clone()))) => Ok(()),
             done = drained => {
                 if done {
                     info!("drained: every task it held is reported or given back; exiting");
@@ -179,9 +211,13 @@ impl Worker {
     /// One connection's life: declare, consume, run, report, until it breaks.
     async fn run_connected(&self, shared: Arc<Shared>) -> anyhow::Result<()> {
         let identity = &shared.identity;
-        let topology = Topology::from_settings(&self.settings);
+        let topology = &shared.topology;
         let conn = amqp::connect(&self.settings, &format!("warren-worker {identity}")).await?;
         let store = Store::connect(&self.settings).await?;
+        store.sync_message_limit(topology.message_limit()).await?;
+        if let Some(w) = topology.message_limit().warning() {
+            tracing::warn!("{w}");
+        }
         let setup = conn.create_channel().await?;
         let queue_refs: Vec<&str> = self.queues.iter().map(String::as_str).collect();
         topology.declare(&setup, &queue_refs).await?;
@@ -192,7 +228,7 @@ impl Worker {
             shared.clone(),
         );
         let control = control_loop(
-            control_consumer(&conn, &topology, identity).await?,
+            control_consumer(&conn, topology, identity).await?,
             conn.create_channel().await?,
             shared.clone(),
         );
@@ -210,8 +246,8 @@ impl Worker {
             let tag = format!("warren-worker@{identity}/{q}");
             let consumer = ch
                 .basic_consume(
-                    topology.work_queue(q).into(),
-                    tag.as_str().into(),
+                    amqp::name(&topology.work_queue(q))?,
+                    amqp::name(&tag)?,
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
@@ -267,12 +303,17 @@ impl Worker {
                         }
                         let ack = PackAck::new(delivery.acker, tasks.len(), &shared.unanswered);
                         for msg in tasks {
-                            accept(&shared, &store, msg, ack.clone()).await?;
+                            // Anyone who can publish to a work queue skips
+                            // the scheduler's checks: they are made again.
+                            match msg.validate() {
+                                Ok(()) => accept(&shared, &store, msg, ack.clone()).await?,
+                                Err(reason) => refuse(&shared, msg, reason, ack.clone()).await?,
+                            }
                         }
                     }
                     Err(e) => {
                         let reason = format!("undecodable work message: {e}");
-                        dead_letter(&dead, &topology, delivery, &reason).await?
+                        dead_letter(&dead, topology, delivery, &reason).await?
                     }
                 }
             }
@@ -342,6 +383,34 @@ async fn accept(
         }
         (OnArrival::FromMemory | OnArrival::Queue, _) => queue(shared, store, msg, ack, id),
     }
+    Ok(())
+}
+
+/// Answers a task whose work message breaks the rules without running it:
+/// its future fails with `InvalidTask` and the reason (a message whose key
+/// itself is unusable is only acked, there being no future to fail).
+async fn refuse(
+    shared: &Arc<Shared>,
+    msg: WorkMessage,
+    reason: String,
+    ack: Arc<PackAck>,
+) -> anyhow::Result<()> {
+    warn!(key = %warren_core::taskkey::shown(&msg.key), %reason, "refusing an invalid work message");
+    if warren_core::taskkey::validate_key(&msg.key).is_err() {
+        ack.answered().await?;
+        return Ok(());
+    }
+    let failure = TaskFailure::new(
+        "InvalidTask",
+        format!("task {} was not run: {reason}", msg.key),
+        "",
+    );
+    let outcome = Outcome {
+        key: msg.key,
+        result: TaskResult::Err(failure),
+        attempt: msg.attempt,
+    };
+    let _ = shared.reports.send(Report::Done(outcome, ack));
     Ok(())
 }
 

@@ -89,8 +89,10 @@ pub(crate) struct Shared {
     pub allowed_failures: u32,
     /// The largest result a task may return (setting `max_payload_bytes`).
     pub max_result_bytes: usize,
-    /// The largest report message (setting `max_message_bytes`).
-    pub max_message_bytes: usize,
+    /// The namespace's names, and the largest message to publish (setting
+    /// `max_message_bytes`, or the broker's limit once a refusal told it),
+    /// kept for the process's life.
+    pub topology: warren_core::topology::Topology,
     pub queues: Vec<String>,
     /// Where runs happen (setting `isolation`).
     pub isolation: warren_core::settings::Isolation,

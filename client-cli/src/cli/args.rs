@@ -71,10 +71,13 @@ pub struct ProgramFlags {
     /// a future (@@ for a literal @).
     #[arg(long, help_heading = PROGRAMS)]
     pub cmd: bool,
-    /// K=V added to the program's clean environment (repeatable).
+    /// K=V added to the program's clean environment (repeatable); the worker
+    /// must allow K (--allow-env), and never passes LD_*, PATH, BASH_ENV,
+    /// PYTHON*, ... (variables that change how programs load or start).
     #[arg(long = "env", value_name = "K=V", help_heading = PROGRAMS)]
     pub env: Vec<String>,
-    /// The program's working directory, which must exist on the worker.
+    /// The program's working directory: it must exist on the worker, under
+    /// a directory the worker allows (--allow-cwd).
     #[arg(long, value_name = "DIR", help_heading = PROGRAMS)]
     pub cwd: Option<String>,
     /// The value is the program's standard output parsed as JSON.

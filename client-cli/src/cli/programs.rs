@@ -20,6 +20,12 @@ pub fn options(flags: &ProgramFlags) -> anyhow::Result<CommandOptions> {
         let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
             anyhow::bail!("--env {pair:?} must be NAME=VALUE");
         };
+        // Refused by every worker; said here, before anything is sent.
+        if warren_core::allow::is_loader_variable(k) {
+            anyhow::bail!(
+                "--env {k}: this variable changes how programs load or start, so no worker passes it from a task to a program"
+            );
+        }
         env.insert(k.to_string(), v.to_string());
     }
     Ok(CommandOptions {
@@ -129,6 +135,12 @@ mod tests {
         };
         let o = options(&flags).unwrap();
         assert_eq!(o.env["B"], "x=y");
+        flags.env = s(&["LD_PRELOAD=/tmp/x.so"]);
+        let e = options(&flags).unwrap_err().to_string();
+        assert!(
+            e.contains("LD_PRELOAD") && e.contains("load or start"),
+            "{e}"
+        );
         flags.env = s(&["=1"]);
         assert!(options(&flags).is_err());
         flags.env = s(&["NOEQUALS"]);

@@ -5,7 +5,9 @@
 //! workers of the namespace as background processes (their own process
 //! group, so a Ctrl-C in the terminal leaves them alone), each logging to a
 //! file, records their pids, and returns once they are serving. `down` stops
-//! exactly those processes: SIGTERM, then SIGKILL after a grace period.
+//! exactly those processes: SIGTERM, which drains them (a worker finishes
+//! its running tasks for up to `drain_timeout_secs`), then SIGKILL for what is
+//! still running once that has passed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,8 +19,11 @@ use warren_core::Settings;
 
 /// How long `up` waits for its processes to serve.
 const READY_WITHIN: Duration = Duration::from_secs(60);
-/// How long `down` waits after SIGTERM before SIGKILL.
-const GRACE: Duration = Duration::from_secs(10);
+/// How long `down` waits beyond the processes' drain timeout before SIGKILL:
+/// a drain that times out still has to say so and exit.
+const GRACE: Duration = Duration::from_secs(5);
+/// How often `down` says what it still waits for.
+const SAY_EVERY: Duration = Duration::from_secs(5);
 
 /// The directory of a namespace's stack.
 pub fn stack_dir(namespace: &str, dir: Option<&Path>) -> PathBuf {
@@ -116,7 +121,7 @@ pub async fn up(
 }
 
 /// Stops the processes `up` started for the namespace.
-pub fn down(namespace: &str, dir: &Path) -> anyhow::Result<()> {
+pub fn down(namespace: &str, dir: &Path, drain_timeout: Duration) -> anyhow::Result<()> {
     let pids_file = dir.join("pids");
     if !pids_file.exists() {
         bail!(
@@ -128,9 +133,25 @@ pub fn down(namespace: &str, dir: &Path) -> anyhow::Result<()> {
     for pid in &pids {
         signal(*pid, libc::SIGTERM);
     }
-    let deadline = Instant::now() + GRACE;
+    let started = Instant::now();
+    let deadline = started + drain_timeout + GRACE;
+    let mut said = started;
     while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
+        if said.elapsed() >= SAY_EVERY {
+            said = Instant::now();
+            let left: Vec<String> = pids
+                .iter()
+                .filter(|p| alive(**p))
+                .map(u32::to_string)
+                .collect();
+            eprintln!(
+                "down: {} still draining (pids {}): running tasks finish first, for up to {}s (setting drain_timeout_secs); SIGKILL after that",
+                left.len(),
+                left.join(" "),
+                (drain_timeout + GRACE).as_secs()
+            );
+        }
     }
     let stubborn: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
     for pid in &stubborn {

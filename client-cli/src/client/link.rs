@@ -60,7 +60,8 @@ impl Link {
         let publish = amqp::confirm_channel(&conn).await?;
         let consume = conn.create_channel().await?;
         let tag = format!("warren-client@{host}:{}", std::process::id());
-        let (reply_queue, consumer) = amqp::private_queue(&consume, None, &tag).await?;
+        let name = amqp::private_queue_name(topology.namespace(), "client");
+        let (reply_queue, consumer) = amqp::private_queue(&consume, &name, None, &tag).await?;
         let ev = events.clone();
         tokio::spawn(async move { ev.consume(consumer, generation).await });
         Ok(Self {

@@ -112,6 +112,8 @@ impl Client {
         let events = Arc::new(Events::default());
         let link = Link::open(&settings, &topology, &events, 0).await?;
         let store = Store::connect(&settings).await?;
+        // What a refused publish taught any process of the namespace.
+        store.sync_message_limit(topology.message_limit()).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,

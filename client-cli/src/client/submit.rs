@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::warn;
+use warren_core::message_limit::refused_for_size;
 use warren_core::messages::{ClientRequest, PROTOCOL_VERSION, Refusal, TaskSpec};
 use warren_core::{amqp, args, taskkey};
 
@@ -146,6 +147,25 @@ impl Client {
                 }
                 Err(e) => Err(e),
             };
+            // RabbitMQ closed the channel over a message bigger than its
+            // max_message_size: learn the limit, and publish the same
+            // tasks again in messages that fit it.
+            let too_big = match &done {
+                Err(e) => refused_for_size(&e.to_string()),
+                Ok(()) => None,
+            };
+            if let Some(max) = too_big {
+                self.inner.topology.message_limit().learn(max);
+                if let Err(e) = self
+                    .inner
+                    .store
+                    .sync_message_limit(self.inner.topology.message_limit())
+                    .await
+                {
+                    warn!(error = %e, "could not keep RabbitMQ's message limit in Redis");
+                }
+                pending.sent = self.rebatched(std::mem::take(&mut pending.sent))?;
+            }
             match done {
                 Err(e) if e.is_worth_republishing() && relinks < super::link::RELINKS => {
                     relinks += 1;
@@ -270,7 +290,8 @@ impl Client {
             priority: opts.priority,
         };
         // The scheduler's own rules: what passes here is never refused there.
-        spec.validate().map_err(Error::InvalidArgument)?;
+        spec.validate(&self.inner.settings.namespace)
+            .map_err(Error::InvalidArgument)?;
         Ok(spec)
     }
 
@@ -364,13 +385,79 @@ impl Client {
         Ok(())
     }
 
+    /// The largest submit message, and which limit it is: the setting
+    /// `max_payload_bytes`, or RabbitMQ's `max_message_size` once a refused
+    /// publish (here or in any process of the namespace) told it and it is
+    /// lower.
+    fn submit_limit(&self) -> (usize, &'static str) {
+        let payload = self.inner.settings.max_payload_bytes;
+        match self.inner.topology.message_limit().broker() {
+            Some(broker) if broker < payload => (broker, "RabbitMQ's max_message_size"),
+            _ => (payload, "setting max_payload_bytes"),
+        }
+    }
+
+    /// After RabbitMQ refused a submit for its size (and the client learned
+    /// its limit): the messages of `sent` again, those over the limit split
+    /// into smaller ones, each with its own batch. A single task too big
+    /// alone is its error, naming the broker's limit.
+    fn rebatched(&self, sent: Vec<Sent>) -> Result<Vec<Sent>, Error> {
+        let (limit, setting) = self.submit_limit();
+        let mut out = Vec::with_capacity(sent.len());
+        for m in sent {
+            if m.body.len() <= limit {
+                out.push(m);
+                continue;
+            }
+            let Ok(ClientRequest::Submit {
+                tasks,
+                deps_in_flight,
+                ..
+            }) = serde_json::from_slice::<ClientRequest>(&m.body)
+            else {
+                out.push(m);
+                continue;
+            };
+            let mut rest = &tasks[..];
+            while !rest.is_empty() {
+                let batch = uuid::Uuid::new_v4().simple().to_string();
+                let encode = |n: usize| {
+                    serde_json::to_vec(&ClientRequest::Submit {
+                        v: PROTOCOL_VERSION,
+                        batch: batch.clone(),
+                        tasks: rest[..n].to_vec(),
+                        deps_in_flight,
+                    })
+                };
+                match batching::next_batch(rest.len(), SUBMIT_CHUNK, limit, encode)? {
+                    Batch::Fits { n, body } => {
+                        out.push(Sent {
+                            body,
+                            batch: m.batch.is_some().then(|| batch.clone()),
+                        });
+                        rest = &rest[n..];
+                    }
+                    Batch::TooLarge { size } => {
+                        return Err(Error::PayloadTooLarge {
+                            setting,
+                            size,
+                            limit,
+                            key: rest[0].key.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Publishes `specs` as submit batches and records them as in flight.
     pub(super) async fn publish_batches(
         &self,
         specs: &[TaskSpec],
         detach: bool,
     ) -> Result<(), Error> {
-        let limit = self.inner.settings.max_payload_bytes;
+        let (limit, setting) = self.submit_limit();
         let mut rest = specs;
         while !rest.is_empty() {
             let batch = uuid::Uuid::new_v4().simple().to_string();
@@ -396,6 +483,7 @@ impl Client {
                 Batch::Fits { n, body } => (n, body),
                 Batch::TooLarge { size } => {
                     return Err(Error::PayloadTooLarge {
+                        setting,
                         size,
                         limit,
                         key: rest[0].key.clone(),

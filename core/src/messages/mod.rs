@@ -16,6 +16,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+#[cfg(test)]
+mod fuzz;
+mod validate;
+pub use validate::MAX_ARG_DEPTH;
+
 /// Version of the message format; bump on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -346,54 +351,6 @@ pub struct Refusal {
     pub reason: String,
 }
 
-/// Nesting of a task's arguments at most. serde_json refuses documents
-/// nested more than 128 deep, and a task's arguments sit a few levels down
-/// in submit and work messages (and in packs), so 100 leaves room for all.
-pub const MAX_ARG_DEPTH: usize = 100;
-
-impl TaskSpec {
-    /// What the client checks before it sends a task and the scheduler on
-    /// receipt, with one set of rules: a valid key and function name, a
-    /// valid queue name, a priority in range, arguments nested at most
-    /// [`MAX_ARG_DEPTH`] deep.
-    pub fn validate(&self) -> Result<(), String> {
-        crate::taskkey::validate_key(&self.key)?;
-        crate::taskkey::validate_key(&self.func).map_err(|e| format!("function name: {e}"))?;
-        crate::taskkey::validate_key(&self.queue).map_err(|e| format!("queue name: {e}"))?;
-        if self.priority.abs() > MAX_PRIORITY {
-            return Err(format!(
-                "priority {} is outside -{MAX_PRIORITY}..={MAX_PRIORITY}",
-                self.priority
-            ));
-        }
-        let depth = self.args.iter().map(depth).max().unwrap_or(0);
-        if depth > MAX_ARG_DEPTH {
-            return Err(format!(
-                "arguments of task {} are nested {depth} deep, more than the {MAX_ARG_DEPTH} allowed",
-                self.key
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// How deep lists and objects nest in `v` (a scalar is 0). Iterative, so a
-/// hostile value cannot overflow the stack.
-fn depth(v: &Value) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(v, 0usize)];
-    while let Some((v, d)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Object(o) => Box::new(o.values()),
-            _ => continue,
-        };
-        deepest = deepest.max(d + 1);
-        stack.extend(children.map(|c| (c, d + 1)));
-    }
-    deepest
-}
-
 /// A batch of client events (one message per scheduler step and reply queue).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -497,59 +454,6 @@ mod tests {
             dispatched_at_ms: None,
             priority,
         }
-    }
-
-    fn spec(key: &str, args: Vec<Value>) -> TaskSpec {
-        TaskSpec {
-            key: key.into(),
-            func: "inc".into(),
-            args,
-            deps: vec![],
-            queue: "default".into(),
-            retries: 0,
-            timeout_secs: None,
-            priority: 0,
-        }
-    }
-
-    fn nested(levels: usize) -> Value {
-        (0..levels).fold(json!(1), |v, _| json!([v]))
-    }
-
-    #[test]
-    fn one_validation_names_what_is_wrong() {
-        assert_eq!(spec("inc-1", vec![json!(1)]).validate(), Ok(()));
-        let long = "f".repeat(251);
-        assert!(
-            spec(&long, vec![])
-                .validate()
-                .unwrap_err()
-                .contains("1-250 bytes")
-        );
-        let mut bad = spec("k", vec![]);
-        bad.func = "has space".into();
-        assert!(bad.validate().unwrap_err().starts_with("function name:"));
-        let mut bad = spec("k", vec![]);
-        bad.priority = MAX_PRIORITY + 1;
-        assert!(bad.validate().unwrap_err().contains("priority"));
-        assert_eq!(spec("k", vec![nested(MAX_ARG_DEPTH)]).validate(), Ok(()));
-        let e = spec("k", vec![nested(MAX_ARG_DEPTH + 1)])
-            .validate()
-            .unwrap_err();
-        assert!(e.contains("nested 101 deep"), "{e}");
-    }
-
-    #[test]
-    fn the_deepest_allowed_task_still_travels_in_a_submit_message() {
-        let task = spec("k", vec![nested(MAX_ARG_DEPTH)]);
-        let body = serde_json::to_vec(&ClientRequest::Submit {
-            v: PROTOCOL_VERSION,
-            batch: "b".into(),
-            tasks: vec![task],
-            deps_in_flight: false,
-        })
-        .unwrap();
-        assert!(serde_json::from_slice::<ClientRequest>(&body).is_ok());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::{Notification, Store};
 use crate::error::{Error, Result};
+use crate::message_limit::MessageLimit;
 use crate::messages::{WorkerInfo, now_ms};
 use crate::status::State;
 
@@ -145,12 +146,43 @@ impl Store {
     /// The work queues tasks have been submitted to (always `default`).
     pub async fn work_queues(&self) -> Result<Vec<String>> {
         let mut con = self.con();
-        let mut qs: Vec<String> = con.smembers(self.keys.queues()).await?;
+        let stored: Vec<String> = con.smembers(self.keys.queues()).await?;
+        // A name RabbitMQ cannot take (stored by an older warren, or planted)
+        // would stop every scheduler at its start: it is skipped, and named.
+        let mut qs = Vec::with_capacity(stored.len());
+        for q in stored {
+            match crate::limits::work_queue(self.keys.namespace(), &q) {
+                Ok(()) => qs.push(q),
+                Err(why) => unusable_queue(&self.keys, &q, &why),
+            }
+        }
         if !qs.iter().any(|q| q == "default") {
             qs.push("default".into());
         }
         qs.sort();
         Ok(qs)
+    }
+
+    /// Shares what this process and the others know of the broker's message
+    /// size limit: a limit kept in Redis lowers `limit`, a lower one learned
+    /// here is kept (services say [`MessageLimit::warning`] after it).
+    pub async fn sync_message_limit(&self, limit: &MessageLimit) -> Result<()> {
+        let mut con = self.con();
+        let stored: Option<String> = con.get(self.keys.broker_limit()).await?;
+        // Anything but a positive number is ignored: Redis is not trusted
+        // to hold what warren wrote.
+        let stored = stored
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|n| *n > 0);
+        if let Some(n) = stored {
+            limit.learn(n);
+        }
+        if let Some(known) = limit.broker()
+            && stored.is_none_or(|s| known < s)
+        {
+            let _: () = con.set(self.keys.broker_limit(), known).await?;
+        }
+        Ok(())
     }
 
     /// Runnable tasks of work queue `queue` not yet published.
@@ -298,6 +330,23 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Says once per process that work queue `queue` of `keys`' namespace
+/// cannot be used (`why`), and how to remove it.
+fn unusable_queue(keys: &super::keys::Keys, queue: &str, why: &str) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+    let id = format!("{}{queue}", keys.prefix());
+    if said.contains(&id) {
+        return;
+    }
+    said.push(id);
+    tracing::error!(
+        "skipping a work queue stored in Redis: {why}; nothing is dispatched to it. Remove it with: redis-cli SREM {} '{queue}'; DEL '{}'",
+        keys.queues(),
+        keys.outbox(queue),
+    );
 }
 
 #[cfg(test)]

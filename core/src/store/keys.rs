@@ -10,6 +10,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     prefix: String,
+    namespace: String,
 }
 
 impl Keys {
@@ -17,6 +18,7 @@ impl Keys {
     pub fn new(namespace: &str) -> Self {
         Self {
             prefix: format!("{namespace}:"),
+            namespace: namespace.to_string(),
         }
     }
 
@@ -25,7 +27,13 @@ impl Keys {
     pub fn tagged(namespace: &str) -> Self {
         Self {
             prefix: format!("{{{namespace}}}:"),
+            namespace: namespace.to_string(),
         }
+    }
+
+    /// The namespace these keys belong to.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// `P`: what every key of the namespace starts with.
@@ -98,6 +106,12 @@ impl Keys {
     /// `P logs:<key>`: what a program task wrote (for `warren logs`).
     pub fn logs(&self, key: &str) -> String {
         format!("{}logs:{key}", self.prefix)
+    }
+
+    /// `P broker_max_message_size`: RabbitMQ's message size limit, as a
+    /// refused publish told it (see `message_limit`).
+    pub fn broker_limit(&self) -> String {
+        self.named("broker_max_message_size")
     }
 
     /// `P workers`: each worker's last heartbeat.

@@ -240,4 +240,60 @@ pub(crate) mod tests {
         let mut r = reply(vec![RValue::Int(7)]);
         assert_eq!(r.epoch().unwrap(), 7);
     }
+
+    mod fuzz {
+        //! Replies are read from Redis, which anyone with its password can
+        //! write: no reply, however malformed, may panic a decoder.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn item() -> impl Strategy<Value = RValue> {
+            let leaf = prop_oneof![
+                Just(RValue::Nil),
+                prop_oneof![
+                    Just(i64::MAX),
+                    Just(i64::MIN),
+                    Just(-1i64),
+                    0i64..4,
+                    any::<i64>()
+                ]
+                .prop_map(RValue::Int),
+                prop::sample::select(vec![
+                    "finished",
+                    "error",
+                    "cancelled",
+                    "queued",
+                    "1",
+                    "-1",
+                    "",
+                    "{}",
+                    "1e20",
+                    "18446744073709551616"
+                ])
+                .prop_map(|t| RValue::BulkString(t.as_bytes().to_vec())),
+                prop::collection::vec(any::<u8>(), 0..24).prop_map(RValue::BulkString),
+                any::<String>().prop_map(RValue::SimpleString),
+                any::<f64>().prop_map(RValue::Double),
+            ];
+            leaf.prop_recursive(3, 32, 6, |inner| {
+                prop::collection::vec(inner, 0..6).prop_map(RValue::Array)
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn no_reply_panics_a_decoder(items in prop::collection::vec(item(), 0..24)) {
+                for decode in 0..3 {
+                    let Ok(mut r) = Reply::new(RValue::Array(items.clone())) else { continue };
+                    let _ = match decode {
+                        0 => events(&mut r).map(|_| ()),
+                        1 => eager_head(&mut r).map(|_| ()),
+                        _ => claimed(&mut r).map(|_| ()),
+                    };
+                }
+            }
+        }
+    }
 }

@@ -28,8 +28,7 @@ struct Args {
 }
 
 // One runtime thread, as `warren-worker` (see its main).
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     warren_core::logging::init(
         warren_core::logging::Format::Text,
@@ -94,6 +93,9 @@ async fn main() -> anyhow::Result<()> {
         overrides.push(("max_memory_per_task_mb", m.to_string()));
     }
     let settings = Settings::load(None, &overrides)?;
-    Worker::new(settings, registry).run().await?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Worker::new(settings, registry).run_on(runtime)?;
     Ok(())
 }

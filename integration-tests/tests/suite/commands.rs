@@ -24,6 +24,16 @@ async fn programs(workers: usize, env: &[(&str, &str)]) -> Cluster {
         for p in ALLOWED {
             args.extend(["--allow-command", p]);
         }
+        // The tests' own variable and directories (`/no/such` so that a
+        // missing directory is told apart from one not allowed).
+        args.extend([
+            "--allow-env",
+            "FOO",
+            "--allow-cwd",
+            "/tmp",
+            "--allow-cwd",
+            "/no/such",
+        ]);
         c.start_worker_with(1, &args);
     }
     c.wait_for_workers(workers as u32).await;

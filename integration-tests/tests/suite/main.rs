@@ -17,6 +17,7 @@
 mod access;
 mod alarms;
 mod bad_input;
+mod bad_submit;
 mod cli;
 mod cli_usability;
 mod commands;

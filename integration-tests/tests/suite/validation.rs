@@ -57,7 +57,8 @@ async fn the_scheduler_refuses_a_bad_task_alone_and_says_so_to_its_client() {
     let conn = amqp::connect(&c.settings, "warren-tests").await.unwrap();
     let ch = amqp::confirm_channel(&conn).await.unwrap();
     let replies = conn.create_channel().await.unwrap();
-    let (reply_queue, mut consumer) = amqp::private_queue(&replies, None, "validation-test")
+    let name = amqp::private_queue_name(&c.settings.namespace, "client");
+    let (reply_queue, mut consumer) = amqp::private_queue(&replies, &name, None, "validation-test")
         .await
         .unwrap();
     let task = |key: &str| TaskSpec {
