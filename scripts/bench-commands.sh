@@ -2,12 +2,19 @@
 # Issue 12's row: `warren map --cmd` + `warren gather -` of N `true` programs
 # on 2 workers, against the same map of the no-op function `inc`, alternated
 # in one run (3 rounds). Prints tasks/s and the per-task cost of each.
+#   bash scripts/bench-commands.sh [N]     # N = 1000 by default
+#   bash scripts/bench-commands.sh --smoke # 100 tasks, one round
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-n="${1:-1000}"
+n=1000 rounds=3
+case "${1:-}" in
+  --smoke) n=100 rounds=1 ;;
+  "") ;;
+  *) n=$1 ;;
+esac
 
 bash broker-config/up.sh
-cargo build --release --bins -q
+[ "${WARREN_SKIP_BUILD:-}" = 1 ] || cargo build --release --bins -q
 bin=target/release
 export WARREN_NAMESPACE="bench-cmd-$$"
 logs=.warren-run/bench-commands; mkdir -p "$logs"
@@ -32,7 +39,7 @@ time_of() { # label, command...
   python3 -c "t = $end - $start; print(f'$label: {$n / t:8.0f} tasks/s, {1000 * t / $n:6.2f} ms per task')"
 }
 values=$(seq 1 "$n")
-for round in 1 2 3; do
+for round in $(seq 1 "$rounds"); do
   echo "round $round"
   time_of "  $n x program true" "$bin/warren" map --no-pure --cmd -- true ::: $values
   time_of "  $n x function inc" "$bin/warren" map --no-pure inc $values

@@ -6,9 +6,13 @@
 # 1,000) on a fresh scheduler and 2 workers each time. Uses ports 7301-7309
 # (cluster, bus 17301-17309) and 7320-7322 (standalone) and the machine's
 # RabbitMQ; removes what it made. BENCHMARKS.md quotes its output.
+#   bash scripts/bench-redis-cluster.sh --smoke   # 1,000 tasks, one pass
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --release -q --bins --example throughput -p warren-client -p warren-scheduler -p warren-worker
+tasks=10000 passes=3
+[ "${1:-}" = --smoke ] && tasks=1000 passes=1
+[ "${WARREN_SKIP_BUILD:-}" = 1 ] ||
+  cargo build --release -q --bins --example throughput -p warren-client -p warren-scheduler -p warren-worker
 bin="$PWD/target/release"
 dir="$(mktemp -d /tmp/warren-bench-redis-cluster.XXXXXX)"
 cluster_ports=(7301 7302 7303 7304 7305 7306 7307 7308 7309)
@@ -48,12 +52,12 @@ run() { # label, redis_url, redis_min_replicas
   "$bin/warren-worker" >"$dir/worker-1.log" 2>&1 & local w1=$!
   "$bin/warren-worker" >"$dir/worker-2.log" 2>&1 & local w2=$!
   sleep 2
-  echo "== $1: $("$bin/examples/throughput" 10000 2>&1 | tr '\n' ' ')"
+  echo "== $1: $("$bin/examples/throughput" "$tasks" 2>&1 | tr '\n' ' ')"
   kill "$s" "$w1" "$w2"
   wait "$s" "$w1" "$w2" 2>/dev/null || true
 }
 cluster="redis+cluster://127.0.0.1:7301,127.0.0.1:7302,127.0.0.1:7303"
-for _ in 1 2 3; do
+for _ in $(seq 1 "$passes"); do
   run "standalone, redis_min_replicas 0" redis://127.0.0.1:7320/ 0
   run "cluster, redis_min_replicas 0" "$cluster" 0
   run "standalone, redis_min_replicas 1" redis://127.0.0.1:7320/ 1

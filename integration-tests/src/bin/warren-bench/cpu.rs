@@ -2,13 +2,12 @@
 
 use super::*;
 
-/// Runs of the CPU-bound map; the row reports their median.
-pub(crate) const CPU_RUNS: usize = 3;
-
 /// What the CPU-bound map measured, per run.
 pub(crate) struct CpuMap {
     pub(crate) runs: Vec<CpuRun>,
     pub(crate) cores: usize,
+    /// The first input (`count_primes_less_than(base + i)`).
+    pub(crate) base: i64,
 }
 
 /// One run: the map's wall time between two serial runs of the same work.
@@ -36,18 +35,18 @@ impl CpuRun {
     }
 }
 
-/// `count_primes_less_than` over `CPU_TASKS` inputs, [`CPU_RUNS`] times:
-/// serially here (CPU time per task), as a map on the cluster (wall time),
-/// and serially again.
-pub(crate) async fn cpu_map(client: &Client) -> Result<CpuMap> {
-    let inputs: Vec<i64> = (0..CPU_TASKS as i64).map(|i| CPU_BASE + i).collect();
+/// `count_primes_less_than` over `CPU_TASKS` inputs from `base`, `times`
+/// times: serially here (CPU time per task), as a map on the cluster (wall
+/// time), and serially again.
+pub(crate) async fn cpu_map(client: &Client, base: i64, times: usize) -> Result<CpuMap> {
+    let inputs: Vec<i64> = (0..CPU_TASKS as i64).map(|i| base + i).collect();
     let serial = |inputs: Vec<i64>| async move {
         tokio::task::spawn_blocking(move || serial_cpu(&inputs))
             .await
             .context("the serial run panicked")?
     };
-    let mut runs = Vec::with_capacity(CPU_RUNS);
-    for _ in 0..CPU_RUNS {
+    let mut runs = Vec::with_capacity(times);
+    for _ in 0..times {
         let (serial_before, expected) = serial(inputs.clone()).await?;
         let t = Instant::now();
         let futures = client
@@ -76,6 +75,7 @@ pub(crate) async fn cpu_map(client: &Client) -> Result<CpuMap> {
     Ok(CpuMap {
         runs,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        base,
     })
 }
 
@@ -130,9 +130,10 @@ pub(crate) fn cpu_row(m: &CpuMap) -> Row {
     Row::judged(
         "7",
         format!(
-            "CPU-bound map: {CPU_TASKS} × count_primes_less_than({}..), ideal = serial CPU (mean of the serial runs just before and after) / {} cores, median of {CPU_RUNS} runs",
-            thousands(CPU_BASE as u64),
-            m.cores
+            "CPU-bound map: {CPU_TASKS} × count_primes_less_than({}..), ideal = serial CPU (mean of the serial runs just before and after) / {} cores, median of {} runs",
+            thousands(m.base as u64),
+            m.cores,
+            m.runs.len()
         ),
         format!(
             "{:.2} s wall vs {:.2} s ideal ({:+.1}%); runs: {}",

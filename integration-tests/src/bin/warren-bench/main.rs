@@ -72,7 +72,6 @@ const CHAIN_LENGTH: usize = 1_000;
 
 /// Tasks of the CPU-bound map and the first argument.
 const CPU_TASKS: usize = 16;
-const CPU_BASE: i64 = 1_500_000;
 
 /// Keys per submit and per gather of the large map (bounds client memory).
 const LARGE_CHUNK: usize = 10_000;
@@ -112,6 +111,9 @@ enum Scale {
     Full,
     /// A tenth, for a quick check.
     Small,
+    /// Every row on a few hundred tasks: the test command's check that the
+    /// benchmark still runs (its figures mean nothing).
+    Smoke,
 }
 
 impl Scale {
@@ -120,6 +122,23 @@ impl Scale {
         match self {
             Scale::Full => 50_000,
             Scale::Small => 5_000,
+            Scale::Smoke => 100,
+        }
+    }
+
+    /// The first input of the CPU-bound map (row 7).
+    fn cpu_base(self) -> i64 {
+        match self {
+            Scale::Full | Scale::Small => 1_500_000,
+            Scale::Smoke => 50_000,
+        }
+    }
+
+    /// Runs of the CPU-bound map; the row reports their median.
+    fn cpu_runs(self) -> usize {
+        match self {
+            Scale::Full | Scale::Small => 3,
+            Scale::Smoke => 1,
         }
     }
 
@@ -128,6 +147,7 @@ impl Scale {
         match self {
             Scale::Full => 1_000_000,
             Scale::Small => 100_000,
+            Scale::Smoke => 2_000,
         }
     }
 }
@@ -337,7 +357,13 @@ async fn main_rows(cluster: &Cluster, args: &Args, rows: &mut Vec<Row>) -> Optio
     let section = Section::begin(rows);
     eprintln!("-- 7: CPU-bound map");
     rows.push(
-        match within(limits::CPU, "the CPU map", cpu_map(&client)).await {
+        match within(
+            limits::CPU,
+            "the CPU map",
+            cpu_map(&client, args.scale.cpu_base(), args.scale.cpu_runs()),
+        )
+        .await
+        {
             Ok(m) => cpu_row(&m),
             Err(e) => Row::failed("7", "count_primes_less_than map", CPU_TARGET, &e),
         },

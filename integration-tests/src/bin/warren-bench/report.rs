@@ -17,9 +17,19 @@ pub(crate) async fn write_report(args: &Args, table: &str, info: &RunInfo) -> Re
         &code_version(&root).await,
     )
     .await;
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    // Everything from the marker on was written by hand (other scripts'
+    // tables, same-run comparisons): a new run replaces only its own part.
+    let kept = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| old.find(HAND_WRITTEN).map(|i| old[i..].to_string()))
+        .unwrap_or_default();
+    std::fs::write(&path, format!("{text}\n{kept}"))
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
+
+/// The line after which BENCHMARKS.md is written by hand, and kept.
+pub(crate) const HAND_WRITTEN: &str = "<!-- written by hand below: warren-bench keeps it -->";
 
 /// The report's text.
 pub(crate) async fn report(

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Every benchmark and cluster script a user or BENCHMARKS.md names, run in its
+# short form, so none of them can break unnoticed (issue 38: compare.py broke
+# silently when @task stopped wrapping functions). Each must exit 0 and print
+# its table; no speed is asserted. The test command runs this after building
+# everything, so the scripts skip their own builds (WARREN_SKIP_BUILD=1).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export WARREN_SKIP_BUILD=1
+
+check() { # label, what its output must contain, command...
+  local label=$1 table=$2 out started=$SECONDS
+  shift 2
+  if ! out=$("$@" 2>&1); then
+    printf '%s\n' "$out" | tail -40
+    echo "bench-smoke: $label failed (its last lines above)" >&2
+    return 1
+  fi
+  if ! grep -qF -- "$table" <<<"$out"; then
+    printf '%s\n' "$out" | tail -40
+    echo "bench-smoke: $label printed no table (no line with \"$table\")" >&2
+    return 1
+  fi
+  echo "bench-smoke: $label: ok in $((SECONDS - started)) s"
+}
+
+check "bash scripts/bench-commands.sh --smoke" "x function inc:" bash scripts/bench-commands.sh --smoke
+check "target/release/warren-bench --scale smoke" "| # | what | value |" \
+  target/release/warren-bench --scale smoke --noop-tasks 500 --no-write
+check "bash scripts/bench-peers.sh --smoke (warren-compare)" "| workload | warren, empty Redis |" \
+  bash scripts/bench-peers.sh --smoke
+check "bash scripts/bench-python.sh --smoke" "| workload | warren | dask" bash scripts/bench-python.sh --smoke
+check "bash scripts/bench-redis-cluster.sh --smoke" "== cluster, redis_min_replicas 1: map(inc" \
+  bash scripts/bench-redis-cluster.sh --smoke
+export WARREN_CLUSTER_DIR="${TMPDIR:-/tmp}/warren-cluster-smoke-$$"
+check "bash scripts/cluster.sh up" "export WARREN_REDIS_URL=" bash scripts/cluster.sh up
+check "bash scripts/cluster.sh status" "" bash scripts/cluster.sh status
+check "bash scripts/cluster.sh down" "removed" bash scripts/cluster.sh down
