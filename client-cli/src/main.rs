@@ -19,6 +19,7 @@ use warren_core::command::COMMAND_FUNC;
 mod cli {
     pub mod args;
     pub mod dead;
+    pub mod key;
     pub mod output;
     pub mod programs;
     pub mod progress;
@@ -97,6 +98,10 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
         ("namespace", cli.namespace.clone()),
     ]);
     let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    // `key` needs no services: it reads and writes a file.
+    if let Command::Key { command } = &cli.command {
+        return cli::key::run(command, &settings);
+    }
     // `down` needs no services: it only stops processes.
     if let Command::Down { dir } = &cli.command {
         let dir = cli::stack::stack_dir(&settings.namespace, dir.as_deref());
@@ -335,7 +340,7 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
             cli::stack::up(&client, cli.config.as_deref(), &dir, workers, concurrency).await?;
         }
         Command::Dead { command } => return cli::dead::run(&client, command, out).await,
-        Command::Down { .. } => unreachable!("handled before connecting"),
+        Command::Down { .. } | Command::Key { .. } => unreachable!("handled before connecting"),
     }
     Ok(0)
 }

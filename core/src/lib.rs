@@ -17,6 +17,8 @@
 //! - [`outage`]: an outage said once, reminded, and ended, not once per retry;
 //! - [`shutdown`]: the drain on SIGTERM every process shares (take nothing new, finish, exit 0);
 //! - [`reconnect`]: running a component again, with backoff, when a service goes away;
+//! - [`signing`] and [`envelope`]: the namespace key, MACs made with it, and the signed binary
+//!   envelope of a value that is not JSON (pure, tested with vectors);
 //! - [`store`]: the Redis key layout and the Lua scripts that are the only way state changes;
 //! - [`args`] and [`taskkey`]: futures inside arguments, and dask-style task keys;
 //! - [`status`]: the states a future moves through.
@@ -26,6 +28,7 @@ pub mod amqp;
 pub mod args;
 pub mod command;
 pub mod dead_letter;
+pub mod envelope;
 pub mod error;
 pub mod limits;
 pub mod logging;
@@ -37,6 +40,7 @@ pub mod reconnect;
 pub mod routing;
 pub mod settings;
 pub mod shutdown;
+pub mod signing;
 pub mod sizing;
 pub mod status;
 pub mod store;

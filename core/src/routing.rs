@@ -13,6 +13,17 @@ use crate::messages::default_queue;
 /// The queue Python workers serve unless told otherwise.
 pub const PYTHON_QUEUE: &str = "python";
 
+/// The function of tasks whose Python function travels as signed code
+/// (cloudpickle): only Python workers started with `--accept-code` (and the
+/// namespace key) register it, so a worker that does not accept code is
+/// never handed one, and the client refuses such a task when none serves it.
+pub const CODE_FUNC: &str = "warren:call";
+
+/// The queue of [`CODE_FUNC`] tasks: its own, served only by workers that
+/// accept code, since RabbitMQ cannot keep a task from the workers of its
+/// queue that would refuse it.
+pub const CODE_QUEUE: &str = "code";
+
 /// The queue of `func`'s tasks when the submitter names none: a Python
 /// function (registered as `module:function`) goes to [`PYTHON_QUEUE`],
 /// which Python workers serve, a program to
@@ -21,6 +32,8 @@ pub const PYTHON_QUEUE: &str = "python";
 pub fn default_queue_for(func: &str) -> String {
     if func == crate::command::COMMAND_FUNC {
         crate::command::COMMAND_QUEUE.into()
+    } else if func == CODE_FUNC {
+        CODE_QUEUE.into()
     } else if func.contains(':') {
         PYTHON_QUEUE.into()
     } else {
@@ -35,6 +48,7 @@ mod tests {
     #[test]
     fn each_kind_of_function_has_its_own_queue() {
         assert_eq!(default_queue_for("inc"), "default");
+        assert_eq!(default_queue_for(CODE_FUNC), CODE_QUEUE);
         assert_eq!(default_queue_for("funcs:inc"), PYTHON_QUEUE);
         assert_eq!(
             default_queue_for(crate::command::COMMAND_FUNC),

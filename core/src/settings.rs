@@ -116,6 +116,21 @@ pub struct Settings {
     /// root; empty runs them as the worker's own user.
     #[serde(default)]
     pub run_as: String,
+    /// The namespace key (`warren key new`): processes that hold it sign
+    /// code and pickled values, and workers that accept code verify them.
+    /// Empty: `$XDG_CONFIG_HOME/warren/key` (`~/.config/warren/key`) if it
+    /// exists, else no key.
+    #[serde(default)]
+    pub key_file: String,
+    /// A key still accepted while keys rotate (signatures of the previous
+    /// `key_file`); empty: none.
+    #[serde(default)]
+    pub previous_key_file: String,
+    /// Whether a Python worker runs functions sent as code and unpickles
+    /// values, once a key holder signed them (`--accept-code`); it refuses
+    /// to start so without a key.
+    #[serde(default)]
+    pub accept_code: bool,
     /// The most a program task may write to its standard output, in bytes
     /// (more is `OutputTooLarge`); also the most of its standard error kept.
     pub max_output_bytes: usize,
@@ -162,6 +177,9 @@ impl Default for Settings {
             allowed_env: Vec::new(),
             allowed_cwd: Vec::new(),
             run_as: String::new(),
+            key_file: String::new(),
+            previous_key_file: String::new(),
+            accept_code: false,
             max_output_bytes: 1024 * 1024,
             redis_min_replicas: 0,
         }
@@ -170,7 +188,7 @@ impl Default for Settings {
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 22] = [
+    pub const FIELDS: [&'static str; 25] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -191,6 +209,9 @@ impl Settings {
         "allowed_env",
         "allowed_cwd",
         "run_as",
+        "key_file",
+        "previous_key_file",
+        "accept_code",
         "max_output_bytes",
         "redis_min_replicas",
     ];
@@ -324,6 +345,13 @@ impl Settings {
             )));
         }
         Ok(())
+    }
+
+    /// The namespace keyring these settings name, if any (see
+    /// [`crate::signing::load`]).
+    pub fn keyring(&self) -> Result<Option<crate::signing::Keyring>> {
+        crate::signing::load(&self.key_file, &self.previous_key_file)
+            .map_err(|e| Error::Settings(e.to_string()))
     }
 
     /// Worker concurrency with 0 resolved to the number of CPU cores.

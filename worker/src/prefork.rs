@@ -9,11 +9,15 @@
 //! starts, reports and acks as for any task; a slot's blocking call hands
 //! the task to an idle process and waits for its answer.
 //!
-//! The protocol is JSON lines on the child's stdin and stdout:
+//! The protocol is JSON lines on the child's stdin and stdout, each line
+//! followed by the raw bytes of the values it announces (values that are not
+//! JSON cross as themselves: no base64):
 //! - the child says `{"ready": true}` once it has imported what it runs, or
 //!   `{"fatal": "..."}` (the worker then refuses to start, showing why);
-//! - the worker sends `{"key", "func", "args"}`; the child answers
-//!   `{"ok": value}` or `{"error": {"type", "message", "traceback"}}`.
+//! - the worker sends `{"key", "func", "args", "blobs": [{"sha256", "size"}...]}`
+//!   and then the bytes of each blob the arguments refer to; the child
+//!   answers `{"ok": value, "blobs": [size...]}` and the bytes of the blobs its
+//!   value refers to, or `{"error": {"type", "message", "traceback"}}`.
 //!
 //! A child that dies mid-task (a segfault, `os._exit`) is that task's
 //! `TaskCrashed` error and is replaced; the worker goes on. A task asked to
@@ -22,7 +26,7 @@
 //! (`PR_SET_PDEATHSIG`), so a SIGKILLed worker leaves no orphan running.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -48,6 +52,8 @@ pub struct ChildCommand {
     pub program: PathBuf,
     /// Its arguments (e.g. `-m warren._child mymodule`).
     pub args: Vec<OsString>,
+    /// Variables set (`Some`) or removed (`None`) in its environment.
+    pub env: Vec<(String, Option<String>)>,
 }
 
 /// Why a pool could not start.
@@ -78,10 +84,25 @@ impl Proc {
         self.child.id() as i32
     }
 
-    /// Writes one request line.
-    fn send(&mut self, line: &str) -> std::io::Result<()> {
+    /// Writes one request line and the blobs it announces.
+    fn send(&mut self, line: &str, blobs: &[Blob]) -> std::io::Result<()> {
         self.stdin.write_all(line.as_bytes())?;
+        for b in blobs {
+            self.stdin.write_all(&b.bytes)?;
+        }
         self.stdin.flush()
+    }
+
+    /// Reads the blobs of `sizes` that follow a reply line.
+    fn read_blobs(&mut self, sizes: &[usize]) -> std::io::Result<Vec<Vec<u8>>> {
+        sizes
+            .iter()
+            .map(|&n| {
+                let mut buf = vec![0u8; n];
+                self.stdout.read_exact(&mut buf)?;
+                Ok(buf)
+            })
+            .collect()
     }
 
     /// Sends `sig` to the child's process group (its own, made at spawn).
@@ -201,31 +222,49 @@ impl Prefork {
     }
 
     /// Runs `func(args)` for task `key` in an idle child (starting one if
-    /// none is idle); gives up, ending the child, once `stop()` is true.
+    /// none is idle), handing it the `blobs` its arguments refer to; gives
+    /// up, ending the child, once `stop()` is true. The value, and the
+    /// blobs it refers to.
     pub fn call(
         &self,
         key: &str,
         func: &str,
         args: Vec<Value>,
+        blobs: &[Blob],
         stop: &dyn Fn() -> bool,
-    ) -> Result<Value, TaskFailure> {
-        let request = serde_json::json!({"key": key, "func": func, "args": args});
+    ) -> Result<(Value, Vec<Vec<u8>>), TaskFailure> {
+        let announced: Vec<Value> = blobs
+            .iter()
+            .map(|b| serde_json::json!({"sha256": b.sha256, "size": b.bytes.len()}))
+            .collect();
+        let request =
+            serde_json::json!({"key": key, "func": func, "args": args, "blobs": announced});
         let mut line = request.to_string();
         line.push('\n');
         let mut proc = self.checkout()?;
-        if proc.send(&line).is_err() {
+        if proc.send(&line, blobs).is_err() {
             // It died while idle, after the check: the task never reached
             // it, so it goes to a new process, not down as a crash.
             drop(proc);
             proc = self.fresh()?;
-            if proc.send(&line).is_err() {
+            if proc.send(&line, blobs).is_err() {
                 return Err(crashed(key, "could not be given the task"));
             }
         }
         let answer = proc.read_line(None, stop);
         match answer {
             Ok(Some(line)) => {
-                let result = parse_reply(&line);
+                let result = match parse_reply(&line) {
+                    Ok((value, sizes)) => match proc.read_blobs(&sizes) {
+                        Ok(out) => Ok((value, out)),
+                        Err(e) => {
+                            // The stream is out of step: this child is done.
+                            proc.end();
+                            return Err(crashed(key, &format!("sent a cut value ({e})")));
+                        }
+                    },
+                    Err(e) => Err(e),
+                };
                 self.idle
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -353,8 +392,14 @@ fn spawner_thread(command: ChildCommand) -> mpsc::Sender<SpawnRequest> {
 
 fn spawn_child(command: &ChildCommand) -> std::io::Result<Child> {
     let mut cmd = Command::new(&command.program);
-    cmd.args(&command.args)
-        .stdin(Stdio::piped())
+    cmd.args(&command.args);
+    for (name, value) in &command.env {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     // SAFETY: between fork and exec only async-signal-safe calls are made.
@@ -379,8 +424,22 @@ fn crashed(key: &str, how: &str) -> TaskFailure {
     )
 }
 
-/// A child's answer as the task's result (pure).
-pub fn parse_reply(line: &str) -> Result<Value, TaskFailure> {
+/// The most bytes one blob of a child's answer may announce.
+const MAX_BLOB: usize = 1 << 31;
+
+/// A value that is not JSON, handed to a child with the arguments that
+/// refer to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    /// Its SHA-256, in hex, as the reference in the arguments names it.
+    pub sha256: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A child's answer as the task's result and the sizes of the blobs that
+/// follow it (pure).
+pub fn parse_reply(line: &str) -> Result<(Value, Vec<usize>), TaskFailure> {
     let not_a_result = || {
         TaskFailure::new(
             "WorkerError",
@@ -397,7 +456,20 @@ pub fn parse_reply(line: &str) -> Result<Value, TaskFailure> {
     if let Some(error) = reply.remove("error") {
         return Err(serde_json::from_value(error).unwrap_or_else(|_| not_a_result()));
     }
-    reply.remove("ok").ok_or_else(not_a_result)
+    let sizes = match reply.remove("blobs") {
+        None => Vec::new(),
+        Some(Value::Array(sizes)) => sizes
+            .iter()
+            .map(|n| {
+                n.as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .filter(|n| *n <= MAX_BLOB)
+                    .ok_or_else(not_a_result)
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(not_a_result()),
+    };
+    Ok((reply.remove("ok").ok_or_else(not_a_result)?, sizes))
 }
 
 #[cfg(test)]
@@ -407,8 +479,20 @@ mod tests {
 
     #[test]
     fn replies_are_values_or_failures() {
-        assert_eq!(parse_reply(r#"{"ok": 3}"#), Ok(json!(3)));
-        assert_eq!(parse_reply(r#"{"ok": null}"#), Ok(Value::Null));
+        assert_eq!(parse_reply(r#"{"ok": 3}"#), Ok((json!(3), vec![])));
+        assert_eq!(parse_reply(r#"{"ok": null}"#), Ok((Value::Null, vec![])));
+        assert_eq!(
+            parse_reply(r#"{"ok": {"$blob": "ab", "size": 2}, "blobs": [2]}"#),
+            Ok((json!({"$blob": "ab", "size": 2}), vec![2]))
+        );
+        assert_eq!(
+            parse_reply(r#"{"ok": 1, "blobs": [-1]}"#).unwrap_err().kind,
+            "WorkerError"
+        );
+        assert_eq!(
+            parse_reply(r#"{"ok": 1, "blobs": 3}"#).unwrap_err().kind,
+            "WorkerError"
+        );
         let e = parse_reply(
             r#"{"error": {"type": "ZeroDivisionError", "message": "division by zero", "traceback": "tb"}}"#,
         )
@@ -425,19 +509,29 @@ mod tests {
     fn pool(size: usize) -> Prefork {
         let script = r#"
 import json, os, sys, time
-print(json.dumps({"ready": True}), flush=True)
-for line in sys.stdin:
+out = sys.stdout.buffer
+out.write(json.dumps({"ready": True}).encode() + b"\n"); out.flush()
+for line in iter(sys.stdin.buffer.readline, b""):
     t = json.loads(line)
+    blobs = [sys.stdin.buffer.read(b["size"]) for b in t["blobs"]]
     if t["func"] == "die":
         os._exit(3)
     if t["func"] == "sleep":
         time.sleep(60)
-    print(json.dumps({"ok": t["args"][0] * 2}), flush=True)
+    if t["func"] == "swap":
+        back = [b[::-1] for b in blobs]
+        out.write(json.dumps({"ok": [b["sha256"] for b in t["blobs"]], "blobs": [len(b) for b in back]}).encode() + b"\n")
+        for b in back:
+            out.write(b)
+        out.flush()
+        continue
+    out.write(json.dumps({"ok": t["args"][0] * 2}).encode() + b"\n"); out.flush()
 "#;
         Prefork::start(
             ChildCommand {
                 program: "python3".into(),
                 args: vec!["-c".into(), script.into()],
+                env: Vec::new(),
             },
             size,
         )
@@ -449,16 +543,41 @@ for line in sys.stdin:
         let p = pool(1);
         let never = || false;
         assert_eq!(
-            p.call("k-1", "double", vec![json!(21)], &never),
-            Ok(json!(42))
+            p.call("k-1", "double", vec![json!(21)], &[], &never),
+            Ok((json!(42), vec![]))
         );
-        let e = p.call("k-2", "die", vec![json!(0)], &never).unwrap_err();
+        let e = p
+            .call("k-2", "die", vec![json!(0)], &[], &never)
+            .unwrap_err();
         assert_eq!(e.kind, "TaskCrashed");
         assert!(e.message.contains("status 3"), "{}", e.message);
         // A new child takes the dead one's place.
         assert_eq!(
-            p.call("k-3", "double", vec![json!(5)], &never),
-            Ok(json!(10))
+            p.call("k-3", "double", vec![json!(5)], &[], &never),
+            Ok((json!(10), vec![]))
+        );
+    }
+
+    #[test]
+    fn blobs_cross_both_ways_as_raw_bytes() {
+        let p = pool(1);
+        let blobs = vec![
+            Blob {
+                sha256: "a".into(),
+                bytes: vec![0, 1, 2, 255, b'\n'],
+            },
+            Blob {
+                sha256: "b".into(),
+                bytes: vec![7; 100_000],
+            },
+        ];
+        let (v, back) = p.call("k", "swap", vec![], &blobs, &|| false).unwrap();
+        assert_eq!(v, json!(["a", "b"]));
+        assert_eq!(back, vec![vec![b'\n', 255, 2, 1, 0], vec![7; 100_000]]);
+        // The stream stays in step for the next task.
+        assert_eq!(
+            p.call("k-2", "double", vec![json!(3)], &[], &|| false),
+            Ok((json!(6), vec![]))
         );
     }
 
@@ -470,8 +589,8 @@ for line in sys.stdin:
         unsafe { libc::kill(pid, libc::SIGKILL) };
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(
-            p.call("k-1", "double", vec![json!(4)], &|| false),
-            Ok(json!(8))
+            p.call("k-1", "double", vec![json!(4)], &[], &|| false),
+            Ok((json!(8), vec![]))
         );
     }
 
@@ -480,12 +599,14 @@ for line in sys.stdin:
         let p = pool(1);
         let asked = Instant::now();
         let stop = move || asked.elapsed() > Duration::from_millis(200);
-        let e = p.call("k-1", "sleep", vec![json!(0)], &stop).unwrap_err();
+        let e = p
+            .call("k-1", "sleep", vec![json!(0)], &[], &stop)
+            .unwrap_err();
         assert_eq!(e.kind, "CancelledError");
         assert!(asked.elapsed() < Duration::from_secs(10));
         assert_eq!(
-            p.call("k-2", "double", vec![json!(1)], &|| false),
-            Ok(json!(2))
+            p.call("k-2", "double", vec![json!(1)], &[], &|| false),
+            Ok((json!(2), vec![]))
         );
     }
 
@@ -499,6 +620,7 @@ for line in sys.stdin:
                     r#"import json; print(json.dumps({"fatal": "No module named 'nosuch'"}))"#
                         .into(),
                 ],
+                env: Vec::new(),
             },
             1,
         )

@@ -272,6 +272,14 @@ impl Registry {
             site.key, site.worker
         );
         let Some(f) = self.fns.get(name) else {
+            if name == warren_core::routing::CODE_FUNC {
+                let message = format!(
+                    "worker {} does not run functions sent as code: start Python workers with `python -m warren worker --accept-code` (and the namespace key) to run them",
+                    site.worker
+                );
+                let traceback = format!("{header}CodeNotAccepted: {message}");
+                return Err(TaskFailure::new("CodeNotAccepted", message, traceback));
+            }
             return Err(TaskFailure::new(
                 "UnknownFunction",
                 format!(

@@ -266,12 +266,43 @@ Ctrl-C stops waiting (not the tasks) and saves the pending keys in a file it nam
         #[command(subcommand)]
         command: crate::cli::dead::DeadCommand,
     },
+    /// The namespace key: make one, or say which one this machine holds.
+    ///
+    /// Processes that hold the key sign code and pickled values; Python
+    /// workers started with --accept-code run and load only what it signed.
+    /// Give the same key file to the clients and workers of a namespace
+    /// (setting key_file, WARREN_KEY_FILE; default ~/.config/warren/key).
+    #[command(after_help = "Examples:
+  warren key new                          # ~/.config/warren/key, mode 0600
+  warren key new --file /etc/warren/key   # then WARREN_KEY_FILE=/etc/warren/key
+  warren key show")]
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Stop the local stack that `warren up` started for this namespace.
     Down {
         /// The directory given to `warren up --dir`.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+/// `warren key`'s commands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new random key (mode 0600) to the key file.
+    New {
+        /// Where (default: setting key_file, else ~/.config/warren/key).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Replace an existing key (processes holding the old one must get
+        /// it as previous_key_file while keys rotate).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the key file and the id of the key in it (never the key).
+    Show,
 }
 
 /// The help heading of the task options.

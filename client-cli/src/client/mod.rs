@@ -27,6 +27,7 @@
 
 mod admin;
 mod batching;
+mod blobs;
 mod command;
 mod link;
 mod submit;

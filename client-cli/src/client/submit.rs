@@ -264,6 +264,23 @@ impl Client {
         Ok(keys.iter().map(|k| self.future(k)).collect())
     }
 
+    /// [`Client::map_with`] with a key per task where one is given (a
+    /// client that computes its own keys, as the Python client does).
+    pub async fn map_with_keys(
+        &self,
+        func: &str,
+        calls: Vec<(Vec<Value>, Option<String>)>,
+        opts: &SubmitOptions,
+    ) -> Result<Vec<Future>, Error> {
+        let specs = calls
+            .into_iter()
+            .map(|(a, key)| self.spec(func, a, opts, key))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys: Vec<String> = specs.iter().map(|s| s.key.clone()).collect();
+        self.submit_specs(specs, opts.detach).await?;
+        Ok(keys.iter().map(|k| self.future(k)).collect())
+    }
+
     pub(super) fn spec(
         &self,
         func: &str,

@@ -114,6 +114,11 @@ impl Keys {
         self.named("broker_max_message_size")
     }
 
+    /// `P blob:<sha256>`: a value that is not JSON, stored by reference.
+    pub fn blob(&self, sha256: &str) -> String {
+        format!("{}blob:{sha256}", self.prefix)
+    }
+
     /// `P workers`: each worker's last heartbeat.
     pub fn workers(&self) -> String {
         self.named("workers")

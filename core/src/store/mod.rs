@@ -37,6 +37,7 @@
 //! slot's primary directly.
 
 pub mod admin;
+pub mod blobs;
 pub mod cluster;
 mod encode;
 mod keys;

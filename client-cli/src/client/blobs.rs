@@ -1,0 +1,21 @@
+//! Values that are not JSON, by reference: the client stores an argument's
+//! bytes before it submits, and reads a result's bytes when asked (see
+//! `warren_core::store::blobs`).
+
+use warren_core::store::blobs::BlobRef;
+
+use super::Client;
+use crate::error::Error;
+
+impl Client {
+    /// Stores `bytes` in the namespace and returns their reference, to put
+    /// in a task's arguments (`{"$blob": sha256, "size": N}`).
+    pub async fn put_blob(&self, bytes: &[u8]) -> Result<BlobRef, Error> {
+        Ok(self.inner.store.put_blob(bytes).await?)
+    }
+
+    /// The bytes `r` names, checked against its hash.
+    pub async fn get_blob(&self, r: &BlobRef) -> Result<Vec<u8>, Error> {
+        Ok(self.inner.store.get_blob(r).await?)
+    }
+}

@@ -1,0 +1,382 @@
+//! The binary envelope of a value that is not JSON: a Python `bytes`,
+//! `tuple`, `set`, a numpy array, a pickled object or function.
+//!
+//! JSON stays JSON on the wire (the CLI and Rust functions read it as
+//! always). Anything else is one envelope: a small JSON header (the codec
+//! and type, written and read by the Python package) and raw frames (an
+//! array's buffer travels as itself: no base64, no JSON). It is stored as a
+//! value of its own in Redis and messages carry only a reference to it
+//! (see [`crate::store`]'s blobs), so no scheduler and no RabbitMQ message
+//! holds its bytes.
+//!
+//! The layout is length-prefixed throughout, and the MAC covers every byte
+//! before it, the kind and purpose included:
+//!
+//! ```text
+//! "WRNE" | version 1 | kind (0 data, 1 pickle) | purpose (u8 length, ASCII)
+//!        | key id (8 bytes, zeros when unsigned)
+//!        | header (u32 length, JSON) | frames (u32 count, then u64 length and bytes each)
+//!        | MAC (32 bytes, HMAC-SHA256 under the key's subkey for the purpose; signed only)
+//! ```
+//!
+//! A data envelope needs no key: its codecs build values, never run code.
+//! A pickle envelope is opened only when it is signed by a key the reader
+//! holds, for the purpose the reader expects ([`open`] refuses anything
+//! else), so no path can unpickle unsigned or replayed bytes. Opening is
+//! pure and fuzzed: hostile bytes are an error, never a panic.
+
+use crate::signing::{Keyring, SigningError, hex};
+
+/// The magic bytes every envelope starts with.
+pub const MAGIC: &[u8; 4] = b"WRNE";
+const VERSION: u8 = 1;
+const UNSIGNED: [u8; 8] = [0; 8];
+
+/// What an envelope holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Values built by typed codecs (bytes, tuples, sets, dates, arrays).
+    Data,
+    /// A pickle: code, or any object. Opened only when signed.
+    Pickle,
+}
+
+impl Kind {
+    fn byte(self) -> u8 {
+        match self {
+            Kind::Data => 0,
+            Kind::Pickle => 1,
+        }
+    }
+}
+
+/// Why an envelope was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not an envelope, or cut short, or inconsistent.
+    #[error("not a warren value envelope: {0}")]
+    Malformed(String),
+    /// Sealed for another purpose than the reader's.
+    #[error("a value sealed as {found:?} was offered as {expected:?}")]
+    Purpose {
+        /// The purpose in the envelope.
+        found: String,
+        /// The purpose the reader expects.
+        expected: String,
+    },
+    /// Its signature is missing, unknown or wrong.
+    #[error("a pickled value was refused: {0}")]
+    Signature(#[from] SigningError),
+    /// A pickle, and this process holds no key.
+    #[error(
+        "a pickled value was refused: this process holds no key to check its signature (setting key_file; `warren key new`)"
+    )]
+    NoKey,
+}
+
+/// Seals `header` and `frames` for `purpose`, signed with `keys` when given
+/// (a pickle must be).
+pub fn seal(
+    kind: Kind,
+    purpose: &str,
+    header: &[u8],
+    frames: &[&[u8]],
+    keys: Option<&Keyring>,
+) -> Result<Vec<u8>, EnvelopeError> {
+    if purpose.is_empty() || purpose.len() > 64 || !purpose.is_ascii() {
+        return Err(EnvelopeError::Malformed(format!("purpose {purpose:?}")));
+    }
+    if kind == Kind::Pickle && keys.is_none() {
+        return Err(EnvelopeError::NoKey);
+    }
+    let header_len = u32::try_from(header.len())
+        .map_err(|_| EnvelopeError::Malformed("header over 4 GiB".into()))?;
+    let frame_count = u32::try_from(frames.len())
+        .map_err(|_| EnvelopeError::Malformed("too many frames".into()))?;
+    let size = 4
+        + 3
+        + purpose.len()
+        + 8
+        + 4
+        + header.len()
+        + 4
+        + frames.iter().map(|f| 8 + f.len()).sum::<usize>()
+        + 32;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.push(kind.byte());
+    out.push(purpose.len() as u8);
+    out.extend_from_slice(purpose.as_bytes());
+    let id_at = out.len();
+    out.extend_from_slice(&UNSIGNED);
+    out.extend_from_slice(&header_len.to_le_bytes());
+    out.extend_from_slice(header);
+    out.extend_from_slice(&frame_count.to_le_bytes());
+    for f in frames {
+        out.extend_from_slice(&(f.len() as u64).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    if let Some(keys) = keys {
+        out[id_at..id_at + 8].copy_from_slice(&keys.current().id());
+        let (_, mac) = keys.sign(purpose, &[&out]);
+        out.extend_from_slice(&mac);
+    }
+    Ok(out)
+}
+
+/// An opened envelope: its header and frames, as ranges of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Data or pickle.
+    pub kind: Kind,
+    /// The id of the key that signed it, if one did and it was checked.
+    pub signed_by: Option<String>,
+    /// The header's bytes.
+    pub header: std::ops::Range<usize>,
+    /// Each frame's bytes.
+    pub frames: Vec<std::ops::Range<usize>>,
+}
+
+/// Whether `bytes` looks like an envelope (its magic).
+pub fn is_envelope(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC)
+}
+
+/// Opens an envelope sealed for `purpose`. A pickle must be signed by a key
+/// of `keys`; a data envelope's signature is checked when `keys` is given
+/// and it has one (and refused if wrong), else it opens unchecked.
+pub fn open(bytes: &[u8], purpose: &str, keys: Option<&Keyring>) -> Result<Opened, EnvelopeError> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.take(4)? != MAGIC {
+        return Err(EnvelopeError::Malformed("no WRNE magic".into()));
+    }
+    let version = r.byte()?;
+    if version != VERSION {
+        return Err(EnvelopeError::Malformed(format!(
+            "version {version} (this build reads {VERSION})"
+        )));
+    }
+    let kind = match r.byte()? {
+        0 => Kind::Data,
+        1 => Kind::Pickle,
+        k => return Err(EnvelopeError::Malformed(format!("kind {k}"))),
+    };
+    let purpose_len = r.byte()? as usize;
+    let found = r.take(purpose_len)?;
+    if found != purpose.as_bytes() {
+        return Err(EnvelopeError::Purpose {
+            found: String::from_utf8_lossy(found).into_owned(),
+            expected: purpose.to_string(),
+        });
+    }
+    let id: [u8; 8] = r
+        .take(8)?
+        .try_into()
+        .map_err(|_| EnvelopeError::Malformed("key id".into()))?;
+    let header_len = r.u32()? as usize;
+    let header = r.range(header_len)?;
+    let count = r.u32()? as usize;
+    // Each frame takes at least its 8-byte length: a count the bytes cannot
+    // hold is refused before anything is allocated for it.
+    if count > r.left() / 8 {
+        return Err(EnvelopeError::Malformed(format!(
+            "{count} frames in {} bytes",
+            r.left()
+        )));
+    }
+    let mut frames = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = usize::try_from(r.u64()?)
+            .map_err(|_| EnvelopeError::Malformed("frame length".into()))?;
+        frames.push(r.range(len)?);
+    }
+    let signed = id != UNSIGNED;
+    let body_end = r.at;
+    let signed_by = match (signed, keys) {
+        (true, Some(keys)) => {
+            let mac = r.take(32)?;
+            keys.verify(purpose, &[&bytes[..body_end]], &id, mac)?;
+            Some(hex(&id))
+        }
+        (true, None) if kind == Kind::Pickle => return Err(EnvelopeError::NoKey),
+        (true, None) => {
+            r.take(32)?;
+            None
+        }
+        (false, _) if kind == Kind::Pickle => {
+            return Err(SigningError::Unsigned("pickle".into()).into());
+        }
+        (false, _) => None,
+    };
+    if r.left() != 0 {
+        return Err(EnvelopeError::Malformed(format!(
+            "{} bytes after the end",
+            r.left()
+        )));
+    }
+    Ok(Opened {
+        kind,
+        signed_by,
+        header,
+        frames,
+    })
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn left(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
+    fn range(&mut self, n: usize) -> Result<std::ops::Range<usize>, EnvelopeError> {
+        if n > self.left() {
+            return Err(EnvelopeError::Malformed(format!(
+                "{n} bytes wanted at {}, {} left",
+                self.at,
+                self.left()
+            )));
+        }
+        let r = self.at..self.at + n;
+        self.at += n;
+        Ok(r)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EnvelopeError> {
+        let r = self.range(n)?;
+        Ok(&self.bytes[r])
+    }
+
+    fn byte(&mut self) -> Result<u8, EnvelopeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, EnvelopeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, EnvelopeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::Key;
+    use proptest::prelude::*;
+
+    fn ring(fill: u8) -> Keyring {
+        Keyring::new(Key::from_bytes([fill; 32]), None)
+    }
+
+    fn parts<'a>(bytes: &'a [u8], o: &Opened) -> (&'a [u8], Vec<&'a [u8]>) {
+        (
+            &bytes[o.header.clone()],
+            o.frames.iter().map(|f| &bytes[f.clone()]).collect(),
+        )
+    }
+
+    #[test]
+    fn data_round_trips_signed_or_not() {
+        let frames: [&[u8]; 3] = [b"", b"abc", &[0u8; 1000]];
+        for keys in [None, Some(ring(1))] {
+            let sealed = seal(
+                Kind::Data,
+                "args",
+                br#"{"t":"tuple"}"#,
+                &frames,
+                keys.as_ref(),
+            )
+            .unwrap();
+            assert!(is_envelope(&sealed));
+            let o = open(&sealed, "args", keys.as_ref()).unwrap();
+            assert_eq!(o.kind, Kind::Data);
+            assert_eq!(o.signed_by.is_some(), keys.is_some());
+            let (h, f) = parts(&sealed, &o);
+            assert_eq!(h, br#"{"t":"tuple"}"#);
+            assert_eq!(f, frames.to_vec());
+        }
+    }
+
+    #[test]
+    fn a_pickle_opens_only_signed_by_a_held_key_for_its_purpose() {
+        let keys = ring(1);
+        assert_eq!(
+            seal(Kind::Pickle, "code", b"{}", &[b"p"], None),
+            Err(EnvelopeError::NoKey)
+        );
+        let sealed = seal(Kind::Pickle, "code", b"{}", &[b"pickle"], Some(&keys)).unwrap();
+        assert!(open(&sealed, "code", Some(&keys)).is_ok());
+        assert_eq!(open(&sealed, "code", None), Err(EnvelopeError::NoKey));
+        assert!(matches!(
+            open(&sealed, "code", Some(&ring(2))),
+            Err(EnvelopeError::Signature(SigningError::UnknownKey { .. }))
+        ));
+        assert!(matches!(
+            open(&sealed, "result", Some(&keys)),
+            Err(EnvelopeError::Purpose { .. })
+        ));
+        // Every flipped byte is refused (or, in the length fields, malformed).
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x40;
+            assert!(open(&bad, "code", Some(&keys)).is_err(), "byte {i}");
+        }
+        // An unsigned pickle, made by hand, is refused.
+        let mut unsigned = seal(Kind::Data, "code", b"{}", &[b"pickle"], None).unwrap();
+        unsigned[5] = 1;
+        assert!(matches!(
+            open(&unsigned, "code", Some(&keys)),
+            Err(EnvelopeError::Signature(SigningError::Unsigned(_)))
+        ));
+        // A signed result replayed with its purpose bytes rewritten fails the MAC.
+        let result = seal(Kind::Pickle, "result", b"{}", &[b"x"], Some(&keys)).unwrap();
+        let mut replay = result.clone();
+        replay[8..14].copy_from_slice(b"code\0\0");
+        assert!(open(&replay, "code", Some(&keys)).is_err());
+    }
+
+    #[test]
+    fn a_data_envelope_with_a_wrong_signature_is_refused_when_checked() {
+        let sealed = seal(Kind::Data, "args", b"{}", &[b"x"], Some(&ring(1))).unwrap();
+        let mut bad = sealed.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(open(&bad, "args", Some(&ring(1))).is_err());
+        // Without a key, data opens unchecked: it holds no code.
+        assert!(open(&bad, "args", None).is_ok());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_bytes_panic_open(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let mut b = MAGIC.to_vec();
+            b.extend_from_slice(&bytes);
+            let _ = open(&b, "args", Some(&ring(1)));
+            let _ = open(&b, "code", None);
+            let _ = open(&bytes, "args", None);
+        }
+
+        #[test]
+        fn mutated_envelopes_panic_nothing(edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
+            let keys = ring(3);
+            let mut b = seal(Kind::Pickle, "code", b"{\"t\":1}", &[b"ab", b"cde"], Some(&keys)).unwrap();
+            for (at, byte) in edits {
+                let i = at.index(b.len());
+                b[i] = byte;
+            }
+            let _ = open(&b, "code", Some(&keys));
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Values that are not JSON, stored by reference.
+//!
+//! A value that is not JSON (an envelope, see [`crate::envelope`]) is stored
+//! once in Redis under the SHA-256 of its bytes, `P blob:<sha256>`, and
+//! travels as the JSON reference `{"$blob": "<sha256>", "size": N}`: in
+//! arguments, results, work messages and client events alike. So schedulers
+//! and RabbitMQ carry a few dozen bytes whatever the value's size, Lua
+//! scripts and Rust functions see ordinary JSON, and a reader checks the
+//! bytes it gets against the hash in the reference (a blob someone changed
+//! in Redis is refused, key or no key). A blob lives `result_ttl_secs` from
+//! its last write, as a finished future's value does.
+
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::Store;
+use crate::error::{Error, Result};
+
+/// The JSON field that marks a blob reference.
+pub const BLOB_FIELD: &str = "$blob";
+
+/// A blob's reference: its hash and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    /// SHA-256 of the bytes, in hex.
+    pub sha256: String,
+    /// Its length in bytes.
+    pub size: u64,
+}
+
+impl BlobRef {
+    /// The reference of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self {
+            sha256: crate::signing::hex(&Sha256::digest(bytes)),
+            size: bytes.len() as u64,
+        }
+    }
+
+    /// The reference as JSON, as values carry it.
+    pub fn to_json(&self) -> Value {
+        json!({ BLOB_FIELD: self.sha256, "size": self.size })
+    }
+
+    /// The reference `v` is, if it is one: exactly `{"$blob": <64 hex>,
+    /// "size": N}`.
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let o = v.as_object()?;
+        if o.len() != 2 {
+            return None;
+        }
+        let sha256 = o.get(BLOB_FIELD)?.as_str()?;
+        let size = o.get("size")?.as_u64()?;
+        let valid = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| Self {
+            sha256: sha256.to_string(),
+            size,
+        })
+    }
+
+    /// Whether `bytes` are the bytes this reference names.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        bytes.len() as u64 == self.size && Self::of(bytes).sha256 == self.sha256
+    }
+}
+
+impl Store {
+    /// Stores `bytes` (for `result_ttl_secs`) and returns their reference.
+    pub async fn put_blob(&self, bytes: &[u8]) -> Result<BlobRef> {
+        let r = BlobRef::of(bytes);
+        let mut con = self.con();
+        let _: () = con
+            .set_ex(self.keys.blob(&r.sha256), bytes, self.ttl.max(1))
+            .await?;
+        Ok(r)
+    }
+
+    /// The bytes `r` names; an error if they are gone (expired, forgotten)
+    /// or are not the bytes the reference names.
+    pub async fn get_blob(&self, r: &BlobRef) -> Result<Vec<u8>> {
+        let mut con = self.con();
+        let bytes: Option<Vec<u8>> = con.get(self.keys.blob(&r.sha256)).await?;
+        let bytes = bytes.ok_or_else(|| {
+            Error::Script(format!(
+                "value {} ({} bytes) is no longer in Redis (it lives result_ttl_secs)",
+                r.sha256, r.size
+            ))
+        })?;
+        if !r.matches(&bytes) {
+            return Err(Error::Script(format!(
+                "the bytes stored for value {} are not the value's: refused",
+                r.sha256
+            )));
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_round_trip_and_odd_ones_are_not_references() {
+        let r = BlobRef::of(b"hello");
+        assert_eq!(BlobRef::from_json(&r.to_json()), Some(r.clone()));
+        assert!(r.matches(b"hello"));
+        assert!(!r.matches(b"hellO"));
+        for odd in [
+            json!({"$blob": "abc", "size": 5}),
+            json!({"$blob": r.sha256.to_uppercase(), "size": 5}),
+            json!({"$blob": r.sha256, "size": -1}),
+            json!({"$blob": r.sha256, "size": 5, "x": 1}),
+            json!({"$blob": r.sha256}),
+            json!([r.sha256]),
+        ] {
+            assert_eq!(BlobRef::from_json(&odd), None, "{odd}");
+        }
+    }
+}
