@@ -82,8 +82,12 @@ bash scripts/python-env.sh --test
 # The Rust workers make room on the cores for the two Python workers.
 kill "${pids[1]}" "${pids[2]}" 2>/dev/null || true
 export PYTHONPATH="$PWD/python/examples"
-.venv/bin/python3 -m warren worker notebook_funcs --concurrency 1 >"$logs/py-worker-1.log" 2>&1 & pids+=($!)
-.venv/bin/python3 -m warren worker notebook_funcs --concurrency 1 >"$logs/py-worker-2.log" 2>&1 & pids+=($!)
+# The notebook defines its functions in its cells: they travel as code,
+# signed with a namespace key that the notebook and the workers share.
+[ -f "$logs/namespace.key" ] || "$bin/warren" key new --file "$logs/namespace.key"
+export WARREN_KEY_FILE="$logs/namespace.key"
+.venv/bin/python3 -m warren worker --accept-code --concurrency 1 >"$logs/py-worker-1.log" 2>&1 & pids+=($!)
+.venv/bin/python3 -m warren worker --accept-code --concurrency 1 >"$logs/py-worker-2.log" 2>&1 & pids+=($!)
 start=$(date +%s.%N)
 .venv/bin/python3 python/examples/run_notebook.py "$logs/dask-futures-notebook.executed.ipynb"
 end=$(date +%s.%N)

@@ -16,9 +16,9 @@ if [ ! -x .venv/bin/python3 ]; then
   fi
 fi
 pip() { .venv/bin/python3 -m pip -q --disable-pip-version-check "$@"; }
-pip install "maturin>=1.5,<2"
+pip install "maturin>=1.5,<2" "cloudpickle>=2.2"
 if [ "${1:-}" = "--test" ]; then
-  pip install "pytest>=7" "nbclient>=0.7" "nbformat>=5" "ipykernel>=6" "ruff>=0.5"
+  pip install "pytest>=7" "nbclient>=0.7" "nbformat>=5" "ipykernel>=6" "ruff>=0.5" numpy pandas
 fi
 # The build uses the venv's maturin (on PATH) and the workspace's target/.
 echo "python-env.sh: pip install ./python (maturin builds the Rust extension)" >&2

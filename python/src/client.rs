@@ -108,6 +108,36 @@ impl Client {
         Ok(Self { inner })
     }
 
+    /// The keys this client's settings name (`key_file`), or none.
+    fn keys(&self) -> PyResult<crate::keys::Keys> {
+        let ring = self
+            .inner
+            .settings()
+            .keyring()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(crate::keys::Keys::new(ring))
+    }
+
+    /// Stores `data` in the namespace: its `(sha256, size)` reference.
+    fn put_blob(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<(String, u64)> {
+        let inner = self.inner.clone();
+        let r = wait(py, async move { inner.put_blob(&data).await })?.map_err(to_py)?;
+        Ok((r.sha256, r.size))
+    }
+
+    /// The bytes of the value `(sha256, size)` names, checked.
+    fn get_blob<'py>(
+        &self,
+        py: Python<'py>,
+        sha256: String,
+        size: u64,
+    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        let inner = self.inner.clone();
+        let r = warren_core::store::blobs::BlobRef { sha256, size };
+        let bytes = wait(py, async move { inner.get_blob(&r).await })?.map_err(to_py)?;
+        Ok(pyo3::types::PyBytes::new(py, &bytes))
+    }
+
     /// The namespace: prefix of every queue and Redis key.
     #[getter]
     fn namespace(&self) -> String {
@@ -132,21 +162,29 @@ impl Client {
     }
 
     /// Submits `func` once per argument list (JSON arrays); returns the keys.
-    /// `key` names the future of a single submission.
-    #[pyo3(signature = (func, arg_lists, key, pure, retries, priority, queue, timeout))]
+    /// `keys` names each task's future where given (else warren's pure or
+    /// random key), one per argument list or none at all.
+    #[pyo3(signature = (func, arg_lists, keys, pure, retries, priority, queue, timeout))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         py: Python<'_>,
         func: String,
         arg_lists: Vec<String>,
-        key: Option<String>,
+        keys: Vec<Option<String>>,
         pure: bool,
         retries: u32,
         priority: i64,
         queue: Option<String>,
         timeout: Option<f64>,
     ) -> PyResult<Vec<String>> {
+        if !keys.is_empty() && keys.len() != arg_lists.len() {
+            return Err(PyValueError::new_err(format!(
+                "{} keys for {} tasks",
+                keys.len(),
+                arg_lists.len()
+            )));
+        }
         let lists = arg_lists
             .iter()
             .map(|a| match serde_json::from_str::<Value>(a) {
@@ -158,7 +196,7 @@ impl Client {
             })
             .collect::<PyResult<Vec<_>>>()?;
         let opts = SubmitOptions {
-            key: key.clone(),
+            key: None,
             pure,
             queue,
             retries,
@@ -166,16 +204,13 @@ impl Client {
             priority,
             detach: false,
         };
+        let mut keys = keys;
+        keys.resize(lists.len(), None);
+        let calls: Vec<(Vec<Value>, Option<String>)> = lists.into_iter().zip(keys).collect();
         let client = self.inner.clone();
         let keys = wait(py, async move {
-            if key.is_some() && lists.len() == 1 {
-                let args = lists.into_iter().next().unwrap_or_default();
-                let f = client.submit_with(&func, args, &opts).await?;
-                Ok(vec![f.key().to_string()])
-            } else {
-                let fs = client.map_with(&func, lists, &opts).await?;
-                Ok(fs.iter().map(|f| f.key().to_string()).collect())
-            }
+            let fs = client.map_with_keys(&func, calls, &opts).await?;
+            Ok(fs.iter().map(|f| f.key().to_string()).collect())
         })?;
         keys.map_err(to_py)
     }

@@ -10,6 +10,7 @@
 //! - [`blocking`]: waiting on the runtime with the GIL released, and
 //!   Ctrl-C still heard;
 //! - [`client`]: the `Client` class, the library's futures API;
+//! - [`keys`]: the namespace key, sealing and opening value envelopes;
 //! - [`worker`]: `run_worker`, the worker runtime of `python -m warren worker`,
 //!   whose slots hand tasks to Python processes ([`warren_worker::prefork`]).
 
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 
 mod blocking;
 mod client;
+mod keys;
 mod worker;
 
 pyo3::create_exception!(
@@ -39,6 +41,8 @@ fn _warren(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("UnservedFunction", m.py().get_type::<UnservedFunction>())?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::Completed>()?;
+    m.add_class::<keys::Keys>()?;
+    m.add("BadSignature", m.py().get_type::<keys::BadSignature>())?;
     m.add_function(wrap_pyfunction!(worker::run_worker, m)?)?;
     Ok(())
 }

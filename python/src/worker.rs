@@ -13,7 +13,9 @@ use std::sync::{Arc, Once};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use warren_core::Settings;
-use warren_worker::prefork::{ChildCommand, Prefork};
+use warren_core::messages::TaskFailure;
+use warren_core::store::blobs::BlobRef;
+use warren_worker::prefork::{Blob, ChildCommand, Prefork};
 use warren_worker::{Registry, Worker};
 
 /// Serves `functions` (registered names) from `queues` with `concurrency`
@@ -54,36 +56,161 @@ pub fn run_worker(
     let settings = Settings::load(config.as_deref(), &pairs)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     let size = settings.effective_concurrency();
+    let keys = settings
+        .keyring()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    if settings.accept_code && keys.is_none() {
+        return Err(PyValueError::new_err(
+            "--accept-code needs the namespace key, to check that a key holder signed the code: make one with `warren key new` and give its file to the worker (setting key_file, WARREN_KEY_FILE)",
+        ));
+    }
+    let key_file = warren_core::signing::key_file(&settings.key_file)
+        .filter(|_| keys.is_some())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let command = ChildCommand {
         program: python,
         args: child_args.into_iter().map(Into::into).collect(),
+        env: vec![
+            // The pool processes verify and open what they run with the
+            // worker's key, and run code only if the worker accepts it.
+            ("WARREN_KEY_FILE".into(), Some(key_file)),
+            (
+                "WARREN_PREVIOUS_KEY_FILE".into(),
+                Some(settings.previous_key_file.clone()),
+            ),
+            (
+                "WARREN_ACCEPT_CODE".into(),
+                Some(
+                    if settings.accept_code {
+                        "true"
+                    } else {
+                        "false"
+                    }
+                    .into(),
+                ),
+            ),
+            // They do no I/O of their own: the worker's passwords stay out
+            // of their environment.
+            ("WARREN_AMQP_URL".into(), None),
+            ("WARREN_REDIS_URL".into(), None),
+        ],
     };
+    let mut functions = functions;
+    if settings.accept_code {
+        functions.push(warren_core::routing::CODE_FUNC.to_string());
+    }
     py.allow_threads(move || {
-        let pool = Arc::new(Prefork::start(command, size).map_err(|e| e.to_string())?);
-        let mut registry = Registry::new();
-        for name in functions {
-            let pool = pool.clone();
-            let func = name.clone();
-            registry.register_raw(&name, move |args, site| {
-                pool.call(site.key, &func, args, &warren_worker::cancel::is_cancelled)
-                    .map_err(|mut failure| {
-                        failure.traceback =
-                            with_site(&failure.traceback, site.key, &func, site.worker);
-                        failure
-                    })
-            });
-        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .thread_name("warren-worker")
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the worker's runtime: {e}"))?;
+        let store = runtime
+            .block_on(warren_core::store::Store::connect(&settings))
+            .map_err(|e| e.to_string())?;
+        let values = Values {
+            store,
+            rt: runtime.handle().clone(),
+        };
+        let pool = Arc::new(Prefork::start(command, size).map_err(|e| e.to_string())?);
+        let mut registry = Registry::new();
+        for name in functions {
+            let pool = pool.clone();
+            let func = name.clone();
+            let values = values.clone();
+            registry.register_raw(&name, move |args, site| {
+                let blobs = values.fetch(&args)?;
+                let (value, made) = pool
+                    .call(
+                        site.key,
+                        &func,
+                        args,
+                        &blobs,
+                        &warren_worker::cancel::is_cancelled,
+                    )
+                    .map_err(|mut failure| {
+                        failure.traceback =
+                            with_site(&failure.traceback, site.key, &func, site.worker);
+                        failure
+                    })?;
+                values.keep(site.key, &made)?;
+                Ok(value)
+            });
+        }
         Worker::new(settings, registry)
             .queues(queues)
             .run_on(runtime)
             .map_err(|e| e.to_string())
     })
     .map_err(PyRuntimeError::new_err)
+}
+
+/// The values that are not JSON, in Redis: fetched for a task's arguments
+/// before its pool process gets them, stored for its result after. The
+/// worker does this I/O, so pool processes need no connection (and no
+/// password) of their own.
+#[derive(Clone)]
+struct Values {
+    store: warren_core::store::Store,
+    rt: tokio::runtime::Handle,
+}
+
+impl Values {
+    /// The blobs `args` refer to, each once, checked against its hash.
+    fn fetch(&self, args: &[serde_json::Value]) -> Result<Vec<Blob>, TaskFailure> {
+        let mut blobs: Vec<Blob> = Vec::new();
+        for r in blob_refs(args) {
+            if blobs.iter().any(|b| b.sha256 == r.sha256) {
+                continue;
+            }
+            let bytes = self.rt.block_on(self.store.get_blob(&r)).map_err(|e| {
+                TaskFailure::new(
+                    "LostValue",
+                    format!("an argument could not be read: {e}"),
+                    "",
+                )
+            })?;
+            blobs.push(Blob {
+                sha256: r.sha256,
+                bytes,
+            });
+        }
+        Ok(blobs)
+    }
+
+    /// Stores the blobs a task's value refers to.
+    fn keep(&self, key: &str, blobs: &[Vec<u8>]) -> Result<(), TaskFailure> {
+        for b in blobs {
+            self.rt.block_on(self.store.put_blob(b)).map_err(|e| {
+                TaskFailure::new(
+                    "WorkerError",
+                    format!("the result of task {key} could not be stored: {e}"),
+                    "",
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Every blob reference inside `args`, in order (iterative: arguments may
+/// nest deeply).
+fn blob_refs(args: &[serde_json::Value]) -> Vec<BlobRef> {
+    let mut out = Vec::new();
+    let mut stack: Vec<&serde_json::Value> = args.iter().rev().collect();
+    while let Some(v) = stack.pop() {
+        if let Some(r) = BlobRef::from_json(v) {
+            out.push(r);
+            continue;
+        }
+        match v {
+            serde_json::Value::Array(a) => stack.extend(a.iter().rev()),
+            serde_json::Value::Object(o) => stack.extend(o.values().rev()),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A Python traceback with the task's place (key, function, worker) as

@@ -28,6 +28,19 @@ TESTS = Path(__file__).resolve().parent
 EXAMPLES = REPO / "python" / "examples"
 LOGS = REPO / ".warren-run" / "pytest"
 
+#: The namespace key of the test run: every client and worker the tests start
+#: holds it (tests of what happens without one start their processes with
+#: ``WARREN_KEY_FILE`` pointing elsewhere).
+KEY_FILE = LOGS / "namespace.key"
+LOGS.mkdir(parents=True, exist_ok=True)
+if not KEY_FILE.exists():
+    subprocess.run(
+        [str(BIN / "warren"), "key", "new", "--file", str(KEY_FILE)],
+        check=True,
+        capture_output=True,
+    )
+os.environ["WARREN_KEY_FILE"] = str(KEY_FILE)
+
 
 class Stack:
     """Processes of one namespace; stopped (and reaped) by :meth:`stop`."""
@@ -60,8 +73,14 @@ class Stack:
             "rust-worker", [str(BIN / "warren-worker"), "--concurrency", str(concurrency)]
         )
 
-    def python_worker(self, *modules: str, concurrency: int = 1) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "warren", "worker", *(modules or ("funcs",))]
+    def python_worker(
+        self, *modules: str, concurrency: int = 1, accept_code: bool = False
+    ) -> subprocess.Popen[bytes]:
+        if not modules and not accept_code:
+            modules = ("funcs",)
+        argv = [sys.executable, "-m", "warren", "worker", *modules]
+        if accept_code:
+            argv.append("--accept-code")
         return self._start("py-worker", [*argv, "--concurrency", str(concurrency)])
 
     def client(self) -> warren.Client:

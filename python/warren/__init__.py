@@ -6,16 +6,20 @@
 >>> n.result()
 669
 
-Python functions run on Python workers: decorate them with ``@task`` in a
-module, start ``python -m warren worker MODULE``, and submit them.
+Any function runs on Python workers: one defined anywhere travels as code,
+signed with the namespace key (``warren key new``), to workers started with
+``python -m warren worker --accept-code``; a ``@task`` function of a module
+the workers import travels by name.
 """
 
 from ._client import CancelledError, Client, Future, as_completed, wait
 from ._errors import KilledWorker, TaskError, UnservedFunction, WarrenError
 from ._progress import progress
 from ._task import Task, registration, task
+from ._warren import BadSignature
 
 __all__ = [
+    "BadSignature",
     "CancelledError",
     "Client",
     "Future",

@@ -3,9 +3,15 @@
 The worker (Rust, in the parent process) starts one of these per slot as
 ``python -m warren._child MODULE...``. It imports the modules, says it is
 ready, then runs task after task: a JSON line in on stdin, a JSON line out
-on stdout (the protocol of ``warren_worker::prefork``). The protocol keeps
-private copies of those two descriptors; the task's own ``print`` goes to
-stderr (the worker's log) and its stdin reads nothing.
+on stdout, each followed by the raw bytes of the values that are not JSON
+(the protocol of ``warren_worker::prefork``; the worker fetches and stores
+them, so this process needs no connection). The protocol keeps private
+copies of those two descriptors; the task's own ``print`` goes to stderr
+(the worker's log) and its stdin reads nothing.
+
+A call sent as an envelope (``{"$warren_call": ...}``) is opened with the
+worker's key: typed data always, a pickle (code, or any object) only when
+the worker was started with ``--accept-code`` and a key holder signed it.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import sys
 import traceback
 from typing import IO, Any
 
-from . import _values
+from . import _calls, _codec, _envelopes, _refs, _signing, _warren
 from ._task import REGISTRY
 
 
-def _send(out: IO[bytes], message: dict[str, Any]) -> None:
+def _send(out: IO[bytes], message: dict[str, Any], blobs: list[bytes] = ()) -> None:  # type: ignore[assignment]
     out.write(json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n")
+    for b in blobs:
+        out.write(b)
     out.flush()
 
 
@@ -45,35 +53,103 @@ def _failure(e: BaseException, skip_frames: int) -> dict[str, str]:
     return {"type": _type_name(e), "message": str(e), "traceback": text}
 
 
-def run(request: dict[str, Any]) -> dict[str, Any]:
-    """One task: the function's value, checked, or its error."""
-    name = request.get("func", "")
-    t = REGISTRY.get(name)
-    if t is None:
-        served = ", ".join(sorted(REGISTRY)) or "none"
-        message = f"no function named {name!r} is registered on this worker; registered: {served}"
-        return {
-            "error": {
-                "type": "UnknownFunction",
-                "message": message,
-                "traceback": f"Traceback (most recent call last):\nUnknownFunction: {message}",
-            }
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "type": kind,
+            "message": message,
+            "traceback": f"Traceback (most recent call last):\n{kind}: {message}",
         }
+    }
+
+
+class Task:
+    """What one request asks for: the function and its arguments, values
+    opened with this worker's key."""
+
+    def __init__(self, request: dict[str, Any], blobs: dict[str, bytes], keys: Any) -> None:
+        self.name = request.get("func", "")
+        self.blobs = blobs
+        self.keys = keys
+        self.accept_code = _signing.accepts_code()
+        args = request.get("args", [])
+        self.args: list[Any] = args if isinstance(args, list) else []
+
+    def value(self, v: Any) -> Any:
+        """``v`` with the values it refers to opened."""
+        return _refs.replace(v, self._open)
+
+    def _open(self, sha: str, size: int) -> Any:
+        data = self.blobs.get(sha)
+        if data is None:
+            raise ValueError(f"the worker did not hand over value {sha}")
+        return _envelopes.open_value(data, self.keys, allow_pickle=self.accept_code)
+
+    def call(self) -> tuple[Any, list[Any], dict[str, Any]]:
+        """``(fn, args, kwargs)``."""
+        first = self.args[0] if self.args else None
+        if isinstance(first, dict) and set(first) == {_calls.CALL_FIELD}:
+            r = _refs.as_ref(first[_calls.CALL_FIELD])
+            if r is None or r[0] not in self.blobs:
+                raise ValueError("a call whose envelope the worker did not hand over")
+            deps = [self.value(a) for a in self.args[1:]]
+            fn, args, kwargs = _envelopes.open_call(
+                self.blobs[r[0]], self.keys, deps, self.accept_code
+            )
+            if fn is None:
+                fn = self.registered()
+            elif self.name != _calls.CODE_FUNC:
+                raise ValueError(f"{self.name} was sent a function as code")
+            return fn, args, kwargs
+        return self.registered(), [self.value(a) for a in self.args], {}
+
+    def registered(self) -> Any:
+        t = REGISTRY.get(self.name)
+        if t is None:
+            served = ", ".join(sorted(REGISTRY)) or "none"
+            raise LookupError(
+                f"no function named {self.name!r} is registered on this worker; registered: "
+                f"{served}"
+            )
+        return t.fn
+
+
+def run(task: Task) -> tuple[dict[str, Any], list[bytes]]:
+    """One task: the function's value (and the bytes of the values that are
+    not JSON), or its error."""
     try:
-        value = t.fn(*request.get("args", []))
+        fn, args, kwargs = task.call()
+    except LookupError as e:
+        return _error("UnknownFunction", str(e)), []
+    except _envelopes.PickleRefused as e:
+        return _error("CodeNotAccepted", str(e)), []
+    except _warren.BadSignature as e:
+        return _error("BadSignature", str(e)), []
+    except Exception as e:  # noqa: BLE001 - undecodable input is the task's error
+        return {"error": _failure(e, skip_frames=0)}, []
+    try:
+        value = fn(*args, **kwargs)
     except BaseException as e:  # noqa: BLE001 - a task's error is its result
-        return {"error": _failure(e, skip_frames=1)}
+        return {"error": _failure(e, skip_frames=1)}, []
+    if _codec.plain(value):
+        return {"ok": value}, []
     try:
-        return {"ok": _values.encode(value, f"the result of {name}", _values.no_future)}
+        envelope, deps = _envelopes.seal(value, task.keys, _signing.VALUE, lambda _: None)
     except (TypeError, ValueError) as e:
-        message = str(e)
-        return {
-            "error": {
-                "type": type(e).__name__,
-                "message": message,
-                "traceback": f"Traceback (most recent call last):\n{type(e).__name__}: {message}",
-            }
-        }
+        return _error(type(e).__name__, f"the result of {task.name}: {e}"), []
+    return {"ok": _refs.ref_of(envelope), "blobs": [len(envelope)]}, [envelope]
+
+
+def _read_request(proto_in: IO[bytes]) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+    line = proto_in.readline()
+    if not line:
+        return None
+    request = json.loads(line)
+    blobs = {}
+    for b in request.get("blobs", []):
+        data = proto_in.read(b["size"])
+        blobs[b["sha256"]] = data
+    return request, blobs
 
 
 def main(modules: list[str]) -> int:
@@ -92,10 +168,14 @@ def main(modules: list[str]) -> int:
         except BaseException as e:  # noqa: BLE001 - reported to the worker
             _send(proto_out, {"fatal": f"importing {m!r} failed:\n{_failure(e, 0)['traceback']}"})
             return 1
+    keys = _signing.keys_from_environment()
     _send(proto_out, {"ready": True})
-    for line in proto_in:
-        _send(proto_out, run(json.loads(line)))
-    return 0
+    while True:
+        request = _read_request(proto_in)
+        if request is None:
+            return 0
+        reply, blobs = run(Task(request[0], request[1], keys))
+        _send(proto_out, reply, blobs)
 
 
 if __name__ == "__main__":

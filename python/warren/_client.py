@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, NamedTuple
 
-from . import _values, _warren
+from . import _calls, _envelopes, _refs, _warren
 from ._errors import UnservedFunction, rebuild
 from ._task import PYTHON_QUEUE, registration
 
@@ -79,7 +79,7 @@ class Future:
         A failed task raises its error (see :class:`warren.TaskError`); a
         cancelled one raises ``concurrent.futures.CancelledError``.
         """
-        return _value(self.key, self._outcome(timeout))
+        return self._client._value(self.key, self._outcome(timeout))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The task's error, without raising it; ``None`` if it finished."""
@@ -132,13 +132,11 @@ class Future:
         return isinstance(other, Future) and other.key == self.key
 
 
-def _value(key: str, final: tuple[str, str]) -> Any:
+def _final_error(key: str, final: tuple[str, str]) -> BaseException:
     state, payload = final
-    if state == "finished":
-        return json.loads(payload)
     if state == "error":
-        raise rebuild(json.loads(payload), key)
-    raise CancelledError(f"future {key} was cancelled")
+        return rebuild(json.loads(payload), key)
+    return CancelledError(f"future {key} was cancelled")
 
 
 class _Resolved(NamedTuple):
@@ -166,6 +164,7 @@ class Client:
             settings["amqp_url"] = amqp_url
         overrides = [(k, _setting_text(v)) for k, v in settings.items()]
         self._rust = _warren.Client(os.fspath(config) if config is not None else None, overrides)
+        self._keys = self._rust.keys()
         self._served: set[_Resolved] = set()
         self._served_lock = threading.Lock()
 
@@ -181,21 +180,28 @@ class Client:
         queue: str | None = None,
         timeout: float | None = None,
         allow_unserved: bool = False,
+        **kwargs: Any,
     ) -> Future:
-        """Runs ``fn(*args)`` on a worker; returns its :class:`Future` at once.
+        """Runs ``fn(*args, **kwargs)`` on a worker; returns its
+        :class:`Future` at once (dask's ``submit``).
 
-        ``fn`` is a ``@task`` function or a registered name (the stock Rust
-        ``"count_primes_less_than"``, ``"inc"``, ...). Futures among the
-        arguments, nested in lists and dicts too, are dependencies. ``pure``
-        (default): the same call gives the same future. ``retries``: runs
-        again after a failure. ``timeout``: seconds before it fails with
-        ``TimeoutError``. Unless ``allow_unserved``, a function that no live
-        worker runs is refused here, naming what is served.
+        ``fn`` is any callable: a ``@task`` function travels by name to the
+        workers that imported it; anything else (a function from a notebook
+        cell, a lambda, a closure, a builtin) travels as code, signed with the
+        namespace key, to workers started with ``--accept-code``. A registered
+        name (the stock Rust ``"inc"``) works too. Arguments may be any value
+        (JSON travels as JSON; tuples, bytes, numpy arrays and other objects
+        as values of their own type); futures among them, nested too, are
+        dependencies. ``pure`` (default): the same function and arguments give
+        the same future. ``retries``: runs again after a failure. ``timeout``:
+        seconds before it fails with ``TimeoutError``. Unless
+        ``allow_unserved``, a function that no live worker runs is refused
+        here, naming what is served.
         """
         target = self._resolve(fn, queue, allow_unserved)
-        encoded = _encode_args(args, self)
+        call = _calls.prepare(self, fn, target.name, args, kwargs, pure, key)
         keys = self._rust.submit(
-            target.name, [encoded], key, pure, retries, priority, target.queue, timeout
+            target.name, [call.args], [call.key], pure, retries, priority, target.queue, timeout
         )
         return Future(keys[0], self)
 
@@ -203,22 +209,65 @@ class Client:
         self,
         fn: Callable[..., Any] | str,
         *iterables: Iterable[Any],
+        key: str | list[str] | None = None,
         pure: bool = True,
         retries: int = 0,
         priority: int = 0,
         queue: str | None = None,
         timeout: float | None = None,
         allow_unserved: bool = False,
+        **kwargs: Any,
     ) -> list[Future]:
-        """One task per item (several iterables are zipped, as in ``map``)."""
+        """One task per item (several iterables are zipped, as in ``map``);
+        ``kwargs`` go to every call. ``key``: a list of keys, one per task."""
         if not iterables:
             raise TypeError("map() needs at least one iterable of arguments")
         target = self._resolve(fn, queue, allow_unserved)
-        encoded = [_encode_args(args, self) for args in zip(*iterables)]
-        keys = self._rust.submit(
-            target.name, encoded, None, pure, retries, priority, target.queue, timeout
+        items = list(zip(*iterables))
+        keys: list[str | None] = [None] * len(items)
+        if isinstance(key, list):
+            if len(key) != len(items):
+                raise ValueError(f"{len(key)} keys for {len(items)} tasks")
+            keys = list(key)
+        elif key is not None:
+            raise TypeError("map(key=...) takes a list of keys, one per task")
+        calls = [
+            _calls.prepare(self, fn, target.name, args, kwargs, pure, k)
+            for args, k in zip(items, keys)
+        ]
+        made = self._rust.submit(
+            target.name,
+            [c.args for c in calls],
+            [c.key for c in calls],
+            pure,
+            retries,
+            priority,
+            target.queue,
+            timeout,
         )
-        return [Future(k, self) for k in keys]
+        return [Future(k, self) for k in made]
+
+    # -- values --------------------------------------------------------
+    def _future_key(self, v: object) -> str | None:
+        return v.key if isinstance(v, Future) else None
+
+    def _put_blob(self, data: bytes) -> dict[str, Any]:
+        sha, size = self._rust.put_blob(data)
+        return {_refs.BLOB: sha, "size": size}
+
+    def _load(self, payload: str) -> Any:
+        """A value as stored: JSON, with references to values that are not
+        JSON fetched and opened (a pickle only if a key holder signed it)."""
+
+        def load(sha: str, size: int) -> Any:
+            return _envelopes.open_value(self._rust.get_blob(sha, size), self._keys)
+
+        return _refs.replace(json.loads(payload), load)
+
+    def _value(self, key: str, final: tuple[str, str]) -> Any:
+        if final[0] == "finished":
+            return self._load(final[1])
+        raise _final_error(key, final)
 
     def _resolve(
         self, fn: Callable[..., Any] | str, queue: str | None, allow_unserved: bool
@@ -229,13 +278,9 @@ class Client:
         elif isinstance(fn, str):
             target = _Resolved(fn, queue or _default_queue(fn))
         elif callable(fn):
-            name = getattr(fn, "__qualname__", repr(fn))
-            raise TypeError(
-                f"{name} is not a warren task: decorate it with @warren.task in a module the "
-                "workers import (python -m warren worker MODULE), or pass a registered name"
-            )
+            target = _Resolved(_calls.CODE_FUNC, queue or _calls.CODE_QUEUE)
         else:
-            raise TypeError(f"submit() needs a @task function or a name, not {type(fn).__name__}")
+            raise TypeError(f"submit() needs a callable or a name, not {type(fn).__name__}")
         if not allow_unserved and target not in self._served:
             try:
                 self._rust.check_served(target.name, target.queue)
@@ -247,6 +292,14 @@ class Client:
                         "be imported by a worker: put them in a module and start "
                         "python -m warren worker MODULE)"
                     )
+                if target.name == _calls.CODE_FUNC:
+                    raise UnservedFunction(
+                        f"no live worker on queue {target.queue!r} runs functions sent as code: "
+                        "start one with `python -m warren worker --accept-code` (it needs the "
+                        "namespace key, `warren key new`, and so does this client), decorate "
+                        "the function with @warren.task in a module the workers import, or "
+                        "pass allow_unserved=True to submit for a worker that comes later"
+                    ) from None
                 text = str(e).replace("pass --allow-unserved", "pass allow_unserved=True")
                 text = text.replace("pass --queue (queue= in Python)", "pass queue=")
                 raise UnservedFunction(f"{text}{hint}") from None
@@ -268,7 +321,7 @@ class Client:
             finals = self._rust.outcomes([f.key for f in pending], None)
             for f, final in zip(pending, finals):
                 f._settle(final)
-        return _fill(futures, errors)
+        return _fill(futures, errors, self)
 
     def cancel(self, futures: Iterable[Future] | Future) -> None:
         """Cancels futures and everything that depends on them."""
@@ -358,14 +411,6 @@ def _setting_text(v: Any) -> str:
     return str(v)
 
 
-def _encode_args(args: tuple[Any, ...], client: Client) -> str:
-    def future_key(v: object) -> str | None:
-        return v.key if isinstance(v, Future) else None
-
-    data = [_values.encode(a, f"argument {i + 1}", future_key) for i, a in enumerate(args)]
-    return _values.dumps(data)
-
-
 def _collect(x: Any, out: list[Future]) -> None:
     if isinstance(x, Future):
         out.append(x)
@@ -377,10 +422,10 @@ def _collect(x: Any, out: list[Future]) -> None:
             _collect(y, out)
 
 
-def _fill(x: Any, errors: str) -> Any:
+def _fill(x: Any, errors: str, client: Client) -> Any:
     if isinstance(x, Future):
         assert x._final is not None
-        return _value(x.key, x._final)
+        return client._value(x.key, x._final)
     if isinstance(x, (list, tuple)):
         out = []
         for y in x:
@@ -391,10 +436,10 @@ def _fill(x: Any, errors: str) -> Any:
                 and y._final[0] != "finished"
             ):
                 continue
-            out.append(_fill(y, errors))
+            out.append(_fill(y, errors, client))
         return type(x)(out) if isinstance(x, tuple) else out
     if isinstance(x, dict):
-        return {k: _fill(v, errors) for k, v in x.items()}
+        return {k: _fill(v, errors, client) for k, v in x.items()}
     return x
 
 
@@ -455,5 +500,5 @@ class as_completed(Iterator[Future]):  # noqa: N801 - dask's name
         f = self._by_key[key]
         f._settle((state, payload))
         if self._with_results:
-            return f, _value(key, (state, payload))
+            return f, f._client._value(key, (state, payload))
         return f

@@ -1,7 +1,9 @@
-"""``python -m warren worker MODULE [MODULE...]``: a Python worker.
+"""``python -m warren worker [--accept-code] [MODULE...]``: a Python worker.
 
 It imports the modules, collects the functions they registered with
-``@task``, and runs warren's worker runtime (Rust) serving them, with N
+``@task``, and runs warren's worker runtime (Rust) serving them (and, with
+``--accept-code``, functions that clients send as code, signed with the
+namespace key), with N
 slots backed by N Python processes that imported the same modules (so
 CPU-bound Python really uses N cores). SIGTERM or Ctrl-C drains: no new
 tasks, running ones finish and are reported, then it exits 0.
@@ -16,11 +18,14 @@ import signal
 import sys
 
 from . import _warren
+from ._calls import CODE_QUEUE
 from ._task import REGISTRY
 
 EXAMPLES = """\
 examples:
   python -m warren worker funcs                    # serve the @task functions of funcs.py
+  python -m warren worker --accept-code            # run functions clients send as signed code
+  python -m warren worker --accept-code funcs      # both
   python -m warren worker funcs more --concurrency 4
   python -m warren worker funcs --namespace test --amqp-url amqp://guest:guest@host:5672/%2f
 
@@ -36,7 +41,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    w.add_argument("modules", nargs="+", metavar="MODULE", help="modules to import")
+    w.add_argument("modules", nargs="*", metavar="MODULE", help="modules to import")
+    w.add_argument(
+        "--accept-code",
+        action="store_true",
+        help="run functions sent as code and load pickled values, once checked against the "
+        "namespace key (setting key_file; `warren key new`); refused without a key",
+    )
     w.add_argument("-c", "--concurrency", type=int, help="task slots (default: the cores)")
     w.add_argument("--queues", help="work queues, comma-separated (default: the functions')")
     w.add_argument("--config", help="a TOML settings file (default: ./warren.toml)")
@@ -78,7 +89,14 @@ def main(argv: list[str]) -> int:
         except ImportError as e:
             print(f"error: cannot import module {m!r}: {e}", file=sys.stderr)
             return 2
-    if not REGISTRY:
+    if not args.modules and not args.accept_code:
+        print(
+            "error: name the modules whose @task functions to serve, or pass --accept-code "
+            "to run functions that clients send as code",
+            file=sys.stderr,
+        )
+        return 2
+    if not REGISTRY and not args.accept_code:
         mods = ", ".join(args.modules)
         print(
             f"error: {mods} registered no functions: decorate them with @warren.task",
@@ -92,7 +110,9 @@ def main(argv: list[str]) -> int:
     queues = (
         [q for q in args.queues.split(",") if q]
         if args.queues
-        else sorted({t.queue for t in REGISTRY.values()})
+        else sorted(
+            {t.queue for t in REGISTRY.values()} | ({CODE_QUEUE} if args.accept_code else set())
+        )
     )
     overrides = [
         (name, str(value))
@@ -101,6 +121,7 @@ def main(argv: list[str]) -> int:
             ("amqp_url", args.amqp_url),
             ("redis_url", args.redis_url),
             ("drain_timeout_secs", args.drain_timeout),
+            ("accept_code", "true" if args.accept_code else None),
         ]
         if value is not None
     ]
@@ -119,6 +140,10 @@ def main(argv: list[str]) -> int:
             overrides,
             args.log_format,
         )
+    except ValueError as e:
+        # Settings it cannot start with (no key for --accept-code, say).
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,126 @@
+//! `Keys`: the namespace key, for sealing and opening value envelopes
+//! (`warren_core::envelope`) from Python.
+//!
+//! Python decides what a value's header and frames are (its codecs); Rust
+//! holds the key and makes and checks the MACs, so no Python code path can
+//! open a pickle that a key holder did not sign: `open` returns the header
+//! and frames only once the envelope has been checked for the purpose the
+//! caller names.
+
+use std::borrow::Cow;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use warren_core::envelope::{self, Kind};
+use warren_core::signing::Keyring;
+
+pyo3::create_exception!(
+    _warren,
+    BadSignature,
+    PyValueError,
+    "A value or function was refused: unsigned, signed with another key, changed after signing, or sealed for another purpose."
+);
+
+/// An opened envelope as Python gets it: its kind (`data` or `pickle`),
+/// header, frames, and the id of the key that signed it.
+type Opened<'py> = (
+    &'static str,
+    Bound<'py, PyBytes>,
+    Vec<Bound<'py, PyBytes>>,
+    Option<String>,
+);
+
+/// The keys a process holds (possibly none).
+#[pyclass(module = "warren._warren", frozen)]
+pub struct Keys {
+    ring: Option<Keyring>,
+}
+
+impl Keys {
+    /// Keys from a loaded keyring.
+    pub fn new(ring: Option<Keyring>) -> Self {
+        Self { ring }
+    }
+}
+
+fn kind_of(name: &str) -> PyResult<Kind> {
+    match name {
+        "data" => Ok(Kind::Data),
+        "pickle" => Ok(Kind::Pickle),
+        other => Err(PyValueError::new_err(format!(
+            "envelope kind must be 'data' or 'pickle', not {other:?}"
+        ))),
+    }
+}
+
+#[pymethods]
+impl Keys {
+    /// The keys in `key_file` (and `previous_key_file`), as the settings of
+    /// that name say: an empty `key_file` means the default file, if it
+    /// exists.
+    #[new]
+    #[pyo3(signature = (key_file="", previous_key_file=""))]
+    fn load(key_file: &str, previous_key_file: &str) -> PyResult<Self> {
+        let ring = warren_core::signing::load(key_file, previous_key_file)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(Self { ring })
+    }
+
+    /// Keys of a process that holds none: it seals and opens data only.
+    #[staticmethod]
+    fn none() -> Self {
+        Self { ring: None }
+    }
+
+    /// The signing key's id, or None without a key.
+    #[getter]
+    fn key_id(&self) -> Option<String> {
+        self.ring.as_ref().map(|r| r.current().id_hex())
+    }
+
+    /// Seals `header` and `frames` for `purpose`; a `pickle` needs a key.
+    fn seal<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+        purpose: &str,
+        header: &[u8],
+        frames: Vec<Vec<u8>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let kind = kind_of(kind)?;
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let sealed = py
+            .allow_threads(|| envelope::seal(kind, purpose, header, &refs, self.ring.as_ref()))
+            .map_err(|e| BadSignature::new_err(e.to_string()))?;
+        Ok(PyBytes::new(py, &sealed))
+    }
+
+    /// Opens an envelope sealed for `purpose`: `(kind, header, frames,
+    /// signed_by)`. A pickle opens only signed by a key held here.
+    fn open<'py>(
+        &self,
+        py: Python<'py>,
+        data: Cow<'_, [u8]>,
+        purpose: &str,
+    ) -> PyResult<Opened<'py>> {
+        let opened = py
+            .allow_threads(|| envelope::open(&data, purpose, self.ring.as_ref()))
+            .map_err(|e| BadSignature::new_err(e.to_string()))?;
+        let kind = match opened.kind {
+            Kind::Data => "data",
+            Kind::Pickle => "pickle",
+        };
+        let frames = opened
+            .frames
+            .iter()
+            .map(|r| PyBytes::new(py, &data[r.clone()]))
+            .collect();
+        Ok((
+            kind,
+            PyBytes::new(py, &data[opened.header.clone()]),
+            frames,
+            opened.signed_by,
+        ))
+    }
+}

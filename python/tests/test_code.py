@@ -1,0 +1,296 @@
+"""Python as dask users write it (issue 32): functions from ``__main__`` and
+lambdas travel as signed code, keyword arguments reach the function, values
+of any type come back as themselves, and nothing unsigned is ever loaded.
+
+The stack: a scheduler, a worker started with ``--accept-code`` (it serves
+the ``code`` queue and ``funcs``), and a worker that does not accept code.
+Every process holds the test run's key (``conftest.KEY_FILE``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import functools
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import funcs
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import BIN, LOGS, TESTS, Stack
+
+import warren
+from warren import _envelopes, _refs, _warren
+
+
+@pytest.fixture(scope="module")
+def code_stack():
+    s = Stack("code")
+    s.scheduler()
+    s.python_worker("funcs", accept_code=True, concurrency=2)
+    s.python_worker("funcs")
+    try:
+        s.wait_for_workers(s.client(), 2)
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def c(code_stack):
+    return code_stack.client()
+
+
+def square(x):
+    return x * x
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Scaler:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def scale(self, x: int) -> int:
+        return self.k * x
+
+
+def test_any_callable_runs_as_dask_runs_it(c):
+    assert c.submit(square, 7).result(timeout=60) == 49
+    assert c.submit(lambda x: x + 1, 1).result(timeout=60) == 2
+    k = 5
+    assert c.submit(lambda x: x * k, 3).result(timeout=60) == 15  # a closure
+    assert c.submit(functools.partial(pow, 2), 10).result(timeout=60) == 1024
+    assert c.submit(Scaler(3).scale, 4).result(timeout=60) == 12  # a bound method
+    assert c.submit(sum, [1, 2, 3]).result(timeout=60) == 6  # the example notebook's
+    assert c.submit(max, 3, 9, 4).result(timeout=60) == 9
+    assert c.submit(math.sqrt, 16).result(timeout=60) == 4.0
+    assert c.submit(np.mean, [1.0, 2.0, 3.0]).result(timeout=60) == 2.0
+    # Futures as arguments, through code and back.
+    a = c.submit(square, 3)
+    assert c.submit(lambda x, y: x + y, a, 1).result(timeout=60) == 10
+    assert c.gather(c.map(square, range(5))) == [0, 1, 4, 9, 16]
+
+
+def test_keyword_arguments_reach_the_function(c):
+    def f(x, y=0, *, z=1):
+        return (x, y, z)
+
+    assert c.submit(f, 1, y=2, z=3).result(timeout=60) == (1, 2, 3)
+    assert c.gather(c.map(f, [1, 2], z=5)) == [(1, 0, 5), (2, 0, 5)]
+    # A @task function gets them too (by name: no code travels).
+    assert c.submit(funcs.add, 40, y=2).result(timeout=60) == 42
+    dep = c.submit(square, 4)
+    assert c.submit(f, 0, z=dep).result(timeout=60) == (0, 0, 16)
+
+
+def test_a_changed_function_is_a_new_future(c):
+    def g(x):
+        return x + 1
+
+    first = c.submit(g, 1)
+    assert first.result(timeout=60) == 2
+
+    def g(x):  # noqa: F811 - the fix a user makes, and resubmits
+        return x + 100
+
+    second = c.submit(g, 1)
+    assert second.key != first.key and second.result(timeout=60) == 101
+    assert c.submit(g, 1).key == second.key, "the same code and arguments: the same future"
+    # @task functions hash their code too.
+    assert c.submit(funcs.inc, 1).key == c.submit(funcs.inc, 1).key
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\x00\x01binary\xff",
+        bytearray(b"abc"),
+        (1, "two", (3.0, None)),
+        {1, 2, 3},
+        frozenset({"a"}),
+        datetime.datetime(2026, 12, 24, 10, 0, 30, 5),
+        datetime.date(2026, 12, 24),
+        datetime.time(10, 30),
+        datetime.timedelta(days=2, seconds=3, microseconds=4),
+        decimal.Decimal("3.14159265358979323846"),
+        uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        complex(1.5, -2),
+        2**100,
+        -(2**80),
+        float("inf"),
+        {(1, 2): "tuple key", 3: "int key"},
+        {"$t": "a key that looks like a tag"},
+        np.arange(12, dtype=np.int64).reshape(3, 4),
+        np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)),
+        np.float64(2.5),
+        np.array(7),
+        Point(1, 2),
+        pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}),
+        pd.Series([1.5, 2.5], name="s"),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_every_value_comes_back_as_its_own_type(c, value):
+    back = c.submit(lambda v: v, value, pure=False).result(timeout=60)
+    assert type(back) is type(value)
+    if isinstance(value, np.ndarray):
+        assert back.dtype == value.dtype and back.shape == value.shape
+        np.testing.assert_array_equal(back, value)
+    elif isinstance(value, (pd.DataFrame, pd.Series)):
+        assert back.equals(value)
+    else:
+        assert back == value
+    # And as an argument to a @task function, by name (typed data, which
+    # every Python worker loads; a pickled one needs --accept-code).
+    if not isinstance(value, (np.ndarray, pd.DataFrame, pd.Series, Point)):
+        assert c.submit(funcs.echo, value, pure=False).result(timeout=60) == value
+
+
+def test_an_8_mib_array_goes_in_and_out_as_raw_bytes(c):
+    big = np.random.default_rng(1).random(1024 * 1024)  # 8 MiB of float64
+    out = c.submit(lambda a: a * 2, big).result(timeout=120)
+    np.testing.assert_array_equal(out, big * 2)
+    # The value travelled by reference: the result a task stored is its
+    # envelope in Redis, not JSON, and its size is the array's plus a header.
+    f = c.submit(lambda a: a, big)
+    state, payload = f._outcome(120)
+    ref = _refs.as_ref(__import__("json").loads(payload))
+    assert state == "finished" and ref is not None
+    assert 8 * 1024 * 1024 <= ref[1] < 8 * 1024 * 1024 + 4096
+
+
+def test_a_task_error_is_the_functions_own_and_reads_like_dask(c):
+    def goes_wrong():
+        return 10 / 0
+
+    f = c.submit(goes_wrong)
+    with pytest.raises(ZeroDivisionError):
+        f.result(timeout=60)
+    tb = f.traceback()
+    # The function's own line, under its own file, and no warren frames.
+    assert "return 10 / 0" in tb and "test_code.py" in tb and "in goes_wrong" in tb, tb
+    assert "warren/_child.py" not in tb and "<dynamic-code>" not in tb, tb
+
+
+def test_a_worker_that_does_not_accept_code_runs_none(code_stack, c):
+    # The client refuses code when no live worker of its queue accepts it...
+    plain = Stack("nocode")
+    plain.scheduler()
+    plain.python_worker("funcs")
+    try:
+        pc = plain.client()
+        plain.wait_for_workers(pc, 1)
+        with pytest.raises(warren.UnservedFunction, match="--accept-code"):
+            pc.submit(square, 2)
+        # ... and sent anyway to such a worker, it is refused by name.
+        e = pc.submit(square, 2, queue="python", allow_unserved=True).exception(timeout=60)
+        assert e.type == "CodeNotAccepted", e
+        # A pickled value (not code) is not loaded there either.
+        e = pc.submit(funcs.echo, Point(1, 2)).exception(timeout=60)
+        assert e.type == "CodeNotAccepted" and "--accept-code" in str(e), e
+        # Typed data needs no code: it crosses.
+        assert pc.submit(funcs.echo, (1, b"x")).result(timeout=60) == (1, b"x")
+    finally:
+        plain.stop()
+
+
+def forged_call(c, keys, marker: Path) -> warren.Future:
+    """A call that writes `marker`, sealed with `keys`, submitted by hand."""
+    import cloudpickle
+
+    def owned():
+        marker.write_text("ran")
+
+    envelope = keys.seal(
+        "pickle", "call", b'{"v":1,"codec":"pickle"}', [cloudpickle.dumps((owned, (), {}))]
+    )
+    ref = c._put_blob(envelope)
+    args = __import__("json").dumps([{"$warren_call": ref}])
+    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None)
+    return warren.Future(key, c)
+
+
+def test_forged_and_unsigned_code_runs_nothing(c, tmp_path):
+    other_key = tmp_path / "other.key"
+    subprocess.run([str(BIN / "warren"), "key", "new", "--file", str(other_key)], check=True)
+    marker = tmp_path / "owned"
+    # Signed with a key the workers do not hold.
+    e = forged_call(c, _warren.Keys(str(other_key), ""), marker).exception(timeout=60)
+    assert e.type == "BadSignature" and "does not hold" in str(e), e
+    # A data envelope relabelled as a pickle: unsigned.
+    data = _warren.Keys.none().seal("data", "call", b"{}", [b"x"])
+    relabelled = data[:5] + b"\x01" + data[6:]
+    ref = c._put_blob(relabelled)
+    args = __import__("json").dumps([{"$warren_call": ref}])
+    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None)
+    e = warren.Future(key, c).exception(timeout=60)
+    assert e.type == "BadSignature" and "not signed" in str(e), e
+    # Any flipped byte of a good one.
+    good = c._keys.seal("pickle", "call", b"{}", [b"x" * 100])
+    for i in (10, len(good) // 2, len(good) - 1):
+        bad = bytearray(good)
+        bad[i] ^= 1
+        with pytest.raises(_warren.BadSignature):
+            c._keys.open(bytes(bad), "call")
+    assert not marker.exists()
+    # The client does not unpickle a value signed with another key either.
+    alien = _warren.Keys(str(other_key), "").seal("pickle", "value", b"{}", [b"x"])
+    with pytest.raises(_warren.BadSignature):
+        _envelopes.open_value(alien, c._keys)
+
+
+def test_without_a_key_a_client_sends_no_code_and_says_what_to_do(code_stack, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(TESTS)!r})
+        import warren, funcs
+        c = warren.Client(namespace={code_stack.namespace!r})
+        assert c.submit(funcs.echo, (1, b"x")).result(timeout=60) == (1, b"x")
+        try:
+            c.submit(lambda x: x, 1)
+        except TypeError as e:
+            print(e)
+        """
+    )
+    env = dict(os.environ, HOME=str(tmp_path), WARREN_KEY_FILE="")
+    env.pop("XDG_CONFIG_HOME", None)
+    r = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert "warren key new" in r.stdout and "signed pickle" in r.stdout, r.stdout
+
+
+def test_a_worker_asked_to_accept_code_without_a_key_refuses_to_start(tmp_path):
+    env = dict(os.environ, HOME=str(tmp_path), WARREN_KEY_FILE="")
+    env.pop("XDG_CONFIG_HOME", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "warren", "worker", "--accept-code"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=TESTS,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "--accept-code needs the namespace key" in r.stderr and "key_file" in r.stderr
+
+
+def test_the_key_file_is_private():
+    from conftest import KEY_FILE
+
+    assert KEY_FILE.stat().st_mode & 0o777 == 0o600
+    assert LOGS in KEY_FILE.parents

@@ -1,0 +1,111 @@
+"""What ``submit`` and ``map`` send: the function, its arguments, the key.
+
+Three ways a call travels, chosen per call:
+
+- **Plain** (what the CLI and Rust speak): a ``@task`` function (or a
+  registered name) with positional arguments that are all JSON. Futures in
+  them are ``{"$future": key}``, anywhere.
+- **A call envelope** (``{"$warren_call": <blob reference>}``, then one
+  ``{"$future": key}`` per future inside): keyword arguments, or values that
+  are not JSON (tuples, bytes, numpy arrays, any object), for a ``@task``
+  function; typed data needs no key, pickled objects are signed.
+- **Code**: any other callable (a function from a notebook cell, a lambda, a
+  closure, ``functools.partial``, a builtin) travels by value inside a signed
+  call envelope, to the function ``warren:call`` that only workers started
+  with ``--accept-code`` serve.
+
+A pure key hashes the function's code as well as its arguments (dask's
+``tokenize``), so a function changed and resubmitted is a new future.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import re
+import uuid
+from typing import Any, Callable, NamedTuple
+
+from . import _envelopes, _refs, _values
+from ._codec import plain, to_json
+
+#: The function that runs code sent by value (``warren_core::routing::CODE_FUNC``).
+CODE_FUNC = "warren:call"
+#: Its queue, which only workers started with ``--accept-code`` serve
+#: (``warren_core::routing::CODE_QUEUE``).
+CODE_QUEUE = "code"
+#: The first argument of a call sent as an envelope.
+CALL_FIELD = "$warren_call"
+
+
+class Call(NamedTuple):
+    """One task as the Rust client takes it."""
+
+    args: str
+    key: str | None
+
+
+def code_token(fn: Callable[..., Any]) -> bytes:
+    """What identifies ``fn``'s code: its bytecode, constants and defaults,
+    or its qualified name where it has no Python code."""
+    fn = getattr(fn, "__wrapped__", fn)
+    code = getattr(fn, "__code__", None)
+    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+    if code is None:
+        return name.encode()
+    try:
+        body = marshal.dumps(code)
+    except ValueError:
+        body = repr(code).encode()
+    return name.encode() + b"\0" + body + b"\0" + repr(getattr(fn, "__defaults__", None)).encode()
+
+
+def key_prefix(fn: object, name: str) -> str:
+    """The readable part of a key: the registered name, or the function's own
+    (``square``, ``lambda``)."""
+    if name != CODE_FUNC:
+        return name
+    raw = getattr(fn, "__name__", None) or type(fn).__name__
+    clean = re.sub(r"[^A-Za-z0-9_.:-]", "", raw) or "call"
+    return clean[:64]
+
+
+def make_key(prefix: str, pure: bool, token: bytes) -> str:
+    if not pure:
+        return f"{prefix}-{uuid.uuid4().hex}"
+    return f"{prefix}-{hashlib.sha256(token).hexdigest()[:32]}"
+
+
+def prepare(
+    client: Any,
+    fn: object,
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    pure: bool,
+    key: str | None,
+) -> Call:
+    """The task of ``fn(*args, **kwargs)``, for function ``name``."""
+    future_key = client._future_key
+    if ":" not in name:
+        # A Rust function takes positional JSON, as the CLI sends it.
+        if kwargs:
+            raise TypeError(
+                f"{name} is a Rust function: it takes positional arguments only, not "
+                f"{', '.join(kwargs)}="
+            )
+        data = [_values.encode(a, f"argument {i + 1}", future_key) for i, a in enumerate(args)]
+        return Call(_values.dumps(data), key)
+    by_value = name == CODE_FUNC
+    code = code_token(fn) if callable(fn) and not isinstance(fn, str) else name.encode()
+    if not by_value and not kwargs and all(plain(a, future_key) for a in args):
+        text = _values.dumps([to_json(a, future_key) for a in args])
+        token = code + b"\0" + text.encode()
+        return Call(text, key or make_key(key_prefix(fn, name), pure, token))
+    envelope, deps = _envelopes.seal_call(
+        fn if by_value else None, args, kwargs, client._keys, future_key
+    )
+    ref = client._put_blob(envelope)
+    data = [{CALL_FIELD: ref}] + [{"$future": k} for k in deps]
+    token = code + b"\0" + ref[_refs.BLOB].encode() + b"\0" + "\0".join(deps).encode()
+    return Call(_values.dumps(data), key or make_key(key_prefix(fn, name), pure, token))

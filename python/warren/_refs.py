@@ -1,0 +1,52 @@
+"""Blob references inside JSON: ``{"$blob": sha256, "size": n}``.
+
+A value that is not JSON is stored once in Redis and travels as this
+reference (``warren_core::store::blobs``): in a task's arguments, in a
+result, in a dependency's value that the scheduler put in place of
+``{"$future": key}``. The client and the pool processes swap references for
+values, and values for references, here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+BLOB = "$blob"
+
+
+def as_ref(v: object) -> tuple[str, int] | None:
+    """``(sha256, size)`` if ``v`` is exactly a reference."""
+    if type(v) is not dict or len(v) != 2:
+        return None
+    sha, size = v.get(BLOB), v.get("size")
+    if type(sha) is not str or len(sha) != 64 or type(size) is not int or size < 0:
+        return None
+    if any(c not in "0123456789abcdef" for c in sha):
+        return None
+    return sha, size
+
+
+def ref_of(data: bytes) -> dict[str, Any]:
+    """The reference of ``data``."""
+    return {BLOB: hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def replace(v: Any, load: Callable[[str, int], Any]) -> Any:
+    """``v`` with every reference replaced by ``load(sha256, size)`` (each
+    loaded once)."""
+    loaded: dict[str, Any] = {}
+
+    def walk(x: Any) -> Any:
+        r = as_ref(x)
+        if r is not None:
+            if r[0] not in loaded:
+                loaded[r[0]] = load(*r)
+            return loaded[r[0]]
+        if type(x) is list:
+            return [walk(y) for y in x]
+        if type(x) is dict:
+            return {k: walk(y) for k, y in x.items()}
+        return x
+
+    return walk(v)
