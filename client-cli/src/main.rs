@@ -18,6 +18,7 @@ use warren_core::command::COMMAND_FUNC;
 
 mod cli {
     pub mod args;
+    pub mod blob;
     pub mod dead;
     pub mod key;
     pub mod output;
@@ -222,7 +223,7 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
                 false,
             );
         }
-        Command::Result { key, timeout } => {
+        Command::Result { key, timeout, raw } => {
             let keys = vec![key];
             let mut progress = Progress::new(0, false);
             let (seen, ended) =
@@ -230,6 +231,11 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
             return match ended {
                 Ended::Done => {
                     let outcome = seen.in_order(&keys).unwrap_or_default();
+                    if let Some(warren_client::Terminal::Finished { value }) = outcome.first()
+                        && cli::blob::show(&client, value, raw).await?
+                    {
+                        return Ok(0);
+                    }
                     Ok(failed_if(!out.result(&keys[0], &outcome[0])))
                 }
                 Ended::TimedOut => Err(timed_out(timeout, &keys[0], &seen).into()),

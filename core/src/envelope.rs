@@ -143,10 +143,28 @@ pub fn is_envelope(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC)
 }
 
-/// Opens an envelope sealed for `purpose`. A pickle must be signed by a key
-/// of `keys`; a data envelope's signature is checked when `keys` is given
-/// and it has one (and refused if wrong), else it opens unchecked.
-pub fn open(bytes: &[u8], purpose: &str, keys: Option<&Keyring>) -> Result<Opened, EnvelopeError> {
+/// An envelope's parts, parsed but not checked: for display only (`warren
+/// result` describes a value by its header). Never load what this returns;
+/// [`open`] is the only way to a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    /// Data or pickle.
+    pub kind: Kind,
+    /// The purpose it was sealed for.
+    pub purpose: String,
+    /// The signing key's id, if it is signed.
+    pub key_id: Option<String>,
+    /// The header's bytes.
+    pub header: std::ops::Range<usize>,
+    /// Each frame's bytes.
+    pub frames: Vec<std::ops::Range<usize>>,
+    /// Where the MAC starts (the end of what it covers).
+    body_end: usize,
+    id: [u8; 8],
+}
+
+/// Parses an envelope's layout (bounds checked, nothing verified).
+pub fn inspect(bytes: &[u8]) -> Result<Parsed, EnvelopeError> {
     let mut r = Reader { bytes, at: 0 };
     if r.take(4)? != MAGIC {
         return Err(EnvelopeError::Malformed("no WRNE magic".into()));
@@ -163,13 +181,7 @@ pub fn open(bytes: &[u8], purpose: &str, keys: Option<&Keyring>) -> Result<Opene
         k => return Err(EnvelopeError::Malformed(format!("kind {k}"))),
     };
     let purpose_len = r.byte()? as usize;
-    let found = r.take(purpose_len)?;
-    if found != purpose.as_bytes() {
-        return Err(EnvelopeError::Purpose {
-            found: String::from_utf8_lossy(found).into_owned(),
-            expected: purpose.to_string(),
-        });
-    }
+    let purpose = String::from_utf8_lossy(r.take(purpose_len)?).into_owned();
     let id: [u8; 8] = r
         .take(8)?
         .try_into()
@@ -191,35 +203,59 @@ pub fn open(bytes: &[u8], purpose: &str, keys: Option<&Keyring>) -> Result<Opene
             .map_err(|_| EnvelopeError::Malformed("frame length".into()))?;
         frames.push(r.range(len)?);
     }
-    let signed = id != UNSIGNED;
     let body_end = r.at;
-    let signed_by = match (signed, keys) {
-        (true, Some(keys)) => {
-            let mac = r.take(32)?;
-            keys.verify(purpose, &[&bytes[..body_end]], &id, mac)?;
-            Some(hex(&id))
-        }
-        (true, None) if kind == Kind::Pickle => return Err(EnvelopeError::NoKey),
-        (true, None) => {
-            r.take(32)?;
-            None
-        }
-        (false, _) if kind == Kind::Pickle => {
-            return Err(SigningError::Unsigned("pickle".into()).into());
-        }
-        (false, _) => None,
-    };
-    if r.left() != 0 {
+    let signed = id != UNSIGNED;
+    let expected = if signed { 32 } else { 0 };
+    if r.left() != expected {
         return Err(EnvelopeError::Malformed(format!(
-            "{} bytes after the end",
+            "{} bytes after the frames, not {expected}",
             r.left()
         )));
     }
-    Ok(Opened {
+    Ok(Parsed {
         kind,
-        signed_by,
+        purpose,
+        key_id: signed.then(|| hex(&id)),
         header,
         frames,
+        body_end,
+        id,
+    })
+}
+
+/// Opens an envelope sealed for `purpose`. A pickle must be signed by a key
+/// of `keys`; a data envelope's signature is checked when `keys` is given
+/// and it has one (and refused if wrong), else it opens unchecked.
+pub fn open(bytes: &[u8], purpose: &str, keys: Option<&Keyring>) -> Result<Opened, EnvelopeError> {
+    let p = inspect(bytes)?;
+    if p.purpose != purpose {
+        return Err(EnvelopeError::Purpose {
+            found: p.purpose,
+            expected: purpose.to_string(),
+        });
+    }
+    let signed_by = match (&p.key_id, keys) {
+        (Some(id), Some(keys)) => {
+            keys.verify(
+                purpose,
+                &[&bytes[..p.body_end]],
+                &p.id,
+                &bytes[p.body_end..],
+            )?;
+            Some(id.clone())
+        }
+        (Some(_), None) if p.kind == Kind::Pickle => return Err(EnvelopeError::NoKey),
+        (Some(_), None) => None,
+        (None, _) if p.kind == Kind::Pickle => {
+            return Err(SigningError::Unsigned("pickle".into()).into());
+        }
+        (None, _) => None,
+    };
+    Ok(Opened {
+        kind: p.kind,
+        signed_by,
+        header: p.header,
+        frames: p.frames,
     })
 }
 

@@ -19,6 +19,11 @@ pub const PYTHON_QUEUE: &str = "python";
 /// never handed one, and the client refuses such a task when none serves it.
 pub const CODE_FUNC: &str = "warren:call";
 
+/// The function of a future that is a value put as it is (`client.scatter`):
+/// `submit.lua` records it finished at once, with its one argument as its
+/// value; no worker runs it.
+pub const VALUE_FUNC: &str = "warren:value";
+
 /// The queue of [`CODE_FUNC`] tasks: its own, served only by workers that
 /// accept code, since RabbitMQ cannot keep a task from the workers of its
 /// queue that would refuse it.

@@ -112,6 +112,7 @@ pub fn run_worker(
         let values = Values {
             store,
             rt: runtime.handle().clone(),
+            recent: Arc::default(),
         };
         let pool = Arc::new(Prefork::start(command, size).map_err(|e| e.to_string())?);
         let mut registry = Registry::new();
@@ -154,6 +155,45 @@ pub fn run_worker(
 struct Values {
     store: warren_core::store::Store,
     rt: tokio::runtime::Handle,
+    /// Small values read lately, by hash: a function sent as code for a
+    /// map of 10,000 tasks is read from Redis once, not 10,000 times. The
+    /// bytes of a hash never change, so a copy is as good as Redis's.
+    recent: Arc<std::sync::Mutex<Recent>>,
+}
+
+/// A bounded memory of small blobs, oldest forgotten first.
+#[derive(Default)]
+struct Recent {
+    order: std::collections::VecDeque<String>,
+    bytes: std::collections::HashMap<String, Vec<u8>>,
+    total: usize,
+}
+
+/// Blobs kept in [`Recent`]: each at most this big, all at most [`RECENT_TOTAL`].
+const RECENT_ONE: usize = 1 << 20;
+const RECENT_TOTAL: usize = 32 << 20;
+
+impl Recent {
+    fn get(&self, sha: &str) -> Option<Vec<u8>> {
+        self.bytes.get(sha).cloned()
+    }
+
+    fn keep(&mut self, sha: &str, bytes: &[u8]) {
+        if bytes.len() > RECENT_ONE || self.bytes.contains_key(sha) {
+            return;
+        }
+        self.total += bytes.len();
+        self.order.push_back(sha.to_string());
+        self.bytes.insert(sha.to_string(), bytes.to_vec());
+        while self.total > RECENT_TOTAL {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.bytes.remove(&old) {
+                self.total -= b.len();
+            }
+        }
+    }
 }
 
 impl Values {
@@ -164,13 +204,28 @@ impl Values {
             if blobs.iter().any(|b| b.sha256 == r.sha256) {
                 continue;
             }
-            let bytes = self.rt.block_on(self.store.get_blob(&r)).map_err(|e| {
-                TaskFailure::new(
-                    "LostValue",
-                    format!("an argument could not be read: {e}"),
-                    "",
-                )
-            })?;
+            let known = self
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&r.sha256);
+            let bytes = match known {
+                Some(b) => b,
+                None => {
+                    let b = self.rt.block_on(self.store.get_blob(&r)).map_err(|e| {
+                        TaskFailure::new(
+                            "LostValue",
+                            format!("an argument could not be read: {e}"),
+                            "",
+                        )
+                    })?;
+                    self.recent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .keep(&r.sha256, &b);
+                    b
+                }
+            };
             blobs.push(Blob {
                 sha256: r.sha256,
                 bytes,

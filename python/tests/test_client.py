@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import sys
 import threading
 
 import funcs
@@ -102,13 +103,23 @@ def test_a_builtin_exception_comes_back_as_itself_with_the_workers_traceback(cli
     assert isinstance(f.exception(), ZeroDivisionError)
 
 
-def test_other_exceptions_are_task_errors_naming_their_type(client):
+def test_a_user_defined_exception_comes_back_as_its_own_class(client):
+    # The class is known here (its module is imported): `except Custom` works.
     f = client.submit(funcs.raise_custom, "boom")
-    with pytest.raises(warren.TaskError) as e:
+    with pytest.raises(funcs.Custom) as e:
         f.result(timeout=30)
-    assert not isinstance(e.value, funcs.Custom)
+    assert isinstance(e.value, warren.TaskError)
     assert e.value.type == "funcs.Custom" and e.value.message == "boom"
     assert "raise Custom(message)" in str(e.value)
+
+
+def test_an_exception_class_unknown_here_is_a_task_error_naming_it(client):
+    # Nothing is imported for a name a worker sent.
+    e = warren._errors.rebuild({"type": "nosuchmodule.Boom", "message": "m"}, "k")
+    assert type(e) is warren.TaskError and e.type == "nosuchmodule.Boom"
+    assert "nosuchmodule" not in sys.modules
+    # Nor is a name that is not an exception class taken for one.
+    assert type(warren._errors.rebuild({"type": "os.path", "message": ""}, "k")) is warren.TaskError
 
 
 def test_an_error_propagates_to_dependents(client):

@@ -294,3 +294,38 @@ def test_the_key_file_is_private():
 
     assert KEY_FILE.stat().st_mode & 0o777 == 0o600
     assert LOGS in KEY_FILE.parents
+
+
+def test_the_cli_describes_a_value_that_is_not_json_and_writes_its_bytes(code_stack, c):
+    a = np.arange(5, dtype=np.int64)
+    f = c.submit(lambda v: v, a)
+    f.result(timeout=60)
+    env = code_stack.env()
+    shown = subprocess.run(
+        [str(BIN / "warren"), "result", f.key], env=env, capture_output=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    line = shown.stdout.decode()
+    assert line.startswith("<numpy.ndarray int64 (5,), ") and "--raw" in line, line
+    raw = subprocess.run(
+        [str(BIN / "warren"), "result", "--raw", f.key], env=env, capture_output=True, timeout=60
+    )
+    assert raw.returncode == 0 and raw.stdout == a.tobytes(), raw.stderr
+
+
+def test_scatter_gives_finished_futures_usable_as_arguments(c):
+    big = np.arange(1000, dtype=np.float64)
+    f = c.scatter(big)
+    assert f.status == "finished" and f.key.startswith("ndarray-")
+    assert c.scatter(big).key == f.key, "hash=True: the same data, the same future"
+    np.testing.assert_array_equal(f.result(timeout=30), big)
+    assert c.submit(lambda a: float(a.sum()), f).result(timeout=60) == float(big.sum())
+    xs = c.scatter([1, (2, 3), "four"])
+    assert [x.result(timeout=30) for x in xs] == [1, (2, 3), "four"]
+    d = c.scatter({"a": 1, "b": b"bytes"})
+    assert c.gather(d) == {"a": 1, "b": b"bytes"}
+    # As the example notebook does: submit(sum, futures).
+    assert c.submit(sum, c.scatter([1, 2, 3])).result(timeout=60) == 6
+    assert c.scatter(5, hash=False).key != c.scatter(5, hash=False).key
+    with pytest.raises(TypeError, match="not futures"):
+        c.scatter(c.submit(square, 2))

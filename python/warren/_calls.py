@@ -5,14 +5,21 @@ Three ways a call travels, chosen per call:
 - **Plain** (what the CLI and Rust speak): a ``@task`` function (or a
   registered name) with positional arguments that are all JSON. Futures in
   them are ``{"$future": key}``, anywhere.
+- **JSON arguments with a head** (``{"$warren_fn": <function reference or
+  null>, "kwargs": {...}}``, then the positional arguments as JSON): keyword
+  arguments, or a function sent as code, when every argument is JSON. The
+  function is pickled and stored once per function (a signed envelope,
+  content-addressed), so a ``map`` of 10,000 calls sends it once, and workers
+  keep it in memory by its hash.
 - **A call envelope** (``{"$warren_call": <blob reference>}``, then one
-  ``{"$future": key}`` per future inside): keyword arguments, or values that
-  are not JSON (tuples, bytes, numpy arrays, any object), for a ``@task``
-  function; typed data needs no key, pickled objects are signed.
-- **Code**: any other callable (a function from a notebook cell, a lambda, a
-  closure, ``functools.partial``, a builtin) travels by value inside a signed
-  call envelope, to the function ``warren:call`` that only workers started
-  with ``--accept-code`` serve.
+  ``{"$future": key}`` per future inside): values that are not JSON (tuples,
+  bytes, numpy arrays, any object); typed data needs no key, pickled objects
+  are signed.
+
+Any callable that is not a ``@task`` function (a function from a notebook
+cell, a lambda, a closure, ``functools.partial``, a builtin) travels by value,
+signed, to the function ``warren:call`` that only workers started with
+``--accept-code`` serve.
 
 A pure key hashes the function's code as well as its arguments (dask's
 ``tokenize``), so a function changed and resubmitted is a new future.
@@ -34,6 +41,11 @@ CODE_FUNC = "warren:call"
 #: Its queue, which only workers started with ``--accept-code`` serve
 #: (``warren_core::routing::CODE_QUEUE``).
 CODE_QUEUE = "code"
+#: The function of a value put as it is (``client.scatter``;
+#: ``warren_core::routing::VALUE_FUNC``): recorded finished, run by nobody.
+VALUE_FUNC = "warren:value"
+#: The head of a call whose arguments are JSON (see the module's doc).
+FN_FIELD = "$warren_fn"
 #: The first argument of a call sent as an envelope.
 CALL_FIELD = "$warren_call"
 
@@ -98,9 +110,17 @@ def prepare(
         return Call(_values.dumps(data), key)
     by_value = name == CODE_FUNC
     code = code_token(fn) if callable(fn) and not isinstance(fn, str) else name.encode()
-    if not by_value and not kwargs and all(plain(a, future_key) for a in args):
-        text = _values.dumps([to_json(a, future_key) for a in args])
-        token = code + b"\0" + text.encode()
+    if all(plain(a, future_key) for a in args) and plain(kwargs, future_key):
+        positional = [to_json(a, future_key) for a in args]
+        if not by_value and not kwargs:
+            text = _values.dumps(positional)
+            token = code + b"\0" + text.encode()
+            return Call(text, key or make_key(key_prefix(fn, name), pure, token))
+        fn_ref = client._function_ref(fn) if by_value else None
+        head = {FN_FIELD: fn_ref, "kwargs": to_json(kwargs, future_key)}
+        text = _values.dumps([head, *positional])
+        # The stored function's hash covers its code (cloudpickle's bytes).
+        token = (fn_ref[_refs.BLOB].encode() if fn_ref else code) + b"\0" + text.encode()
         return Call(text, key or make_key(key_prefix(fn, name), pure, token))
     envelope, deps = _envelopes.seal_call(
         fn if by_value else None, args, kwargs, client._keys, future_key

@@ -63,6 +63,10 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     }
 
 
+#: Functions sent as code, opened, by the hash of their envelope.
+_FUNCTIONS: dict[str, Any] = {}
+
+
 class Task:
     """What one request asks for: the function and its arguments, values
     opened with this worker's key."""
@@ -88,6 +92,19 @@ class Task:
     def call(self) -> tuple[Any, list[Any], dict[str, Any]]:
         """``(fn, args, kwargs)``."""
         first = self.args[0] if self.args else None
+        if isinstance(first, dict) and set(first) == {_calls.FN_FIELD, "kwargs"}:
+            kwargs = self.value(first["kwargs"])
+            if not isinstance(kwargs, dict):
+                raise ValueError("a call whose keyword arguments are not a dict")
+            args = [self.value(a) for a in self.args[1:]]
+            ref = _refs.as_ref(first[_calls.FN_FIELD])
+            if ref is None:
+                if self.name == _calls.CODE_FUNC:
+                    raise ValueError("a call of code without its function")
+                return self.registered(), args, kwargs
+            if self.name != _calls.CODE_FUNC:
+                raise ValueError(f"{self.name} was sent a function as code")
+            return self.function(ref[0]), args, kwargs
         if isinstance(first, dict) and set(first) == {_calls.CALL_FIELD}:
             r = _refs.as_ref(first[_calls.CALL_FIELD])
             if r is None or r[0] not in self.blobs:
@@ -102,6 +119,20 @@ class Task:
                 raise ValueError(f"{self.name} was sent a function as code")
             return fn, args, kwargs
         return self.registered(), [self.value(a) for a in self.args], {}
+
+    def function(self, sha: str) -> Any:
+        """The function stored as ``sha``: opened (checked against the key)
+        once, then kept by its hash (the bytes of a hash never change)."""
+        fn = _FUNCTIONS.get(sha)
+        if fn is None:
+            data = self.blobs.get(sha)
+            if data is None:
+                raise ValueError(f"the worker did not hand over function {sha}")
+            fn = _envelopes.open_function(data, self.keys, self.accept_code)
+            if len(_FUNCTIONS) >= 256:
+                _FUNCTIONS.clear()
+            _FUNCTIONS[sha] = fn
+        return fn
 
     def registered(self) -> Any:
         t = REGISTRY.get(self.name)

@@ -13,18 +13,24 @@ import concurrent.futures
 import html
 import json
 import os
+import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, NamedTuple
 
-from . import _calls, _envelopes, _refs, _warren
+from . import _calls, _codec, _envelopes, _refs, _signing, _warren
 from ._errors import UnservedFunction, rebuild
 from ._task import PYTHON_QUEUE, registration
 
 __all__ = ["Client", "Future", "as_completed", "wait"]
 
 CancelledError = concurrent.futures.CancelledError
+
+#: A stored function is stored again after this long (values live
+#: ``result_ttl_secs``, a day by default).
+_RESTORE_AFTER = 3600.0
 
 
 def _default_queue(name: str) -> str:
@@ -165,6 +171,8 @@ class Client:
         overrides = [(k, _setting_text(v)) for k, v in settings.items()]
         self._rust = _warren.Client(os.fspath(config) if config is not None else None, overrides)
         self._keys = self._rust.keys()
+        # Functions sent as code that this client stored, by hash: when.
+        self._stored: dict[str, float] = {}
         self._served: set[_Resolved] = set()
         self._served_lock = threading.Lock()
 
@@ -247,9 +255,70 @@ class Client:
         )
         return [Future(k, self) for k in made]
 
+    def scatter(
+        self,
+        data: Any,
+        workers: Any = None,
+        broadcast: bool = False,
+        direct: bool | None = None,
+        hash: bool = True,  # noqa: A002 - dask's name
+        timeout: float | None = None,
+    ) -> Any:
+        """Futures that hold ``data`` (dask's ``scatter``): one future for a
+        value, a list for a list, a dict of futures for a dict. With ``hash``
+        (the default) a future's key is the hash of its value, so scattering
+        the same data again gives the same future. The values live in Redis
+        (large or not JSON: stored once, by reference), which every worker
+        reads, so ``workers``, ``broadcast`` and ``direct`` change nothing here.
+        """
+        del workers, broadcast, direct
+        if isinstance(data, dict):
+            keys = list(data)
+            made = self._scatter([data[k] for k in keys], hash, timeout)
+            return dict(zip(keys, made))
+        if isinstance(data, (list, tuple, set, frozenset)) or hasattr(data, "__next__"):
+            return self._scatter(list(data), hash, timeout)
+        return self._scatter([data], hash, timeout)[0]
+
+    def _scatter(self, values: list[Any], hashed: bool, timeout: float | None) -> list[Future]:
+        def no_future(v: object) -> str | None:
+            if isinstance(v, Future):
+                raise TypeError("scatter() takes data, not futures: pass the futures themselves")
+            return None
+
+        args, keys = [], []
+        for v in values:
+            if _codec.plain(v):
+                arg = v
+                token = json.dumps(v, sort_keys=True).encode()
+            else:
+                envelope, _ = _envelopes.seal(v, self._keys, _signing.VALUE, no_future)
+                arg = self._put_blob(envelope)
+                token = arg[_refs.BLOB].encode()
+            args.append(json.dumps([arg], separators=(",", ":")))
+            prefix = re.sub(r"[^A-Za-z0-9_.-]", "", type(v).__name__) or "value"
+            keys.append(_calls.make_key(prefix, hashed, token))
+        made = self._rust.submit(_calls.VALUE_FUNC, args, keys, True, 0, 0, None, timeout)
+        return [Future(k, self) for k in made]
+
     # -- values --------------------------------------------------------
     def _future_key(self, v: object) -> str | None:
         return v.key if isinstance(v, Future) else None
+
+    def _function_ref(self, fn: Callable[..., Any]) -> dict[str, Any]:
+        """A function sent as code, stored once: its envelope's reference
+        (pickled each time, which is cheap; stored again only when new here,
+        or older than an hour, well within ``result_ttl_secs``)."""
+        envelope = _envelopes.seal_function(fn, self._keys)
+        ref = _refs.ref_of(envelope)
+        sha = ref[_refs.BLOB]
+        now = time.monotonic()
+        if now - self._stored.get(sha, -_RESTORE_AFTER) >= _RESTORE_AFTER:
+            self._put_blob(envelope)
+            if len(self._stored) > 4096:
+                self._stored.clear()
+            self._stored[sha] = now
+        return ref
 
     def _put_blob(self, data: bytes) -> dict[str, Any]:
         sha, size = self._rust.put_blob(data)

@@ -154,6 +154,36 @@ def _remember(sources: object, fn: object) -> None:
     fn.__code__ = code.replace(co_filename=name)  # type: ignore[attr-defined]
 
 
+def seal_function(fn: Callable[..., Any], keys: Any) -> bytes:
+    """A function alone, by value (a signed pickle, purpose ``call``), with
+    its source lines for tracebacks."""
+    if keys.key_id is None:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise _need_key(f"{name} is not a @warren.task function, so it travels as code")
+    data, buffers, _ = _pickle.dumps((fn, _sources(fn)), lambda _: None)
+    header = header_bytes({"v": 1, "codec": "pickle", "code": True, "function": True})
+    return keys.seal("pickle", CALL, header, [data, *buffers])
+
+
+def open_function(data: bytes, keys: Any, accept_code: bool) -> Callable[..., Any]:
+    """The function of :func:`seal_function`'s envelope."""
+    kind, h, body = _open(
+        data,
+        keys,
+        CALL,
+        accept_code,
+        "a function sent as code was not run: this worker does not accept code (start it "
+        "with python -m warren worker --accept-code, and the namespace key)",
+    )
+    if kind != "pickle" or not h.get("function"):
+        raise ValueError("a function reference that holds no function")
+    fn, sources = _pickle.loads(body, [])
+    _remember(sources, fn)
+    if not callable(fn):
+        raise ValueError("a function reference that holds no function")
+    return fn  # type: ignore[no-any-return]
+
+
 def open_call(
     data: bytes, keys: Any, deps: list[Any], accept_code: bool
 ) -> tuple[Callable[..., Any] | None, list[Any], dict[str, Any]]:

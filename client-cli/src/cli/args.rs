@@ -166,6 +166,11 @@ pub enum Command {
         /// Give up after this many seconds (exit 3; the task runs on).
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
+        /// A value that is not JSON (a Python tuple, bytes, a numpy array,
+        /// a pickled object): write its raw bytes (its frames: the bytes, the
+        /// array's buffer, the pickle) to stdout instead of describing it.
+        #[arg(long)]
+        raw: bool,
     },
     /// Wait for every KEY; print the values as JSON, one per line, in order.
     /// Exits 1 naming the first failed key.

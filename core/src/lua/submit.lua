@@ -9,6 +9,8 @@
 -- ARGV: prefix, reply_to ('' for none), ttl, ntasks, defer ('1' or '0'),
 --       eager owner (see eager_head in common.lua; '' claims nothing), then per task: key, func, queue, retries, timeout ('' for none), priority,
 --       args-json, ndeps, dep keys...
+-- A task of function warren:value is a value put as it is (scatter): its args
+-- text is the value, and it is recorded finished at once.
 -- Returns: { the eager head (common.lua), ndeferred, deferred keys..., events... }
 local reply = ARGV[2]
 local ttl = tonumber(ARGV[3])
@@ -50,6 +52,13 @@ for _ = 1, n do
     elseif reply ~= '' then
       redis.call('SADD', P .. 'w:' .. key, reply)
     end
+  elseif func == 'warren:value' then
+    -- A value put as it is (scatter): finished at once, `args` its value.
+    redis.call('HSET', tk, 'f', func, 'q', queue, 's', 'waiting')
+    redis.call('HINCRBY', P .. 'stats', 'submitted', 1)
+    redis.call('ZADD', INDEX, 'inf', key)
+    if reply ~= '' then redis.call('SADD', P .. 'w:' .. key, reply) end
+    finish(key, 'finished', args, ttl)
   else
     -- A failed or cancelled dependency decides the task's fate before it is ever queued.
     local fail, fail_payload = nil, ''

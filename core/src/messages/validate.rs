@@ -34,6 +34,14 @@ impl TaskSpec {
         for dep in &self.deps {
             crate::taskkey::validate_key(dep).map_err(|e| format!("dependency: {e}"))?;
         }
+        if self.func == crate::routing::VALUE_FUNC
+            && (self.args.len() != 1 || !self.deps.is_empty())
+        {
+            return Err(format!(
+                "{} puts one value as it is: it takes one argument and no futures",
+                crate::routing::VALUE_FUNC
+            ));
+        }
         args_depth(&self.key, &self.args)
     }
 }

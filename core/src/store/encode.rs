@@ -74,7 +74,11 @@ pub(crate) fn submit(
             .num(t.retries)
             .text(&t.timeout_secs.map(|s| s.to_string()).unwrap_or_default())
             .num(t.priority)
-            .bytes(serde_json::to_vec(&t.args)?)
+            .bytes(match (t.func.as_str(), t.args.as_slice()) {
+                // A value put as it is (scatter): its JSON, recorded finished.
+                (crate::routing::VALUE_FUNC, [value]) => serde_json::to_vec(value)?,
+                _ => serde_json::to_vec(&t.args)?,
+            })
             .num(t.deps.len())
             .all(&t.deps);
     }
@@ -123,6 +127,25 @@ mod tests {
             .into_iter()
             .map(|b| String::from_utf8(b).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_value_put_as_it_is_travels_as_its_own_json() {
+        let task = TaskSpec {
+            key: "tuple-1".into(),
+            func: crate::routing::VALUE_FUNC.into(),
+            args: vec![json!({"$blob": "ab", "size": 2})],
+            deps: vec![],
+            queue: "python".into(),
+            retries: 0,
+            timeout_secs: None,
+            priority: 0,
+        };
+        let a = texts(submit("ns:", None, 60, &[task], true, None).unwrap());
+        assert_eq!(
+            a[12], r#"{"$blob":"ab","size":2}"#,
+            "the value, not [value]"
+        );
     }
 
     #[test]
