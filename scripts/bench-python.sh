@@ -15,5 +15,5 @@ if [ "${WARREN_SKIP_BUILD:-}" != 1 ]; then
   cargo build --release --bins --examples
   bash scripts/python-env.sh
 fi
-.venv/bin/python3 -m pip -q --disable-pip-version-check install "dask[distributed]"
+.venv/bin/python3 -m pip -q --disable-pip-version-check install "dask[distributed]" numpy
 exec .venv/bin/python3 python/bench/compare.py "$@"

@@ -9,7 +9,10 @@
   both ways;
 - the Python client submitting to the stock Rust ``inc`` on 2 Rust workers,
   against the Rust client (``client-cli/examples/throughput``) on the same
-  stack.
+  stack;
+- issue 32's rows: the no-op map of a function sent as code (a lambda)
+  against the same of a ``@task`` function and against dask, and a map of an
+  identity over 200 numpy arrays of 1 MiB, against dask.
 
 Each row runs ``--repeat`` times (default 3), alternating warren and dask,
 and prints the median. Run it with ``bash scripts/bench-python.sh``.
@@ -49,6 +52,16 @@ class WarrenStack:
         self.namespace = f"bench-py-{uuid.uuid4().hex[:8]}"
         self.env = dict(os.environ, WARREN_NAMESPACE=self.namespace)
         self.env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(EXAMPLES)])
+        # Functions sent as code need the namespace key on both sides.
+        key = REPO / ".warren-run" / "bench-python.key"
+        if not key.exists():
+            key.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                [str(bin_dir / "warren"), "key", "new", "--file", str(key)],
+                check=True,
+                capture_output=True,
+            )
+        self.env["WARREN_KEY_FILE"] = os.environ["WARREN_KEY_FILE"] = str(key)
         logs = REPO / ".warren-run" / "bench-python"
         logs.mkdir(parents=True, exist_ok=True)
         self.procs = []
@@ -57,7 +70,11 @@ class WarrenStack:
             [str(bin_dir / "warren-worker"), "--concurrency", "1"],
             [str(bin_dir / "warren-worker"), "--concurrency", "1"],
         ] + [
-            [sys.executable, "-m", "warren", "worker", "notebook_funcs", "bench_funcs", "-c", "1"]
+            [
+                sys.executable,
+                *("-m", "warren", "worker", "notebook_funcs", "bench_funcs"),
+                *("--accept-code", "-c", "1"),
+            ]
         ] * 2
         for i, argv in enumerate(argvs):
             log = open(logs / f"{i}.log", "wb")  # noqa: SIM115
@@ -126,6 +143,18 @@ def chain_rate(c, fn, links: int) -> float:  # noqa: ANN001
     return links / (time.perf_counter() - t)
 
 
+def arrays_wall(c, fn, arrays: list) -> float:  # noqa: ANN001
+    t = time.perf_counter()
+    out = c.gather(c.map(fn, arrays, pure=False))
+    took = time.perf_counter() - t
+    assert len(out) == len(arrays) and out[-1].shape == arrays[-1].shape
+    return took
+
+
+def identity(x):  # noqa: ANN001, ANN201 - the same function for both
+    return x
+
+
 def rust_client_rate(stack: WarrenStack, bin_dir: Path, n: int) -> float:
     out = subprocess.run(
         [str(bin_dir / "examples" / "throughput"), str(n)],
@@ -147,6 +176,7 @@ def main() -> int:
     ap.add_argument("--links", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--primes-below", type=int, default=1_500_000)
+    ap.add_argument("--arrays", type=int, default=200, help="1 MiB arrays of the array row")
     ap.add_argument(
         "--smoke",
         action="store_true",
@@ -156,7 +186,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.smoke:
         args.tasks, args.rounds, args.links, args.repeat = 200, 20, 20, 1
-        args.primes_below = 20_000
+        args.primes_below, args.arrays = 20_000, 5
     bin_dir = Path(args.bin_dir)
     from dask.distributed import Client as DaskClient
     from dask.distributed import LocalCluster
@@ -217,6 +247,32 @@ def main() -> int:
                 "higher",
             )
         )
+        print("functions sent as code (issue 32) ...", file=sys.stderr)
+        noop = lambda x: x + 1  # noqa: E731 - a lambda is the point
+        w.gather(w.map(noop, range(100), pure=False))
+        cr, tr, dr2 = [], [], []
+        for _ in range(args.repeat):
+            cr.append(noop_rate(w, noop, args.tasks))
+            tr.append(noop_rate(w, bench_funcs.inc, args.tasks))
+            dr2.append(noop_rate(dask, noop, args.tasks))
+        code_rows = (statistics.median(cr), statistics.median(tr), statistics.median(dr2))
+        print(f"  code {cr}, @task {tr}, dask {dr2}", file=sys.stderr)
+        import numpy as np
+
+        arrays = [np.full(128 * 1024, i, dtype=np.float64) for i in range(args.arrays)]
+        wa, da = [], []
+        for _ in range(args.repeat):
+            wa.append(arrays_wall(w, identity, arrays))
+            da.append(arrays_wall(dask, identity, arrays))
+        rows.append(
+            (
+                f"identity over {args.arrays} numpy arrays of 1 MiB, map + gather (s)",
+                statistics.median(wa),
+                statistics.median(da),
+                "lower",
+            )
+        )
+        print(f"  warren {wa}, dask {da}", file=sys.stderr)
         print("Python client vs Rust client on the stock Rust inc ...", file=sys.stderr)
         pr, rr = [], []
         for _ in range(args.repeat):
@@ -237,6 +293,12 @@ def main() -> int:
     print(
         f"\nStock Rust inc, {args.tasks:,} tasks map + gather on 2 Rust workers: Python client "
         f"{p:,.0f} tasks/s, Rust client {r:,.0f} tasks/s: {p / r:.2f}x"
+    )
+    c, t, d = code_rows
+    print(
+        f"\n{args.tasks:,} no-op tasks, map + gather: a lambda sent as code {c:,.0f} tasks/s, "
+        f"a @task function {t:,.0f} tasks/s ({c / t:.2f}x), dask with the lambda {d:,.0f} "
+        f"tasks/s (code {c / d:.2f}x dask)"
     )
     print(f"(medians of {args.repeat}; warren's advantage > 1 means warren is better)")
     return 0

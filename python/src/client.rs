@@ -119,8 +119,9 @@ impl Client {
     }
 
     /// Stores `data` in the namespace: its `(sha256, size)` reference.
-    fn put_blob(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<(String, u64)> {
+    fn put_blob(&self, py: Python<'_>, data: &[u8]) -> PyResult<(String, u64)> {
         let inner = self.inner.clone();
+        let data = data.to_vec();
         let r = wait(py, async move { inner.put_blob(&data).await })?.map_err(to_py)?;
         Ok((r.sha256, r.size))
     }

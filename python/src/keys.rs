@@ -44,6 +44,16 @@ impl Keys {
     }
 }
 
+/// A frame's bytes, borrowed from a `bytes` (the Python side passes those;
+/// PyO3's `Vec<u8>` would take them element by element, as a sequence of
+/// ints: 14 ms for 1 MiB, measured).
+fn frame_bytes<'a>(f: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
+    let b = f.downcast::<PyBytes>().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err("an envelope's frames must be bytes")
+    })?;
+    Ok(Cow::Borrowed(b.as_bytes()))
+}
+
 fn kind_of(name: &str) -> PyResult<Kind> {
     match name {
         "data" => Ok(Kind::Data),
@@ -86,10 +96,14 @@ impl Keys {
         kind: &str,
         purpose: &str,
         header: &[u8],
-        frames: Vec<Vec<u8>>,
+        frames: Vec<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let kind = kind_of(kind)?;
-        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let frames = frames
+            .iter()
+            .map(|f| frame_bytes(f))
+            .collect::<PyResult<Vec<_>>>()?;
+        let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_ref()).collect();
         let sealed = py
             .allow_threads(|| envelope::seal(kind, purpose, header, &refs, self.ring.as_ref()))
             .map_err(|e| BadSignature::new_err(e.to_string()))?;

@@ -96,8 +96,11 @@ def prepare(
     kwargs: dict[str, Any],
     pure: bool,
     key: str | None,
+    stored: dict[int, dict[str, Any]] | None = None,
 ) -> Call:
-    """The task of ``fn(*args, **kwargs)``, for function ``name``."""
+    """The task of ``fn(*args, **kwargs)``, for function ``name``.
+    ``stored`` keeps the reference of a function sent as code across the
+    calls of one ``map``: it is pickled and signed once, not per task."""
     future_key = client._future_key
     if ":" not in name:
         # A Rust function takes positional JSON, as the CLI sends it.
@@ -116,7 +119,10 @@ def prepare(
             text = _values.dumps(positional)
             token = code + b"\0" + text.encode()
             return Call(text, key or make_key(key_prefix(fn, name), pure, token))
-        fn_ref = client._function_ref(fn) if by_value else None
+        fn_ref = None
+        if by_value:
+            memo = stored if stored is not None else {}
+            fn_ref = memo.get(id(fn)) or memo.setdefault(id(fn), client._function_ref(fn))
         head = {FN_FIELD: fn_ref, "kwargs": to_json(kwargs, future_key)}
         text = _values.dumps([head, *positional])
         # The stored function's hash covers its code (cloudpickle's bytes).

@@ -239,8 +239,9 @@ class Client:
             keys = list(key)
         elif key is not None:
             raise TypeError("map(key=...) takes a list of keys, one per task")
+        stored: dict[int, dict[str, Any]] = {}
         calls = [
-            _calls.prepare(self, fn, target.name, args, kwargs, pure, k)
+            _calls.prepare(self, fn, target.name, args, kwargs, pure, k, stored)
             for args, k in zip(items, keys)
         ]
         made = self._rust.submit(
