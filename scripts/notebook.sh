@@ -13,6 +13,11 @@ bin=target/release
 export WARREN_NAMESPACE="${WARREN_NAMESPACE:-notebook}"
 logs=.warren-run
 mkdir -p "$logs"
+# The namespace key: every process of the run holds it, so every message is
+# signed and checked, and the notebook's functions (defined in its cells)
+# travel as signed code to the Python workers.
+[ -f "$logs/namespace.key" ] || "$bin/warren" key new --file "$logs/namespace.key"
+export WARREN_KEY_FILE="$PWD/$logs/namespace.key"
 
 # The namespace's RabbitMQ policies (dead-lettering; on quorum queues also the
 # delivery-limit backstop), so the management UI shows them beside its queues.
@@ -83,9 +88,7 @@ bash scripts/python-env.sh --test
 kill "${pids[1]}" "${pids[2]}" 2>/dev/null || true
 export PYTHONPATH="$PWD/python/examples"
 # The notebook defines its functions in its cells: they travel as code,
-# signed with a namespace key that the notebook and the workers share.
-[ -f "$logs/namespace.key" ] || "$bin/warren" key new --file "$logs/namespace.key"
-export WARREN_KEY_FILE="$logs/namespace.key"
+# signed with the namespace key (WARREN_KEY_FILE, above).
 .venv/bin/python3 -m warren worker --accept-code --concurrency 1 >"$logs/py-worker-1.log" 2>&1 & pids+=($!)
 .venv/bin/python3 -m warren worker --accept-code --concurrency 1 >"$logs/py-worker-2.log" 2>&1 & pids+=($!)
 start=$(date +%s.%N)

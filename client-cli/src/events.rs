@@ -136,9 +136,24 @@ impl Events {
 
     /// Consumes the reply queue of link `generation` until its connection
     /// closes.
-    pub async fn consume(&self, mut consumer: Consumer, generation: u64) {
+    pub async fn consume(
+        &self,
+        mut consumer: Consumer,
+        generation: u64,
+        auth: warren_core::msgauth::Auth,
+    ) {
         while let Some(delivery) = consumer.next().await {
             let Ok(delivery) = delivery else { break };
+            // Anyone who can publish to this queue could answer for a
+            // scheduler: with a key, only signed events count.
+            if let Err(why) = auth.check(
+                warren_core::msgauth::Family::Events,
+                &delivery.data,
+                &delivery.properties,
+            ) {
+                warn!(reason = %why, "ignoring an event on the reply queue");
+                continue;
+            }
             match decode::<ClientEvents>(&delivery.data) {
                 Ok(batch) => batch.events.into_iter().for_each(|e| self.dispatch(e)),
                 Err(e) => warn!(error = %e, "ignoring an undecodable event on the reply queue"),

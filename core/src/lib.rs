@@ -19,6 +19,7 @@
 //! - [`reconnect`]: running a component again, with backoff, when a service goes away;
 //! - [`signing`] and [`envelope`]: the namespace key, MACs made with it, and the signed binary
 //!   envelope of a value that is not JSON (pure, tested with vectors);
+//! - [`msgauth`]: the MAC on every message that causes an effect, checked before it does;
 //! - [`store`]: the Redis key layout and the Lua scripts that are the only way state changes;
 //! - [`args`] and [`taskkey`]: futures inside arguments, and dask-style task keys;
 //! - [`status`]: the states a future moves through.
@@ -35,6 +36,7 @@ pub mod logging;
 pub mod message_limit;
 pub mod messages;
 pub mod metrics;
+pub mod msgauth;
 pub mod outage;
 pub mod reconnect;
 pub mod routing;

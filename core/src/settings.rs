@@ -119,7 +119,7 @@ pub struct Settings {
     /// The namespace key (`warren key new`): processes that hold it sign
     /// code and pickled values, and workers that accept code verify them.
     /// Empty: `$XDG_CONFIG_HOME/warren/key` (`~/.config/warren/key`) if it
-    /// exists, else no key.
+    /// exists, else no key; `none`: no key at all.
     #[serde(default)]
     pub key_file: String,
     /// A key still accepted while keys rotate (signatures of the previous

@@ -201,6 +201,9 @@ impl Keyring {
     }
 }
 
+/// The `key_file` that means "no key", whatever the default file holds.
+pub const NO_KEY: &str = "none";
+
 /// The default key file: `$XDG_CONFIG_HOME/warren/key`, else
 /// `~/.config/warren/key`.
 pub fn default_key_file() -> Option<PathBuf> {
@@ -227,6 +230,9 @@ pub fn load(
     key_file_setting: &str,
     previous_setting: &str,
 ) -> Result<Option<Keyring>, SigningError> {
+    if key_file_setting == NO_KEY {
+        return Ok(None);
+    }
     let Some(path) = key_file(key_file_setting) else {
         return Ok(None);
     };

@@ -43,6 +43,7 @@ use serde_json::{Value, json};
 
 use crate::error::Result;
 use crate::message_limit::MessageLimit;
+use crate::msgauth::Auth;
 
 /// Routing key (on the dead-letter exchange) of work messages past the
 /// delivery-limit backstop.
@@ -153,6 +154,7 @@ pub struct Topology {
     queue_type: QueueType,
     message_limit: MessageLimit,
     max_payload_bytes: usize,
+    auth: Auth,
 }
 
 impl Topology {
@@ -164,6 +166,7 @@ impl Topology {
             queue_type,
             message_limit: MessageLimit::new(crate::Settings::default().max_message_bytes),
             max_payload_bytes: crate::Settings::default().max_payload_bytes,
+            auth: Auth::default(),
         }
     }
 
@@ -186,6 +189,18 @@ impl Topology {
     /// a scheduler checks it again, not trusting the client to have.
     pub fn max_payload_bytes(&self) -> usize {
         self.max_payload_bytes
+    }
+
+    /// This topology signing and checking its messages with `keys` (see
+    /// [`Auth`]); without keys, messages are neither signed nor checked.
+    pub fn with_keys(mut self, keys: Option<crate::signing::Keyring>) -> Self {
+        self.auth = Auth::new(keys, &self.ns);
+        self
+    }
+
+    /// How this namespace's messages are signed and checked.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     /// The message size limit, shared by every clone of this topology.

@@ -115,8 +115,13 @@ pub fn fresh_settings(prefix: &str) -> Settings {
         "{prefix}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    Settings::load(None, &[("namespace", ns)]).expect("settings")
+    Settings::load(None, &[("namespace", ns), ("key_file", NO_KEY.into())]).expect("settings")
 }
+
+/// The tests run without a namespace key unless a test gives one: a key in
+/// the machine's default place (`~/.config/warren/key`) must not change what
+/// they see. Every process a test starts gets it too.
+pub const NO_KEY: &str = warren_core::signing::NO_KEY;
 
 /// How to build a [`Cluster`].
 #[derive(Debug, Clone)]
@@ -179,7 +184,8 @@ impl Cluster {
     /// Starts a cluster as `options` say.
     pub async fn start_with(options: ClusterOptions) -> Cluster {
         let ns = fresh_settings("it").namespace;
-        let mut overrides: Vec<(&str, String)> = vec![("namespace", ns)];
+        let mut overrides: Vec<(&str, String)> =
+            vec![("namespace", ns), ("key_file", NO_KEY.into())];
         for (k, v) in &options.env {
             let field = k.strip_prefix("WARREN_").unwrap_or(k);
             if let Some(f) = Settings::FIELDS
@@ -223,6 +229,7 @@ impl Cluster {
             cmd
         };
         cmd.args(args)
+            .env("WARREN_KEY_FILE", NO_KEY)
             .envs(
                 self.options
                     .env
@@ -237,6 +244,12 @@ impl Cluster {
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {name}: {e}"))
+    }
+
+    /// Stops giving `name` to the processes started from now on (and to
+    /// the CLI): a setting taken back, as an operator does between restarts.
+    pub fn remove_env(&mut self, name: &str) {
+        self.options.env.retain(|(k, _)| k != name);
     }
 
     /// Starts (another) scheduler, killing the first one if it runs.
@@ -524,6 +537,7 @@ pub fn run_cli(namespace: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]
     use std::io::Write;
     let mut child = Command::new(bin("warren"))
         .args(args)
+        .env("WARREN_KEY_FILE", NO_KEY)
         .env("WARREN_NAMESPACE", namespace)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())

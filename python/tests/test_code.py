@@ -16,7 +16,6 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 import uuid
 from pathlib import Path
 
@@ -251,27 +250,31 @@ def test_forged_and_unsigned_code_runs_nothing(c, tmp_path):
         _envelopes.open_value(alien, c._keys)
 
 
-def test_without_a_key_a_client_sends_no_code_and_says_what_to_do(code_stack, tmp_path):
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.path.insert(0, {str(TESTS)!r})
-        import warren, funcs
-        c = warren.Client(namespace={code_stack.namespace!r})
+def test_without_a_key_a_client_sends_no_code_and_says_what_to_do():
+    # A namespace without a key: messages are not signed, and typed data
+    # still crosses, but no code and no pickle.
+    s = Stack("nokey", key_file="none")
+    s.scheduler()
+    s.python_worker("funcs")
+    try:
+        c = s.client()
+        s.wait_for_workers(c, 1)
         assert c.submit(funcs.echo, (1, b"x")).result(timeout=60) == (1, b"x")
-        try:
+        with pytest.raises(TypeError, match="warren key new") as e:
             c.submit(lambda x: x, 1)
-        except TypeError as e:
-            print(e)
-        """
-    )
-    env = dict(os.environ, HOME=str(tmp_path), WARREN_KEY_FILE="")
-    env.pop("XDG_CONFIG_HOME", None)
-    r = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert r.returncode == 0, r.stderr
-    assert "warren key new" in r.stdout and "signed pickle" in r.stdout, r.stdout
+        assert "signed pickle" in str(e.value)
+        with pytest.raises(TypeError, match="warren key new"):
+            c.submit(funcs.echo, Point(1, 2))
+    finally:
+        s.stop()
+
+
+def test_a_client_without_the_namespaces_key_is_refused_by_its_scheduler(code_stack):
+    # Every message is signed where a key is held: an unsigned submit is
+    # refused (and dead-lettered), and the client hears why.
+    c = warren.Client(namespace=code_stack.namespace, key_file="none")
+    with pytest.raises(warren.WarrenError, match="unsigned submit message"):
+        c.submit(funcs.echo, 1).result(timeout=60)
 
 
 def test_a_worker_asked_to_accept_code_without_a_key_refuses_to_start(tmp_path):

@@ -348,6 +348,9 @@ class Client:
         elif isinstance(fn, str):
             target = _Resolved(fn, queue or _default_queue(fn))
         elif callable(fn):
+            # Without a key no worker could run it, whoever serves the queue:
+            # say first what the user must fix.
+            _envelopes.need_key_for(fn, self._keys)
             target = _Resolved(_calls.CODE_FUNC, queue or _calls.CODE_QUEUE)
         else:
             raise TypeError(f"submit() needs a callable or a name, not {type(fn).__name__}")

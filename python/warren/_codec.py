@@ -38,17 +38,10 @@ import uuid
 from typing import Any, Callable
 
 from . import _codec_numpy
+from ._values import INT_MAX, INT_MIN, _shown
 
 #: The marker of tagged nodes in a data header.
 TAG = "$t"
-INT_MIN = -(2**63)
-INT_MAX = 2**64 - 1
-_SHOWN = 60
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
 def type_name(v: object) -> str:

@@ -160,12 +160,18 @@ def _remember(sources: object, fn: object) -> None:
     fn.__code__ = code.replace(co_filename=name)  # type: ignore[attr-defined]
 
 
-def seal_function(fn: Callable[..., Any], keys: Any) -> bytes:
-    """A function alone, by value (a signed pickle, purpose ``call``), with
-    its source lines for tracebacks."""
+def need_key_for(fn: Callable[..., Any], keys: Any) -> None:
+    """Raises the error that says how to get a key if ``fn`` must travel as
+    code and this process holds none."""
     if keys.key_id is None:
         name = getattr(fn, "__qualname__", repr(fn))
         raise _need_key(f"{name} is not a @warren.task function, so it travels as code")
+
+
+def seal_function(fn: Callable[..., Any], keys: Any) -> bytes:
+    """A function alone, by value (a signed pickle, purpose ``call``), with
+    its source lines for tracebacks."""
+    need_key_for(fn, keys)
     data, buffers, _ = _pickle.dumps((fn, _sources(fn)), lambda _: None)
     header = header_bytes({"v": 1, "codec": "pickle", "code": True, "function": True})
     return keys.seal("pickle", CALL, header, _bytes([data, *buffers]))

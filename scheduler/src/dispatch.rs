@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info};
 use warren_core::messages::Terminal;
 use warren_core::metrics::Metrics;
+use warren_core::msgauth::Family;
 use warren_core::shutdown::Drain;
 use warren_core::store::{ClaimList, ClaimSlot, ClaimedTask, Store, Transition};
 use warren_core::topology::{Topology, declare_queue};
@@ -330,6 +331,7 @@ pub async fn publish_claimed(
         let packs = sizing::split_by_bytes(msgs, |m| m.body.len() + 1, per_pack, limit - 2);
         for pack in packs {
             let (body, props) = pack_body(pack);
+            let props = topology.auth().sign(Family::Work, &body, props);
             confirms.push(amqp::publish(ch, "", &qname, &body, props).await?);
         }
     }

@@ -27,6 +27,7 @@ use warren_core::messages::{
     decode_work,
 };
 use warren_core::metrics::Metrics;
+use warren_core::msgauth::Family;
 use warren_core::shutdown::Drain;
 use warren_core::store::{Store, Transition};
 use warren_core::topology::Topology;
@@ -227,6 +228,13 @@ impl Intake {
 
     async fn on_request(&self, delivery: Delivery) -> anyhow::Result<()> {
         let reply_to = self.reply_queue(&delivery);
+        if let Err(why) =
+            self.topology
+                .auth()
+                .check(Family::Submit, &delivery.data, &delivery.properties)
+        {
+            return self.refuse_unsigned(delivery, &reply_to, &why).await;
+        }
         let request = match decode::<ClientRequest>(&delivery.data) {
             Ok(r) => r,
             Err(e) => {
@@ -299,6 +307,34 @@ impl Intake {
         self.notifier.send(out).await?;
         delivery.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
+    }
+
+    /// Dead-letters a request whose signature is missing or wrong, applying
+    /// nothing; a submit whose `reply_to` is a client queue of the namespace
+    /// is told why (its tasks refused), so a client without the key hears
+    /// the reason instead of waiting for a scheduler.
+    async fn refuse_unsigned(
+        &self,
+        delivery: Delivery,
+        reply_to: &str,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        if let Ok(ClientRequest::Submit { batch, tasks, .. }) =
+            decode::<ClientRequest>(&delivery.data)
+        {
+            let mut out = Outgoing::default();
+            let refused = tasks
+                .iter()
+                .map(|t| Refusal {
+                    key: t.key.chars().take(80).collect(),
+                    reason: why.to_string(),
+                })
+                .collect();
+            out.push(reply_to, ClientEvent::Submitted { batch, refused });
+            self.notifier.send(out).await?;
+        }
+        warn!(reason = %why, "dead-lettering a client request");
+        self.dead_letter(delivery, why).await
     }
 
     /// The request's `reply_to` if it names one of the namespace's client
@@ -391,12 +427,16 @@ impl Intake {
     /// Publishes a control message to every worker, with a confirm.
     async fn broadcast(&self, control: &Control) -> anyhow::Result<()> {
         let body = serde_json::to_vec(control)?;
+        let props = self
+            .topology
+            .auth()
+            .sign(Family::Control, &body, amqp::json_properties(&[]));
         let confirm = amqp::publish(
             &self.confirm,
             &self.topology.control_exchange(),
             "",
             &body,
-            amqp::json_properties(&[]),
+            props,
         )
         .await?;
         amqp::confirmed(vec![confirm], "the control exchange").await?;
@@ -407,6 +447,15 @@ impl Intake {
         let mut transitions = Vec::new();
         let mut good = Vec::with_capacity(batch.len());
         for delivery in batch {
+            // A forged report must not set a task's value.
+            if let Err(why) =
+                self.topology
+                    .auth()
+                    .check(Family::Report, &delivery.data, &delivery.properties)
+            {
+                self.dead_letter(delivery, &why).await?;
+                continue;
+            }
             match decode::<WorkerReport>(&delivery.data) {
                 Ok(WorkerReport::Outcomes { outcomes, .. }) => {
                     self.count(
@@ -448,6 +497,14 @@ impl Intake {
         let mut transitions = Vec::new();
         let mut good = Vec::new();
         for delivery in batch {
+            if let Err(why) =
+                self.topology
+                    .auth()
+                    .check(Family::Work, &delivery.data, &delivery.properties)
+            {
+                self.dead_letter(delivery, &why).await?;
+                continue;
+            }
             match decode_work(&delivery.data) {
                 Ok(tasks) => {
                     for msg in tasks {

@@ -115,8 +115,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let drain = Drain::new();
     drain.on_signals()?;
     // One topology for the process: the broker's message limit, once a
-    // refused publish told it, outlives the connection that learned it.
-    let topology = Topology::from_settings(&settings);
+    // refused publish told it, outlives the connection that learned it. Its
+    // keys sign what the scheduler publishes and check what it consumes.
+    let topology = Topology::from_settings(&settings).with_keys(settings.keyring()?);
     let timeout = Duration::from_secs(settings.drain_timeout_secs);
     let limit = async {
         drain.started().await;
@@ -166,7 +167,7 @@ async fn run_connected(
     info!(namespace = %settings.namespace, %id, "scheduler connected");
 
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    let notifier = notify::Notifier::new(&conn, topology.message_limit().clone()).await?;
+    let notifier = notify::Notifier::new(&conn, &topology).await?;
     let dispatcher = dispatch::Dispatcher::new(
         &conn,
         store.clone(),

@@ -14,7 +14,9 @@ use lapin::{BasicProperties, Channel, Connection};
 use tracing::warn;
 use warren_core::message_limit::MessageLimit;
 use warren_core::messages::{CONTENT_TYPE, ClientEvent, ClientEvents, PROTOCOL_VERSION};
+use warren_core::msgauth::{Auth, Family};
 use warren_core::store::Notification;
+use warren_core::topology::Topology;
 use warren_core::{amqp, sizing};
 
 /// Room left in a message for `{"v":1,"events":[...]}` around the events.
@@ -27,6 +29,8 @@ pub struct Notifier {
     /// The largest message body to publish (setting `max_message_bytes`,
     /// or the broker's own limit once known).
     limit: MessageLimit,
+    /// Signs the events (clients check them).
+    auth: Auth,
 }
 
 /// Events collected during one step, per reply queue.
@@ -63,11 +67,13 @@ impl Outgoing {
 }
 
 impl Notifier {
-    /// A notifier on its own channel, publishing messages within `limit`.
-    pub async fn new(conn: &Connection, limit: MessageLimit) -> anyhow::Result<Self> {
+    /// A notifier on its own channel, publishing messages within the
+    /// topology's limit, signed with its key.
+    pub async fn new(conn: &Connection, topology: &Topology) -> anyhow::Result<Self> {
         Ok(Self {
             ch: conn.create_channel().await?,
-            limit,
+            limit: topology.message_limit().clone(),
+            auth: topology.auth().clone(),
         })
     }
 
@@ -100,7 +106,11 @@ impl Notifier {
                     routing_key,
                     BasicPublishOptions::default(),
                     &body,
-                    BasicProperties::default().with_content_type(CONTENT_TYPE.into()),
+                    self.auth.sign(
+                        Family::Events,
+                        &body,
+                        BasicProperties::default().with_content_type(CONTENT_TYPE.into()),
+                    ),
                 )
                 .await?;
         }

@@ -9,6 +9,7 @@ use lapin::{Channel, Connection, Consumer};
 use tracing::{debug, info, warn};
 use warren_core::amqp;
 use warren_core::messages::{ClientEvent, ClientEvents, Control, PROTOCOL_VERSION, decode};
+use warren_core::msgauth::Family;
 use warren_core::topology::Topology;
 
 use crate::shared::Shared;
@@ -35,6 +36,16 @@ pub(crate) async fn control_loop(
 ) -> anyhow::Result<()> {
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
+        // A forged broadcast (a Restart, a Cancel) changes nothing.
+        if let Err(why) =
+            shared
+                .topology
+                .auth()
+                .check(Family::Control, &delivery.data, &delivery.properties)
+        {
+            warn!(reason = %why, "ignoring a control message");
+            continue;
+        }
         match decode::<Control>(&delivery.data) {
             Ok(Control::Cancel { keys, .. }) => {
                 debug!(keys = keys.len(), "cancel");
@@ -64,7 +75,11 @@ pub(crate) async fn control_loop(
                         amqp::name(&reply_to)?,
                         Default::default(),
                         &body,
-                        amqp::json_properties(&[]),
+                        shared.topology.auth().sign(
+                            Family::Events,
+                            &body,
+                            amqp::json_properties(&[]),
+                        ),
                     )
                     .await?;
             }

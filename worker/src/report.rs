@@ -16,6 +16,7 @@ use tracing::debug;
 use warren_core::messages::{
     Outcome, PROTOCOL_VERSION, TaskFailure, TaskResult, WorkerInfo, WorkerReport,
 };
+use warren_core::msgauth::Family;
 use warren_core::{amqp, sizing};
 
 use crate::pack_ack::PackAck;
@@ -177,7 +178,11 @@ pub(crate) async fn report_loop(
         let mut confirms = Vec::new();
         for message in round.messages(identity, shared.topology.max_message_bytes()) {
             let body = serde_json::to_vec(&message)?;
-            confirms.push(amqp::publish(&ch, "", &results_queue, &body, props.clone()).await?);
+            let signed = shared
+                .topology
+                .auth()
+                .sign(Family::Report, &body, props.clone());
+            confirms.push(amqp::publish(&ch, "", &results_queue, &body, signed).await?);
         }
         amqp::confirmed(confirms, &results_queue).await?;
         for a in round.answers {

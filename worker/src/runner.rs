@@ -41,6 +41,7 @@ use warren_core::dead_letter::dead_letter;
 use warren_core::message_limit::learning;
 use warren_core::messages::{Outcome, TaskFailure, TaskResult, WorkMessage, decode_work};
 use warren_core::metrics::Metrics;
+use warren_core::msgauth::Family;
 use warren_core::store::Store;
 use warren_core::topology::Topology;
 use warren_core::{Settings, amqp};
@@ -174,7 +175,11 @@ impl Worker {
             concurrency: self.settings.effective_concurrency(),
             allowed_failures: self.settings.allowed_failures,
             max_result_bytes: self.settings.max_payload_bytes,
-            topology: Topology::from_settings(&self.settings),
+            topology: Topology::from_settings(&self.settings).with_keys(
+                self.settings
+                    .keyring()
+                    .map_err(|e| WorkerError::Invalid(e.to_string()))?,
+            ),
             queues: self.queues.clone(),
             isolation: self.settings.isolation,
             max_memory_per_task_mb: self.settings.max_memory_per_task_mb,
@@ -294,6 +299,15 @@ impl Worker {
                         ..Default::default()
                     };
                     delivery.acker.nack(requeue).await?;
+                    continue;
+                }
+                if let Err(why) =
+                    topology
+                        .auth()
+                        .check(Family::Work, &delivery.data, &delivery.properties)
+                {
+                    // Forged or altered: nothing of it runs, and it is kept.
+                    dead_letter(&dead, topology, delivery, &why).await?;
                     continue;
                 }
                 match decode_work(&delivery.data) {

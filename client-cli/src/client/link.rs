@@ -63,7 +63,8 @@ impl Link {
         let name = amqp::private_queue_name(topology.namespace(), "client");
         let (reply_queue, consumer) = amqp::private_queue(&consume, &name, None, &tag).await?;
         let ev = events.clone();
-        tokio::spawn(async move { ev.consume(consumer, generation).await });
+        let auth = topology.auth().clone();
+        tokio::spawn(async move { ev.consume(consumer, generation, auth).await });
         Ok(Self {
             conn,
             blocked,

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use link::Link;
 use warren_core::messages::TaskSpec;
+use warren_core::msgauth::Family;
 use warren_core::store::Store;
 use warren_core::topology::Topology;
 use warren_core::{Settings, amqp};
@@ -109,7 +110,7 @@ impl Client {
     /// Connects to RabbitMQ and Redis and opens this client's reply queue.
     pub async fn connect(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
-        let topology = Topology::from_settings(&settings);
+        let topology = Topology::from_settings(&settings).with_keys(settings.keyring()?);
         let events = Arc::new(Events::default());
         let link = Link::open(&settings, &topology, &events, 0).await?;
         let store = Store::connect(&settings).await?;
@@ -234,8 +235,9 @@ impl Client {
     ) -> Result<amqp::PublisherConfirm, Error> {
         let mut props = amqp::json_properties(&[]);
         if reply {
-            props = props.with_reply_to(link.reply_queue.as_str().into());
+            props = props.with_reply_to(amqp::name(&link.reply_queue)?);
         }
+        let props = self.inner.topology.auth().sign(Family::Submit, body, props);
         Ok(amqp::publish(
             &link.publish,
             "",

@@ -34,6 +34,35 @@ pub(super) struct Sent {
     batch: Option<String>,
 }
 
+/// The submit message of as many of `rest`'s first tasks as fit `limit`
+/// (at most a chunk), as batch `batch`; `deps_in_flight(n)` says whether the
+/// first `n` depend on a future still in flight. A first task too big alone
+/// is `PayloadTooLarge`, naming `setting`.
+fn next_submit(
+    rest: &[TaskSpec],
+    batch: &str,
+    (limit, setting): (usize, &'static str),
+    deps_in_flight: impl Fn(usize) -> bool,
+) -> Result<(usize, Vec<u8>), Error> {
+    let encode = |n: usize| {
+        serde_json::to_vec(&ClientRequest::Submit {
+            v: PROTOCOL_VERSION,
+            batch: batch.to_string(),
+            tasks: rest[..n].to_vec(),
+            deps_in_flight: deps_in_flight(n),
+        })
+    };
+    match batching::next_batch(rest.len(), SUBMIT_CHUNK, limit, encode)? {
+        Batch::Fits { n, body } => Ok((n, body)),
+        Batch::TooLarge { size } => Err(Error::PayloadTooLarge {
+            setting,
+            size,
+            limit,
+            key: rest[0].key.clone(),
+        }),
+    }
+}
+
 impl Error {
     /// Whether publishing the same messages again may succeed: the
     /// connection went (lapin fails a closed channel's pending confirms with
@@ -438,31 +467,12 @@ impl Client {
             let mut rest = &tasks[..];
             while !rest.is_empty() {
                 let batch = uuid::Uuid::new_v4().simple().to_string();
-                let encode = |n: usize| {
-                    serde_json::to_vec(&ClientRequest::Submit {
-                        v: PROTOCOL_VERSION,
-                        batch: batch.clone(),
-                        tasks: rest[..n].to_vec(),
-                        deps_in_flight,
-                    })
-                };
-                match batching::next_batch(rest.len(), SUBMIT_CHUNK, limit, encode)? {
-                    Batch::Fits { n, body } => {
-                        out.push(Sent {
-                            body,
-                            batch: m.batch.is_some().then(|| batch.clone()),
-                        });
-                        rest = &rest[n..];
-                    }
-                    Batch::TooLarge { size } => {
-                        return Err(Error::PayloadTooLarge {
-                            setting,
-                            size,
-                            limit,
-                            key: rest[0].key.clone(),
-                        });
-                    }
-                }
+                let (n, body) = next_submit(rest, &batch, (limit, setting), |_| deps_in_flight)?;
+                out.push(Sent {
+                    body,
+                    batch: m.batch.is_some().then_some(batch),
+                });
+                rest = &rest[n..];
             }
         }
         Ok(out)
@@ -478,35 +488,16 @@ impl Client {
         let mut rest = specs;
         while !rest.is_empty() {
             let batch = uuid::Uuid::new_v4().simple().to_string();
-            let encode = |n: usize| {
-                let deps_in_flight = {
-                    let in_flight = self
-                        .inner
-                        .in_flight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    rest[..n]
-                        .iter()
-                        .any(|t| t.deps.iter().any(|d| in_flight.keys.contains(d)))
-                };
-                serde_json::to_vec(&ClientRequest::Submit {
-                    v: PROTOCOL_VERSION,
-                    batch: batch.clone(),
-                    tasks: rest[..n].to_vec(),
-                    deps_in_flight,
-                })
-            };
-            let (n, body) = match batching::next_batch(rest.len(), SUBMIT_CHUNK, limit, encode)? {
-                Batch::Fits { n, body } => (n, body),
-                Batch::TooLarge { size } => {
-                    return Err(Error::PayloadTooLarge {
-                        setting,
-                        size,
-                        limit,
-                        key: rest[0].key.clone(),
-                    });
-                }
-            };
+            let (n, body) = next_submit(rest, &batch, (limit, setting), |n| {
+                let in_flight = self
+                    .inner
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                rest[..n]
+                    .iter()
+                    .any(|t| t.deps.iter().any(|d| in_flight.keys.contains(d)))
+            })?;
             let generation = self.link().generation;
             let ack = (!detach).then(|| self.inner.events.expect_batch(&batch, generation));
             let (confirm, sent_on) = self.publish(&body, !detach).await?;

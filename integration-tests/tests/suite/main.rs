@@ -35,6 +35,7 @@ mod output;
 mod payloads;
 mod policies;
 mod rolling_upgrade;
+mod signed;
 mod stopped_peers;
 mod store;
 mod validation;
