@@ -32,6 +32,7 @@ check "bash scripts/bench-peers.sh --smoke (warren-compare)" "| workload | warre
 check "bash scripts/bench-python.sh --smoke" "| workload | warren | dask" bash scripts/bench-python.sh --smoke
 check "bash scripts/bench-redis-cluster.sh --smoke" "== cluster, redis_min_replicas 1: map(inc" \
   bash scripts/bench-redis-cluster.sh --smoke
+check "bash scripts/bench-signing.sh --smoke" "| tasks/s |" bash scripts/bench-signing.sh --smoke
 export WARREN_CLUSTER_DIR="${TMPDIR:-/tmp}/warren-cluster-smoke-$$"
 check "bash scripts/cluster.sh up" "export WARREN_REDIS_URL=" bash scripts/cluster.sh up
 check "bash scripts/cluster.sh status" "" bash scripts/cluster.sh status

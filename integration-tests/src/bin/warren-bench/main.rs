@@ -31,7 +31,7 @@ use serde_json::Value;
 use warren_client::{Client, SubmitOptions};
 use warren_core::store::Store;
 use warren_core::{Settings, amqp};
-use warren_integration_tests::Cluster;
+use warren_integration_tests::{Cluster, ClusterOptions};
 
 mod ceiling;
 mod cpu;
@@ -102,6 +102,11 @@ struct Args {
     /// (row 2b runs this in a child process with WARREN_QUEUE_TYPE=quorum).
     #[arg(long, hide = true)]
     noop_only: bool,
+    /// With --noop-only: the namespace key that the cluster's scheduler,
+    /// workers and client sign and check every message with
+    /// (`scripts/bench-signing.sh` measures what that costs).
+    #[arg(long, requires = "noop_only")]
+    key_file: Option<String>,
 }
 
 /// How big the DAG and the large map are.
@@ -176,7 +181,7 @@ fn main() -> Result<()> {
         .build()
         .context("building the tokio runtime")?;
     if args.noop_only {
-        runtime.block_on(noop_only(args.noop_tasks))
+        runtime.block_on(noop_only(args.noop_tasks, args.key_file))
     } else {
         runtime.block_on(run(args))
     }

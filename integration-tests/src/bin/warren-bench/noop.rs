@@ -63,8 +63,17 @@ pub(crate) fn noop_row(
 
 /// The `--noop-only` child: a fresh cluster, a warm-up, one no-op map, its rate.
 /// It prints `name=value` lines: `rate`, `submit_secs` and `prefetch`.
-pub(crate) async fn noop_only(n: i64) -> Result<()> {
-    let cluster = Cluster::start(WORKERS, DEFAULT_CONCURRENCY).await;
+pub(crate) async fn noop_only(n: i64, key_file: Option<String>) -> Result<()> {
+    let env = key_file
+        .map(|k| vec![("WARREN_KEY_FILE".to_string(), k)])
+        .unwrap_or_default();
+    let cluster = Cluster::start_with(ClusterOptions {
+        workers: WORKERS,
+        concurrency: DEFAULT_CONCURRENCY,
+        env,
+        ..Default::default()
+    })
+    .await;
     let prefetch = worker_prefetch(&cluster.settings).await;
     let client = cluster.client().await;
     let measured = within(limits::NOOP, "the no-op map", async {
