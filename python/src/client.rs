@@ -278,22 +278,17 @@ impl Client {
         wait(py, async move { client.wait(&keys, mode, timeout).await })?.map_err(to_py)
     }
 
-    /// Final states in the order they happen.
+    /// Final states in the order they happen; more keys may be added to
+    /// the same stream later (`Completed::add`).
     fn as_completed(&self, keys: Vec<String>) -> Completed {
         let (tx, rx) = mpsc::unbounded_channel();
-        let client = self.inner.clone();
-        runtime().spawn(async move {
-            let stream = client.as_completed(&keys);
-            futures::pin_mut!(stream);
-            while let Some(item) = stream.next().await {
-                if tx.send(item).is_err() {
-                    return;
-                }
-            }
-        });
-        Completed {
+        let completed = Completed {
             rx: Arc::new(Mutex::new(rx)),
-        }
+            tx,
+            client: self.inner.clone(),
+        };
+        completed.follow(keys);
+        completed
     }
 
     /// Cancels the keys and everything that depends on them.
@@ -342,20 +337,54 @@ impl Client {
 type Arrivals = mpsc::UnboundedReceiver<Result<(String, Terminal), Error>>;
 
 /// The stream of [`Client::as_completed`], read one final state at a time.
+/// It never ends by itself, since keys may be added: the Python side counts
+/// what it still waits for.
 #[pyclass(module = "warren._warren", frozen)]
 pub struct Completed {
     rx: Arc<Mutex<Arrivals>>,
+    tx: mpsc::UnboundedSender<Result<(String, Terminal), Error>>,
+    client: warren_client::Client,
+}
+
+impl Completed {
+    /// Forwards the final states of `keys` into this stream as they come.
+    fn follow(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let tx = self.tx.clone();
+        let client = self.client.clone();
+        runtime().spawn(async move {
+            let stream = client.as_completed(&keys);
+            futures::pin_mut!(stream);
+            while let Some(item) = stream.next().await {
+                if tx.send(item).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// A final state as Python takes it: `(key, state, json)`.
+type Arrival = (String, &'static str, String);
+
+fn arrival(item: Result<(String, Terminal), Error>) -> PyResult<Arrival> {
+    let (key, t) = item.map_err(to_py)?;
+    let (state, json) = encode(t);
+    Ok((key, state, json))
 }
 
 #[pymethods]
 impl Completed {
-    /// The next `(key, state, json)`, or `None` when every key was seen.
+    /// Waits for the final states of `keys` too.
+    fn add(&self, keys: Vec<String>) {
+        self.follow(keys);
+    }
+
+    /// The next `(key, state, json)`; `TimeoutError` after `timeout` seconds.
     #[pyo3(signature = (timeout=None))]
-    fn next(
-        &self,
-        py: Python<'_>,
-        timeout: Option<f64>,
-    ) -> PyResult<Option<(String, &'static str, String)>> {
+    fn next(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Arrival>> {
         let timeout = seconds(timeout)?;
         let rx = self.rx.clone();
         let item = wait(py, async move {
@@ -371,11 +400,20 @@ impl Completed {
                 d.as_secs_f64()
             ))),
             Ok(None) => Ok(None),
-            Ok(Some(Err(e))) => Err(to_py(e)),
-            Ok(Some(Ok((key, t)))) => {
-                let (state, json) = encode(t);
-                Ok(Some((key, state, json)))
-            }
+            Ok(Some(item)) => arrival(item).map(Some),
         }
+    }
+
+    /// Every final state that has already arrived, without waiting (none
+    /// while another thread waits in `next`).
+    fn ready(&self) -> PyResult<Vec<Arrival>> {
+        let Ok(mut rx) = self.rx.try_lock() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            out.push(arrival(item)?);
+        }
+        Ok(out)
     }
 }

@@ -12,16 +12,18 @@ signed with the namespace key (``warren key new``), to workers started with
 the workers import travels by name.
 """
 
-from ._client import CancelledError, Client, Future, as_completed, wait
+from ._client import CancelledError, Client, Future
 from ._errors import KilledWorker, TaskError, UnservedFunction, WarrenError
 from ._progress import progress
 from ._task import Task, registration, task
+from ._waiting import DoneAndNotDoneFutures, as_completed, fire_and_forget, wait
 from ._warren import BadSignature
 
 __all__ = [
     "BadSignature",
     "CancelledError",
     "Client",
+    "DoneAndNotDoneFutures",
     "Future",
     "KilledWorker",
     "Task",
@@ -29,6 +31,7 @@ __all__ = [
     "UnservedFunction",
     "WarrenError",
     "as_completed",
+    "fire_and_forget",
     "progress",
     "registration",
     "task",

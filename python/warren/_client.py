@@ -24,7 +24,7 @@ from . import _calls, _codec, _envelopes, _refs, _signing, _warren
 from ._errors import UnservedFunction, rebuild
 from ._task import PYTHON_QUEUE, registration
 
-__all__ = ["Client", "Future", "as_completed", "wait"]
+__all__ = ["CancelledError", "Client", "Future"]
 
 CancelledError = concurrent.futures.CancelledError
 
@@ -102,6 +102,14 @@ class Future:
         if state == "error":
             return json.loads(payload).get("traceback") or None
         return None
+
+    @property
+    def type(self) -> type | None:
+        """The type of the value once the task finished (``None`` before,
+        and for a failed or cancelled task), as dask's ``Future.type``."""
+        if self.status != "finished":
+            return None
+        return type(self.result())
 
     def cancel(self) -> None:
         """Cancels this future and everything that depends on it."""
@@ -381,12 +389,18 @@ class Client:
         return target
 
     # -- reading -------------------------------------------------------
-    def gather(self, futures: Any, errors: str = "raise") -> Any:
-        """The values of ``futures`` (a future, or lists, tuples and dicts of
-        them), in the same shape; the first error in input order is raised
-        (``errors="skip"`` leaves failed ones out of lists)."""
+    def gather(self, futures: Any, errors: str = "raise", direct: bool | None = None) -> Any:
+        """The values of ``futures`` (a future, or lists, tuples, sets and
+        dicts of them, nested), in the same shape; the first error in input
+        order is raised (``errors="skip"`` leaves failed ones out of lists
+        and sets). An iterator gives an iterator of values, gathered as it is
+        read (as dask's does). ``direct`` changes nothing: values come from
+        Redis, never from a worker."""
+        del direct
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+        if isinstance(futures, Iterator):
+            return (self.gather(f, errors) for f in futures)
         found: list[Future] = []
         _collect(futures, found)
         pending = [f for f in dict.fromkeys(found) if f._final is None]
@@ -487,7 +501,7 @@ def _setting_text(v: Any) -> str:
 def _collect(x: Any, out: list[Future]) -> None:
     if isinstance(x, Future):
         out.append(x)
-    elif isinstance(x, (list, tuple, set)):
+    elif isinstance(x, (list, tuple, set, frozenset)):
         for y in x:
             _collect(y, out)
     elif isinstance(x, dict):
@@ -495,83 +509,19 @@ def _collect(x: Any, out: list[Future]) -> None:
             _collect(y, out)
 
 
+def _failed(x: Any) -> bool:
+    return isinstance(x, Future) and x._final is not None and x._final[0] != "finished"
+
+
 def _fill(x: Any, errors: str, client: Client) -> Any:
     if isinstance(x, Future):
         assert x._final is not None
         return client._value(x.key, x._final)
-    if isinstance(x, (list, tuple)):
-        out = []
-        for y in x:
-            if (
-                errors == "skip"
-                and isinstance(y, Future)
-                and y._final
-                and y._final[0] != "finished"
-            ):
-                continue
-            out.append(_fill(y, errors, client))
+    if isinstance(x, (list, tuple, set, frozenset)):
+        out = [_fill(y, errors, client) for y in x if not (errors == "skip" and _failed(y))]
+        if isinstance(x, (set, frozenset)):
+            return type(x)(out)
         return type(x)(out) if isinstance(x, tuple) else out
     if isinstance(x, dict):
         return {k: _fill(v, errors, client) for k, v in x.items()}
     return x
-
-
-def _client_of(futures: list[Future]) -> Client:
-    if not futures:
-        raise ValueError("no futures given")
-    return futures[0]._client
-
-
-def wait(
-    fs: Iterable[Future], timeout: float | None = None, return_when: str = "ALL_COMPLETED"
-) -> tuple[set[Future], set[Future]]:
-    """dask's ``wait``: ``(done, not_done)`` once all (or the first, with
-    ``return_when="FIRST_COMPLETED"``) are final; ``TimeoutError`` if
-    ``timeout`` passes first."""
-    futures = list(fs)
-    if return_when not in ("ALL_COMPLETED", "FIRST_COMPLETED"):
-        raise ValueError(
-            f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}"
-        )
-    if not futures:
-        return set(), set()
-    client = _client_of(futures)
-    by_key = {f.key: f for f in futures}
-    done_keys, not_done_keys = client._rust.wait(
-        list(by_key), return_when == "FIRST_COMPLETED", timeout
-    )
-    if timeout is not None and return_when == "ALL_COMPLETED" and not_done_keys:
-        raise TimeoutError(
-            f"{len(not_done_keys)} of {len(by_key)} futures not done after {timeout}s"
-        )
-    return {by_key[k] for k in done_keys}, {by_key[k] for k in not_done_keys}
-
-
-class as_completed(Iterator[Future]):  # noqa: N801 - dask's name
-    """Yields futures as they finish (dask's ``as_completed``);
-    ``with_results=True`` yields ``(future, result)``."""
-
-    def __init__(
-        self, futures: Iterable[Future], timeout: float | None = None, with_results: bool = False
-    ) -> None:
-        fs = list(futures)
-        self._by_key = {f.key: f for f in fs}
-        self._timeout = timeout
-        self._with_results = with_results
-        self._stream = _client_of(fs)._rust.as_completed(list(self._by_key)) if fs else None
-
-    def __iter__(self) -> as_completed:
-        return self
-
-    def __next__(self) -> Any:
-        if self._stream is None:
-            raise StopIteration
-        item = self._stream.next(self._timeout)
-        if item is None:
-            raise StopIteration
-        key, state, payload = item
-        f = self._by_key[key]
-        f._settle((state, payload))
-        if self._with_results:
-            return f, f._client._value(key, (state, payload))
-        return f

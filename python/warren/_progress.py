@@ -12,7 +12,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ._client import Future, as_completed
+from ._client import Future
+from ._waiting import as_completed
 
 _WIDTH = 40
 
