@@ -182,7 +182,7 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
                 let _ = std::io::stderr().write_all(logs.stderr.as_bytes());
             }
             None => anyhow::bail!(
-                "no logs for {key:?}: it is not a program task of namespace {namespace:?}, or its logs expired with its result"
+                "no logs for {key:?}: it is no program or Python task of namespace {namespace:?} that wrote something, or its logs expired with its result"
             ),
         },
         Command::Submit {

@@ -291,6 +291,13 @@ impl Client {
         completed
     }
 
+    /// What task `key` printed, `(stdout, stderr)`, if anything was kept.
+    fn logs(&self, py: Python<'_>, key: String) -> PyResult<Option<(String, String)>> {
+        let client = self.inner.clone();
+        let logs = wait(py, async move { client.logs(&key).await })?.map_err(to_py)?;
+        Ok(logs.map(|l| (l.stdout, l.stderr)))
+    }
+
     /// Cancels the keys and everything that depends on them.
     fn cancel(&self, py: Python<'_>, keys: Vec<String>) -> PyResult<()> {
         let client = self.inner.clone();

@@ -122,19 +122,20 @@ pub fn run_worker(
             let values = values.clone();
             registry.register_raw(&name, move |args, site| {
                 let blobs = values.fetch(&args)?;
-                let (value, made) = pool
-                    .call(
-                        site.key,
-                        &func,
-                        args,
-                        &blobs,
-                        &warren_worker::cancel::is_cancelled,
-                    )
-                    .map_err(|mut failure| {
-                        failure.traceback =
-                            with_site(&failure.traceback, site.key, &func, site.worker);
-                        failure
-                    })?;
+                let (outcome, logs) = pool.call_logged(
+                    site.key,
+                    &func,
+                    args,
+                    &blobs,
+                    &warren_worker::cancel::is_cancelled,
+                );
+                if let Some(logs) = logs {
+                    values.keep_logs(site.key, &logs);
+                }
+                let (value, made) = outcome.map_err(|mut failure| {
+                    failure.traceback = with_site(&failure.traceback, site.key, &func, site.worker);
+                    failure
+                })?;
                 values.keep(site.key, &made)?;
                 Ok(value)
             });
@@ -235,6 +236,17 @@ impl Values {
     }
 
     /// Stores the blobs a task's value refers to.
+    /// What a task printed, kept for `future.logs()` and `warren logs KEY`
+    /// as a program task's output is; losing it fails no task.
+    fn keep_logs(&self, key: &str, logs: &serde_json::Value) {
+        if let Err(e) = self
+            .rt
+            .block_on(self.store.put_logs(key, &logs.to_string()))
+        {
+            tracing::warn!(key, error = %e, "a task's output could not be kept for its logs");
+        }
+    }
+
     fn keep(&self, key: &str, blobs: &[Vec<u8>]) -> Result<(), TaskFailure> {
         for b in blobs {
             self.rt.block_on(self.store.put_blob(b)).map_err(|e| {

@@ -332,3 +332,36 @@ def test_scatter_gives_finished_futures_usable_as_arguments(c):
     assert c.scatter(5, hash=False).key != c.scatter(5, hash=False).key
     with pytest.raises(TypeError, match="not futures"):
         c.scatter(c.submit(square, 2))
+
+
+def noisy(n):
+    import sys
+
+    print(f"working on {n}")
+    print("a warning", file=sys.stderr)
+    if n < 0:
+        raise ValueError("negative")
+    return n * 2
+
+
+def test_what_a_task_prints_is_kept_with_its_result(c, code_stack):
+    # As a program task's output is: future.logs() and `warren logs KEY`,
+    # for a task that failed too.
+    f = c.submit(noisy, 21, pure=False)
+    assert f.result(timeout=60) == 42
+    assert f.logs() == warren.TaskLogs("working on 21\n", "a warning\n")
+    out = subprocess.run(
+        [str(BIN / "warren"), "logs", f.key],
+        env=code_stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (0, "working on 21\n", "a warning\n")
+    bad = c.submit(noisy, -1, pure=False)
+    with pytest.raises(ValueError, match="negative"):
+        bad.result(timeout=60)
+    assert bad.logs().stdout == "working on -1\n"
+    quiet = c.submit(square, 3, pure=False)
+    assert quiet.result(timeout=60) == 9
+    assert quiet.logs() is None

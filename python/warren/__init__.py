@@ -12,7 +12,7 @@ signed with the namespace key (``warren key new``), to workers started with
 the workers import travels by name.
 """
 
-from ._client import CancelledError, Client, Future
+from ._client import CancelledError, Client, Future, TaskLogs
 from ._errors import KilledWorker, TaskError, UnservedFunction, WarrenError
 from ._progress import progress
 from ._task import Task, registration, task
@@ -28,6 +28,7 @@ __all__ = [
     "KilledWorker",
     "Task",
     "TaskError",
+    "TaskLogs",
     "UnservedFunction",
     "WarrenError",
     "as_completed",

@@ -7,7 +7,8 @@ on stdout, each followed by the raw bytes of the values that are not JSON
 (the protocol of ``warren_worker::prefork``; the worker fetches and stores
 them, so this process needs no connection). The protocol keeps private
 copies of those two descriptors; the task's own ``print`` goes to stderr
-(the worker's log) and its stdin reads nothing.
+(the worker's log), and is kept too, with what it writes to ``sys.stderr``,
+for ``future.logs()`` and ``warren logs KEY``; its stdin reads nothing.
 
 A call sent as an envelope (``{"$warren_call": ...}``) is opened with the
 worker's key: typed data always, a pickle (code, or any object) only when
@@ -17,6 +18,7 @@ the worker was started with ``--accept-code`` and a key holder signed it.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import signal
@@ -145,6 +147,65 @@ class Task:
         return t.fn
 
 
+#: The characters of a task's stdout (and of its stderr) kept for its logs;
+#: beyond them the task's output goes on to the worker's log only.
+LOG_LIMIT = 1 << 20
+
+
+class _Kept(io.TextIOBase):
+    """A task's ``sys.stdout`` or ``sys.stderr``: written through to the
+    stream it replaces, and kept, up to :data:`LOG_LIMIT` characters."""
+
+    def __init__(self, through: Any) -> None:
+        self._through = through
+        self._parts: list[str] = []
+        self._size = 0
+        self._cut = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._through.write(text)
+        room = LOG_LIMIT - self._size
+        kept = text if len(text) <= room else text[: max(room, 0)]
+        self._cut = self._cut or len(kept) < len(text)
+        self._parts.append(kept)
+        self._size += len(kept)
+        return len(text)
+
+    def flush(self) -> None:
+        self._through.flush()
+
+    def fileno(self) -> int:
+        return self._through.fileno()
+
+    def text(self) -> str:
+        cut = f"\n[warren kept the first {LOG_LIMIT} characters]\n" if self._cut else ""
+        return "".join(self._parts) + cut
+
+
+class _Capture:
+    """What a task prints while it runs (one task at a time per process, so
+    swapping ``sys.stdout`` is safe here)."""
+
+    def __enter__(self) -> _Capture:
+        self._saved = sys.stdout, sys.stderr
+        self.out, self.err = _Kept(sys.stdout), _Kept(sys.stderr)
+        sys.stdout, sys.stderr = self.out, self.err  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout, sys.stderr = self._saved
+
+    def into(self, reply: dict[str, Any]) -> dict[str, Any]:
+        """``reply`` with the task's output, if it wrote any."""
+        out, err = self.out.text(), self.err.text()
+        if out or err:
+            reply["logs"] = {"stdout": out, "stderr": err}
+        return reply
+
+
 def run(task: Task) -> tuple[dict[str, Any], list[bytes]]:
     """One task: the function's value (and the bytes of the values that are
     not JSON), or its error."""
@@ -158,17 +219,19 @@ def run(task: Task) -> tuple[dict[str, Any], list[bytes]]:
         return _error("BadSignature", str(e)), []
     except Exception as e:  # noqa: BLE001 - undecodable input is the task's error
         return {"error": _failure(e, skip_frames=0)}, []
+    captured = _Capture()
     try:
-        value = fn(*args, **kwargs)
+        with captured:
+            value = fn(*args, **kwargs)
     except BaseException as e:  # noqa: BLE001 - a task's error is its result
-        return {"error": _failure(e, skip_frames=1)}, []
+        return captured.into({"error": _failure(e, skip_frames=1)}), []
     if _codec.plain(value):
-        return {"ok": value}, []
+        return captured.into({"ok": value}), []
     try:
         envelope, deps = _envelopes.seal(value, task.keys, _signing.VALUE, lambda _: None)
     except (TypeError, ValueError) as e:
-        return _error(type(e).__name__, f"the result of {task.name}: {e}"), []
-    return {"ok": _refs.ref_of(envelope), "blobs": [len(envelope)]}, [envelope]
+        return captured.into(_error(type(e).__name__, f"the result of {task.name}: {e}")), []
+    return captured.into({"ok": _refs.ref_of(envelope), "blobs": [len(envelope)]}), [envelope]
 
 
 def _read_request(proto_in: IO[bytes]) -> tuple[dict[str, Any], dict[str, bytes]] | None:

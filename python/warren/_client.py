@@ -24,7 +24,7 @@ from . import _calls, _codec, _envelopes, _refs, _signing, _warren
 from ._errors import UnservedFunction, rebuild
 from ._task import PYTHON_QUEUE, registration
 
-__all__ = ["CancelledError", "Client", "Future"]
+__all__ = ["CancelledError", "Client", "Future", "TaskLogs"]
 
 CancelledError = concurrent.futures.CancelledError
 
@@ -103,6 +103,13 @@ class Future:
             return json.loads(payload).get("traceback") or None
         return None
 
+    def logs(self) -> TaskLogs | None:
+        """What the task printed (``stdout``, ``stderr``), as ``warren logs
+        KEY`` shows it, once it ended; ``None`` if it printed nothing (or it
+        expired with its result)."""
+        got = self._client._rust.logs(self.key)
+        return None if got is None else TaskLogs(*got)
+
     @property
     def type(self) -> type | None:
         """The type of the value once the task finished (``None`` before,
@@ -144,6 +151,13 @@ class Future:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Future) and other.key == self.key
+
+
+class TaskLogs(NamedTuple):
+    """What a task wrote: its standard output and standard error."""
+
+    stdout: str
+    stderr: str
 
 
 def _final_error(key: str, final: tuple[str, str]) -> BaseException:

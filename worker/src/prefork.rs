@@ -233,6 +233,33 @@ impl Prefork {
         blobs: &[Blob],
         stop: &dyn Fn() -> bool,
     ) -> Result<(Value, Vec<Vec<u8>>), TaskFailure> {
+        self.call_logged(key, func, args, blobs, stop).0
+    }
+
+    /// [`Prefork::call`], and what the task printed if its child sent it
+    /// (`{"stdout": ..., "stderr": ...}`, whether it succeeded or failed).
+    pub fn call_logged(
+        &self,
+        key: &str,
+        func: &str,
+        args: Vec<Value>,
+        blobs: &[Blob],
+        stop: &dyn Fn() -> bool,
+    ) -> (Called, Option<Value>) {
+        let mut logs = None;
+        let result = self.exchange(key, func, args, blobs, stop, &mut logs);
+        (result, logs)
+    }
+
+    fn exchange(
+        &self,
+        key: &str,
+        func: &str,
+        args: Vec<Value>,
+        blobs: &[Blob],
+        stop: &dyn Fn() -> bool,
+        logs: &mut Option<Value>,
+    ) -> Result<(Value, Vec<Vec<u8>>), TaskFailure> {
         let announced: Vec<Value> = blobs
             .iter()
             .map(|b| serde_json::json!({"sha256": b.sha256, "size": b.bytes.len()}))
@@ -254,7 +281,7 @@ impl Prefork {
         let answer = proc.read_line(None, stop);
         match answer {
             Ok(Some(line)) => {
-                let result = match parse_reply(&line) {
+                let result = match parse_reply_logged(&line, logs) {
                     Ok((value, sizes)) => match proc.read_blobs(&sizes) {
                         Ok(out) => Ok((value, out)),
                         Err(e) => {
@@ -427,6 +454,9 @@ fn crashed(key: &str, how: &str) -> TaskFailure {
 /// The most bytes one blob of a child's answer may announce.
 const MAX_BLOB: usize = 1 << 31;
 
+/// What a call gives: the value and the blobs it refers to, or the failure.
+pub type Called = Result<(Value, Vec<Vec<u8>>), TaskFailure>;
+
 /// A value that is not JSON, handed to a child with the arguments that
 /// refer to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,6 +470,15 @@ pub struct Blob {
 /// A child's answer as the task's result and the sizes of the blobs that
 /// follow it (pure).
 pub fn parse_reply(line: &str) -> Result<(Value, Vec<usize>), TaskFailure> {
+    parse_reply_logged(line, &mut None)
+}
+
+/// [`parse_reply`], taking the task's printed output (`"logs"`, an object)
+/// into `logs` whatever the outcome.
+pub fn parse_reply_logged(
+    line: &str,
+    logs: &mut Option<Value>,
+) -> Result<(Value, Vec<usize>), TaskFailure> {
     let not_a_result = || {
         TaskFailure::new(
             "WorkerError",
@@ -453,6 +492,7 @@ pub fn parse_reply(line: &str) -> Result<(Value, Vec<usize>), TaskFailure> {
     let Ok(Value::Object(mut reply)) = serde_json::from_str::<Value>(line) else {
         return Err(not_a_result());
     };
+    *logs = reply.remove("logs").filter(Value::is_object);
     if let Some(error) = reply.remove("error") {
         return Err(serde_json::from_value(error).unwrap_or_else(|_| not_a_result()));
     }
@@ -476,6 +516,21 @@ pub fn parse_reply(line: &str) -> Result<(Value, Vec<usize>), TaskFailure> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_tasks_output_is_taken_from_success_and_failure_alike() {
+        let mut logs = None;
+        let r = parse_reply_logged(r#"{"ok": 1, "logs": {"stdout": "hi\n"}}"#, &mut logs);
+        assert_eq!(r, Ok((json!(1), vec![])));
+        assert_eq!(logs, Some(json!({"stdout": "hi\n"})));
+        let failed =
+            r#"{"error": {"type": "E", "message": "m", "traceback": ""}, "logs": {"stderr": "x"}}"#;
+        assert!(parse_reply_logged(failed, &mut logs).is_err());
+        assert_eq!(logs, Some(json!({"stderr": "x"})));
+        // Anything but an object is no output.
+        assert!(parse_reply_logged(r#"{"ok": 1, "logs": 3}"#, &mut logs).is_ok());
+        assert_eq!(logs, None);
+    }
 
     #[test]
     fn replies_are_values_or_failures() {

@@ -147,12 +147,14 @@ pub enum Command {
         #[command(flatten)]
         program: ProgramFlags,
     },
-    /// Print what program task KEY wrote: its standard output on stdout, its
-    /// standard error on stderr (kept as long as its result).
+    /// Print what task KEY wrote (a program task, or a Python task's print):
+    /// its standard output on stdout, its standard error on stderr (kept as
+    /// long as its result).
     #[command(after_help = "Examples:
-  warren logs $(warren submit --cmd -- ls -l /)")]
+  warren logs $(warren submit --cmd -- ls -l /)
+  warren logs funcs:noisy-3f2a...        # what a Python task printed")]
     Logs {
-        /// The program task's key.
+        /// The task's key.
         key: String,
     },
     /// Wait for KEY and print its value as JSON. A failed task prints its error

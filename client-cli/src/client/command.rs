@@ -75,7 +75,8 @@ impl Client {
         }
     }
 
-    /// What program task `key` wrote, if it was one and its logs are kept.
+    /// What task `key` wrote (a program, or a Python task's prints), if
+    /// anything was kept.
     pub async fn logs(&self, key: &str) -> Result<Option<Logs>, Error> {
         self.flush().await?;
         match self.inner.store.logs(key).await? {
