@@ -142,6 +142,13 @@ pub fn run_worker(
         }
         Worker::new(settings, registry)
             .queues(queues)
+            .on_restart(move || {
+                // New processes import the modules afresh: an edited module
+                // is what the tasks after a restart run.
+                if let Err(e) = pool.recycle() {
+                    tracing::error!(error = %e, "the pool could not start afresh after a restart; tasks start new processes as they come");
+                }
+            })
             .run_on(runtime)
             .map_err(|e| e.to_string())
     })

@@ -159,3 +159,38 @@ def test_no_code_is_shipped_a_worker_runs_only_what_it_imported(client):
         client.submit("os:getcwd")
     e = client.submit("os:getcwd", allow_unserved=True).exception(timeout=30)
     assert e.type == "UnknownFunction"
+
+
+class _StackWith(Stack):
+    """A stack whose workers also import modules from ``path``."""
+
+    def __init__(self, name: str, path: object) -> None:
+        super().__init__(name)
+        self.path = str(path)
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env["PYTHONPATH"] = os.pathsep.join([self.path, env["PYTHONPATH"]])
+        return env
+
+
+def test_restart_makes_workers_import_an_edited_module_afresh(tmp_path):
+    # The notebook loop: run, edit the module, client.restart(), run again.
+    mod = tmp_path / "edited_mod.py"
+    mod.write_text("from warren import task\n\n@task\ndef version():\n    return 1\n")
+    s = _StackWith("restart", tmp_path)
+    s.scheduler()
+    s.python_worker("edited_mod", concurrency=2)
+    try:
+        c = s.client()
+        s.wait_for_workers(c, 1)
+        assert c.submit("edited_mod:version", pure=False).result(timeout=60) == 1
+        # Another size, so that no cached bytecode can pass for the new file.
+        mod.write_text("from warren import task\n\n@task\ndef version():\n    return 222\n")
+        assert c.submit("edited_mod:version", pure=False).result(timeout=60) == 1
+        assert c.restart()["workers_ready"] == 1
+        assert [
+            c.submit("edited_mod:version", pure=False).result(timeout=60) for _ in range(4)
+        ] == [222] * 4
+    finally:
+        s.stop()

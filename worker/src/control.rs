@@ -57,6 +57,11 @@ pub(crate) async fn control_loop(
                 shared.epoch.fetch_max(e, Ordering::SeqCst);
                 shared.stop_all();
                 info!(epoch = e, "restart: dropping older work");
+                if let Some(hook) = shared.on_restart.clone()
+                    && let Err(e) = tokio::task::spawn_blocking(move || hook()).await
+                {
+                    warn!(error = %e, "the restart hook failed");
+                }
                 let body = serde_json::to_vec(&ClientEvents {
                     v: PROTOCOL_VERSION,
                     events: vec![ClientEvent::WorkerReady {

@@ -31,6 +31,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,9 @@ struct Proc {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// The pool's generation when it was started: one from before the last
+    /// [`Prefork::recycle`] runs no more tasks.
+    generation: u64,
 }
 
 impl Proc {
@@ -182,6 +186,8 @@ pub struct Prefork {
     command: ChildCommand,
     idle: Mutex<Vec<Proc>>,
     spawner: Mutex<mpsc::Sender<SpawnRequest>>,
+    size: usize,
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Prefork {
@@ -208,17 +214,45 @@ impl Prefork {
             spawner: Mutex::new(spawner_thread(command.clone())),
             command,
             idle: Mutex::new(Vec::new()),
+            size: size.max(1),
+            generation: AtomicU64::new(0),
         };
+        pool.fill()?;
+        Ok(pool)
+    }
+
+    /// Starts as many children as the pool's size, ready, and idle.
+    fn fill(&self) -> Result<(), PreforkError> {
         // Start them all first: their imports overlap.
-        let children = (0..size.max(1))
-            .map(|_| pool.spawn())
+        let children = (0..self.size)
+            .map(|_| self.spawn())
             .collect::<Result<Vec<_>, _>>()?;
         let mut ready = Vec::with_capacity(children.len());
         for child in children {
-            ready.push(pool.greet(child)?);
+            ready.push(self.greet(child)?);
         }
-        *pool.idle.lock().unwrap_or_else(|p| p.into_inner()) = ready;
-        Ok(pool)
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(ready);
+        Ok(())
+    }
+
+    /// Replaces every child with a new one, which imports its modules
+    /// afresh (a client's `restart()`: edited code is picked up). Idle
+    /// children end now; a busy one ends when its task does, instead of
+    /// going back to the pool. Returns once the new children are ready.
+    pub fn recycle(&self) -> Result<(), PreforkError> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let old = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        for p in old {
+            p.end();
+        }
+        self.fill()
+    }
+
+    fn current(&self, p: &Proc) -> bool {
+        p.generation == self.generation.load(Ordering::SeqCst)
     }
 
     /// Runs `func(args)` for task `key` in an idle child (starting one if
@@ -292,10 +326,14 @@ impl Prefork {
                     },
                     Err(e) => Err(e),
                 };
-                self.idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(proc);
+                if self.current(&proc) {
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(proc);
+                } else {
+                    proc.end();
+                }
                 result
             }
             Ok(None) => {
@@ -326,9 +364,13 @@ impl Prefork {
                 return self.fresh();
             };
             // Killed while idle (by an operator, the OOM killer): reaped
-            // here, and the next one is tried.
+            // here, and the next one is tried; one from before a recycle
+            // is ended.
             if matches!(p.child.try_wait(), Ok(None)) {
-                return Ok(p);
+                if self.current(&p) {
+                    return Ok(p);
+                }
+                p.end();
             }
         }
     }
@@ -370,6 +412,7 @@ impl Prefork {
             child,
             stdin,
             stdout: BufReader::new(stdout),
+            generation: self.generation.load(Ordering::SeqCst),
         };
         let line = match proc.read_line(Some(READY_WITHIN), &|| false) {
             Ok(Some(line)) => line,
@@ -513,173 +556,4 @@ pub fn parse_reply_logged(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_tasks_output_is_taken_from_success_and_failure_alike() {
-        let mut logs = None;
-        let r = parse_reply_logged(r#"{"ok": 1, "logs": {"stdout": "hi\n"}}"#, &mut logs);
-        assert_eq!(r, Ok((json!(1), vec![])));
-        assert_eq!(logs, Some(json!({"stdout": "hi\n"})));
-        let failed =
-            r#"{"error": {"type": "E", "message": "m", "traceback": ""}, "logs": {"stderr": "x"}}"#;
-        assert!(parse_reply_logged(failed, &mut logs).is_err());
-        assert_eq!(logs, Some(json!({"stderr": "x"})));
-        // Anything but an object is no output.
-        assert!(parse_reply_logged(r#"{"ok": 1, "logs": 3}"#, &mut logs).is_ok());
-        assert_eq!(logs, None);
-    }
-
-    #[test]
-    fn replies_are_values_or_failures() {
-        assert_eq!(parse_reply(r#"{"ok": 3}"#), Ok((json!(3), vec![])));
-        assert_eq!(parse_reply(r#"{"ok": null}"#), Ok((Value::Null, vec![])));
-        assert_eq!(
-            parse_reply(r#"{"ok": {"$blob": "ab", "size": 2}, "blobs": [2]}"#),
-            Ok((json!({"$blob": "ab", "size": 2}), vec![2]))
-        );
-        assert_eq!(
-            parse_reply(r#"{"ok": 1, "blobs": [-1]}"#).unwrap_err().kind,
-            "WorkerError"
-        );
-        assert_eq!(
-            parse_reply(r#"{"ok": 1, "blobs": 3}"#).unwrap_err().kind,
-            "WorkerError"
-        );
-        let e = parse_reply(
-            r#"{"error": {"type": "ZeroDivisionError", "message": "division by zero", "traceback": "tb"}}"#,
-        )
-        .unwrap_err();
-        assert_eq!(
-            (e.kind.as_str(), e.traceback.as_str()),
-            ("ZeroDivisionError", "tb")
-        );
-        assert_eq!(parse_reply("garbage").unwrap_err().kind, "WorkerError");
-    }
-
-    /// A child in Python (the machine's python3, which the Python worker
-    /// needs anyway): doubles, crashes on "die", sleeps on "sleep".
-    fn pool(size: usize) -> Prefork {
-        let script = r#"
-import json, os, sys, time
-out = sys.stdout.buffer
-out.write(json.dumps({"ready": True}).encode() + b"\n"); out.flush()
-for line in iter(sys.stdin.buffer.readline, b""):
-    t = json.loads(line)
-    blobs = [sys.stdin.buffer.read(b["size"]) for b in t["blobs"]]
-    if t["func"] == "die":
-        os._exit(3)
-    if t["func"] == "sleep":
-        time.sleep(60)
-    if t["func"] == "swap":
-        back = [b[::-1] for b in blobs]
-        out.write(json.dumps({"ok": [b["sha256"] for b in t["blobs"]], "blobs": [len(b) for b in back]}).encode() + b"\n")
-        for b in back:
-            out.write(b)
-        out.flush()
-        continue
-    out.write(json.dumps({"ok": t["args"][0] * 2}).encode() + b"\n"); out.flush()
-"#;
-        Prefork::start(
-            ChildCommand {
-                program: "python3".into(),
-                args: vec!["-c".into(), script.into()],
-                env: Vec::new(),
-            },
-            size,
-        )
-        .expect("python3 starts")
-    }
-
-    #[test]
-    fn children_serve_task_after_task_and_a_crash_costs_only_its_task() {
-        let p = pool(1);
-        let never = || false;
-        assert_eq!(
-            p.call("k-1", "double", vec![json!(21)], &[], &never),
-            Ok((json!(42), vec![]))
-        );
-        let e = p
-            .call("k-2", "die", vec![json!(0)], &[], &never)
-            .unwrap_err();
-        assert_eq!(e.kind, "TaskCrashed");
-        assert!(e.message.contains("status 3"), "{}", e.message);
-        // A new child takes the dead one's place.
-        assert_eq!(
-            p.call("k-3", "double", vec![json!(5)], &[], &never),
-            Ok((json!(10), vec![]))
-        );
-    }
-
-    #[test]
-    fn blobs_cross_both_ways_as_raw_bytes() {
-        let p = pool(1);
-        let blobs = vec![
-            Blob {
-                sha256: "a".into(),
-                bytes: vec![0, 1, 2, 255, b'\n'],
-            },
-            Blob {
-                sha256: "b".into(),
-                bytes: vec![7; 100_000],
-            },
-        ];
-        let (v, back) = p.call("k", "swap", vec![], &blobs, &|| false).unwrap();
-        assert_eq!(v, json!(["a", "b"]));
-        assert_eq!(back, vec![vec![b'\n', 255, 2, 1, 0], vec![7; 100_000]]);
-        // The stream stays in step for the next task.
-        assert_eq!(
-            p.call("k-2", "double", vec![json!(3)], &[], &|| false),
-            Ok((json!(6), vec![]))
-        );
-    }
-
-    #[test]
-    fn a_child_killed_while_idle_costs_no_task() {
-        let p = pool(1);
-        let pid = p.idle.lock().unwrap()[0].pid();
-        // SAFETY: a child this test's pool made.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            p.call("k-1", "double", vec![json!(4)], &[], &|| false),
-            Ok((json!(8), vec![]))
-        );
-    }
-
-    #[test]
-    fn a_stop_ends_the_running_child_at_once() {
-        let p = pool(1);
-        let asked = Instant::now();
-        let stop = move || asked.elapsed() > Duration::from_millis(200);
-        let e = p
-            .call("k-1", "sleep", vec![json!(0)], &[], &stop)
-            .unwrap_err();
-        assert_eq!(e.kind, "CancelledError");
-        assert!(asked.elapsed() < Duration::from_secs(10));
-        assert_eq!(
-            p.call("k-2", "double", vec![json!(1)], &[], &|| false),
-            Ok((json!(2), vec![]))
-        );
-    }
-
-    #[test]
-    fn a_child_that_cannot_get_ready_says_why() {
-        let e = Prefork::start(
-            ChildCommand {
-                program: "python3".into(),
-                args: vec![
-                    "-c".into(),
-                    r#"import json; print(json.dumps({"fatal": "No module named 'nosuch'"}))"#
-                        .into(),
-                ],
-                env: Vec::new(),
-            },
-            1,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("nosuch"), "{e}");
-    }
-}
+mod tests;

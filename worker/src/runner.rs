@@ -68,6 +68,7 @@ pub struct Worker {
     registry: Arc<Registry>,
     queues: Vec<String>,
     started_after: Duration,
+    on_restart: Option<crate::shared::OnRestart>,
 }
 
 impl Worker {
@@ -78,7 +79,17 @@ impl Worker {
             registry: Arc::new(registry),
             queues: vec!["default".into()],
             started_after: Duration::from_millis(100),
+            on_restart: None,
         }
+    }
+
+    /// Calls `hook` (on a blocking thread) when a client restarts the
+    /// namespace, after running tasks were stopped and before the worker
+    /// says it is ready: the Python worker starts its pool afresh there, so
+    /// edited modules are imported again.
+    pub fn on_restart(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_restart = Some(Arc::new(hook));
+        self
     }
 
     /// Serve these work queues instead of `default`.
@@ -166,6 +177,7 @@ impl Worker {
             registry: registry.clone(),
             identity,
             started_after: self.started_after,
+            on_restart: self.on_restart.clone(),
             slots: Slots::new(self.settings.effective_concurrency()),
             epoch: AtomicU64::new(0),
             recent: Mutex::new(Runs::new(RECENT_CAPACITY)),

@@ -111,7 +111,12 @@ pub(crate) struct Shared {
     pub unanswered: Arc<AtomicUsize>,
     pub reports: mpsc::UnboundedSender<Report>,
     pub pending_reports: tokio::sync::Mutex<mpsc::UnboundedReceiver<Report>>,
+    /// What a restart also does (see [`crate::Worker::on_restart`]).
+    pub on_restart: Option<OnRestart>,
 }
+
+/// A hook run on every restart.
+pub(crate) type OnRestart = Arc<dyn Fn() + Send + Sync>;
 
 impl Shared {
     /// This worker as `warren workers` shows it.
