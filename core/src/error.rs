@@ -58,6 +58,10 @@ pub enum Error {
     /// A Lua script answered in a shape the Rust side does not expect.
     #[error("unexpected reply from a Redis script: {0}")]
     Script(String),
+
+    /// A user's input that cannot be used as given (the message names it).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What to check when RabbitMQ refused or did not answer, from its error's

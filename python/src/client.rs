@@ -32,6 +32,7 @@ pub fn to_py(e: Error) -> PyErr {
         Error::Timeout { .. } => PyTimeoutError::new_err(e.to_string()),
         Error::InvalidArgument(m) => PyValueError::new_err(m),
         Error::UnservedFunction(m) => UnservedFunction::new_err(m),
+        Error::Core(warren_core::Error::Invalid(m)) => PyValueError::new_err(m),
         other => WarrenError::new_err(other.to_string()),
     }
 }
@@ -49,7 +50,7 @@ fn encode(t: Terminal) -> (&'static str, String) {
     }
 }
 
-fn seconds(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+pub(crate) fn seconds(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     timeout
         .map(|s| {
             Duration::try_from_secs_f64(s).map_err(|_| {
@@ -289,6 +290,11 @@ impl Client {
         };
         completed.follow(keys);
         completed
+    }
+
+    /// The namespace's coordination primitives (`warren.Variable`, ...).
+    fn coordination(&self) -> crate::coordination::Coordination {
+        crate::coordination::Coordination::new(self.inner.clone())
     }
 
     /// What task `key` printed, `(stdout, stderr)`, if anything was kept.

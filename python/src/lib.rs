@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 
 mod blocking;
 mod client;
+mod coordination;
 mod keys;
 mod worker;
 
@@ -41,6 +42,7 @@ fn _warren(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("UnservedFunction", m.py().get_type::<UnservedFunction>())?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::Completed>()?;
+    m.add_class::<coordination::Coordination>()?;
     m.add_class::<keys::Keys>()?;
     m.add("BadSignature", m.py().get_type::<keys::BadSignature>())?;
     m.add_function(wrap_pyfunction!(worker::run_worker, m)?)?;

@@ -13,6 +13,7 @@ the workers import travels by name.
 """
 
 from ._client import CancelledError, Client, Future, TaskLogs
+from ._coordination import Event, Lock, Queue, Semaphore, Variable
 from ._errors import KilledWorker, TaskError, UnservedFunction, WarrenError
 from ._progress import progress
 from ._task import Task, registration, task
@@ -24,12 +25,17 @@ __all__ = [
     "CancelledError",
     "Client",
     "DoneAndNotDoneFutures",
+    "Event",
     "Future",
     "KilledWorker",
+    "Lock",
+    "Queue",
+    "Semaphore",
     "Task",
     "TaskError",
     "TaskLogs",
     "UnservedFunction",
+    "Variable",
     "WarrenError",
     "as_completed",
     "fire_and_forget",

@@ -181,6 +181,10 @@ class Client:
     ``redis_url=``, ...), override them.
     """
 
+    #: The client made last in this process: the one ``Variable``, ``Lock``
+    #: and the other primitives use when given none.
+    _latest: Client | None = None
+
     def __init__(
         self,
         amqp_url: str | None = None,
@@ -197,6 +201,7 @@ class Client:
         self._stored: dict[str, float] = {}
         self._served: set[_Resolved] = set()
         self._served_lock = threading.Lock()
+        Client._latest = self
 
     # -- submitting ----------------------------------------------------
     def submit(

@@ -29,6 +29,7 @@ mod admin;
 mod batching;
 mod blobs;
 mod command;
+mod coordination;
 mod link;
 mod submit;
 mod wait;

@@ -103,6 +103,13 @@ impl Keys {
         self.named("recent_errors")
     }
 
+    /// `P coord:<kind>:<name>`: a coordination primitive's state (a
+    /// `Variable`, `Queue`, `Event`, `Lock` or `Semaphore` of the Python
+    /// client; see `store::coordination`).
+    pub fn coordination(&self, kind: &str, name: &str) -> String {
+        format!("{}coord:{kind}:{name}", self.prefix)
+    }
+
     /// `P logs:<key>`: what a program task wrote (for `warren logs`).
     pub fn logs(&self, key: &str) -> String {
         format!("{}logs:{key}", self.prefix)

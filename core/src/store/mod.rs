@@ -39,6 +39,7 @@
 pub mod admin;
 pub mod blobs;
 pub mod cluster;
+pub mod coordination;
 mod encode;
 mod keys;
 pub mod primary;
@@ -288,7 +289,10 @@ impl Store {
     /// Waits until `min_replicas` replicas hold every write made so far on
     /// this connection (Redis `WAIT`), so that what a caller acks or answers
     /// next survives the primary's death.
-    async fn await_replicas(&self, con: &mut ConnectionManager) -> redis::RedisResult<()> {
+    pub(crate) async fn await_replicas(
+        &self,
+        con: &mut ConnectionManager,
+    ) -> redis::RedisResult<()> {
         if self.min_replicas == 0 {
             return Ok(());
         }
