@@ -1,6 +1,7 @@
 //! warren's scheduler as a library: the `warren-scheduler` binary is its
 //! settings and its reconnection loop around these parts.
 //!
+//! - [`admission`]: which tasks of a submit request are recorded (pure);
 //! - [`batches`]: a consumer's deliveries taken as micro-batches (pure);
 //! - [`intake`]: client requests and worker reports in, applied to Redis;
 //! - [`dispatch`]: runnable tasks out of the outbox into the work queues, in
@@ -12,6 +13,7 @@
 //! - [`decide`]: the decisions among them that need no server (outcome to
 //!   transition, KilledWorker, deferral of a submit), unit-tested.
 
+pub mod admission;
 pub mod batches;
 pub mod decide;
 pub mod dispatch;
