@@ -38,6 +38,25 @@ where
     }
 }
 
+/// Calls `attempt` until it says `true`, or `timeout` has passed: whether
+/// it said so.
+async fn poll_true<F, Fut>(timeout: Option<Duration>, mut attempt: F) -> Result<bool, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, Error>>,
+{
+    let got = poll(timeout, || {
+        let done = attempt();
+        async move { Ok(done.await?.then_some(())) }
+    })
+    .await?;
+    Ok(got.is_some())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Client {
     /// Sets variable `name` to `value` (the client's encoding of a value).
     pub async fn variable_set(&self, name: &str, value: &str) -> Result<(), Error> {
@@ -103,11 +122,10 @@ impl Client {
 
     /// Whether event `name` is set, once it is or `timeout` passed.
     pub async fn event_wait(&self, name: &str, timeout: Option<Duration>) -> Result<bool, Error> {
-        let set = poll(timeout, || async {
-            Ok(self.inner.store.event_is_set(name).await?.then_some(()))
+        poll_true(timeout, || async {
+            Ok(self.inner.store.event_is_set(name).await?)
         })
-        .await?;
-        Ok(set.is_some())
+        .await
     }
 
     /// Takes lock `name` for `token` with a lease of `lease`, waiting up to
@@ -120,17 +138,11 @@ impl Client {
         lease: Duration,
         timeout: Option<Duration>,
     ) -> Result<bool, Error> {
-        let ms = lease.as_millis().min(u64::MAX as u128) as u64;
-        let got = poll(timeout, || async {
-            Ok(self
-                .inner
-                .store
-                .lock_acquire(name, token, ms)
-                .await?
-                .then_some(()))
+        let ms = millis(lease);
+        poll_true(timeout, || async {
+            Ok(self.inner.store.lock_acquire(name, token, ms).await?)
         })
-        .await?;
-        Ok(got.is_some())
+        .await
     }
 
     /// Frees lock `name` if `token` holds it; whether it did.
@@ -153,17 +165,15 @@ impl Client {
         lease: Duration,
         timeout: Option<Duration>,
     ) -> Result<bool, Error> {
-        let ms = lease.as_millis().min(u64::MAX as u128) as u64;
-        let got = poll(timeout, || async {
+        let ms = millis(lease);
+        poll_true(timeout, || async {
             Ok(self
                 .inner
                 .store
                 .semaphore_acquire(name, token, max, ms)
-                .await?
-                .then_some(()))
+                .await?)
         })
-        .await?;
-        Ok(got.is_some())
+        .await
     }
 
     /// Gives back `token`'s lease of semaphore `name`; whether it held one.
