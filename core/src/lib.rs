@@ -31,6 +31,7 @@ pub mod command;
 pub mod dead_letter;
 pub mod envelope;
 pub mod error;
+pub mod lifeline;
 pub mod limits;
 pub mod logging;
 pub mod message_limit;

@@ -275,10 +275,14 @@ pub fn write_new_key(path: &Path, force: bool) -> Result<Key, SigningError> {
             .map_err(|e| SigningError::KeyFile(format!("cannot make {}: {e}", dir.display())))?;
     }
     let key = Key::generate()?;
+    // Without `force`, create_new: of two processes making the key at once
+    // (two notebooks starting local clusters), one wins and the other reads
+    // the winner's key, instead of both writing and one key being lost.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create(force)
+        .create_new(!force)
+        .truncate(force)
         .mode(0o600)
         .open(path)
         .map_err(|e| SigningError::KeyFile(format!("cannot write {}: {e}", path.display())))?;

@@ -74,6 +74,8 @@ async fn main() -> anyhow::Result<()> {
         "RUST_LOG",
         "info,lapin=off",
     );
+    // Started by a Python LocalCluster: stop with it.
+    let _lifeline = warren_core::lifeline::watch();
     let overrides = warren_core::settings::flag_overrides(vec![
         ("amqp_url", args.amqp_url.clone()),
         ("redis_url", args.redis_url.clone()),

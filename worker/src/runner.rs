@@ -132,6 +132,8 @@ impl Worker {
         if !leaked.is_empty() {
             warn!(variables = ?leaked, "these passwords are still readable in /proc/<worker pid>/environ by programs of the worker's user: run programs as another user (--run-as) or put them in warren.toml");
         }
+        // Started by a Python LocalCluster: stop with it.
+        let _lifeline = warren_core::lifeline::watch();
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
