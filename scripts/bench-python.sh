@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash broker-config/up.sh
+# The stack is started here, so Client() must connect to it and never start
+# a local cluster of its own (which it does when no scheduler answers yet).
+export WARREN_AMQP_URL="${WARREN_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 if [ "${WARREN_SKIP_BUILD:-}" != 1 ]; then
   echo "== cargo build --release --bins --examples"
   cargo build --release --bins --examples

@@ -11,6 +11,9 @@ echo "== building (release; the first build takes several minutes)"
 cargo build --release --bins --examples
 bin=target/release
 export WARREN_NAMESPACE="${WARREN_NAMESPACE:-notebook}"
+# The stack is started here, so Client() must connect to it and never start
+# a local cluster of its own (which it does when no scheduler answers yet).
+export WARREN_AMQP_URL="${WARREN_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 logs=.warren-run
 mkdir -p "$logs"
 # The namespace key: every process of the run holds it, so every message is

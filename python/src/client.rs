@@ -78,6 +78,30 @@ async fn within<T>(
     }
 }
 
+/// Settings as `Client(config, **overrides)` names them: defaults,
+/// `warren.toml` (or `config`), `WARREN_*`, then `overrides`; an unknown
+/// name is Python's `TypeError`, as for any unexpected keyword argument.
+pub(crate) fn load_settings(
+    config: Option<PathBuf>,
+    overrides: &[(String, String)],
+) -> PyResult<Settings> {
+    for (name, _) in overrides {
+        if !Settings::FIELDS.contains(&name.as_str()) {
+            let mut known = Settings::FIELDS.to_vec();
+            known.sort_unstable();
+            return Err(PyTypeError::new_err(format!(
+                "Client() got an unexpected keyword argument {name:?}; warren's settings are: {}",
+                known.join(", ")
+            )));
+        }
+    }
+    let pairs: Vec<(&str, String)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    Settings::load(config.as_deref(), &pairs).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 #[pymethods]
 impl Client {
     /// Connects with warren's settings (defaults, `warren.toml` or `config`,
@@ -89,22 +113,7 @@ impl Client {
         config: Option<PathBuf>,
         overrides: Vec<(String, String)>,
     ) -> PyResult<Self> {
-        for (name, _) in &overrides {
-            if !Settings::FIELDS.contains(&name.as_str()) {
-                let mut known = Settings::FIELDS.to_vec();
-                known.sort_unstable();
-                return Err(PyTypeError::new_err(format!(
-                    "Client() got an unexpected keyword argument {name:?}; warren's settings are: {}",
-                    known.join(", ")
-                )));
-            }
-        }
-        let pairs: Vec<(&str, String)> = overrides
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        let settings = Settings::load(config.as_deref(), &pairs)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let settings = load_settings(config, &overrides)?;
         let inner = wait(py, warren_client::Client::connect(settings))?.map_err(to_py)?;
         Ok(Self { inner })
     }
@@ -323,6 +332,12 @@ impl Client {
         let client = self.inner.clone();
         let r = wait(py, async move { client.restart().await })?.map_err(to_py)?;
         Ok((r.epoch, r.workers_expected, r.workers_ready.len()))
+    }
+
+    /// Schedulers consuming the namespace's submit queue now.
+    fn scheduler_count(&self, py: Python<'_>) -> PyResult<u32> {
+        let client = self.inner.clone();
+        wait(py, async move { client.scheduler_count().await })
     }
 
     /// What `repr(client)` shows, as JSON: schedulers, live workers (slots,

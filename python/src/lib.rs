@@ -11,6 +11,7 @@
 //!   Ctrl-C still heard;
 //! - [`client`]: the `Client` class, the library's futures API;
 //! - [`keys`]: the namespace key, sealing and opening value envelopes;
+//! - [`local`]: settings and the key as a local cluster needs them;
 //! - [`worker`]: `run_worker`, the worker runtime of `python -m warren worker`,
 //!   whose slots hand tasks to Python processes ([`warren_worker::prefork`]).
 
@@ -20,6 +21,7 @@ mod blocking;
 mod client;
 mod coordination;
 mod keys;
+mod local;
 mod worker;
 
 pyo3::create_exception!(
@@ -46,5 +48,7 @@ fn _warren(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<keys::Keys>()?;
     m.add("BadSignature", m.py().get_type::<keys::BadSignature>())?;
     m.add_function(wrap_pyfunction!(worker::run_worker, m)?)?;
+    m.add_function(wrap_pyfunction!(local::resolved_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(local::ensure_key, m)?)?;
     Ok(())
 }

@@ -40,6 +40,9 @@ if not KEY_FILE.exists():
         capture_output=True,
     )
 os.environ["WARREN_KEY_FILE"] = str(KEY_FILE)
+# The tests start their stacks themselves: a Client() made before a stack's
+# scheduler consumes must not start a local cluster (test_cluster.py unsets it).
+os.environ.setdefault("WARREN_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 
 
 class Stack:

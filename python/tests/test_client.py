@@ -257,5 +257,6 @@ def test_repr_shows_the_namespace_schedulers_workers_and_the_ui(client, stack):
 def test_settings_are_checked_and_a_broker_down_is_a_clear_error(stack):
     with pytest.raises(TypeError, match='unexpected keyword argument "no_such_setting"'):
         warren.Client(no_such_setting=1)
-    with pytest.raises(warren.WarrenError, match="127.0.0.1:1"):
+    with pytest.raises(warren.WarrenError, match="RabbitMQ is not running at 127.0.0.1:1") as e:
         warren.Client("amqp://guest:guest@127.0.0.1:1/%2f", namespace=stack.namespace)
+    assert isinstance(e.value, ConnectionError)

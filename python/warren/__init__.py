@@ -13,9 +13,11 @@ the workers import travels by name.
 """
 
 from ._client import CancelledError, Client, Future, TaskLogs
+from ._cluster import LocalCluster
 from ._coordination import Event, Lock, Queue, Semaphore, Variable
 from ._errors import KilledWorker, TaskError, UnservedFunction, WarrenError
 from ._progress import progress
+from ._services import ServiceNotRunning
 from ._task import Task, registration, task
 from ._waiting import DoneAndNotDoneFutures, as_completed, fire_and_forget, wait
 from ._warren import BadSignature
@@ -28,9 +30,11 @@ __all__ = [
     "Event",
     "Future",
     "KilledWorker",
+    "LocalCluster",
     "Lock",
     "Queue",
     "Semaphore",
+    "ServiceNotRunning",
     "Task",
     "TaskError",
     "TaskLogs",

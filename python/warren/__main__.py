@@ -1,7 +1,7 @@
-"""``python -m warren worker MODULE...``: see :mod:`warren._worker`."""
+"""``python -m warren COMMAND``: see :mod:`warren._commands`."""
 
 import sys
 
-from ._worker import main
+from ._commands import main
 
 sys.exit(main(sys.argv[1:]))

@@ -20,7 +20,8 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, NamedTuple
 
-from . import _calls, _codec, _envelopes, _refs, _signing, _warren
+from . import _calls, _cluster, _codec, _envelopes, _refs, _signing
+from ._cluster import LocalCluster, setting_text
 from ._errors import UnservedFunction, rebuild
 from ._task import PYTHON_QUEUE, registration
 
@@ -178,7 +179,13 @@ class Client:
     ``Client()`` reads the same settings as the ``warren`` CLI: defaults,
     ``./warren.toml`` (or ``config=``), ``WARREN_*`` variables. An AMQP URL
     as the first argument, and any setting as a keyword (``namespace=``,
-    ``redis_url=``, ...), override them.
+    ``redis_url=``, ...), override them. ``Client(cluster)`` connects to a
+    :class:`warren.LocalCluster`.
+
+    With no address, no ``amqp_url`` and no ``config``, when no scheduler
+    serves the namespace, it starts a :class:`warren.LocalCluster` as dask
+    does (``n_workers=``, ``threads_per_worker=``, ``processes=`` go to it),
+    which stops when the client closes or this process exits.
     """
 
     #: The client made last in this process: the one ``Variable``, ``Lock``
@@ -187,15 +194,39 @@ class Client:
 
     def __init__(
         self,
-        amqp_url: str | None = None,
+        address: str | LocalCluster | None = None,
         *,
         config: str | os.PathLike[str] | None = None,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        processes: bool = True,
         **settings: Any,
     ) -> None:
-        if amqp_url is not None:
-            settings["amqp_url"] = amqp_url
-        overrides = [(k, _setting_text(v)) for k, v in settings.items()]
-        self._rust = _warren.Client(os.fspath(config) if config is not None else None, overrides)
+        #: The local cluster this client runs on, if any (dask's ``client.cluster``).
+        self.cluster: LocalCluster | None = None
+        self._owns_cluster = False
+        if isinstance(address, LocalCluster):
+            self.cluster = address
+            config = address._config if config is None else config
+            settings = {**dict(address._overrides), **settings}
+        elif address is not None:
+            settings["amqp_url"] = address
+        config = os.fspath(config) if config is not None else None
+        overrides = [(k, setting_text(v)) for k, v in settings.items()]
+        may_start = (
+            address is None
+            and config is None
+            and "amqp_url" not in settings
+            and "WARREN_AMQP_URL" not in os.environ
+        )
+        # The probe signs nothing, so it needs no key: the cluster makes one.
+        if (
+            may_start
+            and _cluster.connect(None, [*overrides, ("key_file", "none")]).scheduler_count() == 0
+        ):
+            self.cluster = LocalCluster(n_workers, threads_per_worker, processes, **settings)
+            self._owns_cluster = True
+        self._rust = _cluster.connect(config, overrides)
         self._keys = self._rust.keys()
         # Functions sent as code that this client stored, by hash: when.
         self._stored: dict[str, float] = {}
@@ -450,8 +481,10 @@ class Client:
 
     def close(self) -> None:
         """Waits until every submission is recorded (the connection closes
-        with the client)."""
+        with the client); stops the local cluster this client started."""
         self._rust.flush()
+        if self._owns_cluster and self.cluster is not None:
+            self.cluster.close()
 
     def __enter__(self) -> Client:
         return self
@@ -497,6 +530,7 @@ class Client:
             for w in i["workers"]
         )
         link = html.escape(self.dashboard_link)
+        local = f"<li>Local cluster: {html.escape(repr(self.cluster))}</li>" if self.cluster else ""
         return (
             f"<div><h3>warren.Client</h3><ul>"
             f"<li>Namespace: <code>{html.escape(self.namespace)}</code></li>"
@@ -505,16 +539,10 @@ class Client:
             f"<li>Workers: {len(i['workers'])}, slots: "
             f"{sum(w['concurrency'] for w in i['workers'])}</li>"
             f"<li>Pending futures: {i['pending']}</li>"
-            f'<li>Dashboard: <a href="{link}" target="_blank">{link}</a></li></ul>'
+            f'<li>Dashboard: <a href="{link}" target="_blank">{link}</a></li>{local}</ul>'
             f"<table><tr><th>worker</th><th>slots</th><th>queues</th><th>functions</th></tr>"
             f"{rows}</table></div>"
         )
-
-
-def _setting_text(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
 
 
 def _collect(x: Any, out: list[Future]) -> None:

@@ -60,23 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     return w
 
 
-USAGE = """usage: python -m warren worker MODULE [MODULE...] [options]
-
-commands:
-  worker    serve the @task functions of Python modules (--help for more)
-"""
-
-
 def main(argv: list[str]) -> int:
-    """Runs the command line; returns the exit status."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE + "\n" + EXAMPLES)
-        return 0 if argv else 2
-    if argv[0] != "worker":
-        print(f"error: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
-        return 2
+    """Runs ``python -m warren worker ARGV...``; returns the exit status."""
     # Options anywhere on the line, before, between or after the modules.
-    args = _parser().parse_intermixed_args(argv[1:])
+    args = _parser().parse_intermixed_args(argv)
     if args.concurrency is not None and args.concurrency < 1:
         print("error: --concurrency must be at least 1", file=sys.stderr)
         return 2
