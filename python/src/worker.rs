@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use warren_core::Settings;
 use warren_core::messages::TaskFailure;
 use warren_core::store::blobs::BlobRef;
-use warren_worker::prefork::{Blob, ChildCommand, Prefork};
+use warren_worker::prefork::{Blob, ChildCommand, Greeting, Prefork};
 use warren_worker::{Registry, Worker};
 
 /// Serves `functions` (registered names) from `queues` with `concurrency`
@@ -74,7 +74,7 @@ pub fn run_worker(
         env: vec![
             // The pool processes verify and open what they run with the
             // worker's key, and run code only if the worker accepts it.
-            ("WARREN_KEY_FILE".into(), Some(key_file)),
+            ("WARREN_KEY_FILE".into(), Some(key_file.clone())),
             (
                 "WARREN_PREVIOUS_KEY_FILE".into(),
                 Some(settings.previous_key_file.clone()),
@@ -90,11 +90,13 @@ pub fn run_worker(
                     .into(),
                 ),
             ),
-            // They do no I/O of their own: the worker's passwords stay out
-            // of their environment.
+            // The passwords stay out of their environment (and so out of
+            // /proc/<pid>/environ): a task's get_client() has them from the
+            // greeting, in memory.
             ("WARREN_AMQP_URL".into(), None),
             ("WARREN_REDIS_URL".into(), None),
         ],
+        greeting: Some(Greeting(greeting(&settings, &key_file))),
     };
     let mut functions = functions;
     if settings.accept_code {
@@ -128,6 +130,7 @@ pub fn run_worker(
                     args,
                     &blobs,
                     &warren_worker::cancel::is_cancelled,
+                    site.seat,
                 );
                 if let Some(logs) = logs {
                     values.keep_logs(site.key, &logs);
@@ -296,4 +299,42 @@ fn with_site(traceback: &str, key: &str, func: &str, worker: &str) -> String {
         _ if traceback.is_empty() => traceback.to_string(),
         _ => format!("{site}{traceback}"),
     }
+}
+
+/// The settings a client needs, as a task's `get_client()` connects with
+/// them: the worker's own, sent to each pool process once it is ready.
+const CLIENT_SETTINGS: [&str; 11] = [
+    "amqp_url",
+    "redis_url",
+    "namespace",
+    "result_ttl_secs",
+    "max_payload_bytes",
+    "max_message_bytes",
+    "redis_timeout_secs",
+    "queue_type",
+    "request_timeout_secs",
+    "previous_key_file",
+    "redis_min_replicas",
+];
+
+/// The greeting line: `{"settings": {name: text}}` for [`CLIENT_SETTINGS`],
+/// with `key_file` the worker's resolved key file (`none` if it has none).
+fn greeting(settings: &Settings, key_file: &str) -> String {
+    let all = serde_json::to_value(settings).unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for name in CLIENT_SETTINGS {
+        let text = match all.get(name) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => continue,
+            Some(v) => v.to_string(),
+        };
+        out.insert(name.into(), text.into());
+    }
+    let key = if key_file.is_empty() {
+        warren_core::signing::NO_KEY
+    } else {
+        key_file
+    };
+    out.insert("key_file".into(), key.into());
+    serde_json::json!({ "settings": out }).to_string()
 }

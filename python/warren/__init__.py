@@ -19,6 +19,7 @@ from ._errors import KilledWorker, TaskError, UnservedFunction, WarrenError
 from ._progress import progress
 from ._services import ServiceNotRunning
 from ._task import Task, registration, task
+from ._task_client import get_client, rejoin, secede, worker_client
 from ._waiting import DoneAndNotDoneFutures, as_completed, fire_and_forget, wait
 from ._warren import BadSignature
 
@@ -43,9 +44,13 @@ __all__ = [
     "WarrenError",
     "as_completed",
     "fire_and_forget",
+    "get_client",
     "progress",
     "registration",
+    "rejoin",
+    "secede",
     "task",
     "wait",
+    "worker_client",
 ]
 __version__ = "0.1.0"

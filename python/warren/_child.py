@@ -26,7 +26,7 @@ import sys
 import traceback
 from typing import IO, Any
 
-from . import _calls, _codec, _envelopes, _refs, _signing, _warren
+from . import _calls, _codec, _envelopes, _refs, _signing, _task_client, _warren
 from ._task import REGISTRY
 
 
@@ -264,10 +264,17 @@ def main(modules: list[str]) -> int:
             return 1
     keys = _signing.keys_from_environment()
     _send(proto_out, {"ready": True})
+    # The worker's greeting: the settings a task's get_client() uses.
+    greeting = proto_in.readline()
+    if not greeting:
+        return 0
+    settings = json.loads(greeting).get("settings") or {}
+    _task_client.attach(proto_in, proto_out, {str(k): str(v) for k, v in settings.items()})
     while True:
         request = _read_request(proto_in)
         if request is None:
             return 0
+        _task_client.task_started()
         reply, blobs = run(Task(request[0], request[1], keys))
         _send(proto_out, reply, blobs)
 

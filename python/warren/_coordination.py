@@ -18,7 +18,7 @@ import threading
 import uuid
 from typing import Any
 
-from . import _codec, _envelopes, _signing
+from . import _codec, _envelopes, _signing, _task_client
 from ._client import Client, Future
 
 __all__ = ["Event", "Lock", "Queue", "Semaphore", "Variable"]
@@ -28,12 +28,9 @@ _FUTURE = "$future"
 
 
 def _client(client: Client | None) -> Client:
-    if client is not None:
-        return client
-    made = Client._latest
-    if made is None:
-        raise ValueError("no warren.Client yet: create one first, or pass client=")
-    return made
+    # In a task, the task's client (the worker's namespace); elsewhere the
+    # client made last.
+    return client if client is not None else _task_client.get_client()
 
 
 def _encode(client: Client, value: Any) -> str:
@@ -61,7 +58,7 @@ def _decode(client: Client, text: str) -> Any:
 class _Named:
     kind = ""
 
-    def __init__(self, name: str | None, client: Client | None) -> None:
+    def __init__(self, name: str | None = None, client: Client | None = None) -> None:
         self.name = name if name is not None else uuid.uuid4().hex
         self.client = _client(client)
         self._rust = self.client._rust.coordination()

@@ -14,11 +14,12 @@ use warren_core::sizing;
 
 use crate::registry::CallSite;
 use crate::report::Report;
+use crate::seat::Seat;
 use crate::shared::Shared;
 
 /// Runs the function on the blocking pool; says `processing` if it takes a
 /// while; gives up at the task's time limit (asking the function to stop).
-pub(crate) async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
+pub(crate) async fn execute(shared: &Shared, msg: WorkMessage, seat: Arc<Seat>) -> TaskResult {
     let registry = shared.registry.clone();
     let identity = shared.identity.clone();
     let key = msg.key.clone();
@@ -51,6 +52,7 @@ pub(crate) async fn execute(shared: &Shared, msg: WorkMessage) -> TaskResult {
             let site = CallSite {
                 key: &msg.key,
                 worker: &identity,
+                seat: Some(&seat),
             };
             crate::cancel::with_flag(flag, || registry.call(&msg.func, msg.args, site))
         }),

@@ -62,6 +62,7 @@ pub fn child_main(registry: &Registry) -> ! {
                 CallSite {
                     key: &t.key,
                     worker: &t.worker,
+                    seat: None,
                 },
             ),
             Err(e) => Err(TaskFailure::new(

@@ -50,6 +50,7 @@ pub mod prefork;
 pub mod registry;
 pub mod report;
 pub mod runner;
+pub mod seat;
 pub mod secrets;
 mod shared;
 pub mod slots;

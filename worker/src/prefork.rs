@@ -13,11 +13,16 @@
 //! followed by the raw bytes of the values it announces (values that are not
 //! JSON cross as themselves: no base64):
 //! - the child says `{"ready": true}` once it has imported what it runs, or
-//!   `{"fatal": "..."}` (the worker then refuses to start, showing why);
+//!   `{"fatal": "..."}` (the worker then refuses to start, showing why); the
+//!   worker answers with its greeting, if it has one (the settings a task's
+//!   `get_client()` connects with);
 //! - the worker sends `{"key", "func", "args", "blobs": [{"sha256", "size"}...]}`
 //!   and then the bytes of each blob the arguments refer to; the child
 //!   answers `{"ok": value, "blobs": [size...]}` and the bytes of the blobs its
-//!   value refers to, or `{"error": {"type", "message", "traceback"}}`.
+//!   value refers to, or `{"error": {"type", "message", "traceback"}}`;
+//! - before its answer, a task may say `{"secede": true}` (its slot may serve
+//!   another task while it waits, see [`crate::seat`]) and `{"rejoin": true}`,
+//!   which the worker answers `{"rejoined": bool}` once the task holds a slot.
 //!
 //! A child that dies mid-task (a segfault, `os._exit`) is that task's
 //! `TaskCrashed` error and is replaced; the worker goes on. A task asked to
@@ -35,11 +40,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::Value;
 use warren_core::messages::TaskFailure;
 
 use crate::isolation::GRACE;
+use crate::seat::Seat;
 
 /// How often a waiting slot looks at its task's stop flag.
 const POLL: Duration = Duration::from_millis(20);
@@ -55,6 +60,8 @@ pub struct ChildCommand {
     pub args: Vec<OsString>,
     /// Variables set (`Some`) or removed (`None`) in its environment.
     pub env: Vec<(String, Option<String>)>,
+    /// A line sent to each child once it is ready (see [`Greeting`]).
+    pub greeting: Option<Greeting>,
 }
 
 /// Why a pool could not start.
@@ -198,15 +205,6 @@ impl std::fmt::Debug for Prefork {
     }
 }
 
-/// A child's first line.
-#[derive(Deserialize)]
-struct Hello {
-    #[serde(default)]
-    ready: bool,
-    #[serde(default)]
-    fatal: Option<String>,
-}
-
 impl Prefork {
     /// Starts `size` children of `command` and waits until each is ready.
     pub fn start(command: ChildCommand, size: usize) -> Result<Self, PreforkError> {
@@ -267,11 +265,13 @@ impl Prefork {
         blobs: &[Blob],
         stop: &dyn Fn() -> bool,
     ) -> Result<(Value, Vec<Vec<u8>>), TaskFailure> {
-        self.call_logged(key, func, args, blobs, stop).0
+        self.call_logged(key, func, args, blobs, stop, None).0
     }
 
     /// [`Prefork::call`], and what the task printed if its child sent it
     /// (`{"stdout": ..., "stderr": ...}`, whether it succeeded or failed).
+    /// With the task's `seat`, a task that secedes gives its slot up while
+    /// it waits, and takes one again when it rejoins.
     pub fn call_logged(
         &self,
         key: &str,
@@ -279,12 +279,14 @@ impl Prefork {
         args: Vec<Value>,
         blobs: &[Blob],
         stop: &dyn Fn() -> bool,
+        seat: Option<&Seat>,
     ) -> (Called, Option<Value>) {
         let mut logs = None;
-        let result = self.exchange(key, func, args, blobs, stop, &mut logs);
+        let result = self.exchange(key, func, args, blobs, stop, seat, &mut logs);
         (result, logs)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn exchange(
         &self,
         key: &str,
@@ -292,6 +294,7 @@ impl Prefork {
         args: Vec<Value>,
         blobs: &[Blob],
         stop: &dyn Fn() -> bool,
+        seat: Option<&Seat>,
         logs: &mut Option<Value>,
     ) -> Result<(Value, Vec<Vec<u8>>), TaskFailure> {
         let announced: Vec<Value> = blobs
@@ -312,7 +315,25 @@ impl Prefork {
                 return Err(crashed(key, "could not be given the task"));
             }
         }
-        let answer = proc.read_line(None, stop);
+        let answer = loop {
+            let read = proc.read_line(None, stop);
+            let Ok(Some(line)) = &read else { break read };
+            match Line::of(line) {
+                Line::Answer => break read,
+                Line::Secede => {
+                    if let Some(s) = seat {
+                        s.secede();
+                    }
+                }
+                Line::Rejoin => {
+                    let rejoined = seat.is_none_or(|s| s.rejoin(stop));
+                    let said = format!("{{\"rejoined\":{rejoined}}}\n");
+                    if proc.send(&said, &[]).is_err() {
+                        break Ok(None);
+                    }
+                }
+            }
+        };
         match answer {
             Ok(Some(line)) => {
                 let result = match parse_reply_logged(&line, logs) {
@@ -326,12 +347,13 @@ impl Prefork {
                     },
                     Err(e) => Err(e),
                 };
-                if self.current(&proc) {
-                    self.idle
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(proc);
+                // Past the pool's size (a seceded task's slot served
+                // another, which started a child), a child is not kept.
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                if self.current(&proc) && idle.len() < self.size {
+                    idle.push(proc);
                 } else {
+                    drop(idle);
                     proc.end();
                 }
                 result
@@ -432,7 +454,15 @@ impl Prefork {
             }
         };
         match serde_json::from_str::<Hello>(&line) {
-            Ok(Hello { ready: true, .. }) => Ok(proc),
+            Ok(Hello { ready: true, .. }) => {
+                if let Some(Greeting(text)) = &self.command.greeting {
+                    proc.send(&format!("{}\n", text.trim_end()), &[])
+                        .map_err(|e| {
+                            PreforkError::NotReady(format!("could not greet a new child: {e}"))
+                        })?;
+                }
+                Ok(proc)
+            }
             Ok(Hello {
                 fatal: Some(why), ..
             }) => Err(PreforkError::NotReady(why)),
@@ -494,66 +524,10 @@ fn crashed(key: &str, how: &str) -> TaskFailure {
     )
 }
 
-/// The most bytes one blob of a child's answer may announce.
-const MAX_BLOB: usize = 1 << 31;
+mod protocol;
 
-/// What a call gives: the value and the blobs it refers to, or the failure.
-pub type Called = Result<(Value, Vec<Vec<u8>>), TaskFailure>;
-
-/// A value that is not JSON, handed to a child with the arguments that
-/// refer to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Blob {
-    /// Its SHA-256, in hex, as the reference in the arguments names it.
-    pub sha256: String,
-    /// Its bytes.
-    pub bytes: Vec<u8>,
-}
-
-/// A child's answer as the task's result and the sizes of the blobs that
-/// follow it (pure).
-pub fn parse_reply(line: &str) -> Result<(Value, Vec<usize>), TaskFailure> {
-    parse_reply_logged(line, &mut None)
-}
-
-/// [`parse_reply`], taking the task's printed output (`"logs"`, an object)
-/// into `logs` whatever the outcome.
-pub fn parse_reply_logged(
-    line: &str,
-    logs: &mut Option<Value>,
-) -> Result<(Value, Vec<usize>), TaskFailure> {
-    let not_a_result = || {
-        TaskFailure::new(
-            "WorkerError",
-            format!(
-                "the task process answered something that is not a result: {}",
-                line.trim_end()
-            ),
-            "",
-        )
-    };
-    let Ok(Value::Object(mut reply)) = serde_json::from_str::<Value>(line) else {
-        return Err(not_a_result());
-    };
-    *logs = reply.remove("logs").filter(Value::is_object);
-    if let Some(error) = reply.remove("error") {
-        return Err(serde_json::from_value(error).unwrap_or_else(|_| not_a_result()));
-    }
-    let sizes = match reply.remove("blobs") {
-        None => Vec::new(),
-        Some(Value::Array(sizes)) => sizes
-            .iter()
-            .map(|n| {
-                n.as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .filter(|n| *n <= MAX_BLOB)
-                    .ok_or_else(not_a_result)
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(not_a_result()),
-    };
-    Ok((reply.remove("ok").ok_or_else(not_a_result)?, sizes))
-}
+pub use protocol::{Blob, Called, Greeting, parse_reply, parse_reply_logged};
+use protocol::{Hello, Line};
 
 #[cfg(test)]
 mod tests;

@@ -223,6 +223,9 @@ pub struct CallSite<'a> {
     pub key: &'a str,
     /// The worker's identity (`host:pid`).
     pub worker: &'a str,
+    /// The task's slot, which a function that waits for other tasks may
+    /// give up meanwhile ([`crate::seat`]); none in a child process.
+    pub seat: Option<&'a crate::seat::Seat>,
 }
 
 impl Registry {
@@ -375,6 +378,7 @@ mod tests {
     const SITE: CallSite<'static> = CallSite {
         key: "k-1",
         worker: "host:1",
+        seat: None,
     };
 
     fn registry() -> Registry {

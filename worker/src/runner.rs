@@ -55,6 +55,7 @@ use crate::memory::{BoundedSet, RunId, Runs};
 use crate::pack_ack::PackAck;
 use crate::registry::Registry;
 use crate::report::{Report, report_loop};
+use crate::seat::Seat;
 use crate::shared::{CANCELLED_CAPACITY, RECENT_CAPACITY, RunResult, Shared, WorkerMetrics};
 use crate::slots::Slots;
 use crate::watchdog::Watchdog;
@@ -527,8 +528,16 @@ fn queue(shared: &Arc<Shared>, store: &Store, msg: WorkMessage, ack: Arc<PackAck
             };
             match begin {
                 Begin::Run => {
-                    let result = execute(&shared, msg).await;
-                    drop(permit);
+                    let seat = Seat::new(
+                        permit,
+                        shared.slots.clone(),
+                        msg.priority,
+                        tokio::runtime::Handle::current(),
+                    );
+                    let result = execute(&shared, msg, seat.clone()).await;
+                    // Ended, or abandoned at its time limit: the slot is free
+                    // either way, and a late rejoin takes none.
+                    seat.close();
                     shared.completed.fetch_add(1, Ordering::Relaxed);
                     report(&shared, id, &tx, result, ack);
                 }

@@ -73,6 +73,7 @@ for line in iter(sys.stdin.buffer.readline, b""):
             program: "python3".into(),
             args: vec!["-c".into(), script.into()],
             env: Vec::new(),
+            greeting: None,
         },
         size,
     )
@@ -161,6 +162,7 @@ fn a_child_that_cannot_get_ready_says_why() {
                 r#"import json; print(json.dumps({"fatal": "No module named 'nosuch'"}))"#.into(),
             ],
             env: Vec::new(),
+            greeting: None,
         },
         1,
     )
