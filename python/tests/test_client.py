@@ -234,6 +234,19 @@ def test_progress_draws_a_bar_until_everything_is_final(client, capsys):
     err = capsys.readouterr().err
     assert "100% Completed | 10/10" in err
     assert all(f.done() for f in fs)
+    # dask's progress(*futures): futures and lists of them, mixed.
+    one, more = client.submit(funcs.inc, 1), client.map(funcs.inc, [2, 3])
+    warren.progress(one, more, notebook=False)
+    assert "100% Completed | 3/3" in capsys.readouterr().err
+
+
+def test_release_drops_the_local_copy_not_the_result(client):
+    f = client.submit(funcs.inc, 41, pure=False)
+    assert f.result() == 42
+    f.release()
+    assert f._final is None
+    assert client.future(f.key).result() == 42, "the result stays for other holders"
+    assert f.result() == 42
 
 
 def test_forget_drops_final_futures(client):

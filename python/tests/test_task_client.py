@@ -54,8 +54,8 @@ def fib(n):
         return a.result() + b.result()
 
 
-def test_a_task_fans_out_on_the_only_slot_with_worker_client(c):
-    assert c.submit(fan_out, 4).result(timeout=120) == 60
+def test_a_task_maps_and_gathers_10_children_on_the_only_slot(c):
+    assert c.submit(fan_out, 10).result(timeout=120) == sum(x * 10 for x in range(10))
 
 
 def test_secede_and_rejoin_by_hand(c):
@@ -95,3 +95,17 @@ def test_primitives_in_a_task_use_the_tasks_client(c):
     assert warren.Variable(name, client=c).get(timeout=30) == "from a task"
     warren.Queue(name, client=c).put("from the client")
     assert f.result(timeout=30) == "from the client"
+
+
+def hand_over(name):
+    client = get_client()
+    warren.Queue(name).put(client.submit(times_ten, 7, pure=False))
+    return "handed over"
+
+
+def test_a_queue_carries_futures_from_tasks_to_the_client(c):
+    name = f"futures-{id(c)}"
+    assert c.submit(hand_over, name, pure=False).result(timeout=60) == "handed over"
+    got = warren.Queue(name, client=c).get(timeout=30)
+    assert isinstance(got, warren.Future)
+    assert got.result(timeout=60) == 70

@@ -123,6 +123,14 @@ class Future:
         """Cancels this future and everything that depends on it."""
         self._client.cancel([self])
 
+    def release(self) -> None:
+        """Drops what this object holds of the result (dask's ``release``).
+        Unlike dask's, the result itself stays in Redis, for other clients
+        too, until ``result_ttl_secs`` passes or ``client.forget`` deletes it:
+        a warren result does not die with the last Python reference."""
+        with self._lock:
+            self._final = None
+
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         """Calls ``fn(future)`` once the future is final, on another thread."""
 

@@ -46,9 +46,17 @@ def _html(done: int, total: int, errors: int, elapsed: float) -> str:
     )
 
 
-def progress(futures: Iterable[Future] | Future, notebook: bool | None = None) -> None:
-    """Shows how many of ``futures`` are final, live, until all are."""
-    fs = [futures] if isinstance(futures, Future) else list(futures)
+def progress(
+    *futures: Iterable[Future] | Future, notebook: bool | None = None, **kwargs: Any
+) -> None:
+    """Shows how many of ``futures`` are final, live, until all are (dask's
+    ``progress(*futures)``: futures, or iterables of them, in any mix).
+    dask's display options (``multi=``, ``complete=``, ...) are accepted
+    and change nothing: there is one bar."""
+    del kwargs
+    fs: list[Future] = []
+    for f in futures:
+        fs.extend([f] if isinstance(f, Future) else f)
     total = len(fs)
     notebook = _in_notebook() if notebook is None else notebook
     started = time.monotonic()
