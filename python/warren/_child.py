@@ -17,7 +17,9 @@ the worker was started with ``--accept-code`` and a key holder signed it.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import io
 import json
 import os
@@ -206,6 +208,10 @@ class _Capture:
         return reply
 
 
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
 def run(task: Task) -> tuple[dict[str, Any], list[bytes]]:
     """One task: the function's value (and the bytes of the values that are
     not JSON), or its error."""
@@ -223,6 +229,9 @@ def run(task: Task) -> tuple[dict[str, Any], list[bytes]]:
     try:
         with captured:
             value = fn(*args, **kwargs)
+            # An `async def` task: awaited here, on a loop of its own.
+            if inspect.isawaitable(value):
+                value = asyncio.run(_awaited(value))
     except BaseException as e:  # noqa: BLE001 - a task's error is its result
         return captured.into({"error": _failure(e, skip_frames=1)}), []
     if _codec.plain(value):

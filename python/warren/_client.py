@@ -1,4 +1,4 @@
-"""``Client`` and ``Future``: dask.distributed's futures API on warren.
+"""``Client``: dask.distributed's futures API on warren.
 
 The client is warren's Rust client (``warren._warren.Client``): submissions
 are published to RabbitMQ in the background and recorded by a scheduler in
@@ -9,7 +9,6 @@ reprs.
 
 from __future__ import annotations
 
-import concurrent.futures
 import html
 import json
 import os
@@ -17,17 +16,16 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any, Callable, NamedTuple
 
-from . import _calls, _cluster, _codec, _envelopes, _refs, _signing
+from . import _aio, _calls, _cluster, _codec, _envelopes, _refs, _signing
 from ._cluster import LocalCluster, setting_text
-from ._errors import UnservedFunction, rebuild
+from ._errors import UnservedFunction
+from ._future import CancelledError, Future, TaskLogs, _final_error
 from ._task import PYTHON_QUEUE, registration
 
 __all__ = ["CancelledError", "Client", "Future", "TaskLogs"]
-
-CancelledError = concurrent.futures.CancelledError
 
 #: A stored function is stored again after this long (values live
 #: ``result_ttl_secs``, a day by default).
@@ -38,142 +36,6 @@ def _default_queue(name: str) -> str:
     # As warren_core::routing::default_queue_for: Python functions
     # (module:function) to the Python workers' queue.
     return PYTHON_QUEUE if ":" in name else "default"
-
-
-class Future:
-    """A task's eventual result (dask's ``Future``).
-
-    ``.key``, ``.status``, ``.done()``, ``.result(timeout)``,
-    ``.exception()``, ``.traceback()``, ``.cancel()``,
-    ``.add_done_callback(fn)``. Pass it (or lists and dicts holding it) as an
-    argument to ``submit`` to make a task depend on it.
-    """
-
-    __slots__ = ("_client", "_final", "_lock", "key")
-
-    def __init__(self, key: str, client: Client) -> None:
-        self.key = key
-        self._client = client
-        self._final: tuple[str, str] | None = None
-        self._lock = threading.Lock()
-
-    # -- state ---------------------------------------------------------
-    def _settle(self, final: tuple[str, str]) -> tuple[str, str]:
-        with self._lock:
-            if self._final is None:
-                self._final = final
-            return self._final
-
-    def _outcome(self, timeout: float | None) -> tuple[str, str]:
-        if self._final is not None:
-            return self._final
-        return self._settle(self._client._rust.outcomes([self.key], timeout)[0])
-
-    @property
-    def status(self) -> str:
-        """``pending``, ``finished``, ``error`` or ``cancelled``."""
-        if self._final is not None:
-            return self._final[0]
-        return self._client._rust.statuses([self.key])[0][0]
-
-    def done(self) -> bool:
-        """Whether the future is final."""
-        return self.status != "pending"
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The value; waits (Ctrl-C interrupts) up to ``timeout`` seconds.
-
-        A failed task raises its error (see :class:`warren.TaskError`); a
-        cancelled one raises ``concurrent.futures.CancelledError``.
-        """
-        return self._client._value(self.key, self._outcome(timeout))
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The task's error, without raising it; ``None`` if it finished."""
-        state, payload = self._outcome(timeout)
-        if state == "error":
-            return rebuild(json.loads(payload), self.key)
-        if state == "cancelled":
-            return CancelledError(f"future {self.key} was cancelled")
-        return None
-
-    def traceback(self, timeout: float | None = None) -> str | None:
-        """The worker's traceback text of a failed task, else ``None``."""
-        state, payload = self._outcome(timeout)
-        if state == "error":
-            return json.loads(payload).get("traceback") or None
-        return None
-
-    def logs(self) -> TaskLogs | None:
-        """What the task printed (``stdout``, ``stderr``), as ``warren logs
-        KEY`` shows it, once it ended; ``None`` if it printed nothing (or it
-        expired with its result)."""
-        got = self._client._rust.logs(self.key)
-        return None if got is None else TaskLogs(*got)
-
-    @property
-    def type(self) -> type | None:
-        """The type of the value once the task finished (``None`` before,
-        and for a failed or cancelled task), as dask's ``Future.type``."""
-        if self.status != "finished":
-            return None
-        return type(self.result())
-
-    def cancel(self) -> None:
-        """Cancels this future and everything that depends on it."""
-        self._client.cancel([self])
-
-    def release(self) -> None:
-        """Drops what this object holds of the result (dask's ``release``).
-        Unlike dask's, the result itself stays in Redis, for other clients
-        too, until ``result_ttl_secs`` passes or ``client.forget`` deletes it:
-        a warren result does not die with the last Python reference."""
-        with self._lock:
-            self._final = None
-
-    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
-        """Calls ``fn(future)`` once the future is final, on another thread."""
-
-        def watch() -> None:
-            try:
-                self._outcome(None)
-            except Exception:  # noqa: BLE001 - the callback sees the future as it is
-                pass
-            fn(self)
-
-        threading.Thread(target=watch, name=f"warren-callback-{self.key}", daemon=True).start()
-
-    # -- display -------------------------------------------------------
-    def __repr__(self) -> str:
-        return f"<Future: {self.status}, key: {self.key}>"
-
-    def _repr_html_(self) -> str:
-        status = self.status
-        colour = {"finished": "green", "error": "red", "cancelled": "grey"}.get(status, "orange")
-        return (
-            f"<strong>Future: {html.escape(self.key)}</strong> "
-            f'<span style="color: {colour}">status: {status}</span>'
-        )
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Future) and other.key == self.key
-
-
-class TaskLogs(NamedTuple):
-    """What a task wrote: its standard output and standard error."""
-
-    stdout: str
-    stderr: str
-
-
-def _final_error(key: str, final: tuple[str, str]) -> BaseException:
-    state, payload = final
-    if state == "error":
-        return rebuild(json.loads(payload), key)
-    return CancelledError(f"future {key} was cancelled")
 
 
 class _Resolved(NamedTuple):
@@ -194,6 +56,11 @@ class Client:
     serves the namespace, it starts a :class:`warren.LocalCluster` as dask
     does (``n_workers=``, ``threads_per_worker=``, ``processes=`` go to it),
     which stops when the client closes or this process exits.
+
+    ``asynchronous=True``: the same client for asyncio code, as dask's.
+    ``gather``, ``scatter``, ``cancel``, ``forget``, ``restart`` and
+    ``close`` return coroutines; ``await future``, ``await client`` (the
+    client itself), ``async with``, ``async for f in as_completed(...)``.
     """
 
     #: The client made last in this process: the one ``Variable``, ``Lock``
@@ -208,8 +75,11 @@ class Client:
         n_workers: int | None = None,
         threads_per_worker: int | None = None,
         processes: bool = True,
+        asynchronous: bool = False,
         **settings: Any,
     ) -> None:
+        #: Whether the methods that wait return coroutines (dask's flag).
+        self.asynchronous = asynchronous
         #: The local cluster this client runs on, if any (dask's ``client.cluster``).
         self.cluster: LocalCluster | None = None
         self._owns_cluster = False
@@ -322,6 +192,7 @@ class Client:
         )
         return [Future(k, self) for k in made]
 
+    @_aio.maybe_async
     def scatter(
         self,
         data: Any,
@@ -447,6 +318,7 @@ class Client:
         return target
 
     # -- reading -------------------------------------------------------
+    @_aio.maybe_async
     def gather(self, futures: Any, errors: str = "raise", direct: bool | None = None) -> Any:
         """The values of ``futures`` (a future, or lists, tuples, sets and
         dicts of them, nested), in the same shape; the first error in input
@@ -468,16 +340,19 @@ class Client:
                 f._settle(final)
         return _fill(futures, errors, self)
 
+    @_aio.maybe_async
     def cancel(self, futures: Iterable[Future] | Future) -> None:
         """Cancels futures and everything that depends on them."""
         fs = [futures] if isinstance(futures, Future) else list(futures)
         self._rust.cancel([f.key for f in fs])
 
+    @_aio.maybe_async
     def forget(self, futures: Iterable[Future] | Future) -> int:
         """Drops final futures' records and results from Redis."""
         fs = [futures] if isinstance(futures, Future) else list(futures)
         return self._rust.forget([f.key for f in fs])
 
+    @_aio.maybe_async
     def restart(self) -> dict[str, int]:
         """Cancels every future of the namespace and empties its queues."""
         epoch, expected, ready = self._rust.restart()
@@ -487,9 +362,13 @@ class Client:
         """A future for a key made elsewhere (the CLI, another client)."""
         return Future(key, self)
 
+    @_aio.maybe_async
     def close(self) -> None:
         """Waits until every submission is recorded (the connection closes
         with the client); stops the local cluster this client started."""
+        self._close()
+
+    def _close(self) -> None:
         self._rust.flush()
         if self._owns_cluster and self.cluster is not None:
             self.cluster.close()
@@ -498,7 +377,21 @@ class Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._close()
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        """``await Client(asynchronous=True)``: the client, connected."""
+
+        async def ready() -> Client:
+            return self
+
+        return ready().__await__()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await _aio.to_thread(self._close)
 
     # -- display -------------------------------------------------------
     def info(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
+from . import _aio
 from ._client import Client, Future, _collect
 
 __all__ = ["DoneAndNotDoneFutures", "as_completed", "fire_and_forget", "wait"]
@@ -46,11 +47,18 @@ def wait(
     fs: Future | Iterable[Future],
     timeout: float | None = None,
     return_when: str = "ALL_COMPLETED",
-) -> DoneAndNotDoneFutures:
+) -> Any:
     """dask's ``wait``: ``(done, not_done)`` once all (or the first, with
     ``return_when="FIRST_COMPLETED"``) of one future or many are final;
-    ``TimeoutError`` if ``timeout`` passes first."""
+    ``TimeoutError`` if ``timeout`` passes first. Futures of an
+    asynchronous client get a coroutine (``await wait(fs)``)."""
     futures = _futures(fs)
+    if futures and _client_of(futures).asynchronous:
+        return _aio.to_thread(_wait, futures, timeout, return_when)
+    return _wait(futures, timeout, return_when)
+
+
+def _wait(futures: list[Future], timeout: float | None, return_when: str) -> DoneAndNotDoneFutures:
     if return_when not in ("ALL_COMPLETED", "FIRST_COMPLETED"):
         raise ValueError(
             f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}"
@@ -189,6 +197,24 @@ class as_completed(Iterator[Any]):  # noqa: N801 - dask's name
 
     def __iter__(self) -> as_completed:
         return self
+
+    def __aiter__(self) -> as_completed:
+        return self
+
+    async def __anext__(self) -> Any:
+        """``async for future in as_completed(...)``: the next one, waited
+        for in a thread (see :mod:`warren._aio`)."""
+        more, item = await _aio.to_thread(self._next_or_end)
+        if not more:
+            raise StopAsyncIteration
+        return item
+
+    def _next_or_end(self) -> tuple[bool, Any]:
+        # StopIteration cannot cross a thread's future: say it instead.
+        try:
+            return True, next(self)
+        except StopIteration:
+            return False, None
 
     def __next__(self) -> Any:
         if not self._wait_one():

@@ -1,0 +1,100 @@
+"""The async API (issue 34): ``Client(asynchronous=True)`` in an asyncio
+program and in a Jupyter cell, ``await future``, ``await client.gather``,
+``async for`` over ``as_completed``, ``async with``, and ``async def``
+functions run as tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nbformat
+import pytest
+from conftest import TESTS, Stack
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
+
+import warren
+
+
+@pytest.fixture(scope="module")
+def stack():
+    s = Stack("async")
+    s.scheduler()
+    s.python_worker(accept_code=True, concurrency=2)
+    try:
+        s.wait_for_workers(s.client(), 1)
+        yield s
+    finally:
+        s.stop()
+
+
+def slow_square(x):
+    time.sleep(0.3)
+    return x * x
+
+
+async def async_inc(x):
+    await asyncio.sleep(0.05)
+    return x + 1
+
+
+def test_the_async_api_in_an_asyncio_program(stack):
+    async def main():
+        async with await warren.Client(namespace=stack.namespace, asynchronous=True) as client:
+            assert client.asynchronous
+            assert await client.submit(slow_square, 3) == 9
+            fs = client.map(slow_square, range(4), pure=False)
+            assert await client.gather(fs) == [0, 1, 4, 9]
+            [scattered] = await client.scatter([{"a": 1}])
+            assert await scattered == {"a": 1}
+            seen = [f.key async for f in warren.as_completed(client.map(slow_square, [5, 6]))]
+            assert len(seen) == 2
+            done, not_done = await warren.wait(client.map(slow_square, [7, 8]))
+            assert len(done) == 2 and not not_done
+            # The loop is never blocked: a ticker runs while futures are awaited.
+            ticks = 0
+
+            async def ticker():
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.02)
+                    ticks += 1
+
+            t = asyncio.create_task(ticker())
+            pair = client.map(slow_square, [10, 11], pure=False)
+            assert await asyncio.gather(*pair) == [100, 121]
+            t.cancel()
+            assert ticks >= 5, f"the event loop ticked {ticks} times in 0.3 s or more"
+            # An error is raised by the await.
+            with pytest.raises(ZeroDivisionError):
+                await client.submit(lambda: 1 / 0)
+            await client.cancel(client.submit(slow_square, 12, pure=False))
+
+    asyncio.run(main())
+
+
+def test_an_async_def_function_runs_as_a_task(stack):
+    client = stack.client()
+    assert client.submit(async_inc, 41).result(timeout=60) == 42
+    assert client.gather(client.map(async_inc, range(3))) == [1, 2, 3]
+
+
+def test_the_async_api_in_a_jupyter_cell(stack):
+    nb = new_notebook(
+        cells=[
+            new_code_cell(
+                "import warren\n"
+                f"client = await warren.Client(namespace={stack.namespace!r}, asynchronous=True)\n"
+                "f = client.submit(lambda x: x * 7, 6)\n"
+                "print(await f, await client.gather(client.map(lambda x: -x, [1, 2])))"
+            )
+        ],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+    )
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(TESTS)}}
+    ).execute()
+    outputs = nb.cells[0].outputs
+    assert [o.get("text") for o in outputs if o.output_type == "stream"] == ["42 [-1, -2]\n"]
+    nbformat.validate(nb)
