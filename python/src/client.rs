@@ -334,6 +334,25 @@ impl Client {
         Ok((r.epoch, r.workers_expected, r.workers_ready.len()))
     }
 
+    /// Broadcasts `func(args)` (the argument list as JSON text, as
+    /// `submit` takes one) to every worker that has it; the run's id.
+    fn run(&self, py: Python<'_>, func: String, args: String) -> PyResult<String> {
+        let args: Vec<Value> = serde_json::from_str(&args)
+            .map_err(|e| PyValueError::new_err(format!("arguments of run: {e}")))?;
+        let client = self.inner.clone();
+        wait(py, async move { client.run(&func, args).await })?.map_err(to_py)
+    }
+
+    /// Each worker's outcome of run `id` so far: `{worker: JSON}`.
+    fn run_outcomes(
+        &self,
+        py: Python<'_>,
+        id: String,
+    ) -> PyResult<std::collections::HashMap<String, String>> {
+        let client = self.inner.clone();
+        wait(py, async move { client.run_outcomes(&id).await })?.map_err(to_py)
+    }
+
     /// Schedulers consuming the namespace's submit queue now.
     fn scheduler_count(&self, py: Python<'_>) -> PyResult<u32> {
         let client = self.inner.clone();

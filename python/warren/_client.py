@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any, Callable, NamedTuple
 
-from . import _aio, _calls, _cluster, _codec, _envelopes, _refs, _signing
+from . import _aio, _calls, _cluster, _codec, _envelopes, _refs, _run, _signing
 from ._cluster import LocalCluster, setting_text
 from ._errors import UnservedFunction
 from ._future import CancelledError, Future, TaskLogs, _final_error
@@ -357,6 +357,28 @@ class Client:
         """Cancels every future of the namespace and empties its queues."""
         epoch, expected, ready = self._rust.restart()
         return {"epoch": epoch, "workers_expected": expected, "workers_ready": ready}
+
+    @_aio.maybe_async
+    def run(
+        self,
+        function: Callable[..., Any] | str,
+        *args: Any,
+        workers: list[str] | None = None,
+        wait: bool = True,
+        nanny: bool = False,
+        on_error: str = "raise",
+        timeout: float = 30.0,
+        **kwargs: Any,
+    ) -> dict[str, Any] | None:
+        """Runs ``function(*args, **kwargs)`` once on every live worker
+        that has it (a function sent as code: the workers that accept code),
+        outside their task slots; returns ``{worker: value}`` (dask's
+        ``run``). ``workers``: only these (``host:pid``). ``on_error``:
+        ``raise`` the first error, ``return`` it as the worker's value, or
+        ``ignore`` that worker. ``timeout``: seconds to wait for every
+        answer. ``nanny`` is dask's and changes nothing."""
+        del nanny
+        return _run.run(self, function, args, kwargs, workers, wait, on_error, timeout)
 
     def future(self, key: str) -> Future:
         """A future for a key made elsewhere (the CLI, another client)."""

@@ -1,17 +1,22 @@
-//! The control broadcast: every worker hears every cancel and restart on a
-//! private queue bound to the namespace's control exchange.
+//! The control broadcast: every worker hears every cancel, restart and run
+//! on a private queue bound to the namespace's control exchange.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use lapin::{Channel, Connection, Consumer};
+use serde_json::Value;
 use tracing::{debug, info, warn};
 use warren_core::amqp;
-use warren_core::messages::{ClientEvent, ClientEvents, Control, PROTOCOL_VERSION, decode};
+use warren_core::messages::{
+    ClientEvent, ClientEvents, Control, PROTOCOL_VERSION, TaskFailure, decode,
+};
 use warren_core::msgauth::Family;
+use warren_core::store::Store;
 use warren_core::topology::Topology;
 
+use crate::registry::CallSite;
 use crate::shared::Shared;
 
 /// A private queue bound to the control exchange: every worker gets every broadcast.
@@ -32,6 +37,7 @@ pub(crate) async fn control_consumer(
 pub(crate) async fn control_loop(
     mut consumer: Consumer,
     reply: Channel,
+    store: Store,
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
     while let Some(delivery) = consumer.next().await {
@@ -46,7 +52,17 @@ pub(crate) async fn control_loop(
             warn!(reason = %why, "ignoring a control message");
             continue;
         }
-        match decode::<Control>(&delivery.data) {
+        let decoded = decode::<Control>(&delivery.data)
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.validate().map(|()| c));
+        match decoded {
+            Ok(Control::Run { id, func, args, .. }) => {
+                // Only where the function lives: a run of Python code is no
+                // Rust worker's business.
+                if shared.functions.contains(&func) {
+                    tokio::spawn(run(shared.clone(), store.clone(), id, func, args));
+                }
+            }
             Ok(Control::Cancel { keys, .. }) => {
                 debug!(keys = keys.len(), "cancel");
                 shared.cancel(&keys);
@@ -92,4 +108,38 @@ pub(crate) async fn control_loop(
         }
     }
     anyhow::bail!("the control consumer ended")
+}
+
+/// Runs a client's `run` call outside the task slots (as dask's
+/// `Client.run`: setup and inspection, not results), and keeps this
+/// worker's outcome under the run's id.
+async fn run(shared: Arc<Shared>, store: Store, id: String, func: String, args: Vec<Value>) {
+    let registry = shared.registry.clone();
+    let identity = shared.identity.clone();
+    let run_id = id.clone();
+    let called = tokio::task::spawn_blocking(move || {
+        let site = CallSite {
+            key: &run_id,
+            worker: &identity,
+            seat: None,
+        };
+        crate::cancel::with_flag(Arc::new(AtomicBool::new(false)), || {
+            registry.call(&func, args, site)
+        })
+    })
+    .await;
+    let outcome = match called {
+        Ok(Ok(value)) => serde_json::json!({ "ok": value }),
+        Ok(Err(failure)) => serde_json::json!({ "error": failure }),
+        Err(e) => {
+            serde_json::json!({ "error": TaskFailure::new("WorkerError", e.to_string(), "") })
+        }
+    };
+    info!(run = %id, "ran a client's run call");
+    if let Err(e) = store
+        .put_run_outcome(&id, &shared.identity, &outcome.to_string())
+        .await
+    {
+        warn!(run = %id, error = %e, "could not keep the outcome of a run");
+    }
 }

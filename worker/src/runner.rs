@@ -250,6 +250,7 @@ impl Worker {
         let control = control_loop(
             control_consumer(&conn, topology, identity).await?,
             conn.create_channel().await?,
+            store.clone(),
             shared.clone(),
         );
 

@@ -177,8 +177,11 @@ fn receive(body: &[u8]) {
             let _ = crate::taskkey::validate_key(&o.key);
         }
     }
-    if let Ok(Control::Restart { reply_to, .. }) = decode::<Control>(body) {
-        let _ = crate::limits::is_client_queue("ns", &reply_to);
+    if let Ok(control) = decode::<Control>(body) {
+        let _ = control.validate();
+        if let Control::Restart { reply_to, .. } = control {
+            let _ = crate::limits::is_client_queue("ns", &reply_to);
+        }
     }
     let _ = decode::<ClientEvents>(body);
 }

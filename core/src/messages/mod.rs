@@ -382,6 +382,19 @@ pub enum Control {
         /// The keys cancelled (including dependents cancelled with them).
         keys: Vec<String>,
     },
+    /// Run `func(args)` once on every worker that has it, outside its task
+    /// slots (a client's `run`), and keep each worker's outcome in Redis
+    /// under `id` (see [`Control::validate`]).
+    Run {
+        /// Protocol version.
+        v: u32,
+        /// The run's id, chosen by the client: a task key's rules.
+        id: String,
+        /// The function, as a task names it.
+        func: String,
+        /// Its arguments, as a task's.
+        args: Vec<Value>,
+    },
 }
 
 /// Why a message body was refused.

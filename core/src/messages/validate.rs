@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::{MAX_PRIORITY, TaskSpec, WorkMessage};
+use super::{Control, MAX_PRIORITY, TaskSpec, WorkMessage};
 use crate::limits;
 
 /// Nesting of a task's arguments at most. serde_json refuses documents
@@ -58,6 +58,22 @@ impl WorkMessage {
             limits::timeout(secs)?;
         }
         args_depth(&self.key, &self.args)
+    }
+}
+
+impl Control {
+    /// What a worker checks before it acts on a broadcast it could verify:
+    /// a run's id and function name as a task's key and name, its arguments
+    /// as a task's. Cancels and restarts are checked where they are used.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Control::Run { id, func, args, .. } => {
+                crate::taskkey::validate_key(id).map_err(|e| format!("run id: {e}"))?;
+                crate::taskkey::validate_key(func).map_err(|e| format!("function name: {e}"))?;
+                args_depth(id, args)
+            }
+            Control::Restart { .. } | Control::Cancel { .. } => Ok(()),
+        }
     }
 }
 
@@ -206,5 +222,34 @@ mod tests {
         })
         .unwrap();
         assert!(serde_json::from_slice::<ClientRequest>(&body).is_ok());
+    }
+
+    #[test]
+    fn a_run_broadcast_is_checked_as_a_task_is() {
+        let run = |id: &str, func: &str, args: Vec<Value>| Control::Run {
+            v: PROTOCOL_VERSION,
+            id: id.into(),
+            func: func.into(),
+            args,
+        };
+        assert_eq!(run("run-1", "inc", vec![json!(1)]).validate(), Ok(()));
+        assert!(
+            run("", "inc", vec![])
+                .validate()
+                .unwrap_err()
+                .contains("run id")
+        );
+        assert!(run("run 1", "inc", vec![]).validate().is_err());
+        assert!(
+            run("run-1", "no spaces", vec![])
+                .validate()
+                .unwrap_err()
+                .contains("function name")
+        );
+        assert!(
+            run("run-1", "inc", vec![nested(MAX_ARG_DEPTH + 1)])
+                .validate()
+                .is_err()
+        );
     }
 }

@@ -85,6 +85,28 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps `worker`'s outcome of run `id` (JSON) as long as results are.
+    pub async fn put_run_outcome(&self, id: &str, worker: &str, outcome: &str) -> Result<()> {
+        let mut con = self.con();
+        let key = self.keys.run(id);
+        let _: () = redis::pipe()
+            .atomic()
+            .hset(&key, worker, outcome)
+            .expire(&key, i64::try_from(self.ttl).unwrap_or(i64::MAX))
+            .query_async(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    /// The outcomes of run `id` so far, by worker.
+    pub async fn run_outcomes(
+        &self,
+        id: &str,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let mut con = self.con();
+        Ok(con.hgetall(self.keys.run(id)).await?)
+    }
+
     /// What a program task wrote, if it was one and its logs are still kept.
     pub async fn logs(&self, key: &str) -> Result<Option<String>> {
         let mut con = self.con();

@@ -115,6 +115,12 @@ impl Keys {
         format!("{}logs:{key}", self.prefix)
     }
 
+    /// `P run:<id>`: each worker's outcome of a client's `run` (a hash,
+    /// worker → `{"ok": value}` or `{"error": failure}`).
+    pub fn run(&self, id: &str) -> String {
+        format!("{}run:{id}", self.prefix)
+    }
+
     /// `P broker_max_message_size`: RabbitMQ's message size limit, as a
     /// refused publish told it (see `message_limit`).
     pub fn broker_limit(&self) -> String {
