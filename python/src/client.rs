@@ -353,6 +353,13 @@ impl Client {
         wait(py, async move { client.run_outcomes(&id).await })?.map_err(to_py)
     }
 
+    /// What the namespace's tasks print from now on, as they print it.
+    fn output(&self, py: Python<'_>) -> PyResult<crate::output::OutputStream> {
+        let client = self.inner.clone();
+        let rx = wait(py, async move { client.output().await })?;
+        Ok(crate::output::OutputStream::new(rx))
+    }
+
     /// Schedulers consuming the namespace's submit queue now.
     fn scheduler_count(&self, py: Python<'_>) -> PyResult<u32> {
         let client = self.inner.clone();

@@ -15,7 +15,8 @@ use pyo3::prelude::*;
 use warren_core::Settings;
 use warren_core::messages::TaskFailure;
 use warren_core::store::blobs::BlobRef;
-use warren_worker::prefork::{Blob, ChildCommand, Greeting, Prefork};
+use warren_core::store::output::Chunk;
+use warren_worker::prefork::{Asides, Blob, ChildCommand, Greeting, Prefork};
 use warren_worker::{Registry, Worker};
 
 /// Serves `functions` (registered names) from `queues` with `concurrency`
@@ -124,13 +125,18 @@ pub fn run_worker(
             let values = values.clone();
             registry.register_raw(&name, move |args, site| {
                 let blobs = values.fetch(&args)?;
+                let forward = |chunk: &serde_json::Value| values.forward_output(site.key, chunk);
+                let asides = Asides {
+                    seat: site.seat,
+                    output: Some(&forward),
+                };
                 let (outcome, logs) = pool.call_logged(
                     site.key,
                     &func,
                     args,
                     &blobs,
                     &warren_worker::cancel::is_cancelled,
-                    site.seat,
+                    &asides,
                 );
                 if let Some(logs) = logs {
                     values.keep_logs(site.key, &logs);
@@ -254,6 +260,18 @@ impl Values {
             .block_on(self.store.put_logs(key, &logs.to_string()))
         {
             tracing::warn!(key, error = %e, "a task's output could not be kept for its logs");
+        }
+    }
+
+    /// Publishes what task `key` printed just now, for clients that
+    /// forward output; a chunk that cannot be published is only logged (the
+    /// task's output is kept with its result anyway).
+    fn forward_output(&self, key: &str, chunk: &serde_json::Value) {
+        let Ok(chunk) = serde_json::from_value::<Chunk>(chunk.clone()) else {
+            return;
+        };
+        if let Err(e) = self.rt.block_on(self.store.publish_output(key, &chunk)) {
+            tracing::debug!(key, error = %e, "could not publish a task's output");
         }
     }
 

@@ -98,3 +98,35 @@ def test_the_async_api_in_a_jupyter_cell(stack):
     outputs = nb.cells[0].outputs
     assert [o.get("text") for o in outputs if o.output_type == "stream"] == ["42 [-1, -2]\n"]
     nbformat.validate(nb)
+
+
+def chatty(n):
+    import sys
+
+    print(f"step 1 of {n}")
+    time.sleep(1.5)
+    print("step 2", file=sys.stderr)
+    time.sleep(0.5)
+    return n
+
+
+def test_forward_output_shows_what_a_task_prints_while_it_runs(stack, capsys):
+    client = warren.Client(namespace=stack.namespace, forward_output=True)
+    other = warren.Client(namespace=stack.namespace)  # its tasks are not this client's
+    quiet = other.submit(chatty, 0, pure=False)
+    f = client.submit(chatty, 2, pure=False)
+    deadline = time.monotonic() + 30
+    out = ""
+    while f"[{f.key}] step 1 of 2" not in out and time.monotonic() < deadline:
+        time.sleep(0.05)
+        out += capsys.readouterr().out
+    assert f"[{f.key}] step 1 of 2\n" in out
+    assert not f.done(), "the line came only once the task had finished"
+    assert f.result(timeout=30) == 2
+    assert quiet.result(timeout=30) == 0
+    time.sleep(0.5)
+    captured = capsys.readouterr()
+    assert f"[{f.key}] step 2\n" in captured.err
+    assert quiet.key not in out + captured.out + captured.err, "another client's task was shown"
+    # And it is kept with the result as before.
+    assert f.logs().stdout == "step 1 of 2\n"

@@ -25,6 +25,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from typing import IO, Any
 
@@ -33,10 +35,13 @@ from ._task import REGISTRY
 
 
 def _send(out: IO[bytes], message: dict[str, Any], blobs: list[bytes] = ()) -> None:  # type: ignore[assignment]
-    out.write(json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n")
-    for b in blobs:
-        out.write(b)
-    out.flush()
+    line = json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    # Whole lines only: a task's threads may print (forwarded output) meanwhile.
+    with _task_client.PROTOCOL_LOCK:
+        out.write(line)
+        for b in blobs:
+            out.write(b)
+        out.flush()
 
 
 def _type_name(e: BaseException) -> str:
@@ -154,15 +159,27 @@ class Task:
 LOG_LIMIT = 1 << 20
 
 
+#: How long printed text may wait before it is forwarded to clients that
+#: watch (a few lines per message instead of one message per ``print``).
+FORWARD_EVERY = 0.1
+
+
 class _Kept(io.TextIOBase):
     """A task's ``sys.stdout`` or ``sys.stderr``: written through to the
-    stream it replaces, and kept, up to :data:`LOG_LIMIT` characters."""
+    stream it replaces, kept up to :data:`LOG_LIMIT` characters, and
+    forwarded (whole lines, at most every :data:`FORWARD_EVERY` seconds,
+    the rest by :meth:`forward_pending`) to clients that watch."""
 
-    def __init__(self, through: Any) -> None:
+    def __init__(self, through: Any, stream: str) -> None:
         self._through = through
+        self._stream = stream
         self._parts: list[str] = []
         self._size = 0
         self._cut = False
+        self._pending = ""
+        self._forwarded = 0
+        self._last = 0.0
+        self._lock = threading.Lock()
 
     def writable(self) -> bool:
         return True
@@ -174,7 +191,31 @@ class _Kept(io.TextIOBase):
         self._cut = self._cut or len(kept) < len(text)
         self._parts.append(kept)
         self._size += len(kept)
+        if kept:
+            with self._lock:
+                self._pending += kept
+                if "\n" in kept and time.monotonic() - self._last >= FORWARD_EVERY:
+                    self._forward(self._pending.rfind("\n") + 1)
         return len(text)
+
+    def forward_pending(self) -> None:
+        """Forwards what waits (by the flusher thread, and at the task's end)."""
+        with self._lock:
+            self._forward(len(self._pending))
+
+    def stop_forwarding(self) -> None:
+        """The task ended: a handler that kept this stream (a logger made in
+        the task) must not forward a later task's output as this one's."""
+        with self._lock:
+            self._forwarded = LOG_LIMIT
+
+    def _forward(self, upto: int) -> None:
+        text, self._pending = self._pending[:upto], self._pending[upto:]
+        text = text[: max(LOG_LIMIT - self._forwarded, 0)]
+        self._forwarded += len(text)
+        if text:
+            self._last = time.monotonic()
+            _task_client.forward_output(self._stream, text)
 
     def flush(self) -> None:
         self._through.flush()
@@ -191,14 +232,29 @@ class _Capture:
     """What a task prints while it runs (one task at a time per process, so
     swapping ``sys.stdout`` is safe here)."""
 
+    #: The capture of the running task, for the flusher thread.
+    current: _Capture | None = None
+
     def __enter__(self) -> _Capture:
         self._saved = sys.stdout, sys.stderr
-        self.out, self.err = _Kept(sys.stdout), _Kept(sys.stderr)
+        self.out, self.err = _Kept(sys.stdout, "stdout"), _Kept(sys.stderr, "stderr")
         sys.stdout, sys.stderr = self.out, self.err  # type: ignore[assignment]
+        _Capture.current = self
         return self
 
     def __exit__(self, *exc: object) -> None:
+        _Capture.current = None
         sys.stdout, sys.stderr = self._saved
+        self.forward_pending()
+        self.stop_forwarding()
+
+    def forward_pending(self) -> None:
+        self.out.forward_pending()
+        self.err.forward_pending()
+
+    def stop_forwarding(self) -> None:
+        self.out.stop_forwarding()
+        self.err.stop_forwarding()
 
     def into(self, reply: dict[str, Any]) -> dict[str, Any]:
         """``reply`` with the task's output, if it wrote any."""
@@ -243,6 +299,16 @@ def run(task: Task) -> tuple[dict[str, Any], list[bytes]]:
     return captured.into({"ok": _refs.ref_of(envelope), "blobs": [len(envelope)]}), [envelope]
 
 
+def _flusher() -> None:
+    """Forwards a running task's last lines when it prints nothing more for
+    a while (a line printed before a long computation)."""
+    while True:
+        time.sleep(FORWARD_EVERY)
+        capture = _Capture.current
+        if capture is not None:
+            capture.forward_pending()
+
+
 def _read_request(proto_in: IO[bytes]) -> tuple[dict[str, Any], dict[str, bytes]] | None:
     line = proto_in.readline()
     if not line:
@@ -279,6 +345,7 @@ def main(modules: list[str]) -> int:
         return 0
     settings = json.loads(greeting).get("settings") or {}
     _task_client.attach(proto_in, proto_out, {str(k): str(v) for k, v in settings.items()})
+    threading.Thread(target=_flusher, name="warren-output", daemon=True).start()
     while True:
         request = _read_request(proto_in)
         if request is None:

@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any, Callable, NamedTuple
 
-from . import _aio, _calls, _cluster, _codec, _envelopes, _refs, _run, _signing
+from . import _aio, _calls, _cluster, _codec, _envelopes, _forward, _refs, _run, _signing
 from ._cluster import LocalCluster, setting_text
 from ._errors import UnservedFunction
 from ._future import CancelledError, Future, TaskLogs, _final_error
@@ -57,6 +57,10 @@ class Client:
     does (``n_workers=``, ``threads_per_worker=``, ``processes=`` go to it),
     which stops when the client closes or this process exits.
 
+    ``forward_output=True`` (the default in Jupyter): what this client's
+    tasks print is shown here as they print it, each line prefixed by the
+    task's key.
+
     ``asynchronous=True``: the same client for asyncio code, as dask's.
     ``gather``, ``scatter``, ``cancel``, ``forget``, ``restart`` and
     ``close`` return coroutines; ``await future``, ``await client`` (the
@@ -76,6 +80,7 @@ class Client:
         threads_per_worker: int | None = None,
         processes: bool = True,
         asynchronous: bool = False,
+        forward_output: bool | None = None,
         **settings: Any,
     ) -> None:
         #: Whether the methods that wait return coroutines (dask's flag).
@@ -110,6 +115,11 @@ class Client:
         self._stored: dict[str, float] = {}
         self._served: set[_Resolved] = set()
         self._served_lock = threading.Lock()
+        if forward_output is None:
+            from ._progress import _in_notebook
+
+            forward_output = _in_notebook()
+        self._forwarder = _forward.Forwarder(self._rust.output()) if forward_output else None
         Client._latest = self
 
     # -- submitting ----------------------------------------------------
@@ -147,6 +157,7 @@ class Client:
         keys = self._rust.submit(
             target.name, [call.args], [call.key], pure, retries, priority, target.queue, timeout
         )
+        self._watch(keys)
         return Future(keys[0], self)
 
     def map(
@@ -190,7 +201,12 @@ class Client:
             target.queue,
             timeout,
         )
+        self._watch(made)
         return [Future(k, self) for k in made]
+
+    def _watch(self, keys: list[str]) -> None:
+        if self._forwarder is not None:
+            self._forwarder.watch(keys)
 
     @_aio.maybe_async
     def scatter(
@@ -391,6 +407,8 @@ class Client:
         self._close()
 
     def _close(self) -> None:
+        if self._forwarder is not None:
+            self._forwarder.close()
         self._rust.flush()
         if self._owns_cluster and self.cluster is not None:
             self.cluster.close()

@@ -14,6 +14,7 @@ the environment), so a task connects as its worker does.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
@@ -36,11 +37,24 @@ class _Process:
 
     def say(self, message: dict[str, Any]) -> None:
         assert self.proto_out is not None
-        self.proto_out.write(json.dumps(message).encode() + b"\n")
-        self.proto_out.flush()
+        line = json.dumps(message).encode() + b"\n"
+        with PROTOCOL_LOCK:
+            self.proto_out.write(line)
+            self.proto_out.flush()
 
+
+#: Held for each line written to the worker: a task's threads may print
+#: (forwarded output) while the task says something else.
+PROTOCOL_LOCK = threading.Lock()
 
 _HERE = _Process()
+
+
+def forward_output(stream: str, text: str) -> None:
+    """Hands what the running task printed to the worker, which publishes
+    it for clients that forward output (``Client(forward_output=True)``)."""
+    if _HERE.proto_out is not None:
+        _HERE.say({"output": {"stream": stream, "text": text}})
 
 
 def attach(proto_in: IO[bytes], proto_out: IO[bytes], settings: dict[str, str]) -> None:

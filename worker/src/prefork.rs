@@ -179,6 +179,16 @@ impl Drop for Proc {
     }
 }
 
+/// What a running task may do besides answering, and who hears it.
+#[derive(Default, Clone, Copy)]
+pub struct Asides<'a> {
+    /// The task's slot: a task that secedes gives it up while it waits, and
+    /// takes one again when it rejoins.
+    pub seat: Option<&'a Seat>,
+    /// Hears what the task prints as it prints it (`{"stream", "text"}`).
+    pub output: Option<&'a (dyn Fn(&Value) + Sync)>,
+}
+
 /// Why a wait for a child's line ended without one.
 enum Waited {
     Stopped,
@@ -265,13 +275,13 @@ impl Prefork {
         blobs: &[Blob],
         stop: &dyn Fn() -> bool,
     ) -> Result<(Value, Vec<Vec<u8>>), TaskFailure> {
-        self.call_logged(key, func, args, blobs, stop, None).0
+        self.call_logged(key, func, args, blobs, stop, &Asides::default())
+            .0
     }
 
     /// [`Prefork::call`], and what the task printed if its child sent it
-    /// (`{"stdout": ..., "stderr": ...}`, whether it succeeded or failed).
-    /// With the task's `seat`, a task that secedes gives its slot up while
-    /// it waits, and takes one again when it rejoins.
+    /// (`{"stdout": ..., "stderr": ...}`, whether it succeeded or failed),
+    /// with what `asides` does while it runs.
     pub fn call_logged(
         &self,
         key: &str,
@@ -279,10 +289,10 @@ impl Prefork {
         args: Vec<Value>,
         blobs: &[Blob],
         stop: &dyn Fn() -> bool,
-        seat: Option<&Seat>,
+        asides: &Asides<'_>,
     ) -> (Called, Option<Value>) {
         let mut logs = None;
-        let result = self.exchange(key, func, args, blobs, stop, seat, &mut logs);
+        let result = self.exchange(key, func, args, blobs, stop, asides, &mut logs);
         (result, logs)
     }
 
@@ -294,9 +304,10 @@ impl Prefork {
         args: Vec<Value>,
         blobs: &[Blob],
         stop: &dyn Fn() -> bool,
-        seat: Option<&Seat>,
+        asides: &Asides<'_>,
         logs: &mut Option<Value>,
     ) -> Result<(Value, Vec<Vec<u8>>), TaskFailure> {
+        let seat = asides.seat;
         let announced: Vec<Value> = blobs
             .iter()
             .map(|b| serde_json::json!({"sha256": b.sha256, "size": b.bytes.len()}))
@@ -323,6 +334,11 @@ impl Prefork {
                 Line::Secede => {
                     if let Some(s) = seat {
                         s.secede();
+                    }
+                }
+                Line::Output(chunk) => {
+                    if let Some(forward) = asides.output {
+                        forward(&chunk);
                     }
                 }
                 Line::Rejoin => {

@@ -31,6 +31,7 @@ mod blobs;
 mod command;
 mod coordination;
 mod link;
+mod output;
 mod run;
 mod submit;
 mod wait;

@@ -115,6 +115,12 @@ impl Keys {
         format!("{}logs:{key}", self.prefix)
     }
 
+    /// `P output:<key>`: the pub/sub channel of what task `key` prints
+    /// while it runs.
+    pub fn output(&self, key: &str) -> String {
+        format!("{}output:{key}", self.prefix)
+    }
+
     /// `P run:<id>`: each worker's outcome of a client's `run` (a hash,
     /// worker → `{"ok": value}` or `{"error": failure}`).
     pub fn run(&self, id: &str) -> String {

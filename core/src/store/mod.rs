@@ -42,6 +42,7 @@ pub mod cluster;
 pub mod coordination;
 mod encode;
 mod keys;
+pub mod output;
 pub mod primary;
 mod reply;
 pub mod tasks;

@@ -36,6 +36,8 @@ pub(super) enum Line {
     /// `{"rejoin": true}`: it computes again once it holds a slot; it
     /// reads `{"rejoined": bool}` before it goes on.
     Rejoin,
+    /// `{"output": {"stream", "text"}}`: something it printed just now.
+    Output(Value),
     /// Anything else: the task's answer (see [`parse_reply_logged`]).
     Answer,
 }
@@ -50,16 +52,25 @@ impl Line {
             secede: bool,
             #[serde(default)]
             rejoin: bool,
+            #[serde(default)]
+            output: Option<Value>,
         }
         match serde_json::from_str::<Aside>(line) {
             Ok(Aside {
                 secede: true,
                 rejoin: false,
+                output: None,
             }) => Self::Secede,
             Ok(Aside {
                 secede: false,
                 rejoin: true,
+                output: None,
             }) => Self::Rejoin,
+            Ok(Aside {
+                secede: false,
+                rejoin: false,
+                output: Some(chunk),
+            }) => Self::Output(chunk),
             _ => Self::Answer,
         }
     }
@@ -138,6 +149,11 @@ mod tests {
         assert_eq!(Line::of("{\"secede\":true,\"rejoin\":true}"), Line::Answer);
         assert_eq!(Line::of("{\"secede\":true,\"ok\":1}"), Line::Answer);
         assert_eq!(Line::of("not json"), Line::Answer);
+        assert_eq!(
+            Line::of(r#"{"output":{"stream":"stdout","text":"hi"}}"#),
+            Line::Output(serde_json::json!({"stream": "stdout", "text": "hi"}))
+        );
+        assert_eq!(Line::of(r#"{"output":{},"secede":true}"#), Line::Answer);
     }
 
     #[test]
