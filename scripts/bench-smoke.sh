@@ -33,6 +33,7 @@ check "bash scripts/bench-python.sh --smoke" "| workload | warren | dask" bash s
 check "bash scripts/bench-redis-cluster.sh --smoke" "== cluster, redis_min_replicas 1: map(inc" \
   bash scripts/bench-redis-cluster.sh --smoke
 check "bash scripts/bench-signing.sh --smoke" "| tasks/s |" bash scripts/bench-signing.sh --smoke
+check "bash scripts/bench-startup.sh --smoke" "| step | warren (s) | dask (s)" bash scripts/bench-startup.sh --smoke
 export WARREN_CLUSTER_DIR="${TMPDIR:-/tmp}/warren-cluster-smoke-$$"
 check "bash scripts/cluster.sh up" "export WARREN_REDIS_URL=" bash scripts/cluster.sh up
 check "bash scripts/cluster.sh status" "" bash scripts/cluster.sh status
