@@ -18,7 +18,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import nbformat
+import nbformat.v4
 import pytest
+from nbclient import NotebookClient
 
 import warren
 
@@ -114,6 +117,30 @@ class Stack:
                 p.wait()
 
 
+@contextmanager
+def serving(s: Stack, workers: int) -> Iterator[Stack]:
+    """``s`` once ``workers`` of its workers serve; stopped on the way out.
+    For the module fixtures: ``with serving(s, 2): yield s``."""
+    try:
+        s.wait_for_workers(s.client(), workers)
+        yield s
+    finally:
+        s.stop()
+
+
+def run_cell(source: str) -> nbformat.NotebookNode:
+    """A notebook of one code cell, executed in a Jupyter kernel (nbclient)
+    whose working directory is the tests'."""
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source)],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+    )
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(TESTS)}}
+    ).execute()
+    return nb
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     """A scheduler, one Rust worker and two Python workers (1 slot each)."""
@@ -122,11 +149,8 @@ def stack() -> Iterator[Stack]:
     s.rust_worker()
     s.python_worker()
     s.python_worker()
-    try:
-        s.wait_for_workers(s.client(), 3)
+    with serving(s, 3):
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")

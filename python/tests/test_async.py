@@ -10,9 +10,7 @@ import time
 
 import nbformat
 import pytest
-from conftest import TESTS, Stack
-from nbclient import NotebookClient
-from nbformat.v4 import new_code_cell, new_notebook
+from conftest import Stack, run_cell, serving
 
 import warren
 
@@ -22,11 +20,8 @@ def stack():
     s = Stack("async")
     s.scheduler()
     s.python_worker(accept_code=True, concurrency=2)
-    try:
-        s.wait_for_workers(s.client(), 1)
+    with serving(s, 1):
         yield s
-    finally:
-        s.stop()
 
 
 def slow_square(x):
@@ -81,20 +76,12 @@ def test_an_async_def_function_runs_as_a_task(stack):
 
 
 def test_the_async_api_in_a_jupyter_cell(stack):
-    nb = new_notebook(
-        cells=[
-            new_code_cell(
-                "import warren\n"
-                f"client = await warren.Client(namespace={stack.namespace!r}, asynchronous=True)\n"
-                "f = client.submit(lambda x: x * 7, 6)\n"
-                "print(await f, await client.gather(client.map(lambda x: -x, [1, 2])))"
-            )
-        ],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+    nb = run_cell(
+        "import warren\n"
+        f"client = await warren.Client(namespace={stack.namespace!r}, asynchronous=True)\n"
+        "f = client.submit(lambda x: x * 7, 6)\n"
+        "print(await f, await client.gather(client.map(lambda x: -x, [1, 2])))"
     )
-    NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(TESTS)}}
-    ).execute()
     outputs = nb.cells[0].outputs
     assert [o.get("text") for o in outputs if o.output_type == "stream"] == ["42 [-1, -2]\n"]
     nbformat.validate(nb)

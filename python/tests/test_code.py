@@ -23,7 +23,7 @@ import funcs
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BIN, LOGS, TESTS, Stack
+from conftest import BIN, LOGS, TESTS, Stack, serving
 
 import warren
 from warren import _envelopes, _refs, _warren
@@ -35,11 +35,8 @@ def code_stack():
     s.scheduler()
     s.python_worker("funcs", accept_code=True, concurrency=2)
     s.python_worker("funcs")
-    try:
-        s.wait_for_workers(s.client(), 2)
+    with serving(s, 2):
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")

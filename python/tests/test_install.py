@@ -26,10 +26,14 @@ print(sum(client.gather(client.map(square, range(10)))))
 """
 
 
-def _run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> str:
-    p = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def _run(
+    argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 300, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(
+        argv, env=env, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout
+    )
     assert p.returncode == 0, f"{argv} exited {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return p.stdout
+    return p
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +46,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
         dict(os.environ),
         REPO,
         900,
-    )
+    ).stdout
     wheel = Path(built.strip().splitlines()[-1])
     assert wheel.name.startswith("warren-") and wheel.suffix == ".whl", built
     venv = tmp / "venv"
@@ -71,29 +75,20 @@ def test_the_wheel_carries_the_programs(installed: tuple[Path, dict[str, str]]) 
     venv, env = installed
     for program in ("warren", "warren-scheduler", "warren-worker"):
         assert shutil.which(program, path=env["PATH"]) == str(venv / "bin" / program)
-    out = _run(["warren-scheduler", "--help"], env, venv)
+    out = _run(["warren-scheduler", "--help"], env, venv).stdout
     assert "--amqp-url" in out
-    out = _run(["python", "-m", "warren", "--help"], env, venv)
+    out = _run(["python", "-m", "warren", "--help"], env, venv).stdout
     assert "scheduler" in out and "worker" in out
 
 
 def test_python_m_warren_up_then_the_cli(installed: tuple[Path, dict[str, str]]) -> None:
     venv, env = installed
-    up = _run(["python", "-m", "warren", "up", "--workers", "1"], env, venv, 120)
+    up = _run(["python", "-m", "warren", "up", "--workers", "1"], env, venv, 120).stdout
     try:
         assert "up: 1 scheduler and 1 workers" in up
-        keys = _run(["warren", "map", "inc", "1", "2", "3"], env, venv, 60)
-        values = subprocess.run(
-            ["warren", "gather", "-"],
-            input=keys,
-            env=env,
-            cwd=venv,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert values.returncode == 0, values.stderr
-        assert values.stdout.split() == ["2", "3", "4"]
+        keys = _run(["warren", "map", "inc", "1", "2", "3"], env, venv, 60).stdout
+        values = _run(["warren", "gather", "-"], env, venv, 60, stdin=keys).stdout
+        assert values.split() == ["2", "3", "4"]
     finally:
         _run(["python", "-m", "warren", "down"], env, venv, 120)
     assert _gone(env["WARREN_NAMESPACE"]) == []
@@ -106,15 +101,7 @@ def test_client_starts_a_local_cluster_and_leaves_no_process(
     ns = f"py-install-{uuid.uuid4().hex[:8]}"
     env = dict(env, WARREN_NAMESPACE=ns)
     (tmp_path / "script.py").write_text(SCRIPT)
-    p = subprocess.run(
-        [str(venv / "bin" / "python"), "script.py"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert p.returncode == 0, p.stderr
+    p = _run([str(venv / "bin" / "python"), "script.py"], env, tmp_path, 180)
     assert p.stdout.strip() == str(sum(x * x for x in range(10)))
     assert "made namespace key" in p.stderr
     assert (Path(env["XDG_CONFIG_HOME"]) / "warren" / "key").exists()

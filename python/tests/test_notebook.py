@@ -8,7 +8,7 @@ import re
 
 import nbformat
 import pytest
-from conftest import EXAMPLES, LOGS, TESTS, Stack
+from conftest import EXAMPLES, LOGS, Stack, run_cell
 from nbclient import NotebookClient
 
 NOTEBOOK = EXAMPLES / "dask-futures-notebook.ipynb"
@@ -128,23 +128,13 @@ def test_restart_confirms_both_workers(executed):
 
 
 def test_progress_is_a_live_bar_in_a_notebook(stack):
-    from nbformat.v4 import new_code_cell, new_notebook
-
-    nb = new_notebook(
-        cells=[
-            new_code_cell(
-                "import funcs, warren\n"
-                f"client = warren.Client(namespace={stack.namespace!r})\n"
-                "fs = client.map(funcs.sleep, [0.3] * 6, pure=False)\n"
-                "warren.progress(fs)\n"
-                "print(client.gather(fs))"
-            )
-        ],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+    nb = run_cell(
+        "import funcs, warren\n"
+        f"client = warren.Client(namespace={stack.namespace!r})\n"
+        "fs = client.map(funcs.sleep, [0.3] * 6, pure=False)\n"
+        "warren.progress(fs)\n"
+        "print(client.gather(fs))"
     )
-    NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(TESTS)}}
-    ).execute()
     outputs = nb.cells[0].outputs
     (bar,) = [o for o in outputs if o.output_type == "display_data"]
     # One output, updated in place until every future was final.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import Stack
+from conftest import Stack, serving
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +16,8 @@ def stack():
     s.rust_worker()
     s.python_worker(accept_code=True)
     s.python_worker(accept_code=True)
-    try:
-        s.wait_for_workers(s.client(), 3)
+    with serving(s, 3):
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ children, on one worker with one slot, where holding it would deadlock."""
 from __future__ import annotations
 
 import pytest
-from conftest import Stack
+from conftest import Stack, serving
 
 import warren
 from warren import get_client, rejoin, secede, worker_client
@@ -16,11 +16,8 @@ def one_slot():
     s = Stack("tasks")
     s.scheduler()
     s.python_worker(accept_code=True, concurrency=1)
-    try:
-        s.wait_for_workers(s.client(), 1)
+    with serving(s, 1):
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")
