@@ -6,9 +6,22 @@
 //! wakes every [`SIGNAL_CHECK`] to let Python handle a pending signal, so
 //! Ctrl-C interrupts a wait with `KeyboardInterrupt` (and abandons the wait,
 //! not the work: the task goes on in warren).
+//!
+//! **Exit.** A thread that takes the GIL back after the interpreter began
+//! to finalise is ended by CPython (before 3.14) with `pthread_exit`, whose
+//! forced unwind meets the `catch_unwind` of PyO3's call trampoline: glibc
+//! aborts the whole process ("FATAL: exception not rethrown") after the
+//! program had finished well. Daemon threads waiting in warren (a done
+//! callback, forwarded output, a lease's renewal, a user's thread) are
+//! exactly such threads. So an `atexit` hook, registered when the module is
+//! imported and therefore run after every later one, calls [`exiting`]:
+//! from then on no thread gives the GIL up in here, and the hook waits,
+//! bounded, until every thread that had has taken it back, while the
+//! interpreter still lets it.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
@@ -16,6 +29,16 @@ use crate::WarrenError;
 
 /// How often a blocked call lets Python look at pending signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+/// How long [`exiting`] waits for threads to come back: a wait wakes every
+/// [`SIGNAL_CHECK`], and a seal or open is one pass over bytes in memory.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Set once the interpreter is exiting: nothing releases the GIL any more.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Threads inside [`released`], that is without the GIL in warren's code.
+static RELEASED: AtomicUsize = AtomicUsize::new(0);
 
 /// The process's runtime, made on first use.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
@@ -30,8 +53,43 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Runs `f` with the GIL released, counted so that [`exiting`] can wait
+/// for it; once the interpreter is exiting, `f` runs holding the GIL.
+///
+/// The count is raised while this thread still holds the GIL, and
+/// [`exiting`] sets its flag holding it too, so each thread either is
+/// counted before the flag or sees it.
+pub fn released<T, F>(py: Python<'_>, f: F) -> T
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
+    if EXITING.load(Ordering::SeqCst) {
+        return f();
+    }
+    RELEASED.fetch_add(1, Ordering::SeqCst);
+    let out = py.allow_threads(f);
+    RELEASED.fetch_sub(1, Ordering::SeqCst);
+    out
+}
+
+/// The `atexit` hook: stops threads from releasing the GIL in warren and
+/// waits (at most [`EXIT_GRACE`]) until those that had have taken it back.
+/// Their waits end with [`WarrenError`] saying the interpreter is exiting.
+#[pyfunction]
+pub fn exiting(py: Python<'_>) {
+    EXITING.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + EXIT_GRACE;
+    py.allow_threads(|| {
+        while RELEASED.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+}
+
 /// Runs `fut` on the runtime and waits for it with the GIL released;
-/// a signal handler that raises (Ctrl-C's `KeyboardInterrupt`) ends the wait.
+/// a signal handler that raises (Ctrl-C's `KeyboardInterrupt`) ends the
+/// wait, and so does the interpreter's exit.
 pub fn wait<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
 where
     T: Send + 'static,
@@ -39,7 +97,13 @@ where
 {
     let mut handle = runtime().spawn(fut);
     loop {
-        let step = py.allow_threads(|| {
+        if EXITING.load(Ordering::SeqCst) {
+            handle.abort();
+            return Err(WarrenError::new_err(
+                "warren's call was abandoned: the Python interpreter is exiting",
+            ));
+        }
+        let step = released(py, || {
             runtime().block_on(async { tokio::time::timeout(SIGNAL_CHECK, &mut handle).await })
         });
         match step {

@@ -15,6 +15,8 @@ use pyo3::types::PyBytes;
 use warren_core::envelope::{self, Kind};
 use warren_core::signing::Keyring;
 
+use crate::blocking::released;
+
 pyo3::create_exception!(
     _warren,
     BadSignature,
@@ -104,9 +106,10 @@ impl Keys {
             .map(|f| frame_bytes(f))
             .collect::<PyResult<Vec<_>>>()?;
         let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_ref()).collect();
-        let sealed = py
-            .allow_threads(|| envelope::seal(kind, purpose, header, &refs, self.ring.as_ref()))
-            .map_err(|e| BadSignature::new_err(e.to_string()))?;
+        let sealed = released(py, || {
+            envelope::seal(kind, purpose, header, &refs, self.ring.as_ref())
+        })
+        .map_err(|e| BadSignature::new_err(e.to_string()))?;
         Ok(PyBytes::new(py, &sealed))
     }
 
@@ -118,8 +121,7 @@ impl Keys {
         data: Cow<'_, [u8]>,
         purpose: &str,
     ) -> PyResult<Opened<'py>> {
-        let opened = py
-            .allow_threads(|| envelope::open(&data, purpose, self.ring.as_ref()))
+        let opened = released(py, || envelope::open(&data, purpose, self.ring.as_ref()))
             .map_err(|e| BadSignature::new_err(e.to_string()))?;
         let kind = match opened.kind {
             Kind::Data => "data",

@@ -53,5 +53,11 @@ fn _warren(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(worker::run_worker, m)?)?;
     m.add_function(wrap_pyfunction!(local::resolved_settings, m)?)?;
     m.add_function(wrap_pyfunction!(local::ensure_key, m)?)?;
+    // Registered at import, so it runs after every hook registered later
+    // (a LocalCluster's close among them): see `blocking`'s module doc.
+    let exiting = wrap_pyfunction!(blocking::exiting, m)?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (exiting,))?;
     Ok(())
 }
