@@ -67,10 +67,25 @@ where
     if EXITING.load(Ordering::SeqCst) {
         return f();
     }
-    RELEASED.fetch_add(1, Ordering::SeqCst);
-    let out = py.allow_threads(f);
-    RELEASED.fetch_sub(1, Ordering::SeqCst);
-    out
+    let _counted = Counted::new();
+    py.allow_threads(f)
+}
+
+/// One thread counted in [`RELEASED`]; dropped once the GIL is back, on a
+/// panic's unwind too, so a panic never holds [`exiting`] to its grace.
+struct Counted;
+
+impl Counted {
+    fn new() -> Self {
+        RELEASED.fetch_add(1, Ordering::SeqCst);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        RELEASED.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The `atexit` hook: stops threads from releasing the GIL in warren and
