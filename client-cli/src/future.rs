@@ -26,13 +26,18 @@ pub struct Future {
 pub struct FutureStatus {
     /// dask's status: pending, finished, error, cancelled.
     pub status: Status,
-    /// The detail: waiting, queued, processing (or the final state).
+    /// The detail: waiting, scheduled, queued, processing (or the final state).
     pub state: State,
+    /// When a `scheduled` task is due (Unix ms, Redis's clock).
+    pub due_ms: Option<u64>,
 }
 
 impl fmt::Display for FutureStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.status == Status::Pending {
+        if let (Status::Pending, Some(due)) = (self.status, self.due_ms) {
+            let at = warren_core::timing::format_at(due);
+            write!(f, "{} ({}, due {at})", self.status, self.state)
+        } else if self.status == Status::Pending {
             write!(f, "{} ({})", self.status, self.state)
         } else {
             write!(f, "{}", self.status)
@@ -53,9 +58,14 @@ impl Future {
     /// The current status, read from Redis.
     pub async fn status(&self) -> Result<FutureStatus, Error> {
         let state = self.client.states(std::slice::from_ref(&self.key)).await?[0];
+        let due_ms = match state {
+            State::Scheduled => self.client.due(&self.key).await?,
+            _ => None,
+        };
         Ok(FutureStatus {
             status: state.status(),
             state,
+            due_ms,
         })
     }
 

@@ -15,6 +15,7 @@ use clap::Parser;
 use warren_client::{Client, Error, Forgotten};
 use warren_core::Settings;
 use warren_core::command::COMMAND_FUNC;
+use warren_core::status::State;
 
 mod cli {
     pub mod args;
@@ -355,7 +356,14 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
 /// if any is unknown.
 async fn states(client: &Client, keys: &[String], out: Out) -> Result<u8, Error> {
     let states = client.lookup(keys).await?;
-    out.states(keys, &states);
+    let mut dues = Vec::with_capacity(keys.len());
+    for (k, s) in keys.iter().zip(&states) {
+        dues.push(match s {
+            Some(State::Scheduled) => client.due(k).await?,
+            _ => None,
+        });
+    }
+    out.states(keys, &states, &dues);
     let unknown = states.iter().filter(|s| s.is_none()).count();
     if unknown > 0 {
         eprintln!(

@@ -22,7 +22,8 @@
 //! - [`msgauth`]: the MAC on every message that causes an effect, checked before it does;
 //! - [`store`]: the Redis key layout and the Lua scripts that are the only way state changes;
 //! - [`args`] and [`taskkey`]: futures inside arguments, and dask-style task keys;
-//! - [`status`]: the states a future moves through.
+//! - [`status`]: the states a future moves through;
+//! - [`timing`]: delays, due times and retry backoff (the rules the scripts apply, pure).
 
 pub mod allow;
 pub mod amqp;
@@ -48,6 +49,7 @@ pub mod sizing;
 pub mod status;
 pub mod store;
 pub mod taskkey;
+pub mod timing;
 pub mod topology;
 
 pub use error::{Error, Result};

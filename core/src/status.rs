@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub enum State {
     /// Some dependencies are not finished yet.
     Waiting,
+    /// Ready, but not to run before its due time (a delay, a due time, or a
+    /// retry's pause): it waits in Redis until then.
+    Scheduled,
     /// Runnable: in the outbox or in a work queue.
     Queued,
     /// A worker has been running it for a while.
@@ -43,8 +46,9 @@ pub enum Status {
 
 impl State {
     /// Every state, in lifecycle order.
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::Waiting,
+        State::Scheduled,
         State::Queued,
         State::Processing,
         State::Finished,
@@ -56,6 +60,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Waiting => "waiting",
+            State::Scheduled => "scheduled",
             State::Queued => "queued",
             State::Processing => "processing",
             State::Finished => "finished",
@@ -67,7 +72,9 @@ impl State {
     /// The dask status this state shows as.
     pub fn status(self) -> Status {
         match self {
-            State::Waiting | State::Queued | State::Processing => Status::Pending,
+            State::Waiting | State::Scheduled | State::Queued | State::Processing => {
+                Status::Pending
+            }
             State::Finished => Status::Finished,
             State::Error => Status::Error,
             State::Cancelled => Status::Cancelled,

@@ -63,6 +63,9 @@ mod tests {
             retries: 0,
             timeout_secs: None,
             priority: 0,
+            delay_ms: None,
+            at_ms: None,
+            retry: None,
         }
     }
 

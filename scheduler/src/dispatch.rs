@@ -11,6 +11,11 @@
 //! `complete.lua` claims it and intake publishes it with [`publish_claimed`]
 //! and [`settle`], the same two steps.)
 //!
+//! Delayed tasks (`scheduled`: a delay, a due time, a retry's pause) wait in
+//! Redis, and this loop moves the due ones to their outboxes first
+//! ([`Dispatcher::promote_due`]), so whichever scheduler is alive starts
+//! them on time.
+//!
 //! Priorities live here, not in RabbitMQ (quorum queues have none, and a FIFO
 //! queue full of ready work makes any priority moot): the outbox is ordered by
 //! priority, and the loop keeps only a small backlog of ready messages in each
@@ -59,6 +64,10 @@ const ROOM_FRESH: Duration = Duration::from_millis(20);
 /// How long the list of work queues is trusted: a task for a queue never used
 /// before waits at most this long.
 const QUEUES_FRESH: Duration = Duration::from_millis(250);
+/// How often the delayed tasks are looked at when none is due sooner: a task
+/// given another scheduler's delay (which this one does not know of) starts
+/// at most this late.
+const PROMOTE_EVERY: Duration = Duration::from_millis(200);
 /// How long a scheduler's heartbeat lives; a scheduler silent this long has its
 /// claims taken back by the others.
 const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
@@ -80,6 +89,8 @@ pub struct Dispatcher {
     unsettled: VecDeque<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Windows claimed so far (names each window's claim list).
     windows: u64,
+    /// When the delayed tasks are next looked at.
+    next_promote: Instant,
 }
 
 impl Dispatcher {
@@ -105,6 +116,7 @@ impl Dispatcher {
             rooms: HashMap::new(),
             unsettled: VecDeque::new(),
             windows: 0,
+            next_promote: Instant::now(),
         })
     }
 
@@ -136,6 +148,7 @@ impl Dispatcher {
                 }
                 last_beat = tokio::time::Instant::now();
             }
+            self.promote_due().await?;
             let mut published = 0;
             let mut full = false;
             for queue in self.work_queues().await? {
@@ -155,13 +168,29 @@ impl Dispatcher {
                 // Sleep until a script queues something, or poll: another
                 // scheduler's outbox pushes do not wake this one, and a full
                 // work queue drains without telling us.
-                let wait = Duration::from_millis(if full { 5 } else { 500 });
+                let wait = Duration::from_millis(if full { 5 } else { 500 })
+                    .min(self.next_promote.saturating_duration_since(Instant::now()));
                 tokio::select! {
                     _ = tokio::time::timeout(wait, self.wake.notified()) => {}
                     () = drain.started() => {}
                 }
             }
         }
+    }
+
+    /// Moves the delayed tasks that are due to their outboxes (any number
+    /// of schedulers may: `promote.lua` is idempotent), and notes when to
+    /// look again: at the next due time, or after [`PROMOTE_EVERY`].
+    async fn promote_due(&mut self) -> anyhow::Result<()> {
+        if Instant::now() < self.next_promote {
+            return Ok(());
+        }
+        let (queued, next) = self.store.promote(WINDOW).await?;
+        if queued > 0 {
+            debug!(tasks = queued, "delayed tasks are due");
+        }
+        self.next_promote = Instant::now() + next.unwrap_or(PROMOTE_EVERY).min(PROMOTE_EVERY);
+        Ok(())
     }
 
     /// The work queues tasks were submitted to, read from Redis at most every

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use warren_client::SubmitOptions;
+use warren_core::timing::RetryPolicy;
 
 /// warren: dask-style futures on RabbitMQ and Redis.
 ///
@@ -347,6 +348,33 @@ pub struct TaskFlags {
         value_name = "N"
     )]
     pub priority: i64,
+    /// Run no sooner than this long from now (e.g. 30s, 1.5m, 2h, 250ms). The
+    /// task waits in Redis, `pending (scheduled)`, and can be cancelled until
+    /// then; whichever scheduler is alive starts it on time.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub delay: Option<std::time::Duration>,
+    /// Run no sooner than this time, in RFC 3339 (e.g. 2026-12-24T10:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = at_arg)]
+    pub at: Option<u64>,
+    /// With --retries: wait this long before the first retry (e.g. 1s).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub retry_delay: Option<std::time::Duration>,
+    /// With --retries: each further retry waits this many times longer
+    /// (e.g. 2 for 1s, 2s, 4s...).
+    #[arg(long, value_name = "FACTOR")]
+    pub retry_backoff: Option<f64>,
+    /// With --retries: no retry waits longer than this (default 10m).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub retry_max_delay: Option<std::time::Duration>,
+    /// With --retries: wait a random part of each pause, so that tasks that
+    /// failed together do not retry together.
+    #[arg(long)]
+    pub retry_jitter: bool,
+    /// With --retries: retry only errors of this type (repeat for several,
+    /// e.g. --retry-on ConnectionError --retry-on TimeoutError); any other
+    /// error is final at once.
+    #[arg(long, value_name = "TYPE")]
+    pub retry_on: Vec<String>,
     /// Fire and forget: print the key(s) once RabbitMQ holds the submission,
     /// without waiting for the scheduler (nor checking FUNC). The task runs
     /// all the same.
@@ -367,14 +395,43 @@ impl TaskFlags {
             queue: self.queue.clone(),
             timeout_secs: self.timeout,
             priority: self.priority,
+            delay: self.delay,
+            at_ms: self.at,
+            retry: self.retry_policy(),
             detach: self.detach,
         }
+    }
+
+    /// The retry policy the --retry-* flags describe, if any is given.
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        let given = self.retry_delay.is_some()
+            || self.retry_backoff.is_some()
+            || self.retry_max_delay.is_some()
+            || self.retry_jitter
+            || !self.retry_on.is_empty();
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let default = RetryPolicy::default();
+        given.then(|| RetryPolicy {
+            delay_ms: self.retry_delay.map_or(0, ms),
+            backoff: self.retry_backoff.unwrap_or(default.backoff),
+            max_delay_ms: self.retry_max_delay.map_or(default.max_delay_ms, ms),
+            jitter: self.retry_jitter,
+            on: self.retry_on.clone(),
+        })
     }
 
     /// Whether FUNC must be checked against the live workers first.
     pub fn check_served(&self) -> bool {
         !self.detach && !self.allow_unserved
     }
+}
+
+fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    warren_core::timing::parse_duration(text)
+}
+
+fn at_arg(text: &str) -> Result<u64, String> {
+    warren_core::timing::parse_at(text)
 }
 
 #[cfg(test)]

@@ -118,30 +118,43 @@ impl Out {
         }
     }
 
-    /// `KEY STATUS [DETAIL]` per key; `KEY unknown` for a key not held. In
-    /// JSON: `{key, status}`, plus `detail` (waiting, queued, processing)
-    /// while pending.
-    pub fn states(&self, keys: &[String], states: &[Option<State>]) {
+    /// `KEY STATUS [DETAIL [due TIME]]` per key; `KEY unknown` for a key not
+    /// held. In JSON: `{key, status}`, plus `detail` (waiting, scheduled,
+    /// queued, processing) while pending and `due` (RFC 3339) when scheduled.
+    pub fn states(&self, keys: &[String], states: &[Option<State>], dues: &[Option<u64>]) {
+        let due_of = |i: usize| {
+            dues.get(i)
+                .copied()
+                .flatten()
+                .map(warren_core::timing::format_at)
+        };
         if self.json {
             let futures: Vec<Value> = keys
                 .iter()
                 .zip(states)
-                .map(|(k, s)| match s {
+                .enumerate()
+                .map(|(i, (k, s))| match s {
                     None => json!({"key": k, "status": "unknown"}),
                     Some(s) if s.is_terminal() => json!({"key": k, "status": s.status().as_str()}),
                     Some(s) => {
-                        json!({"key": k, "status": s.status().as_str(), "detail": s.as_str()})
+                        let mut doc =
+                            json!({"key": k, "status": s.status().as_str(), "detail": s.as_str()});
+                        if let Some(due) = due_of(i) {
+                            doc["due"] = json!(due);
+                        }
+                        doc
                     }
                 })
                 .collect();
             self.doc(json!({"futures": futures}));
             return;
         }
-        for (k, s) in keys.iter().zip(states) {
-            match s {
-                None => println!("{k} unknown"),
-                Some(s) if s.is_terminal() => println!("{k} {}", s.status()),
-                Some(s) => println!("{k} {} {s}", s.status()),
+        for (i, (k, s)) in keys.iter().zip(states).enumerate() {
+            match (s, due_of(i)) {
+                (None, _) => println!("{k} unknown"),
+                (Some(s), _) if s.is_terminal() => println!("{k} {}", s.status()),
+                (Some(s), Some(due)) => println!("{k} {} {s} due {due}", s.status()),
+                (Some(s), None) => println!("{k} {} {s}", s.status()),
             }
         }
     }
@@ -214,7 +227,9 @@ impl Out {
             self.doc(json!({"namespace": namespace, "futures": {
                 "submitted": info.stats.count("submitted"), "pending": info.stats.pending(),
                 "finished": info.stats.count("finished"), "error": info.stats.count("error"),
-                "cancelled": info.stats.count("cancelled"), "retried": info.stats.count("retried")},
+                "cancelled": info.stats.count("cancelled"), "retried": info.stats.count("retried"),
+                "scheduled": info.scheduled,
+                "next_due": info.next_due_ms.map(warren_core::timing::format_at)},
                 "queues": queues}));
             return;
         }
@@ -228,6 +243,13 @@ impl Out {
             info.stats.count("cancelled"),
             info.stats.count("retried")
         );
+        if let Some(due) = info.next_due_ms {
+            println!(
+                "scheduled: {} waiting for their time, the next due {}",
+                info.scheduled,
+                warren_core::timing::format_at(due)
+            );
+        }
         print!("{}", queue_table(info));
     }
 

@@ -209,7 +209,13 @@ impl Client {
                 outbox,
             });
         }
-        Ok(Info { stats, queues })
+        let (scheduled, next_due_ms) = self.inner.store.delayed().await?;
+        Ok(Info {
+            stats,
+            queues,
+            scheduled,
+            next_due_ms,
+        })
     }
 }
 
@@ -221,6 +227,11 @@ pub struct Info {
     pub stats: Stats,
     /// Every queue of the namespace.
     pub queues: Vec<QueueInfo>,
+    /// Tasks waiting in Redis for their due time (a delay, a due time, a
+    /// retry's pause).
+    pub scheduled: u64,
+    /// When the first of them is due (Unix ms).
+    pub next_due_ms: Option<u64>,
 }
 
 /// One queue in [`Info`].

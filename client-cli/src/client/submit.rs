@@ -102,6 +102,14 @@ pub struct SubmitOptions {
     /// Higher runs first among the ready tasks of its queue (dask's
     /// `priority=`); from -1,000,000 to 1,000,000, default 0.
     pub priority: i64,
+    /// Run no sooner than this long after a scheduler records the task
+    /// (Celery's `countdown`); it waits in Redis, `scheduled`, until then.
+    pub delay: Option<std::time::Duration>,
+    /// Run no sooner than this time (Unix ms; Celery's `eta`).
+    pub at_ms: Option<u64>,
+    /// How a failure waits before the next of its `retries` (backoff,
+    /// jitter, which error types); `None`: at once, for any error.
+    pub retry: Option<warren_core::timing::RetryPolicy>,
     /// Fire and forget: no scheduler acknowledgement is asked for and the
     /// futures are not watched; [`Client::flush`] then waits only for RabbitMQ's
     /// confirm. The tasks run all the same.
@@ -117,6 +125,9 @@ impl Default for SubmitOptions {
             retries: 0,
             timeout_secs: None,
             priority: 0,
+            delay: None,
+            at_ms: None,
+            retry: None,
             detach: false,
         }
     }
@@ -334,6 +345,11 @@ impl Client {
             retries: opts.retries,
             timeout_secs: opts.timeout_secs,
             priority: opts.priority,
+            delay_ms: opts
+                .delay
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            at_ms: opts.at_ms,
+            retry: opts.retry.clone(),
         };
         // The scheduler's own rules: what passes here is never refused there.
         spec.validate(&self.inner.settings.namespace)

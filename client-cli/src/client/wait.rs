@@ -92,6 +92,12 @@ impl Client {
             .collect()
     }
 
+    /// When `key`'s task is due, if it was given a delay, a due time or a
+    /// retry's pause (Unix ms, Redis's clock).
+    pub async fn due(&self, key: &str) -> Result<Option<u64>, Error> {
+        Ok(self.inner.store.due(key).await?)
+    }
+
     /// The fine-grained state of each key, `None` for a key this namespace
     /// does not hold (never submitted, expired or forgotten).
     pub async fn lookup(&self, keys: &[String]) -> Result<Vec<Option<State>>, Error> {

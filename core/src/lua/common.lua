@@ -59,21 +59,61 @@ end
 -- The outbox of work queue q: a sorted set, higher priority first, then FIFO.
 -- Scores stay exact in a double: |priority| <= 1e6 (checked by the client)
 -- times 2^32, plus a sequence number modulo 2^32.
+local function outbox_push(key, q, p)
+  local seq = redis.call('INCR', P .. 'seq') % 4294967296
+  local score = -tonumber(p or '0') * 4294967296 + seq
+  redis.call('ZADD', P .. 'outbox:' .. (q or 'default'), score, key)
+end
+
 local function outbox_add(key)
   local r = redis.call('HMGET', tkey(key), 'q', 'p')
-  local seq = redis.call('INCR', P .. 'seq') % 4294967296
-  local score = -tonumber(r[2] or '0') * 4294967296 + seq
-  redis.call('ZADD', P .. 'outbox:' .. (r[1] or 'default'), score, key)
+  outbox_push(key, r[1], r[2])
 end
+
+-- Tasks not to run before their due time wait here, scored by it (ms, Redis's
+-- clock), not in RabbitMQ: no visibility timeout or redelivery can run them
+-- early or twice. promote.lua moves the due ones to their outboxes.
+local DELAYED = P .. 'delayed'
 
 -- Keys made runnable by this script, in order.
 local queued_keys = {}
 
+-- A task whose dependencies are done runs now, or, when its record names a
+-- due time (`due`, ms) still ahead, is `scheduled` until then.
 local function make_queued(key)
-  redis.call('HSET', tkey(key), 's', 'queued')
-  outbox_add(key)
+  local tk = tkey(key)
+  local r = redis.call('HMGET', tk, 'q', 'p', 'due')
+  local due = tonumber(r[3] or '0')
+  if due > now_ms() then
+    redis.call('HSET', tk, 's', 'scheduled')
+    redis.call('ZADD', DELAYED, due, key)
+    return
+  end
+  redis.call('HSET', tk, 's', 'queued')
+  outbox_push(key, r[1], r[2])
   queued = queued + 1
   queued_keys[#queued_keys + 1] = key
+end
+
+-- The pause before retry number `retry` (0 for the first) under policy `p`
+-- (a decoded timing::RetryPolicy), `u` the jitter's draw in [0, 1):
+-- min(max_delay, delay * backoff^retry), times u with jitter. The same
+-- formula as RetryPolicy::delay_ms in core/src/timing.rs.
+local function retry_delay_ms(p, retry, u)
+  local d = (tonumber(p.delay_ms) or 0) * (tonumber(p.backoff) or 1) ^ retry
+  local max = tonumber(p.max_delay_ms) or 600000
+  if d > max then d = max end
+  if p.jitter == true then d = d * u end
+  return math.floor(d)
+end
+
+-- Whether policy `p` retries an error of type `kind` (no list: every type).
+local function retries_on(p, kind)
+  if type(p.on) ~= 'table' or #p.on == 0 then return true end
+  for _, name in ipairs(p.on) do
+    if name == kind then return true end
+  end
+  return false
 end
 
 -- Moves `key` to a terminal state exactly once, notifies its watchers, and
@@ -88,6 +128,9 @@ local function finish(key, state, payload, ttl)
     local tk = tkey(k)
     local s = redis.call('HGET', tk, 's')
     if s and not is_terminal(s) then
+      -- A cancelled delayed task leaves the delayed set now, so that it counts
+      -- only tasks still to run.
+      if s == 'scheduled' then redis.call('ZREM', DELAYED, k) end
       if st == 'finished' then
         redis.call('HSET', tk, 's', st, 'v', pl)
       elseif st == 'error' then
@@ -107,7 +150,7 @@ local function finish(key, state, payload, ttl)
       end
       ended[#ended + 1] = k
       -- The arguments are only needed to run the task; drop them to save memory.
-      redis.call('HDEL', tk, 'a', 'n', 'errs')
+      redis.call('HDEL', tk, 'a', 'n', 'errs', 'rp')
       -- Counted once per task: the check above makes every transition single.
       redis.call('HINCRBY', P .. 'stats', st, 1)
       if ttl > 0 then redis.call('EXPIRE', tk, ttl) end

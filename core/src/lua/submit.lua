@@ -7,8 +7,12 @@
 -- with several schedulers the dependency's batch may still be on its way
 -- through another one. With `defer` '0' the task fails with UnknownFuture.
 -- ARGV: prefix, reply_to ('' for none), ttl, ntasks, defer ('1' or '0'),
---       eager owner (see eager_head in common.lua; '' claims nothing), then per task: key, func, queue, retries, timeout ('' for none), priority,
---       args-json, ndeps, dep keys...
+--       eager owner (see eager_head in common.lua; '' claims nothing), then
+--       per task: key, func, queue, retries, timeout, priority, delay (ms),
+--       at (Unix ms), retry policy (JSON), args-json, ndeps, dep keys...
+--       ('' for an option not given)
+-- A task with a delay or an `at` records its due time, the later of the two,
+-- as `due`: make_queued keeps it `scheduled` until then.
 -- A task of function warren:value is a value put as it is (scatter): its args
 -- text is the value, and it is recorded finished at once.
 -- Returns: { the eager head (common.lua), ndeferred, deferred keys..., events... }
@@ -21,11 +25,12 @@ local deferred = {}
 local i = 7
 for _ = 1, n do
   local key, func, queue, retries, timeout = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local priority, args = ARGV[i + 5], ARGV[i + 6]
-  local ndeps = tonumber(ARGV[i + 7])
+  local priority, delay, at, policy = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
+  local args = ARGV[i + 9]
+  local ndeps = tonumber(ARGV[i + 10])
   local deps = {}
-  for d = 1, ndeps do deps[d] = ARGV[i + 7 + d] end
-  i = i + 8 + ndeps
+  for d = 1, ndeps do deps[d] = ARGV[i + 10 + d] end
+  i = i + 11 + ndeps
   local tk = tkey(key)
   local s = redis.call('HGET', tk, 's')
   local watchers = {}
@@ -80,6 +85,11 @@ for _ = 1, n do
     if retries ~= '0' then redis.call('HSET', tk, 'r', retries) end
     if timeout ~= '' then redis.call('HSET', tk, 'to', timeout) end
     if priority ~= '0' then redis.call('HSET', tk, 'p', priority) end
+    if policy ~= '' then redis.call('HSET', tk, 'rp', policy) end
+    if delay ~= '' or at ~= '' then
+      local due = math.max(now_ms() + (tonumber(delay) or 0), tonumber(at) or 0)
+      redis.call('HSET', tk, 'due', string.format('%d', due))
+    end
     redis.call('HINCRBY', P .. 'stats', 'submitted', 1)
     redis.call('ZADD', INDEX, 'inf', key)
     redis.call('SADD', P .. 'queues', queue)

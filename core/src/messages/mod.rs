@@ -52,6 +52,16 @@ pub struct TaskSpec {
     /// Higher runs first among ready tasks of the same queue (default 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i64,
+    /// The task runs no sooner than this many ms after a scheduler records
+    /// it (`--delay`), on Redis's clock; it waits in Redis meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// The task runs no sooner than this time (Unix ms, `--at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+    /// How a failure waits before the next of its `retries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::timing::RetryPolicy>,
 }
 
 fn is_zero(p: &i64) -> bool {

@@ -31,6 +31,15 @@ impl TaskSpec {
         if let Some(secs) = self.timeout_secs {
             limits::timeout(secs)?;
         }
+        if let Some(ms) = self.delay_ms {
+            crate::timing::delay("delay", ms)?;
+        }
+        if let Some(ms) = self.at_ms {
+            crate::timing::at(ms)?;
+        }
+        if let Some(policy) = &self.retry {
+            policy.validate()?;
+        }
         for dep in &self.deps {
             crate::taskkey::validate_key(dep).map_err(|e| format!("dependency: {e}"))?;
         }
@@ -130,6 +139,9 @@ mod tests {
             retries: 0,
             timeout_secs: None,
             priority: 0,
+            delay_ms: None,
+            at_ms: None,
+            retry: None,
         }
     }
 

@@ -213,6 +213,22 @@ impl Store {
         Ok(con.zcard(self.keys.outbox(queue)).await?)
     }
 
+    /// How many tasks wait for their due time (`scheduled`), and when the
+    /// first of them is due (Unix ms, Redis's clock).
+    pub async fn delayed(&self) -> Result<(u64, Option<u64>)> {
+        let mut con = self.con();
+        let n: u64 = con.zcard(self.keys.delayed()).await?;
+        let first: Vec<(String, f64)> = con.zrange_withscores(self.keys.delayed(), 0, 0).await?;
+        Ok((n, first.first().map(|(_, due)| due.max(0.0) as u64)))
+    }
+
+    /// A task's due time (Unix ms) if it has one.
+    pub async fn due(&self, key: &str) -> Result<Option<u64>> {
+        let mut con = self.con();
+        let due: Option<String> = con.hget(self.keys.task(key), "due").await?;
+        Ok(due.and_then(|d| d.parse().ok()))
+    }
+
     /// The current epoch.
     pub async fn epoch(&self) -> Result<u64> {
         let mut con = self.con();
@@ -240,6 +256,8 @@ impl Store {
         let lists: Vec<String> = con.smembers(k.claimants()).await?;
         doomed.extend(lists.iter().map(|l| k.claimed(l)));
         doomed.push(k.claimants());
+        // Every delayed task is cancelled below: none is to be promoted.
+        doomed.push(k.delayed());
         let _: () = con.del(doomed).await?;
         let _: () = con.zrembyscore(k.index(), "-inf", now_ms()).await?;
         let mut notes = Vec::new();

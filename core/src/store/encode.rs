@@ -50,8 +50,9 @@ impl Args {
 }
 
 /// `submit.lua`: prefix, reply_to (`""`: nobody watches), ttl, n, defer,
-/// eager owner (`""`: claim nothing), then per task: key, func, queue, retries, timeout (`""`: none), priority, args,
-/// n deps, deps...
+/// eager owner (`""`: claim nothing), then per task: key, func, queue,
+/// retries, timeout, priority, delay ms, due time (Unix ms), retry policy
+/// (JSON), args, n deps, deps... (`""` for any option not given).
 pub(crate) fn submit(
     prefix: &str,
     reply_to: Option<&str>,
@@ -74,6 +75,12 @@ pub(crate) fn submit(
             .num(t.retries)
             .text(&t.timeout_secs.map(|s| s.to_string()).unwrap_or_default())
             .num(t.priority)
+            .text(&t.delay_ms.map(|ms| ms.to_string()).unwrap_or_default())
+            .text(&t.at_ms.map(|ms| ms.to_string()).unwrap_or_default())
+            .text(&match &t.retry {
+                Some(policy) => serde_json::to_string(policy)?,
+                None => String::new(),
+            })
             .bytes(match (t.func.as_str(), t.args.as_slice()) {
                 // A value put as it is (scatter): its JSON, recorded finished.
                 (crate::routing::VALUE_FUNC, [value]) => serde_json::to_vec(value)?,
@@ -86,12 +93,15 @@ pub(crate) fn submit(
 }
 
 /// `complete.lua`: prefix, ttl, owner (`""`: claim nothing), n, then per
-/// report: key, kind, payload, attempt.
+/// report: key, kind, payload, attempt, draw (in `[0, 1)`: the jitter of a
+/// retry's pause, from `draw()` per report; Lua's own random numbers are
+/// the same in every script run).
 pub(crate) fn complete(
     prefix: &str,
     ttl: u64,
     owner: Option<&str>,
     reports: &[(String, Transition)],
+    mut draw: impl FnMut() -> f64,
 ) -> Result<Args> {
     let mut a = Args::new(prefix)
         .num(ttl)
@@ -111,7 +121,8 @@ pub(crate) fn complete(
             }
             Transition::Terminal(Terminal::Cancelled) => ("cancelled", Vec::new(), 0),
         };
-        a = a.text(key).text(kind).bytes(payload).num(attempt);
+        let u = if kind == "failed" { draw() } else { 0.0 };
+        a = a.text(key).text(kind).bytes(payload).num(attempt).num(u);
     }
     Ok(a)
 }
@@ -140,10 +151,13 @@ mod tests {
             retries: 0,
             timeout_secs: None,
             priority: 0,
+            delay_ms: None,
+            at_ms: None,
+            retry: None,
         };
         let a = texts(submit("ns:", None, 60, &[task], true, None).unwrap());
         assert_eq!(
-            a[12], r#"{"$blob":"ab","size":2}"#,
+            a[15], r#"{"$blob":"ab","size":2}"#,
             "the value, not [value]"
         );
     }
@@ -159,6 +173,13 @@ mod tests {
             retries: 2,
             timeout_secs: None,
             priority: -1,
+            delay_ms: None,
+            at_ms: Some(1_798_106_400_000),
+            retry: Some(crate::timing::RetryPolicy {
+                delay_ms: 500,
+                backoff: 2.0,
+                ..Default::default()
+            }),
         };
         let a = texts(submit("ns:", None, 60, &[task], true, Some("s#e0")).unwrap());
         assert_eq!(
@@ -176,6 +197,9 @@ mod tests {
                 "2",
                 "",
                 "-1",
+                "",
+                "1798106400000",
+                r#"{"delay_ms":500,"backoff":2.0,"max_delay_ms":600000,"jitter":false}"#,
                 r#"[{"$future":"a-1"},2]"#,
                 "1",
                 "a-1"
@@ -200,12 +224,12 @@ mod tests {
             ),
             ("c".to_string(), Transition::Processing),
         ];
-        let a = texts(complete("ns:", 0, Some("s#e1"), &reports).unwrap());
+        let a = texts(complete("ns:", 0, Some("s#e1"), &reports, || 0.25).unwrap());
         assert_eq!(&a[..4], ["ns:", "0", "s#e1", "3"]);
-        assert_eq!(&a[4..8], ["a", "finished", "3", "0"]);
-        assert_eq!(a[5 + 4], "failed");
-        assert!(a[6 + 4].contains("ValueError"));
-        assert_eq!(a[7 + 4], "4");
-        assert_eq!(&a[12..], ["c", "processing", "", "0"]);
+        assert_eq!(&a[4..9], ["a", "finished", "3", "0", "0"]);
+        assert_eq!(a[10], "failed");
+        assert!(a[11].contains("ValueError"));
+        assert_eq!(&a[12..14], ["4", "0.25"], "only a failure draws");
+        assert_eq!(&a[14..], ["c", "processing", "", "0", "0"]);
     }
 }

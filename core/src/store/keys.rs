@@ -83,6 +83,11 @@ impl Keys {
         self.named("index")
     }
 
+    /// `P delayed`: tasks that wait for their due time, scored by it (ms).
+    pub fn delayed(&self) -> String {
+        self.named("delayed")
+    }
+
     /// `P epoch`: bumped by every restart.
     pub fn epoch(&self) -> String {
         self.named("epoch")

@@ -7,10 +7,11 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P t:<key>` | hash | the task: `s` state, `f` func, `q` queue, `a` args, `deps`, `n` outstanding deps, `v` value, `e` error |
+//! | `P t:<key>` | hash | the task: `s` state, `f` func, `q` queue, `a` args, `deps`, `n` outstanding deps, `v` value, `e` error, `due` not before (ms), `rp` retry policy |
 //! | `P d:<key>` | set | keys of tasks waiting on `<key>` (its dependents) |
 //! | `P w:<key>` | set | reply queues of clients watching `<key>` |
 //! | `P outbox:<queue>` | sorted set | runnable keys not yet published to RabbitMQ, highest priority first, then FIFO |
+//! | `P delayed` | sorted set | `scheduled` tasks (a delay, a due time, a retry's pause), scored by their due time (ms, Redis's clock) |
 //! | `P seq` | integer | FIFO order within a priority |
 //! | `P claimed:<list>` | list | outbox entries a scheduler is publishing ([`ClaimList`]): `<scheduler>#0` and `#1` for its dispatcher's two windows, `#e0` and `#e1` for what `complete.lua` claimed for its intake |
 //! | `P claimants` | set | the claim lists in use, so reclaim and restart need no SCAN |
@@ -82,6 +83,7 @@ struct Scripts {
     cancel: Script,
     forget: Script,
     start: Script,
+    promote: Script,
 }
 
 impl Scripts {
@@ -96,6 +98,7 @@ impl Scripts {
             cancel: script(include_str!("../lua/cancel.lua")),
             forget: script(include_str!("../lua/forget.lua")),
             start: script(include_str!("../lua/start.lua")),
+            promote: script(include_str!("../lua/promote.lua")),
         }
     }
 }

@@ -181,7 +181,7 @@ impl Store {
         list: Option<&ClaimList>,
     ) -> Result<(Applied, u64, Vec<ClaimedTask>)> {
         let owner = list.map(ClaimList::as_str);
-        let args = encode::complete(self.prefix(), self.ttl, owner, reports)?;
+        let args = encode::complete(self.prefix(), self.ttl, owner, reports, jitter_draw)?;
         let mut r = Reply::new(self.run(&self.scripts.complete, args).await?)?;
         let (queued, epoch, eager) = reply::eager_head(&mut r)?;
         let applied = Applied {
@@ -211,6 +211,17 @@ impl Store {
             tasks.push(reply::claimed(&mut r)?);
         }
         Ok((epoch, tasks))
+    }
+
+    /// Moves up to `max` delayed tasks whose due time has come to their
+    /// outboxes (`lua/promote.lua`). Returns how many it queued and how long
+    /// until the next one is due (`None`: nothing is delayed).
+    pub async fn promote(&self, max: usize) -> Result<(u64, Option<Duration>)> {
+        let args = Args::new(self.prefix()).num(max);
+        let mut r = Reply::new(self.run(&self.scripts.promote, args).await?)?;
+        let queued = u64::try_from(r.int()?).unwrap_or(0);
+        let wait = r.int()?;
+        Ok((queued, u64::try_from(wait).ok().map(Duration::from_millis)))
     }
 
     /// Forgets `list`'s claims: their publishes are confirmed.
@@ -328,4 +339,18 @@ impl Store {
             other => Err(Error::Script(format!("start returned {other:?}"))),
         }
     }
+}
+
+/// A uniform draw in `[0, 1)` for a retry's jitter: from the OS, since a
+/// script's own `math.random` repeats in every run. Jitter needs no more
+/// than spread, so a failing source falls back to the clock's nanoseconds.
+fn jitter_draw() -> f64 {
+    let mut b = [0u8; 4];
+    let bits = match getrandom::fill(&mut b) {
+        Ok(()) => u32::from_le_bytes(b),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    };
+    f64::from(bits) / 4_294_967_296.0
 }

@@ -13,7 +13,8 @@ use warren_worker::{TaskError, Worker, stock};
 /// counter file reaches a number), `slow_inc` (inc after a pause),
 /// `count_run` (appends a line to a file for every run, then `slow_inc`),
 /// `spin` (busy for ever, never polling a cancel), `hog` (allocates MiB),
-/// `pid` (the process that ran it).
+/// `pid` (the process that ran it), `stamp_flaky` (logs each run's time,
+/// fails with a chosen error type a number of times).
 #[derive(Debug, Parser)]
 struct Args {
     /// Tasks run at once.
@@ -53,6 +54,25 @@ fn main() -> anyhow::Result<()> {
             ));
         }
         Ok(seen)
+    });
+    // Appends the time of each run (Unix ms) to `log`, and fails with an
+    // error of type `kind` while the log holds at most `failures` lines: the
+    // retry backoff tests measure the pauses between the lines.
+    registry.register("stamp_flaky", |log: String, failures: u64, kind: String| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        f.write_all(format!("{}\n", warren_core::messages::now_ms()).as_bytes())?;
+        let runs = std::fs::read_to_string(&log)?.lines().count() as u64;
+        if runs <= failures {
+            return Err(TaskError::new(
+                kind,
+                format!("failure {runs} of {failures}"),
+            ));
+        }
+        Ok(runs)
     });
     registry.register("slow_inc", |x: i64, millis: u64| {
         std::thread::sleep(Duration::from_millis(millis));

@@ -445,6 +445,9 @@ fn spec(key: &str) -> TaskSpec {
         retries: 0,
         timeout_secs: None,
         priority: 0,
+        delay_ms: None,
+        at_ms: None,
+        retry: None,
     }
 }
 

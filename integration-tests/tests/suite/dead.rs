@@ -80,6 +80,9 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
             retries: 0,
             timeout_secs: None,
             priority: 0,
+            delay_ms: None,
+            at_ms: None,
+            retry: None,
         }],
         deps_in_flight: false,
     })

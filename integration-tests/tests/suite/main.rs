@@ -28,6 +28,7 @@ mod docs;
 mod drain;
 mod faults;
 mod isolation;
+mod later;
 mod metrics;
 mod notebook;
 mod outages;

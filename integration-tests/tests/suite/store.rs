@@ -44,6 +44,9 @@ fn spec(key: &str, args: Vec<serde_json::Value>) -> TaskSpec {
         retries: 0,
         timeout_secs: None,
         priority: 0,
+        delay_ms: None,
+        at_ms: None,
+        retry: None,
     }
 }
 
