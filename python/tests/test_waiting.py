@@ -146,3 +146,11 @@ def test_fire_and_forget_work_outlives_the_script_that_submitted_it(c, tmp_path)
     while not out.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert Path(out).read_text() == "3"
+
+
+def test_gather_settles_every_handle_of_one_key(c):
+    # A pure function over equal arguments gives one key and several Future
+    # objects; gather fills each of them.
+    fs = c.map(add, [1, 1, 2], [2, 2, 2])
+    assert fs[0].key == fs[1].key
+    assert c.gather(fs) == [3, 3, 4]

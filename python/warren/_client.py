@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any, Callable, NamedTuple
 
-from . import _aio, _calls, _cluster, _codec, _envelopes, _forward, _refs, _run, _signing
+from . import _aio, _calls, _cluster, _codec, _envelopes, _forward, _refs, _run, _signing, _timing
 from ._cluster import LocalCluster, setting_text
 from ._errors import UnservedFunction
 from ._future import CancelledError, Future, TaskLogs, _final_error
@@ -30,6 +30,25 @@ __all__ = ["CancelledError", "Client", "Future", "TaskLogs"]
 #: A stored function is stored again after this long (values live
 #: ``result_ttl_secs``, a day by default).
 _RESTORE_AFTER = 3600.0
+
+
+def _when(
+    delay: _timing.Duration | None,
+    at: _timing.When | None,
+    retry_delay: _timing.Duration | None,
+    retry_backoff: float | None,
+    retry_max_delay: _timing.Duration | None,
+    retry_jitter: bool,
+    retry_on: Iterable[type[BaseException] | str] | None,
+) -> dict[str, Any]:
+    """The Rust client's timing arguments for ``submit``'s options."""
+    return {
+        "delay_ms": None if delay is None else _timing.duration_ms(delay, "delay"),
+        "at_ms": None if at is None else _timing.at_ms(at),
+        "retry": _timing.retry_policy(
+            retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on
+        ),
+    }
 
 
 def _default_queue(name: str) -> str:
@@ -134,6 +153,13 @@ class Client:
         queue: str | None = None,
         timeout: float | None = None,
         allow_unserved: bool = False,
+        delay: _timing.Duration | None = None,
+        at: _timing.When | None = None,
+        retry_delay: _timing.Duration | None = None,
+        retry_backoff: float | None = None,
+        retry_max_delay: _timing.Duration | None = None,
+        retry_jitter: bool = False,
+        retry_on: Iterable[type[BaseException] | str] | None = None,
         **kwargs: Any,
     ) -> Future:
         """Runs ``fn(*args, **kwargs)`` on a worker; returns its
@@ -151,11 +177,28 @@ class Client:
         seconds before it fails with ``TimeoutError``. Unless
         ``allow_unserved``, a function that no live worker runs is refused
         here, naming what is served.
+
+        When it runs (Celery's ``countdown``/``eta``): ``delay`` (seconds, a
+        ``timedelta`` or ``"30s"``) or ``at`` (a ``datetime``) keeps it
+        ``pending`` in Redis until then; ``cancel`` works meanwhile. Retries
+        wait ``retry_delay``, growing ``retry_backoff`` times per retry up to
+        ``retry_max_delay`` (10 minutes), a random part of it with
+        ``retry_jitter``, and happen only for the exception classes (or
+        names) in ``retry_on``.
         """
         target = self._resolve(fn, queue, allow_unserved)
+        when = _when(delay, at, retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on)
         call = _calls.prepare(self, fn, target.name, args, kwargs, pure, key)
         keys = self._rust.submit(
-            target.name, [call.args], [call.key], pure, retries, priority, target.queue, timeout
+            target.name,
+            [call.args],
+            [call.key],
+            pure,
+            retries,
+            priority,
+            target.queue,
+            timeout,
+            **when,
         )
         self._watch(keys)
         return Future(keys[0], self)
@@ -171,13 +214,22 @@ class Client:
         queue: str | None = None,
         timeout: float | None = None,
         allow_unserved: bool = False,
+        delay: _timing.Duration | None = None,
+        at: _timing.When | None = None,
+        retry_delay: _timing.Duration | None = None,
+        retry_backoff: float | None = None,
+        retry_max_delay: _timing.Duration | None = None,
+        retry_jitter: bool = False,
+        retry_on: Iterable[type[BaseException] | str] | None = None,
         **kwargs: Any,
     ) -> list[Future]:
         """One task per item (several iterables are zipped, as in ``map``);
-        ``kwargs`` go to every call. ``key``: a list of keys, one per task."""
+        ``kwargs`` go to every call. ``key``: a list of keys, one per task.
+        The other options are :meth:`submit`'s, for every task."""
         if not iterables:
             raise TypeError("map() needs at least one iterable of arguments")
         target = self._resolve(fn, queue, allow_unserved)
+        when = _when(delay, at, retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on)
         items = list(zip(*iterables))
         keys: list[str | None] = [None] * len(items)
         if isinstance(key, list):
@@ -200,6 +252,7 @@ class Client:
             priority,
             target.queue,
             timeout,
+            **when,
         )
         self._watch(made)
         return [Future(k, self) for k in made]
@@ -349,11 +402,18 @@ class Client:
             return (self.gather(f, errors) for f in futures)
         found: list[Future] = []
         _collect(futures, found)
-        pending = [f for f in dict.fromkeys(found) if f._final is None]
-        if pending:
-            finals = self._rust.outcomes([f.key for f in pending], None)
-            for f, final in zip(pending, finals):
-                f._settle(final)
+        # Futures are equal by key, yet each object holds its own outcome:
+        # every object of a key is settled (map of a pure function over
+        # equal arguments gives several).
+        by_key: dict[str, list[Future]] = {}
+        for f in found:
+            if f._final is None:
+                by_key.setdefault(f.key, []).append(f)
+        if by_key:
+            finals = self._rust.outcomes(list(by_key), None)
+            for same, final in zip(by_key.values(), finals):
+                for f in same:
+                    f._settle(final)
         return _fill(futures, errors, self)
 
     @_aio.maybe_async
