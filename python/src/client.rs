@@ -175,7 +175,9 @@ impl Client {
     /// Submits `func` once per argument list (JSON arrays); returns the keys.
     /// `keys` names each task's future where given (else warren's pure or
     /// random key), one per argument list or none at all.
-    #[pyo3(signature = (func, arg_lists, keys, pure, retries, priority, queue, timeout))]
+    /// `delay_ms`, `at_ms` and `retry` (a `timing::RetryPolicy` as JSON)
+    /// say when each task may run.
+    #[pyo3(signature = (func, arg_lists, keys, pure, retries, priority, queue, timeout, delay_ms=None, at_ms=None, retry=None))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -188,7 +190,16 @@ impl Client {
         priority: i64,
         queue: Option<String>,
         timeout: Option<f64>,
+        delay_ms: Option<u64>,
+        at_ms: Option<u64>,
+        retry: Option<String>,
     ) -> PyResult<Vec<String>> {
+        let retry = retry
+            .map(|text| {
+                serde_json::from_str::<warren_core::timing::RetryPolicy>(&text)
+                    .map_err(|e| PyValueError::new_err(format!("retry policy: {e}")))
+            })
+            .transpose()?;
         if !keys.is_empty() && keys.len() != arg_lists.len() {
             return Err(PyValueError::new_err(format!(
                 "{} keys for {} tasks",
@@ -213,6 +224,9 @@ impl Client {
             retries,
             timeout_secs: timeout,
             priority,
+            delay: delay_ms.map(std::time::Duration::from_millis),
+            at_ms,
+            retry,
             detach: false,
         };
         let mut keys = keys;

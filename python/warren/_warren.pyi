@@ -65,6 +65,9 @@ class Client:
         priority: int,
         queue: str | None,
         timeout: float | None,
+        delay_ms: int | None = None,
+        at_ms: int | None = None,
+        retry: str | None = None,
     ) -> list[str]: ...
     def check_served(self, func: str, queue: str) -> None: ...
     def keys(self) -> Keys: ...
