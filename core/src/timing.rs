@@ -161,6 +161,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 1.5m, 2h, 250ms)"))?;
     let scale = match unit.trim() {
         "ms" => 0.001,
         "" | "s" | "sec" | "secs" => 1.0,
@@ -173,9 +176,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 1.5m, 2h, 250ms)"))?;
     let secs = n * scale;
     if !secs.is_finite() || secs < 0.0 || secs * 1000.0 > MAX_DELAY_MS as f64 {
         return Err(format!("{text:?} is not between 0 and a year"));
@@ -321,6 +321,11 @@ mod tests {
         assert_eq!(ms("12"), Ok(12_000));
         assert!(parse_duration("30x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("s").unwrap_err().contains("not a duration"));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
         assert!(parse_duration("400d").unwrap_err().contains("a year"));
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("1e400s").is_err());

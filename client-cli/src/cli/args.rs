@@ -104,6 +104,9 @@ pub enum Command {
   warren submit count_primes_less_than 5000000
   warren submit --no-pure --retries 2 --timeout 30 sleep 5
   warren submit add_them @$M1 @$M2          # waits for futures M1 and M2
+  warren submit --delay 30s inc 1            # runs in 30 s (cancel it meanwhile)
+  warren submit --at 2026-12-24T10:00:00Z inc 1
+  warren submit --retries 3 --retry-delay 1s --retry-backoff 2 --retry-on ZeroDivisionError goes_wrong
   warren submit identity -- --not-an-option # arguments after -- are literal
   warren submit --cmd -- seq 1 100           # a program (on a worker with --allow-command seq)
   warren submit --cmd -- wc -l @$K           # its argument: future K's value"
