@@ -22,6 +22,7 @@ mod cli {
     pub mod blob;
     pub mod dead;
     pub mod key;
+    pub mod limits;
     pub mod output;
     pub mod programs;
     pub mod progress;
@@ -347,6 +348,7 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
             cli::stack::up(&client, cli.config.as_deref(), &dir, workers, concurrency).await?;
         }
         Command::Dead { command } => return cli::dead::run(&client, command, out).await,
+        Command::Limits { command } => return cli::limits::run(&client, command, out).await,
         Command::Down { .. } | Command::Key { .. } => unreachable!("handled before connecting"),
     }
     Ok(0)

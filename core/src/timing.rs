@@ -183,6 +183,71 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A global rate limit: at most `count` tasks start per `per_ms`, spread
+/// evenly (one every `per_ms / count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Tasks per period.
+    pub count: u32,
+    /// The period, in ms.
+    pub per_ms: u64,
+}
+
+impl Rate {
+    /// Parses `100/s`, `20/m`, `5/h` (a count per second, minute or hour).
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let (count, unit) = text
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a rate (e.g. 100/s, 20/m, 5/h)"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?}: {count:?} is not a count of tasks"))?;
+        let per_ms = match unit.trim() {
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            other => {
+                return Err(format!(
+                    "{text:?}: per {other:?}? Use s, m or h (e.g. 100/s)"
+                ));
+            }
+        };
+        if count == 0 || count > 1_000_000 {
+            return Err(format!("{text:?}: the count must be 1 to 1,000,000"));
+        }
+        Ok(Rate { count, per_ms })
+    }
+
+    /// The form `rate_limits` stores and `gate` in `common.lua` reads:
+    /// `<count>/<period ms>`.
+    pub fn stored(&self) -> String {
+        format!("{}/{}", self.count, self.per_ms)
+    }
+
+    /// Reads [`Rate::stored`] back (`None` for anything else).
+    pub fn from_stored(text: &str) -> Option<Rate> {
+        let (c, p) = text.split_once('/')?;
+        Some(Rate {
+            count: c.parse().ok()?,
+            per_ms: p.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.per_ms {
+            1000 => "s".to_string(),
+            60_000 => "m".to_string(),
+            3_600_000 => "h".to_string(),
+            ms => format!("{ms}ms"),
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
 /// Parses a due time in RFC 3339 (`2026-12-24T10:00:00Z`,
 /// `2026-12-24T11:00:00+01:00`) into Unix ms.
 pub fn parse_at(text: &str) -> Result<u64, String> {
@@ -329,6 +394,20 @@ mod tests {
         assert!(parse_duration("400d").unwrap_err().contains("a year"));
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("1e400s").is_err());
+    }
+
+    #[test]
+    fn rates_parse_per_second_minute_or_hour_and_round_trip() {
+        let r = Rate::parse("50/s").unwrap();
+        assert_eq!((r.count, r.per_ms), (50, 1000));
+        assert_eq!(Rate::parse(" 20 / m ").unwrap().per_ms, 60_000);
+        assert_eq!(Rate::from_stored(&r.stored()), Some(r));
+        assert_eq!(Rate::parse("5/h").unwrap().to_string(), "5/h");
+        assert!(Rate::parse("50").unwrap_err().contains("not a rate"));
+        assert!(Rate::parse("0/s").unwrap_err().contains("1 to"));
+        assert!(Rate::parse("x/s").unwrap_err().contains("count"));
+        assert!(Rate::parse("5/d").unwrap_err().contains("Use s, m or h"));
+        assert_eq!(Rate::from_stored("junk"), None);
     }
 
     #[test]

@@ -66,6 +66,7 @@ mod tests {
             delay_ms: None,
             at_ms: None,
             retry: None,
+            concurrency_key: None,
         }
     }
 

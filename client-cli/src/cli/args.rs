@@ -277,6 +277,17 @@ Ctrl-C stops waiting (not the tasks) and saves the pending keys in a file it nam
         #[command(subcommand)]
         command: crate::cli::dead::DeadCommand,
     },
+    /// Global rate limits and concurrency keys, held across every scheduler
+    /// and worker: set, list, remove.
+    #[command(after_help = "Examples:
+  warren limits set --func fetch --rate 50/s
+  warren limits set --key 'tenant-*' --max-running 2
+  warren limits list
+  warren limits remove --func fetch")]
+    Limits {
+        #[command(subcommand)]
+        command: crate::cli::limits::LimitsCommand,
+    },
     /// The namespace key: make one, or say which one this machine holds.
     ///
     /// Processes that hold the key sign code and pickled values; Python
@@ -378,6 +389,11 @@ pub struct TaskFlags {
     /// error is final at once.
     #[arg(long, value_name = "TYPE")]
     pub retry_on: Vec<String>,
+    /// A concurrency key (e.g. tenant-42): at most the limit `warren limits
+    /// set --key` gives it run at once across the cluster; the others wait
+    /// in Redis, in arrival order.
+    #[arg(long, value_name = "KEY")]
+    pub concurrency_key: Option<String>,
     /// Fire and forget: print the key(s) once RabbitMQ holds the submission,
     /// without waiting for the scheduler (nor checking FUNC). The task runs
     /// all the same.
@@ -401,6 +417,7 @@ impl TaskFlags {
             delay: self.delay,
             at_ms: self.at,
             retry: self.retry_policy(),
+            concurrency_key: self.concurrency_key.clone(),
             detach: self.detach,
         }
     }

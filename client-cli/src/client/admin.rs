@@ -247,3 +247,39 @@ pub struct QueueInfo {
     /// For a work queue, the runnable tasks waiting in its outbox in Redis.
     pub outbox: Option<u64>,
 }
+
+/// Global rate limits and concurrency limits (`warren limits`).
+impl Client {
+    /// Sets (or replaces) the rate limit of a function or a work queue.
+    pub async fn set_rate_limit(
+        &self,
+        target: &warren_core::store::throttle::RateTarget,
+        rate: warren_core::timing::Rate,
+    ) -> Result<(), Error> {
+        Ok(self.inner.store.set_rate_limit(target, rate).await?)
+    }
+
+    /// Sets (or replaces) the most running tasks of a concurrency key or a
+    /// `prefix*` pattern.
+    pub async fn set_concurrency_limit(&self, pattern: &str, max: u32) -> Result<(), Error> {
+        Ok(self.inner.store.set_concurrency_limit(pattern, max).await?)
+    }
+
+    /// Removes a rate limit; whether there was one.
+    pub async fn remove_rate_limit(
+        &self,
+        target: &warren_core::store::throttle::RateTarget,
+    ) -> Result<bool, Error> {
+        Ok(self.inner.store.remove_rate_limit(target).await?)
+    }
+
+    /// Removes a concurrency limit; whether there was one.
+    pub async fn remove_concurrency_limit(&self, pattern: &str) -> Result<bool, Error> {
+        Ok(self.inner.store.remove_concurrency_limit(pattern).await?)
+    }
+
+    /// Every limit of the namespace.
+    pub async fn limits(&self) -> Result<warren_core::store::throttle::Limits, Error> {
+        Ok(self.inner.store.limits().await?)
+    }
+}

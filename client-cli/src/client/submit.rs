@@ -110,6 +110,9 @@ pub struct SubmitOptions {
     /// How a failure waits before the next of its `retries` (backoff,
     /// jitter, which error types); `None`: at once, for any error.
     pub retry: Option<warren_core::timing::RetryPolicy>,
+    /// The task's concurrency key: at most the limit `warren limits set
+    /// --key` gives it of the tasks sharing it run at once, cluster-wide.
+    pub concurrency_key: Option<String>,
     /// Fire and forget: no scheduler acknowledgement is asked for and the
     /// futures are not watched; [`Client::flush`] then waits only for RabbitMQ's
     /// confirm. The tasks run all the same.
@@ -128,6 +131,7 @@ impl Default for SubmitOptions {
             delay: None,
             at_ms: None,
             retry: None,
+            concurrency_key: None,
             detach: false,
         }
     }
@@ -350,6 +354,7 @@ impl Client {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             at_ms: opts.at_ms,
             retry: opts.retry.clone(),
+            concurrency_key: opts.concurrency_key.clone(),
         };
         // The scheduler's own rules: what passes here is never refused there.
         spec.validate(&self.inner.settings.namespace)

@@ -116,6 +116,117 @@ local function retries_on(p, kind)
   return false
 end
 
+-- Global rate limits and concurrency keys (`warren limits`), applied where a
+-- task leaves its outbox for a work queue (claim.lua, eager_head), so that
+-- tasks beyond a limit wait in Redis, never in a worker's prefetch.
+-- `P rate_limits`: 'func:<f>' or 'queue:<q>' -> '<count>/<period ms>'.
+-- `P concurrency_limits`: a concurrency key, or a prefix ending in '*' -> max.
+local limits_exist = nil
+local function any_limits()
+  if limits_exist == nil then
+    limits_exist = redis.call('EXISTS', P .. 'rate_limits', P .. 'concurrency_limits') > 0
+  end
+  return limits_exist
+end
+
+-- The rate limit of function f or else queue q: count, period (ms), name.
+local function rate_limit_of(f, q)
+  local names = { 'func:' .. (f or ''), 'queue:' .. (q or '') }
+  local specs = redis.call('HMGET', P .. 'rate_limits', names[1], names[2])
+  for i = 1, 2 do
+    if specs[i] then
+      local n, per = string.match(specs[i], '^(%d+)/(%d+)$')
+      if n and tonumber(n) > 0 then return tonumber(n), tonumber(per), names[i] end
+    end
+  end
+  return nil
+end
+
+-- The most tasks of concurrency key ck that may run at once: its own limit,
+-- else the one of the longest matching 'prefix*' pattern, else none.
+local function concurrency_limit_of(ck)
+  local lk = P .. 'concurrency_limits'
+  local exact = redis.call('HGET', lk, ck)
+  if exact then return tonumber(exact) end
+  local best, best_len = nil, -1
+  local all = redis.call('HGETALL', lk)
+  for i = 1, #all, 2 do
+    local pattern = all[i]
+    if string.sub(pattern, -1) == '*' then
+      local prefix = string.sub(pattern, 1, -2)
+      if #prefix > best_len and string.sub(ck, 1, #prefix) == prefix then
+        best, best_len = tonumber(all[i + 1]), #prefix
+      end
+    end
+  end
+  return best
+end
+
+-- Whether runnable `key`, just taken off its outbox, goes to its work queue
+-- now. If not, it is parked. Over a rate limit: scheduled for the slot it
+-- reserves (GCRA: each task takes the next free slot, `period/count` apart,
+-- so parked tasks wake one at a time, never as a herd). At its concurrency
+-- key's limit: at the end of the key's wait list (`P ckwait:<ck>`), which the
+-- next task of the key to end pops (release_slot), so a key's tasks run in
+-- arrival order. Field `rs` marks a reserved rate slot, `cs` a held
+-- concurrency slot: a task passes each gate once per attempt.
+local function gate(key)
+  if not any_limits() then return true end
+  local tk = tkey(key)
+  local r = redis.call('HMGET', tk, 'f', 'q', 'ck', 'rs', 'cs')
+  if not r[4] then
+    local n, per, name = rate_limit_of(r[1], r[2])
+    if n then
+      local now = now_ms()
+      local tat_key = P .. 'rate:' .. name
+      local slot = math.max(tonumber(redis.call('GET', tat_key) or '0') or 0, now)
+      local after = slot + per / n
+      redis.call('SET', tat_key, string.format('%.3f', after), 'PX', math.ceil(after - now) + per)
+      redis.call('HSET', tk, 'rs', '1')
+      if slot > now then
+        redis.call('HSET', tk, 'due', string.format('%d', math.ceil(slot)))
+        make_queued(key)
+        return false
+      end
+    end
+  end
+  if r[3] and not r[5] then
+    local max = concurrency_limit_of(r[3])
+    if max then
+      local running = P .. 'running:' .. r[3]
+      if (tonumber(redis.call('GET', running) or '0') or 0) >= max then
+        redis.call('RPUSH', P .. 'ckwait:' .. r[3], key)
+        return false
+      end
+      redis.call('INCR', running)
+      redis.call('HSET', tk, 'cs', '1')
+    end
+  end
+  return true
+end
+
+-- Gives back the concurrency slot task `k` holds, if any, and sends its
+-- key's next waiting task (still queued) back to its outbox.
+local function release_slot(k)
+  local tk = tkey(k)
+  local r = redis.call('HMGET', tk, 'ck', 'cs')
+  if not (r[1] and r[2]) then return end
+  redis.call('HDEL', tk, 'cs')
+  local running = P .. 'running:' .. r[1]
+  if redis.call('DECR', running) <= 0 then redis.call('DEL', running) end
+  local waiting = P .. 'ckwait:' .. r[1]
+  while true do
+    local nxt = redis.call('LPOP', waiting)
+    if not nxt then break end
+    local nr = redis.call('HMGET', tkey(nxt), 's', 'q', 'p')
+    if nr[1] == 'queued' then
+      outbox_push(nxt, nr[2], nr[3])
+      queued = queued + 1
+      break
+    end
+  end
+end
+
 -- Moves `key` to a terminal state exactly once, notifies its watchers, and
 -- releases its dependents: a finished value counts them down (queueing those
 -- that reach zero), an error or cancellation propagates to them, as in dask.
@@ -131,6 +242,7 @@ local function finish(key, state, payload, ttl)
       -- A cancelled delayed task leaves the delayed set now, so that it counts
       -- only tasks still to run.
       if s == 'scheduled' then redis.call('ZREM', DELAYED, k) end
+      release_slot(k)
       if st == 'finished' then
         redis.call('HSET', tk, 's', st, 'v', pl)
       elseif st == 'error' then
@@ -224,7 +336,8 @@ local function eager_head(owner)
   if owner ~= '' and #queued_keys == 1 then
     local key = queued_keys[1]
     local outbox = P .. 'outbox:' .. (redis.call('HGET', tkey(key), 'q') or 'default')
-    if redis.call('ZCARD', outbox) == 1 and redis.call('ZREM', outbox, key) == 1 then
+    if redis.call('ZCARD', outbox) == 1 and redis.call('ZREM', outbox, key) == 1
+        and gate(key) then
       claim_for(owner, key)
       claim_record(key, eager)
     end

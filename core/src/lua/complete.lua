@@ -42,6 +42,9 @@ for _ = 1, n do
         local errs = r[4]
         if errs then errs = string.sub(errs, 1, -2) .. ',' .. payload .. ']' else errs = '[' .. payload .. ']' end
         redis.call('HSET', tk, 'r', left - 1, 'at', current + 1, 'errs', errs)
+        -- The next attempt waits for its own rate slot and concurrency slot.
+        release_slot(key)
+        redis.call('HDEL', tk, 'rs')
         if policy then
           local pause = retry_delay_ms(policy, current, draw)
           if pause > 0 then

@@ -9,7 +9,8 @@
 -- ARGV: prefix, reply_to ('' for none), ttl, ntasks, defer ('1' or '0'),
 --       eager owner (see eager_head in common.lua; '' claims nothing), then
 --       per task: key, func, queue, retries, timeout, priority, delay (ms),
---       at (Unix ms), retry policy (JSON), args-json, ndeps, dep keys...
+--       at (Unix ms), retry policy (JSON), concurrency key, args-json, ndeps,
+--       dep keys...
 --       ('' for an option not given)
 -- A task with a delay or an `at` records its due time, the later of the two,
 -- as `due`: make_queued keeps it `scheduled` until then.
@@ -26,11 +27,11 @@ local i = 7
 for _ = 1, n do
   local key, func, queue, retries, timeout = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local priority, delay, at, policy = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
-  local args = ARGV[i + 9]
-  local ndeps = tonumber(ARGV[i + 10])
+  local ck, args = ARGV[i + 9], ARGV[i + 10]
+  local ndeps = tonumber(ARGV[i + 11])
   local deps = {}
-  for d = 1, ndeps do deps[d] = ARGV[i + 10 + d] end
-  i = i + 11 + ndeps
+  for d = 1, ndeps do deps[d] = ARGV[i + 11 + d] end
+  i = i + 12 + ndeps
   local tk = tkey(key)
   local s = redis.call('HGET', tk, 's')
   local watchers = {}
@@ -86,6 +87,7 @@ for _ = 1, n do
     if timeout ~= '' then redis.call('HSET', tk, 'to', timeout) end
     if priority ~= '0' then redis.call('HSET', tk, 'p', priority) end
     if policy ~= '' then redis.call('HSET', tk, 'rp', policy) end
+    if ck ~= '' then redis.call('HSET', tk, 'ck', ck) end
     if delay ~= '' or at ~= '' then
       local due = math.max(now_ms() + (tonumber(delay) or 0), tonumber(at) or 0)
       redis.call('HSET', tk, 'due', string.format('%d', due))

@@ -62,6 +62,11 @@ pub struct TaskSpec {
     /// How a failure waits before the next of its `retries`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<crate::timing::RetryPolicy>,
+    /// At most the limit `warren limits set --key` gives this key (or a
+    /// `prefix*` matching it) of the tasks sharing it run at once, across
+    /// the cluster; the others wait their turn in Redis, in arrival order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
 }
 
 fn is_zero(p: &i64) -> bool {

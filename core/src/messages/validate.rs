@@ -40,6 +40,9 @@ impl TaskSpec {
         if let Some(policy) = &self.retry {
             policy.validate()?;
         }
+        if let Some(ck) = &self.concurrency_key {
+            crate::taskkey::validate_key(ck).map_err(|e| format!("concurrency key: {e}"))?;
+        }
         for dep in &self.deps {
             crate::taskkey::validate_key(dep).map_err(|e| format!("dependency: {e}"))?;
         }
@@ -142,6 +145,7 @@ mod tests {
             delay_ms: None,
             at_ms: None,
             retry: None,
+            concurrency_key: None,
         }
     }
 

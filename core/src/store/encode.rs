@@ -52,7 +52,8 @@ impl Args {
 /// `submit.lua`: prefix, reply_to (`""`: nobody watches), ttl, n, defer,
 /// eager owner (`""`: claim nothing), then per task: key, func, queue,
 /// retries, timeout, priority, delay ms, due time (Unix ms), retry policy
-/// (JSON), args, n deps, deps... (`""` for any option not given).
+/// (JSON), concurrency key, args, n deps, deps... (`""` for any option not
+/// given).
 pub(crate) fn submit(
     prefix: &str,
     reply_to: Option<&str>,
@@ -81,6 +82,7 @@ pub(crate) fn submit(
                 Some(policy) => serde_json::to_string(policy)?,
                 None => String::new(),
             })
+            .text(t.concurrency_key.as_deref().unwrap_or(""))
             .bytes(match (t.func.as_str(), t.args.as_slice()) {
                 // A value put as it is (scatter): its JSON, recorded finished.
                 (crate::routing::VALUE_FUNC, [value]) => serde_json::to_vec(value)?,
@@ -154,10 +156,11 @@ mod tests {
             delay_ms: None,
             at_ms: None,
             retry: None,
+            concurrency_key: None,
         };
         let a = texts(submit("ns:", None, 60, &[task], true, None).unwrap());
         assert_eq!(
-            a[15], r#"{"$blob":"ab","size":2}"#,
+            a[16], r#"{"$blob":"ab","size":2}"#,
             "the value, not [value]"
         );
     }
@@ -180,6 +183,7 @@ mod tests {
                 backoff: 2.0,
                 ..Default::default()
             }),
+            concurrency_key: Some("tenant-42".into()),
         };
         let a = texts(submit("ns:", None, 60, &[task], true, Some("s#e0")).unwrap());
         assert_eq!(
@@ -200,6 +204,7 @@ mod tests {
                 "",
                 "1798106400000",
                 r#"{"delay_ms":500,"backoff":2.0,"max_delay_ms":600000,"jitter":false}"#,
+                "tenant-42",
                 r#"[{"$future":"a-1"},2]"#,
                 "1",
                 "a-1"

@@ -88,6 +88,22 @@ impl Keys {
         self.named("delayed")
     }
 
+    /// `P rate_limits`: rate limits by `func:<name>` / `queue:<name>`.
+    pub fn rate_limits(&self) -> String {
+        self.named("rate_limits")
+    }
+
+    /// `P concurrency_limits`: the most running tasks per concurrency key
+    /// or `prefix*` pattern.
+    pub fn concurrency_limits(&self) -> String {
+        self.named("concurrency_limits")
+    }
+
+    /// `P running:<key>`: tasks of concurrency key `key` holding a slot.
+    pub fn running(&self, key: &str) -> String {
+        format!("{}running:{key}", self.prefix)
+    }
+
     /// `P epoch`: bumped by every restart.
     pub fn epoch(&self) -> String {
         self.named("epoch")

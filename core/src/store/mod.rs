@@ -23,6 +23,7 @@
 //! | `P stats` | hash | tasks submitted, final transitions per state, retries ([`Stats`]) |
 //! | `P recent_errors` | list | the last 50 errors that started in a task (for `warren top`) |
 //! | `P workers` | hash | each worker's last heartbeat |
+//! | `P rate_limits`, `P concurrency_limits`, ... | | global rate limits and concurrency keys: see [`throttle`] |
 //!
 //! The module is split by what a caller wants: [`tasks`] changes futures'
 //! states (every call a script), [`admin`] reads and resets the namespace;
@@ -47,6 +48,7 @@ pub mod output;
 pub mod primary;
 mod reply;
 pub mod tasks;
+pub mod throttle;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -14,7 +14,8 @@ use warren_worker::{TaskError, Worker, stock};
 /// `count_run` (appends a line to a file for every run, then `slow_inc`),
 /// `spin` (busy for ever, never polling a cancel), `hog` (allocates MiB),
 /// `pid` (the process that ran it), `stamp_flaky` (logs each run's time,
-/// fails with a chosen error type a number of times).
+/// fails with a chosen error type a number of times), `span` (logs when
+/// each run started and ended).
 #[derive(Debug, Parser)]
 struct Args {
     /// Tasks run at once.
@@ -73,6 +74,20 @@ fn main() -> anyhow::Result<()> {
             ));
         }
         Ok(runs)
+    });
+    // Sleeps `millis` and appends "<start ms> <end ms>" to `log`: the
+    // concurrency tests read how many runs overlapped.
+    registry.register("span", |log: String, millis: u64| {
+        use std::io::Write;
+        let start = warren_core::messages::now_ms();
+        std::thread::sleep(Duration::from_millis(millis));
+        let end = warren_core::messages::now_ms();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        f.write_all(format!("{start} {end}\n").as_bytes())?;
+        Ok::<_, TaskError>(end - start)
     });
     registry.register("slow_inc", |x: i64, millis: u64| {
         std::thread::sleep(Duration::from_millis(millis));

@@ -448,6 +448,7 @@ fn spec(key: &str) -> TaskSpec {
         delay_ms: None,
         at_ms: None,
         retry: None,
+        concurrency_key: None,
     }
 }
 

@@ -83,6 +83,7 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
             delay_ms: None,
             at_ms: None,
             retry: None,
+            concurrency_key: None,
         }],
         deps_in_flight: false,
     })

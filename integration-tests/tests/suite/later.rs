@@ -62,6 +62,7 @@ fn delayed_spec(key: &str, delay_ms: u64) -> TaskSpec {
         delay_ms: Some(delay_ms),
         at_ms: None,
         retry: None,
+        concurrency_key: None,
     }
 }
 

@@ -29,6 +29,7 @@ mod drain;
 mod faults;
 mod isolation;
 mod later;
+mod limits;
 mod metrics;
 mod notebook;
 mod outages;

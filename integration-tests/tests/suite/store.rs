@@ -47,6 +47,7 @@ fn spec(key: &str, args: Vec<serde_json::Value>) -> TaskSpec {
         delay_ms: None,
         at_ms: None,
         retry: None,
+        concurrency_key: None,
     }
 }
 

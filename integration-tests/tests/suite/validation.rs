@@ -73,6 +73,7 @@ async fn the_scheduler_refuses_a_bad_task_alone_and_says_so_to_its_client() {
         delay_ms: None,
         at_ms: None,
         retry: None,
+        concurrency_key: None,
     };
     // What an older or foreign client might send: one key too long.
     let body = serde_json::to_vec(&ClientRequest::Submit {
