@@ -177,7 +177,7 @@ impl Client {
     /// random key), one per argument list or none at all.
     /// `delay_ms`, `at_ms` and `retry` (a `timing::RetryPolicy` as JSON)
     /// say when each task may run.
-    #[pyo3(signature = (func, arg_lists, keys, pure, retries, priority, queue, timeout, delay_ms=None, at_ms=None, retry=None))]
+    #[pyo3(signature = (func, arg_lists, keys, pure, retries, priority, queue, timeout, delay_ms=None, at_ms=None, retry=None, concurrency_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -193,6 +193,7 @@ impl Client {
         delay_ms: Option<u64>,
         at_ms: Option<u64>,
         retry: Option<String>,
+        concurrency_key: Option<String>,
     ) -> PyResult<Vec<String>> {
         let retry = retry
             .map(|text| {
@@ -227,6 +228,7 @@ impl Client {
             delay: delay_ms.map(std::time::Duration::from_millis),
             at_ms,
             retry,
+            concurrency_key,
             detach: false,
         };
         let mut keys = keys;

@@ -123,3 +123,11 @@ def test_bad_timing_arguments_are_refused_by_name(c):
         c.submit(stamp, "x", 0, "ValueError", retries=1, retry_on=[42])
     with pytest.raises(ValueError, match="backoff"):
         c.submit(stamp, "x", 0, "ValueError", retries=1, retry_backoff=0.5)
+
+
+def test_a_concurrency_key_reaches_the_scheduler_and_is_checked(c, tmp_path):
+    log = tmp_path / "ck"
+    f = c.submit(stamp, str(log), 0, "ValueError", concurrency_key="tenant-42", pure=False)
+    assert f.result(timeout=30) == 1
+    with pytest.raises(ValueError, match="concurrency key"):
+        c.submit(stamp, "x", 0, "ValueError", concurrency_key="two words")

@@ -160,6 +160,7 @@ class Client:
         retry_max_delay: _timing.Duration | None = None,
         retry_jitter: bool = False,
         retry_on: Iterable[type[BaseException] | str] | None = None,
+        concurrency_key: str | None = None,
         **kwargs: Any,
     ) -> Future:
         """Runs ``fn(*args, **kwargs)`` on a worker; returns its
@@ -184,7 +185,9 @@ class Client:
         wait ``retry_delay``, growing ``retry_backoff`` times per retry up to
         ``retry_max_delay`` (10 minutes), a random part of it with
         ``retry_jitter``, and happen only for the exception classes (or
-        names) in ``retry_on``.
+        names) in ``retry_on``. ``concurrency_key``: at most the limit
+        ``warren limits set --key`` gives it of the tasks sharing it run at
+        once, across the cluster.
         """
         target = self._resolve(fn, queue, allow_unserved)
         when = _when(delay, at, retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on)
@@ -198,6 +201,7 @@ class Client:
             priority,
             target.queue,
             timeout,
+            concurrency_key=concurrency_key,
             **when,
         )
         self._watch(keys)
@@ -221,6 +225,7 @@ class Client:
         retry_max_delay: _timing.Duration | None = None,
         retry_jitter: bool = False,
         retry_on: Iterable[type[BaseException] | str] | None = None,
+        concurrency_key: str | None = None,
         **kwargs: Any,
     ) -> list[Future]:
         """One task per item (several iterables are zipped, as in ``map``);
@@ -252,6 +257,7 @@ class Client:
             priority,
             target.queue,
             timeout,
+            concurrency_key=concurrency_key,
             **when,
         )
         self._watch(made)
