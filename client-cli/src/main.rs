@@ -26,6 +26,7 @@ mod cli {
     pub mod output;
     pub mod programs;
     pub mod progress;
+    pub mod schedules;
     pub mod stack;
     pub mod top;
     pub mod values;
@@ -349,6 +350,38 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
         }
         Command::Dead { command } => return cli::dead::run(&client, command, out).await,
         Command::Limits { command } => return cli::limits::run(&client, command, out).await,
+        Command::Every {
+            period,
+            func,
+            args,
+            schedule,
+        } => {
+            let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+            let args = parse_args(&client, &args).await?;
+            return cli::schedules::add(&client, &schedule, (Some(ms), None), &func, args, out)
+                .await;
+        }
+        Command::Cron {
+            expr,
+            func,
+            args,
+            schedule,
+        } => {
+            let args = parse_args(&client, &args).await?;
+            return cli::schedules::add(&client, &schedule, (None, Some(expr)), &func, args, out)
+                .await;
+        }
+        Command::Schedules { command } => {
+            return cli::schedules::run(&client, command, out).await;
+        }
+        Command::Runs { name } => {
+            let keys = client.schedule_runs(&name).await?;
+            if keys.is_empty() {
+                eprintln!("no runs of schedule {name:?} yet (see `warren schedules list`)");
+                return Ok(0);
+            }
+            return Ok(states(&client, &keys, out).await?);
+        }
         Command::Down { .. } | Command::Key { .. } => unreachable!("handled before connecting"),
     }
     Ok(0)

@@ -23,7 +23,8 @@
 //! - [`store`]: the Redis key layout and the Lua scripts that are the only way state changes;
 //! - [`args`] and [`taskkey`]: futures inside arguments, and dask-style task keys;
 //! - [`status`]: the states a future moves through;
-//! - [`timing`]: delays, due times and retry backoff (the rules the scripts apply, pure).
+//! - [`timing`]: delays, due times and retry backoff (the rules the scripts apply, pure);
+//! - [`periodic`]: periodic schedules and cron expressions, and when each next tick falls (pure).
 
 pub mod allow;
 pub mod amqp;
@@ -40,6 +41,7 @@ pub mod messages;
 pub mod metrics;
 pub mod msgauth;
 pub mod outage;
+pub mod periodic;
 pub mod reconnect;
 pub mod routing;
 pub mod settings;

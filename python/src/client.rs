@@ -248,6 +248,66 @@ impl Client {
         wait(py, async move { client.check_served(&func, &queue).await })?.map_err(to_py)
     }
 
+    /// Adds (or replaces) periodic schedule `name`: `func(*args)` (a JSON
+    /// array) every `every_ms` or at cron expression `cron`; `missed` is
+    /// `run-once` or `skip`. Returns its first tick (Unix ms).
+    #[pyo3(signature = (name, func, args, queue, every_ms, cron, missed))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_schedule(
+        &self,
+        py: Python<'_>,
+        name: String,
+        func: String,
+        args: String,
+        queue: String,
+        every_ms: Option<u64>,
+        cron: Option<String>,
+        missed: String,
+    ) -> PyResult<u64> {
+        use warren_core::periodic::{Missed, Schedule};
+        let args = match serde_json::from_str::<Value>(&args) {
+            Ok(Value::Array(v)) => v,
+            _ => return Err(PyValueError::new_err("arguments must be a JSON array")),
+        };
+        let missed = match missed.as_str() {
+            "run-once" => Missed::RunOnce,
+            "skip" => Missed::Skip,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "missed={other:?}: use 'run-once' or 'skip'"
+                )));
+            }
+        };
+        let schedule = Schedule {
+            func,
+            args,
+            queue,
+            every_ms,
+            cron,
+            start_ms: warren_core::messages::now_ms(),
+            missed,
+            paused: false,
+        };
+        let client = self.inner.clone();
+        wait(
+            py,
+            async move { client.add_schedule(&name, &schedule).await },
+        )?
+        .map_err(to_py)
+    }
+
+    /// Removes periodic schedule `name`; whether it existed.
+    fn remove_schedule(&self, py: Python<'_>, name: String) -> PyResult<bool> {
+        let client = self.inner.clone();
+        wait(py, async move { client.remove_schedule(&name).await })?.map_err(to_py)
+    }
+
+    /// The keys of schedule `name`'s latest runs, newest first.
+    fn schedule_runs(&self, py: Python<'_>, name: String) -> PyResult<Vec<String>> {
+        let client = self.inner.clone();
+        wait(py, async move { client.schedule_runs(&name).await })?.map_err(to_py)
+    }
+
     /// Waits until every submission so far is recorded by a scheduler.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         let client = self.inner.clone();

@@ -131,3 +131,20 @@ def test_a_concurrency_key_reaches_the_scheduler_and_is_checked(c, tmp_path):
     assert f.result(timeout=30) == 1
     with pytest.raises(ValueError, match="concurrency key"):
         c.submit(stamp, "x", 0, "ValueError", concurrency_key="two words")
+
+
+def test_a_schedule_from_python_ticks_and_refuses_code_and_ambiguity(c):
+    first = c.schedule("py-every", "inc", 1, every="1s")
+    assert first.tzinfo is not None
+    time.sleep(2.6)
+    runs = c.schedule_runs("py-every")
+    assert len(runs) >= 2
+    assert all(r.key.startswith("py-every-") for r in runs)
+    assert c.unschedule("py-every") is True
+    assert c.unschedule("py-every") is False
+    with pytest.raises(TypeError, match="@task function or a registered name"):
+        c.schedule("py-code", lambda: 1, every=5)
+    with pytest.raises(TypeError, match="every= or cron="):
+        c.schedule("py-both", "inc", every=5, cron="* * * * *")
+    with pytest.raises(ValueError, match="minute"):
+        c.schedule("py-cron", "inc", cron="61 * * * *")

@@ -19,7 +19,19 @@ import urllib.parse
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any, Callable, NamedTuple
 
-from . import _aio, _calls, _cluster, _codec, _envelopes, _forward, _refs, _run, _signing, _timing
+from . import (
+    _aio,
+    _calls,
+    _cluster,
+    _codec,
+    _envelopes,
+    _forward,
+    _refs,
+    _run,
+    _schedules,
+    _signing,
+    _timing,
+)
 from ._cluster import LocalCluster, setting_text
 from ._errors import UnservedFunction
 from ._future import CancelledError, Future, TaskLogs, _final_error
@@ -30,25 +42,6 @@ __all__ = ["CancelledError", "Client", "Future", "TaskLogs"]
 #: A stored function is stored again after this long (values live
 #: ``result_ttl_secs``, a day by default).
 _RESTORE_AFTER = 3600.0
-
-
-def _when(
-    delay: _timing.Duration | None,
-    at: _timing.When | None,
-    retry_delay: _timing.Duration | None,
-    retry_backoff: float | None,
-    retry_max_delay: _timing.Duration | None,
-    retry_jitter: bool,
-    retry_on: Iterable[type[BaseException] | str] | None,
-) -> dict[str, Any]:
-    """The Rust client's timing arguments for ``submit``'s options."""
-    return {
-        "delay_ms": None if delay is None else _timing.duration_ms(delay, "delay"),
-        "at_ms": None if at is None else _timing.at_ms(at),
-        "retry": _timing.retry_policy(
-            retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on
-        ),
-    }
 
 
 def _default_queue(name: str) -> str:
@@ -190,7 +183,9 @@ class Client:
         once, across the cluster.
         """
         target = self._resolve(fn, queue, allow_unserved)
-        when = _when(delay, at, retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on)
+        when = _timing.submit_options(
+            delay, at, retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on
+        )
         call = _calls.prepare(self, fn, target.name, args, kwargs, pure, key)
         keys = self._rust.submit(
             target.name,
@@ -234,7 +229,9 @@ class Client:
         if not iterables:
             raise TypeError("map() needs at least one iterable of arguments")
         target = self._resolve(fn, queue, allow_unserved)
-        when = _when(delay, at, retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on)
+        when = _timing.submit_options(
+            delay, at, retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on
+        )
         items = list(zip(*iterables))
         keys: list[str | None] = [None] * len(items)
         if isinstance(key, list):
@@ -262,6 +259,30 @@ class Client:
         )
         self._watch(made)
         return [Future(k, self) for k in made]
+
+    def schedule(
+        self,
+        name: str,
+        fn: Callable[..., Any] | str,
+        *args: Any,
+        every: _timing.Duration | None = None,
+        cron: str | None = None,
+        missed: str = "run-once",
+        queue: str | None = None,
+    ) -> Any:
+        """Runs ``fn(*args)`` every ``every`` (seconds, a timedelta, ``"5m"``)
+        or at the times of ``cron`` (``"0 * * * *"``, UTC), each tick once,
+        as schedule ``name``; returns the first tick's datetime. ``missed``:
+        a tick missed while no scheduler ran, ``"run-once"`` or ``"skip"``."""
+        return _schedules.schedule(self, name, fn, args, every, cron, missed, queue)
+
+    def unschedule(self, name: str) -> bool:
+        """Removes schedule ``name`` (its runs stay); whether it existed."""
+        return self._rust.remove_schedule(name)
+
+    def schedule_runs(self, name: str) -> list[Future]:
+        """The futures of schedule ``name``'s latest runs, newest first."""
+        return _schedules.runs(self, name)
 
     def _watch(self, keys: list[str]) -> None:
         if self._forwarder is not None:

@@ -129,3 +129,20 @@ def retry_policy(
         if names:
             policy["on"] = names
     return json.dumps(policy)
+
+
+def submit_options(
+    delay: Duration | None,
+    at: When | None,
+    retry_delay: Duration | None,
+    retry_backoff: float | None,
+    retry_max_delay: Duration | None,
+    retry_jitter: bool,
+    retry_on: Iterable[type[BaseException] | str] | None,
+) -> dict[str, Any]:
+    """The Rust client's timing arguments for ``submit``'s and ``map``'s options."""
+    return {
+        "delay_ms": None if delay is None else duration_ms(delay, "delay"),
+        "at_ms": None if at is None else at_ms(at),
+        "retry": retry_policy(retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on),
+    }

@@ -179,8 +179,9 @@ impl Dispatcher {
     }
 
     /// Moves the delayed tasks that are due to their outboxes (any number
-    /// of schedulers may: `promote.lua` is idempotent), and notes when to
-    /// look again: at the next due time, or after [`PROMOTE_EVERY`].
+    /// of schedulers may: `promote.lua` is idempotent), runs the periodic
+    /// schedules' due ticks, and notes when to look again: at the next due
+    /// time, or after [`PROMOTE_EVERY`].
     async fn promote_due(&mut self) -> anyhow::Result<()> {
         if Instant::now() < self.next_promote {
             return Ok(());
@@ -188,6 +189,12 @@ impl Dispatcher {
         let (queued, next) = self.store.promote(WINDOW).await?;
         if queued > 0 {
             debug!(tasks = queued, "delayed tasks are due");
+        }
+        // Periodic schedules' due ticks: each runs once, whichever
+        // scheduler gets to it first.
+        let ticked = self.store.tick_schedules(64).await?;
+        if ticked > 0 {
+            debug!(tasks = ticked, "periodic schedules ticked");
         }
         self.next_promote = Instant::now() + next.unwrap_or(PROMOTE_EVERY).min(PROMOTE_EVERY);
         Ok(())

@@ -277,6 +277,56 @@ Ctrl-C stops waiting (not the tasks) and saves the pending keys in a file it nam
         #[command(subcommand)]
         command: crate::cli::dead::DeadCommand,
     },
+    /// Run FUNC(ARG...) every PERIOD (e.g. 30s, 5m, 1h) as a named
+    /// periodic schedule: each tick runs once, as an ordinary future,
+    /// whichever scheduler is alive, however many run.
+    #[command(after_help = "Examples:
+  warren every 5m --name refresh inc 1
+  warren every 1h --name nightly-ish --missed skip count_primes_less_than 100000
+  warren runs refresh                  # its latest runs, newest first")]
+    Every {
+        /// The period: 30s, 5m, 1h (at least 1s).
+        #[arg(value_parser = duration_arg)]
+        period: std::time::Duration,
+        /// Registered function name.
+        func: String,
+        /// Arguments: JSON, or a bare word (a string).
+        #[arg(allow_negative_numbers = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        schedule: crate::cli::schedules::ScheduleFlags,
+    },
+    /// Run FUNC(ARG...) at the times of a cron expression (minute hour
+    /// day-of-month month day-of-week, UTC) as a named periodic schedule.
+    #[command(after_help = "Examples:
+  warren cron '0 * * * *' --name hourly inc 1
+  warren cron '*/15 9-17 * * 1-5' --name office-hours inc 1")]
+    Cron {
+        /// The cron expression, quoted: '0 * * * *'.
+        expr: String,
+        /// Registered function name.
+        func: String,
+        /// Arguments: JSON, or a bare word (a string).
+        #[arg(allow_negative_numbers = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        schedule: crate::cli::schedules::ScheduleFlags,
+    },
+    /// Periodic schedules: list, pause, resume, remove.
+    #[command(after_help = "Examples:
+  warren schedules list
+  warren schedules pause refresh
+  warren schedules remove refresh")]
+    Schedules {
+        #[command(subcommand)]
+        command: crate::cli::schedules::SchedulesCommand,
+    },
+    /// The latest runs of a periodic schedule (up to 100), newest first:
+    /// KEY STATUS per line, as `warren status` prints them.
+    Runs {
+        /// The schedule's name.
+        name: String,
+    },
     /// Global rate limits and concurrency keys, held across every scheduler
     /// and worker: set, list, remove.
     #[command(after_help = "Examples:

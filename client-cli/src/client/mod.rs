@@ -33,6 +33,7 @@ mod coordination;
 mod link;
 mod output;
 mod run;
+mod schedules;
 mod submit;
 mod wait;
 

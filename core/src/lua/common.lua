@@ -83,10 +83,10 @@ local queued_keys = {}
 local function make_queued(key)
   local tk = tkey(key)
   local r = redis.call('HMGET', tk, 'q', 'p', 'due')
-  local due = tonumber(r[3] or '0')
-  if due > now_ms() then
+  -- Only a task with a due time asks Redis for the time.
+  if r[3] and tonumber(r[3]) > now_ms() then
     redis.call('HSET', tk, 's', 'scheduled')
-    redis.call('ZADD', DELAYED, due, key)
+    redis.call('ZADD', DELAYED, r[3], key)
     return
   end
   redis.call('HSET', tk, 's', 'queued')
@@ -173,7 +173,10 @@ end
 local function gate(key)
   if not any_limits() then return true end
   local tk = tkey(key)
-  local r = redis.call('HMGET', tk, 'f', 'q', 'ck', 'rs', 'cs')
+  local r = redis.call('HMGET', tk, 'f', 'q', 'ck', 'rs', 'cs', 's')
+  -- Cancelled, ended or gone since it was queued: no slot for it (it would
+  -- never give it back); claim_record drops it.
+  if r[6] ~= 'queued' then return true end
   if not r[4] then
     local n, per, name = rate_limit_of(r[1], r[2])
     if n then
@@ -205,24 +208,30 @@ local function gate(key)
   return true
 end
 
--- Gives back the concurrency slot task `k` holds, if any, and sends its
--- key's next waiting task (still queued) back to its outbox.
-local function release_slot(k)
+-- Gives back the concurrency slot task `k` holds, if any (`r`: its fields
+-- `ck` and `cs` when the caller read them already), and sends as many
+-- of its key's waiting tasks (still queued) back to their outbox as the
+-- key's limit now has room for: one, or more after the limit was raised,
+-- or all of them once it was removed.
+local function release_slot(k, r)
   local tk = tkey(k)
-  local r = redis.call('HMGET', tk, 'ck', 'cs')
+  r = r or redis.call('HMGET', tk, 'ck', 'cs')
   if not (r[1] and r[2]) then return end
   redis.call('HDEL', tk, 'cs')
   local running = P .. 'running:' .. r[1]
-  if redis.call('DECR', running) <= 0 then redis.call('DEL', running) end
+  local now_running = redis.call('DECR', running)
+  if now_running <= 0 then redis.call('DEL', running) end
+  local max = concurrency_limit_of(r[1])
+  local room = max and (max - math.max(now_running, 0)) or math.huge
   local waiting = P .. 'ckwait:' .. r[1]
-  while true do
+  while room > 0 do
     local nxt = redis.call('LPOP', waiting)
     if not nxt then break end
     local nr = redis.call('HMGET', tkey(nxt), 's', 'q', 'p')
     if nr[1] == 'queued' then
       outbox_push(nxt, nr[2], nr[3])
       queued = queued + 1
-      break
+      room = room - 1
     end
   end
 end
@@ -237,12 +246,13 @@ local function finish(key, state, payload, ttl)
     local k, st, pl = work[i][1], work[i][2], work[i][3]
     i = i + 1
     local tk = tkey(k)
-    local s = redis.call('HGET', tk, 's')
+    local fr = redis.call('HMGET', tk, 's', 'ck', 'cs')
+    local s = fr[1]
     if s and not is_terminal(s) then
       -- A cancelled delayed task leaves the delayed set now, so that it counts
       -- only tasks still to run.
       if s == 'scheduled' then redis.call('ZREM', DELAYED, k) end
-      release_slot(k)
+      release_slot(k, { fr[2], fr[3] })
       if st == 'finished' then
         redis.call('HSET', tk, 's', st, 'v', pl)
       elseif st == 'error' then

@@ -104,6 +104,21 @@ impl Keys {
         format!("{}running:{key}", self.prefix)
     }
 
+    /// `P schedules`: periodic schedules by name.
+    pub fn schedules(&self) -> String {
+        self.named("schedules")
+    }
+
+    /// `P schedule_next`: each active schedule's next tick (ms).
+    pub fn schedule_next(&self) -> String {
+        self.named("schedule_next")
+    }
+
+    /// `P runs:<name>`: the keys of a schedule's latest runs.
+    pub fn runs(&self, name: &str) -> String {
+        format!("{}runs:{name}", self.prefix)
+    }
+
     /// `P epoch`: bumped by every restart.
     pub fn epoch(&self) -> String {
         self.named("epoch")

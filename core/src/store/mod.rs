@@ -24,6 +24,7 @@
 //! | `P recent_errors` | list | the last 50 errors that started in a task (for `warren top`) |
 //! | `P workers` | hash | each worker's last heartbeat |
 //! | `P rate_limits`, `P concurrency_limits`, ... | | global rate limits and concurrency keys: see [`throttle`] |
+//! | `P schedules`, `P schedule_next`, `P runs:<name>` | | periodic schedules: see [`schedules`] |
 //!
 //! The module is split by what a caller wants: [`tasks`] changes futures'
 //! states (every call a script), [`admin`] reads and resets the namespace;
@@ -47,6 +48,7 @@ mod keys;
 pub mod output;
 pub mod primary;
 mod reply;
+pub mod schedules;
 pub mod tasks;
 pub mod throttle;
 
@@ -86,6 +88,8 @@ struct Scripts {
     forget: Script,
     start: Script,
     promote: Script,
+    due_schedules: Script,
+    tick: Script,
 }
 
 impl Scripts {
@@ -101,6 +105,8 @@ impl Scripts {
             forget: script(include_str!("../lua/forget.lua")),
             start: script(include_str!("../lua/start.lua")),
             promote: script(include_str!("../lua/promote.lua")),
+            due_schedules: script(include_str!("../lua/due_schedules.lua")),
+            tick: script(include_str!("../lua/tick.lua")),
         }
     }
 }

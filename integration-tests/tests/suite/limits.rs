@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use warren_client::SubmitOptions;
+use warren_core::Settings;
+use warren_core::messages::{TaskSpec, Terminal};
 use warren_core::store::throttle::RateTarget;
+use warren_core::store::{ClaimList, ClaimSlot, Store, Transition};
 use warren_core::timing::Rate;
 use warren_integration_tests::{Cluster, ClusterOptions, ok_stdout, rabbitmqctl, run_log};
 
@@ -180,4 +183,85 @@ async fn a_rate_limit_holds_across_four_workers_and_keeps_tasks_out_of_their_que
     eprintln!("1000 tasks at a limit of 50/s on 4 workers: {rate:.1}/s over {secs:.1} s");
     assert!((45.0..=55.0).contains(&rate), "{rate:.1}/s");
     c.shutdown().await;
+}
+
+async fn store() -> Store {
+    let settings = Settings {
+        namespace: format!("test-limits-{}", uuid::Uuid::new_v4().simple()),
+        redis_url: std::env::var("WARREN_REDIS_URL")
+            .unwrap_or_else(|_| Settings::default().redis_url),
+        ..Settings::default()
+    };
+    Store::connect(&settings)
+        .await
+        .expect("these tests need Redis on 127.0.0.1:6379")
+}
+
+fn keyed(key: &str, ck: &str) -> TaskSpec {
+    TaskSpec {
+        key: key.into(),
+        func: "f".into(),
+        args: vec![],
+        deps: vec![],
+        queue: "default".into(),
+        retries: 0,
+        timeout_secs: None,
+        priority: 0,
+        delay_ms: None,
+        at_ms: None,
+        retry: None,
+        concurrency_key: Some(ck.into()),
+    }
+}
+
+#[tokio::test]
+async fn slots_come_back_on_cancel_and_waiters_go_on_when_the_limit_is_removed() {
+    let s = store().await;
+    s.set_concurrency_limit("k", 1).await.unwrap();
+    s.submit(
+        None,
+        &[
+            keyed("a", "k"),
+            keyed("b", "k"),
+            keyed("c", "k"),
+            keyed("d", "k"),
+        ],
+    )
+    .await
+    .unwrap();
+    let owner = ClaimList::new("s", ClaimSlot::Dispatch(0));
+    let (_, claimed) = s.claim(&owner, "default", 10).await.unwrap();
+    let keys: Vec<&str> = claimed.iter().map(|t| t.key.as_str()).collect();
+    assert_eq!(keys, ["a"], "one slot, the first in arrival order");
+    s.release(&owner).await.unwrap();
+    // b waits for a slot and is cancelled: it never takes one.
+    s.cancel(&["b".into()]).await.unwrap();
+    // a ends: its slot goes to the next waiting task still queued, c.
+    s.complete(&[(
+        "a".into(),
+        Transition::Terminal(Terminal::Finished { value: json!(1) }),
+    )])
+    .await
+    .unwrap();
+    let (_, claimed) = s.claim(&owner, "default", 10).await.unwrap();
+    let keys: Vec<&str> = claimed.iter().map(|t| t.key.as_str()).collect();
+    assert_eq!(keys, ["c"]);
+    s.release(&owner).await.unwrap();
+    // The limit goes away while d waits: c's end lets every waiter go.
+    assert!(s.remove_concurrency_limit("k").await.unwrap());
+    s.complete(&[(
+        "c".into(),
+        Transition::Terminal(Terminal::Finished { value: json!(1) }),
+    )])
+    .await
+    .unwrap();
+    let (_, claimed) = s.claim(&owner, "default", 10).await.unwrap();
+    let keys: Vec<&str> = claimed.iter().map(|t| t.key.as_str()).collect();
+    assert_eq!(keys, ["d"]);
+    let mut con = s.connection();
+    let running: Option<i64> = redis::AsyncCommands::get(&mut con, s.keys().running("k"))
+        .await
+        .unwrap();
+    assert_eq!(running, None, "every slot given back");
+    s.wipe().await.unwrap();
 }

@@ -35,6 +35,7 @@ mod notebook;
 mod outages;
 mod output;
 mod payloads;
+mod periodic;
 mod policies;
 mod rolling_upgrade;
 mod signed;
