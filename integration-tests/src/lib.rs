@@ -118,6 +118,27 @@ pub fn fresh_settings(prefix: &str) -> Settings {
     Settings::load(None, &[("namespace", ns), ("key_file", NO_KEY.into())]).expect("settings")
 }
 
+/// A store on the test Redis (127.0.0.1:6379, or `WARREN_REDIS_URL`) in a
+/// namespace of its own, `<prefix>-<uuid>`, for tests of the scripts
+/// themselves, with no scheduler or worker.
+pub async fn scratch_store(prefix: &str) -> Store {
+    let settings = Settings {
+        namespace: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+        redis_url: std::env::var("WARREN_REDIS_URL")
+            .unwrap_or_else(|_| Settings::default().redis_url),
+        ..Settings::default()
+    };
+    Store::connect(&settings)
+        .await
+        .expect("these tests need Redis on 127.0.0.1:6379")
+}
+
+/// A path in the temporary directory that nothing uses yet, for a log a
+/// test's tasks write (`warren-<name>-<uuid>`).
+pub fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("warren-{name}-{}", uuid::Uuid::new_v4().simple()))
+}
+
 /// The tests run without a namespace key unless a test gives one: a key in
 /// the machine's default place (`~/.config/warren/key`) must not change what
 /// they see. Every process a test starts gets it too.

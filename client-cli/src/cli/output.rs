@@ -230,6 +230,9 @@ impl Out {
                 "cancelled": info.stats.count("cancelled"), "retried": info.stats.count("retried"),
                 "scheduled": info.scheduled,
                 "next_due": info.next_due_ms.map(warren_core::timing::format_at)},
+                "schedules": info.schedules, "paused_schedules": info.paused,
+                "rate_limits": info.limits.rates.len(),
+                "concurrency_limits": info.limits.concurrency.len(),
                 "queues": queues}));
             return;
         }
@@ -243,12 +246,8 @@ impl Out {
             info.stats.count("cancelled"),
             info.stats.count("retried")
         );
-        if let Some(due) = info.next_due_ms {
-            println!(
-                "scheduled: {} waiting for their time, the next due {}",
-                info.scheduled,
-                warren_core::timing::format_at(due)
-            );
+        if let Some(line) = later_line(info) {
+            println!("{line}");
         }
         print!("{}", queue_table(info));
     }
@@ -297,4 +296,28 @@ pub fn queue_table(info: &Info) -> String {
         );
     }
     s
+}
+
+/// `info`'s and `top`'s line on what runs later or fewer at a time: tasks
+/// waiting for their time, periodic schedules, limits (`None`: none of them).
+pub fn later_line(info: &Info) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(due) = info.next_due_ms {
+        parts.push(format!(
+            "{} scheduled, the next due {}",
+            info.scheduled,
+            warren_core::timing::format_at(due)
+        ));
+    }
+    if info.schedules > 0 {
+        parts.push(format!(
+            "{} periodic schedules ({} paused; `warren schedules list`)",
+            info.schedules, info.paused
+        ));
+    }
+    let limits = info.limits.rates.len() + info.limits.concurrency.len();
+    if limits > 0 {
+        parts.push(format!("{limits} limits (`warren limits list`)"));
+    }
+    (!parts.is_empty()).then(|| format!("later: {}", parts.join("; ")))
 }

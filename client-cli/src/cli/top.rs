@@ -33,13 +33,8 @@ pub async fn frame(client: &Client, rate: Option<f64>) -> Result<String, Error> 
         info.stats.count("retried"),
         rate.map_or("-".to_string(), |r| format!("{r:.1}/s"))
     );
-    if let Some(due) = info.next_due_ms {
-        let _ = writeln!(
-            s,
-            "scheduled  {} waiting for their time, the next due {}",
-            info.scheduled,
-            warren_core::timing::format_at(due)
-        );
+    if let Some(line) = super::output::later_line(&info) {
+        let _ = writeln!(s, "{line}");
     }
     let _ = write!(s, "\n{}", queue_table(&info));
     let _ = writeln!(

@@ -210,11 +210,16 @@ impl Client {
             });
         }
         let (scheduled, next_due_ms) = self.inner.store.delayed().await?;
+        let schedules = self.inner.store.list_schedules().await?;
+        let limits = self.inner.store.limits().await?;
         Ok(Info {
             stats,
             queues,
             scheduled,
             next_due_ms,
+            schedules: schedules.len(),
+            paused: schedules.iter().filter(|s| s.next_ms.is_none()).count(),
+            limits,
         })
     }
 }
@@ -232,6 +237,12 @@ pub struct Info {
     pub scheduled: u64,
     /// When the first of them is due (Unix ms).
     pub next_due_ms: Option<u64>,
+    /// Periodic schedules, and how many of them are paused.
+    pub schedules: usize,
+    /// Paused schedules.
+    pub paused: usize,
+    /// Global rate limits and concurrency limits.
+    pub limits: warren_core::store::throttle::Limits,
 }
 
 /// One queue in [`Info`].

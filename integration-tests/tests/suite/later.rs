@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use serde_json::json;
 use warren_client::{Error, Status, SubmitOptions};
-use warren_core::Settings;
 use warren_core::messages::{TaskSpec, now_ms};
 use warren_core::status::State;
-use warren_core::store::{ClaimList, ClaimSlot, Store};
+use warren_core::store::{ClaimList, ClaimSlot};
 use warren_core::timing::RetryPolicy;
-use warren_integration_tests::{Cluster, ClusterOptions, ok_stdout, run_log};
+use warren_integration_tests::{
+    Cluster, ClusterOptions, ok_stdout, run_log, scratch_store, temp_path,
+};
 
 fn one_test_worker() -> ClusterOptions {
     ClusterOptions {
@@ -24,29 +25,12 @@ fn one_test_worker() -> ClusterOptions {
 }
 
 fn temp_log(name: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "warren-later-{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let _ = std::fs::remove_file(&p);
-    p
+    temp_path(&format!("later-{name}"))
 }
 
 /// Gaps between consecutive run times.
 fn gaps(times: &[i64]) -> Vec<i64> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
-}
-
-async fn store() -> Store {
-    let settings = Settings {
-        namespace: format!("test-later-{}", uuid::Uuid::new_v4().simple()),
-        redis_url: std::env::var("WARREN_REDIS_URL")
-            .unwrap_or_else(|_| Settings::default().redis_url),
-        ..Settings::default()
-    };
-    Store::connect(&settings)
-        .await
-        .expect("these tests need Redis on 127.0.0.1:6379")
 }
 
 fn delayed_spec(key: &str, delay_ms: u64) -> TaskSpec {
@@ -68,7 +52,7 @@ fn delayed_spec(key: &str, delay_ms: u64) -> TaskSpec {
 
 #[tokio::test]
 async fn promote_moves_only_due_scheduled_tasks_to_the_outbox() {
-    let s = store().await;
+    let s = scratch_store("test-later").await;
     let applied = s
         .submit(
             None,
@@ -130,7 +114,10 @@ async fn a_delayed_task_runs_once_on_time_through_a_scheduler_kill() {
         "{out}"
     );
     let info = ok_stdout(&c.warren(&["info"]));
-    assert!(info.contains("scheduled: 1 waiting"), "{info}");
+    assert!(
+        info.contains("later: 1 scheduled, the next due 20"),
+        "{info}"
+    );
 
     // The scheduler dies before the task is due; its replacement runs it.
     tokio::time::sleep(Duration::from_millis(800)).await;

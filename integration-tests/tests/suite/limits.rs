@@ -6,20 +6,16 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use warren_client::SubmitOptions;
-use warren_core::Settings;
 use warren_core::messages::{TaskSpec, Terminal};
 use warren_core::store::throttle::RateTarget;
-use warren_core::store::{ClaimList, ClaimSlot, Store, Transition};
+use warren_core::store::{ClaimList, ClaimSlot, Transition};
 use warren_core::timing::Rate;
-use warren_integration_tests::{Cluster, ClusterOptions, ok_stdout, rabbitmqctl, run_log};
+use warren_integration_tests::{
+    Cluster, ClusterOptions, ok_stdout, rabbitmqctl, run_log, scratch_store, temp_path,
+};
 
 fn temp_log(name: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "warren-limits-{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let _ = std::fs::remove_file(&p);
-    p
+    temp_path(&format!("limits-{name}"))
 }
 
 /// The (start, end) of each run `span` logged.
@@ -185,18 +181,6 @@ async fn a_rate_limit_holds_across_four_workers_and_keeps_tasks_out_of_their_que
     c.shutdown().await;
 }
 
-async fn store() -> Store {
-    let settings = Settings {
-        namespace: format!("test-limits-{}", uuid::Uuid::new_v4().simple()),
-        redis_url: std::env::var("WARREN_REDIS_URL")
-            .unwrap_or_else(|_| Settings::default().redis_url),
-        ..Settings::default()
-    };
-    Store::connect(&settings)
-        .await
-        .expect("these tests need Redis on 127.0.0.1:6379")
-}
-
 fn keyed(key: &str, ck: &str) -> TaskSpec {
     TaskSpec {
         key: key.into(),
@@ -216,7 +200,7 @@ fn keyed(key: &str, ck: &str) -> TaskSpec {
 
 #[tokio::test]
 async fn slots_come_back_on_cancel_and_waiters_go_on_when_the_limit_is_removed() {
-    let s = store().await;
+    let s = scratch_store("test-limits").await;
     s.set_concurrency_limit("k", 1).await.unwrap();
     s.submit(
         None,

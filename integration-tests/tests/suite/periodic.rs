@@ -5,15 +5,10 @@
 use std::time::Duration;
 
 use warren_core::messages::now_ms;
-use warren_integration_tests::{Cluster, ClusterOptions, ok_stdout, run_log};
+use warren_integration_tests::{Cluster, ClusterOptions, ok_stdout, run_log, temp_path};
 
 fn temp_log(name: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "warren-periodic-{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let _ = std::fs::remove_file(&p);
-    p
+    temp_path(&format!("periodic-{name}"))
 }
 
 /// The ticks (ms) of schedule `name`'s runs, oldest first, from `warren runs`.

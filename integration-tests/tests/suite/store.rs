@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use serde_json::json;
-use warren_core::Settings;
 use warren_core::args::future_ref;
 use warren_core::messages::{TaskFailure, TaskSpec, Terminal, now_ms};
 use warren_core::status::State;
@@ -23,15 +22,7 @@ fn eager_list(id: &str) -> ClaimList {
 }
 
 async fn store() -> Store {
-    let settings = Settings {
-        namespace: format!("test-store-{}", uuid::Uuid::new_v4().simple()),
-        redis_url: std::env::var("WARREN_REDIS_URL")
-            .unwrap_or_else(|_| Settings::default().redis_url),
-        ..Settings::default()
-    };
-    Store::connect(&settings)
-        .await
-        .expect("these tests need Redis on 127.0.0.1:6379")
+    warren_integration_tests::scratch_store("test-store").await
 }
 
 fn spec(key: &str, args: Vec<serde_json::Value>) -> TaskSpec {
