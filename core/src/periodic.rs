@@ -73,6 +73,7 @@ impl Schedule {
             }
             _ => return Err("a schedule has either a period or a cron expression".into()),
         }
+        crate::timing::at(self.start_ms)?;
         crate::taskkey::validate_key(&self.func).map_err(|e| format!("function name: {e}"))
     }
 
@@ -83,8 +84,11 @@ impl Schedule {
                 if after_ms < self.start_ms {
                     return Ok(self.start_ms);
                 }
+                // Checked: a schedule read back from Redis may be forged.
                 let k = (after_ms - self.start_ms) / every + 1;
-                Ok(self.start_ms + k * every)
+                k.checked_mul(every)
+                    .and_then(|d| d.checked_add(self.start_ms))
+                    .ok_or_else(|| format!("the tick after {after_ms} is past the end of time"))
             }
             (_, Some(expr)) => Cron::parse(expr)?.next_after(after_ms),
             _ => Err("a schedule has either a period or a cron expression".into()),
@@ -145,10 +149,12 @@ fn field(text: &str, min: u32, max: u32, what: &str) -> Result<(u64, bool), Stri
         if lo < min || hi > max || lo > hi {
             return Err(format!("{what}: {part:?} is outside {min}-{max}"));
         }
-        let mut v = lo;
-        while v <= hi {
-            bits |= 1 << v;
-            v += step;
+        // `hi` is at most 59 and `step` any u32: stepping is checked, so a
+        // step like 4294967295 ends the field instead of overflowing.
+        let mut v = Some(lo);
+        while let Some(at) = v.filter(|&at| at <= hi) {
+            bits |= 1 << at;
+            v = at.checked_add(step);
         }
     }
     Ok((bits, text == "*"))
@@ -248,6 +254,17 @@ mod tests {
             missed,
             paused: false,
         }
+    }
+
+    #[test]
+    fn huge_numbers_from_a_forged_schedule_are_errors_not_overflows() {
+        let forged = every(u64::MAX / 2, 3, Missed::Skip);
+        assert!(forged.validate().is_err());
+        assert!(forged.next_tick(u64::MAX / 2 + 10).is_err());
+        assert!(every(1000, u64::MAX, Missed::Skip).validate().is_err());
+        let cron = Cron::parse("5/4294967295 * * * *").unwrap();
+        assert_eq!(cron.minutes, 1 << 5);
+        assert!(Cron::parse("*/4294967295 */4294967295 * * *").is_ok());
     }
 
     #[test]

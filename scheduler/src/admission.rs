@@ -54,20 +54,7 @@ mod tests {
     use super::*;
 
     fn task(key: &str) -> TaskSpec {
-        TaskSpec {
-            key: key.into(),
-            func: "inc".into(),
-            args: vec![serde_json::json!(1)],
-            deps: vec![],
-            queue: "default".into(),
-            retries: 0,
-            timeout_secs: None,
-            priority: 0,
-            delay_ms: None,
-            at_ms: None,
-            retry: None,
-            concurrency_key: None,
-        }
+        TaskSpec::new(key, "inc", vec![serde_json::json!(1)])
     }
 
     #[test]

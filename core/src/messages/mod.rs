@@ -69,6 +69,28 @@ pub struct TaskSpec {
     pub concurrency_key: Option<String>,
 }
 
+impl TaskSpec {
+    /// Task `key` calling `func` on `args`, its dependencies read from the
+    /// futures in `args`, on the default queue with every option at its
+    /// default; set the others with struct update syntax.
+    pub fn new(key: impl Into<String>, func: impl Into<String>, args: Vec<Value>) -> TaskSpec {
+        TaskSpec {
+            key: key.into(),
+            func: func.into(),
+            deps: crate::args::dependencies(&args),
+            args,
+            queue: default_queue(),
+            retries: 0,
+            timeout_secs: None,
+            priority: 0,
+            delay_ms: None,
+            at_ms: None,
+            retry: None,
+            concurrency_key: None,
+        }
+    }
+}
+
 fn is_zero(p: &i64) -> bool {
     *p == 0
 }

@@ -133,19 +133,10 @@ mod tests {
     use serde_json::json;
 
     fn spec(key: &str, args: Vec<Value>) -> TaskSpec {
+        // Deps left empty on purpose: the tests name them where they matter.
         TaskSpec {
-            key: key.into(),
-            func: "inc".into(),
-            args,
             deps: vec![],
-            queue: "default".into(),
-            retries: 0,
-            timeout_secs: None,
-            priority: 0,
-            delay_ms: None,
-            at_ms: None,
-            retry: None,
-            concurrency_key: None,
+            ..TaskSpec::new(key, "inc", args)
         }
     }
 

@@ -145,18 +145,12 @@ mod tests {
     #[test]
     fn a_value_put_as_it_is_travels_as_its_own_json() {
         let task = TaskSpec {
-            key: "tuple-1".into(),
-            func: crate::routing::VALUE_FUNC.into(),
-            args: vec![json!({"$blob": "ab", "size": 2})],
-            deps: vec![],
             queue: "python".into(),
-            retries: 0,
-            timeout_secs: None,
-            priority: 0,
-            delay_ms: None,
-            at_ms: None,
-            retry: None,
-            concurrency_key: None,
+            ..TaskSpec::new(
+                "tuple-1",
+                crate::routing::VALUE_FUNC,
+                vec![json!({"$blob": "ab", "size": 2})],
+            )
         };
         let a = texts(submit("ns:", None, 60, &[task], true, None).unwrap());
         assert_eq!(

@@ -159,10 +159,15 @@ impl Store {
                 continue;
             };
             let tick_ms = tick_ms.max(0.0) as u64;
-            let (run, next) = match schedule.decide(tick_ms, now) {
+            // What Redis holds is checked as a user's input is: a forged
+            // spec pauses its schedule instead of computing with it.
+            let decided = schedule
+                .validate()
+                .and_then(|()| schedule.decide(tick_ms, now));
+            let (run, next) = match decided {
                 Ok(d) => d,
                 Err(e) => {
-                    warn!(%name, error = %e, "a schedule has no next tick; pausing it");
+                    warn!(%name, error = %e, "a schedule is invalid or has no next tick; pausing it");
                     self.pause_schedule(&name, true).await?;
                     continue;
                 }

@@ -436,20 +436,7 @@ async fn raw_request(
 }
 
 fn spec(key: &str) -> TaskSpec {
-    TaskSpec {
-        key: key.into(),
-        func: "inc".into(),
-        args: vec![json!(1)],
-        deps: vec![],
-        queue: "default".into(),
-        retries: 0,
-        timeout_secs: None,
-        priority: 0,
-        delay_ms: None,
-        at_ms: None,
-        retry: None,
-        concurrency_key: None,
-    }
+    TaskSpec::new(key, "inc", vec![json!(1)])
 }
 
 fn submit_body(tasks: Vec<TaskSpec>) -> Vec<u8> {

@@ -71,20 +71,7 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
     let body = serde_json::to_vec(&ClientRequest::Submit {
         v: PROTOCOL_VERSION,
         batch: "held".into(),
-        tasks: vec![TaskSpec {
-            key: "replayed-inc".into(),
-            func: "inc".into(),
-            args: vec![json!(41)],
-            deps: vec![],
-            queue: "default".into(),
-            retries: 0,
-            timeout_secs: None,
-            priority: 0,
-            delay_ms: None,
-            at_ms: None,
-            retry: None,
-            concurrency_key: None,
-        }],
+        tasks: vec![TaskSpec::new("replayed-inc", "inc", vec![json!(41)])],
         deps_in_flight: false,
     })
     .unwrap();

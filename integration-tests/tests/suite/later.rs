@@ -24,10 +24,6 @@ fn one_test_worker() -> ClusterOptions {
     }
 }
 
-fn temp_log(name: &str) -> std::path::PathBuf {
-    temp_path(&format!("later-{name}"))
-}
-
 /// Gaps between consecutive run times.
 fn gaps(times: &[i64]) -> Vec<i64> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
@@ -35,18 +31,8 @@ fn gaps(times: &[i64]) -> Vec<i64> {
 
 fn delayed_spec(key: &str, delay_ms: u64) -> TaskSpec {
     TaskSpec {
-        key: key.into(),
-        func: "f".into(),
-        args: vec![],
-        deps: vec![],
-        queue: "default".into(),
-        retries: 0,
-        timeout_secs: None,
-        priority: 0,
         delay_ms: Some(delay_ms),
-        at_ms: None,
-        retry: None,
-        concurrency_key: None,
+        ..TaskSpec::new(key, "f", vec![])
     }
 }
 
@@ -95,7 +81,7 @@ async fn promote_moves_only_due_scheduled_tasks_to_the_outbox() {
 async fn a_delayed_task_runs_once_on_time_through_a_scheduler_kill() {
     let mut c = Cluster::start_with(one_test_worker()).await;
     let client = c.client().await;
-    let log = temp_log("delay");
+    let log = temp_path("later-delay");
     let opts = SubmitOptions {
         pure: false,
         delay: Some(Duration::from_secs(3)),
@@ -139,7 +125,7 @@ async fn a_delayed_task_runs_once_on_time_through_a_scheduler_kill() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_before_due_and_at_from_the_cli() {
     let c = Cluster::start_with(one_test_worker()).await;
-    let never = temp_log("never");
+    let never = temp_path("later-never");
     let key = ok_stdout(&c.warren(&[
         "submit",
         "stamp_flaky",
@@ -155,7 +141,7 @@ async fn cancel_before_due_and_at_from_the_cli() {
     assert_eq!(out.trim(), format!("{key} cancelled"));
 
     // --at: an RFC 3339 time, 2 s ahead.
-    let log = temp_log("at");
+    let log = temp_path("later-at");
     let at_ms = now_ms() + 2000;
     let at = warren_core::timing::format_at(at_ms.div_ceil(1000) * 1000);
     let at_key = ok_stdout(&c.warren(&[
@@ -209,7 +195,7 @@ async fn retries_back_off_by_the_formula_and_only_for_the_listed_errors() {
         retry: Some(policy.clone()),
         ..Default::default()
     };
-    let log = temp_log("backoff");
+    let log = temp_path("later-backoff");
     let f = client
         .submit_with(
             "stamp_flaky",
@@ -232,7 +218,7 @@ async fn retries_back_off_by_the_formula_and_only_for_the_listed_errors() {
     assert_eq!(measured.len(), 3, "{measured:?}");
 
     // An error type the policy does not list is final at once.
-    let other = temp_log("other");
+    let other = temp_path("later-other");
     let g = client
         .submit_with(
             "stamp_flaky",
@@ -248,7 +234,7 @@ async fn retries_back_off_by_the_formula_and_only_for_the_listed_errors() {
     assert_eq!(run_log(&other).len(), 1, "not retried");
 
     // The same through the CLI flags, with jitter: each pause at most the formula's.
-    let cli_log = temp_log("cli");
+    let cli_log = temp_path("later-cli");
     let key = ok_stdout(&c.warren(&[
         "submit",
         "stamp_flaky",

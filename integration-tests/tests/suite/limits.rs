@@ -14,10 +14,6 @@ use warren_integration_tests::{
     Cluster, ClusterOptions, ok_stdout, rabbitmqctl, run_log, scratch_store, temp_path,
 };
 
-fn temp_log(name: &str) -> std::path::PathBuf {
-    temp_path(&format!("limits-{name}"))
-}
-
 /// The (start, end) of each run `span` logged.
 fn spans(log: &std::path::Path) -> Vec<(u64, u64)> {
     std::fs::read_to_string(log)
@@ -56,7 +52,11 @@ async fn a_concurrency_key_never_runs_more_than_its_limit_across_the_cluster() {
     let out = ok_stdout(&c.warren(&["limits", "set", "--key", "tenant-*", "--max-running", "2"]));
     assert_eq!(out.trim(), "key tenant-*: at most 2 running");
     let client = c.client().await;
-    let (a_log, b_log, free_log) = (temp_log("a"), temp_log("b"), temp_log("free"));
+    let (a_log, b_log, free_log) = (
+        temp_path("limits-a"),
+        temp_path("limits-b"),
+        temp_path("limits-free"),
+    );
     let with_key = |k: &str| SubmitOptions {
         pure: false,
         concurrency_key: Some(k.into()),
@@ -126,7 +126,7 @@ async fn a_rate_limit_holds_across_four_workers_and_keeps_tasks_out_of_their_que
         )
         .await
         .unwrap();
-    let log = temp_log("rate");
+    let log = temp_path("limits-rate");
     let args = vec![json!(log.to_string_lossy()), json!(0), json!("E")];
     let fs = client
         .map_with(
@@ -183,18 +183,8 @@ async fn a_rate_limit_holds_across_four_workers_and_keeps_tasks_out_of_their_que
 
 fn keyed(key: &str, ck: &str) -> TaskSpec {
     TaskSpec {
-        key: key.into(),
-        func: "f".into(),
-        args: vec![],
-        deps: vec![],
-        queue: "default".into(),
-        retries: 0,
-        timeout_secs: None,
-        priority: 0,
-        delay_ms: None,
-        at_ms: None,
-        retry: None,
         concurrency_key: Some(ck.into()),
+        ..TaskSpec::new(key, "f", vec![])
     }
 }
 

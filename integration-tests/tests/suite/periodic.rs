@@ -5,11 +5,9 @@
 use std::time::Duration;
 
 use warren_core::messages::now_ms;
-use warren_integration_tests::{Cluster, ClusterOptions, ok_stdout, run_log, temp_path};
-
-fn temp_log(name: &str) -> std::path::PathBuf {
-    temp_path(&format!("periodic-{name}"))
-}
+use warren_integration_tests::{
+    Cluster, ClusterOptions, ok_stdout, run_log, scratch_store, temp_path,
+};
 
 /// The ticks (ms) of schedule `name`'s runs, oldest first, from `warren runs`.
 fn ticks(c: &Cluster, name: &str) -> Vec<u64> {
@@ -52,7 +50,7 @@ async fn every_tick_runs_once_with_two_schedulers_and_one_killed_and_restarted()
         ..Default::default()
     })
     .await;
-    let log = temp_log("tick");
+    let log = temp_path("periodic-tick");
     every(&c, "tick", &log, "run-once");
     tokio::time::sleep(Duration::from_secs(10)).await;
     c.stop_scheduler();
@@ -106,7 +104,7 @@ async fn a_tick_missed_with_no_scheduler_alive_runs_once_or_is_skipped() {
         ..Default::default()
     })
     .await;
-    let (once_log, skip_log) = (temp_log("once"), temp_log("skip"));
+    let (once_log, skip_log) = (temp_path("periodic-once"), temp_path("periodic-skip"));
     every(&c, "once", &once_log, "run-once");
     every(&c, "skip", &skip_log, "skip");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -165,4 +163,47 @@ async fn a_tick_missed_with_no_scheduler_alive_runs_once_or_is_skipped() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("minute"));
     c.shutdown().await;
+}
+
+/// A schedule Redis holds is input like any other: one forged with a period
+/// that overflows the next tick, or a cron step past `u32`, pauses itself and
+/// queues nothing; it neither panics the scheduler nor wraps to a wrong tick.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_schedule_in_redis_is_paused_not_computed_with() {
+    let s = scratch_store("test-periodic").await;
+    let mut con = s.connection();
+    let forged = [
+        (
+            "huge",
+            r#"{"func":"inc","args":[1],"queue":"default","every_ms":9223372036854775807,"start_ms":3,"missed":"run-once"}"#,
+        ),
+        (
+            "cron",
+            r#"{"func":"inc","args":[1],"queue":"default","cron":"5/4294967295 * * * *","start_ms":0,"missed":"run-once"}"#,
+        ),
+        (
+            "late",
+            r#"{"func":"inc","args":[1],"queue":"default","every_ms":1000,"start_ms":18446744073709551615,"missed":"skip"}"#,
+        ),
+    ];
+    for (name, spec) in forged {
+        let _: () = redis::pipe()
+            .hset(s.keys().schedules(), name, spec)
+            .zadd(s.keys().schedule_next(), name, 1)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let queued = s.tick_schedules(10).await.unwrap();
+    // The valid cron (minute 5 only) runs its missed tick once; the two
+    // forged periods run nothing and are paused.
+    assert_eq!(queued, 1);
+    let listed = s.list_schedules().await.unwrap();
+    let paused: Vec<(&str, bool)> = listed
+        .iter()
+        .map(|l| (l.name.as_str(), l.schedule.paused))
+        .collect();
+    assert_eq!(paused, [("cron", false), ("huge", true), ("late", true)]);
+    assert!(listed[0].next_ms.is_some_and(|t| t % 3_600_000 == 300_000));
+    s.wipe().await.unwrap();
 }

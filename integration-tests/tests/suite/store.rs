@@ -26,20 +26,7 @@ async fn store() -> Store {
 }
 
 fn spec(key: &str, args: Vec<serde_json::Value>) -> TaskSpec {
-    TaskSpec {
-        key: key.into(),
-        func: "f".into(),
-        deps: warren_core::args::dependencies(&args),
-        args,
-        queue: "default".into(),
-        retries: 0,
-        timeout_secs: None,
-        priority: 0,
-        delay_ms: None,
-        at_ms: None,
-        retry: None,
-        concurrency_key: None,
-    }
+    TaskSpec::new(key, "f", args)
 }
 
 fn finished(v: serde_json::Value) -> Transition {

@@ -61,20 +61,7 @@ async fn the_scheduler_refuses_a_bad_task_alone_and_says_so_to_its_client() {
     let (reply_queue, mut consumer) = amqp::private_queue(&replies, &name, None, "validation-test")
         .await
         .unwrap();
-    let task = |key: &str| TaskSpec {
-        key: key.into(),
-        func: "inc".into(),
-        args: vec![json!(41)],
-        deps: vec![],
-        queue: "default".into(),
-        retries: 0,
-        timeout_secs: None,
-        priority: 0,
-        delay_ms: None,
-        at_ms: None,
-        retry: None,
-        concurrency_key: None,
-    };
+    let task = |key: &str| TaskSpec::new(key, "inc", vec![json!(41)]);
     // What an older or foreign client might send: one key too long.
     let body = serde_json::to_vec(&ClientRequest::Submit {
         v: PROTOCOL_VERSION,
