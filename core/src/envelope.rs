@@ -13,10 +13,10 @@
 //! before it, the kind and purpose included:
 //!
 //! ```text
-//! "WRNE" | version 1 | kind (0 data, 1 pickle) | purpose (u8 length, ASCII)
+//! "WRNE" | version 2 | kind (0 data, 1 pickle) | purpose (u8 length, ASCII)
 //!        | key id (8 bytes, zeros when unsigned)
 //!        | header (u32 length, JSON) | frames (u32 count, then u64 length and bytes each)
-//!        | MAC (32 bytes, HMAC-SHA256 under the key's subkey for the purpose; signed only)
+//!        | MAC (32 bytes, keyed BLAKE3 under the key's subkey for the purpose; signed only)
 //! ```
 //!
 //! A data envelope needs no key: its codecs build values, never run code.
@@ -29,7 +29,9 @@ use crate::signing::{Keyring, SigningError, hex};
 
 /// The magic bytes every envelope starts with.
 pub const MAGIC: &[u8; 4] = b"WRNE";
-const VERSION: u8 = 1;
+/// 2 since the MAC became keyed BLAKE3 (1 was HMAC-SHA256): an envelope of
+/// the other kind is refused by its version, not as a bad signature.
+const VERSION: u8 = 2;
 const UNSIGNED: [u8; 8] = [0; 8];
 
 /// What an envelope holds.
@@ -83,46 +85,89 @@ pub fn seal(
     frames: &[&[u8]],
     keys: Option<&Keyring>,
 ) -> Result<Vec<u8>, EnvelopeError> {
+    let mut out = vec![0; sealed_len(kind, purpose, header, frames, keys)?];
+    seal_into(&mut out, kind, purpose, header, frames, keys)?;
+    Ok(out)
+}
+
+/// The length of the envelope [`seal`] would make, or why it cannot be
+/// made; so that a caller can give [`seal_into`] the buffer it owns (a
+/// Python `bytes`), and a big value is written once, with no second buffer
+/// to allocate and copy from.
+pub fn sealed_len(
+    kind: Kind,
+    purpose: &str,
+    header: &[u8],
+    frames: &[&[u8]],
+    keys: Option<&Keyring>,
+) -> Result<usize, EnvelopeError> {
     if purpose.is_empty() || purpose.len() > 64 || !purpose.is_ascii() {
         return Err(EnvelopeError::Malformed(format!("purpose {purpose:?}")));
     }
     if kind == Kind::Pickle && keys.is_none() {
         return Err(EnvelopeError::NoKey);
     }
-    let header_len = u32::try_from(header.len())
+    u32::try_from(header.len())
         .map_err(|_| EnvelopeError::Malformed("header over 4 GiB".into()))?;
-    let frame_count = u32::try_from(frames.len())
-        .map_err(|_| EnvelopeError::Malformed("too many frames".into()))?;
-    let size = 4
-        + 3
+    u32::try_from(frames.len()).map_err(|_| EnvelopeError::Malformed("too many frames".into()))?;
+    Ok(4 + 3
         + purpose.len()
         + 8
         + 4
         + header.len()
         + 4
         + frames.iter().map(|f| 8 + f.len()).sum::<usize>()
-        + 32;
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    out.push(kind.byte());
-    out.push(purpose.len() as u8);
-    out.extend_from_slice(purpose.as_bytes());
-    let id_at = out.len();
-    out.extend_from_slice(&UNSIGNED);
-    out.extend_from_slice(&header_len.to_le_bytes());
-    out.extend_from_slice(header);
-    out.extend_from_slice(&frame_count.to_le_bytes());
+        + if keys.is_some() { 32 } else { 0 })
+}
+
+/// Writes the envelope of [`seal`] into `out`, which must be exactly
+/// [`sealed_len`] bytes long.
+pub fn seal_into(
+    out: &mut [u8],
+    kind: Kind,
+    purpose: &str,
+    header: &[u8],
+    frames: &[&[u8]],
+    keys: Option<&Keyring>,
+) -> Result<(), EnvelopeError> {
+    let len = sealed_len(kind, purpose, header, frames, keys)?;
+    if out.len() != len {
+        return Err(EnvelopeError::Malformed(format!(
+            "a buffer of {} bytes for an envelope of {len}",
+            out.len()
+        )));
+    }
+    let mut w = Writer { out, at: 0 };
+    w.put(MAGIC);
+    w.put(&[VERSION, kind.byte(), purpose.len() as u8]);
+    w.put(purpose.as_bytes());
+    w.put(&keys.map_or(UNSIGNED, |k| k.current().id()));
+    w.put(&(header.len() as u32).to_le_bytes());
+    w.put(header);
+    w.put(&(frames.len() as u32).to_le_bytes());
     for f in frames {
-        out.extend_from_slice(&(f.len() as u64).to_le_bytes());
-        out.extend_from_slice(f);
+        w.put(&(f.len() as u64).to_le_bytes());
+        w.put(f);
     }
     if let Some(keys) = keys {
-        out[id_at..id_at + 8].copy_from_slice(&keys.current().id());
-        let (_, mac) = keys.sign(purpose, &[&out]);
-        out.extend_from_slice(&mac);
+        let body_end = w.at;
+        let (_, mac) = keys.sign(purpose, &[&w.out[..body_end]]);
+        w.put(&mac);
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Writes at the front of what is left of a buffer [`sealed_len`] sized.
+struct Writer<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.out[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
 }
 
 /// An opened envelope: its header and frames, as ranges of the input.
@@ -341,6 +386,25 @@ mod tests {
             assert_eq!(h, br#"{"t":"tuple"}"#);
             assert_eq!(f, frames.to_vec());
         }
+    }
+
+    #[test]
+    fn the_layout_is_fixed_byte_for_byte_and_written_only_into_its_size() {
+        let sealed = seal(Kind::Data, "args", b"{}", &[b"ab"], None).unwrap();
+        let mut expected = b"WRNE\x02\x00\x04args".to_vec();
+        expected.extend([0u8; 8]); // no key id
+        expected.extend(2u32.to_le_bytes());
+        expected.extend(b"{}");
+        expected.extend(1u32.to_le_bytes());
+        expected.extend(2u64.to_le_bytes());
+        expected.extend(b"ab");
+        assert_eq!(sealed, expected);
+        let len = sealed_len(Kind::Data, "args", b"{}", &[b"ab"], None).unwrap();
+        assert_eq!(len, sealed.len());
+        let mut short = vec![0; len - 1];
+        assert!(seal_into(&mut short, Kind::Data, "args", b"{}", &[b"ab"], None).is_err());
+        let signed = seal(Kind::Data, "args", b"{}", &[b"ab"], Some(&ring(1))).unwrap();
+        assert_eq!(signed.len(), len + 32);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! worker past every scheduler check, broadcast `Restart`, or answer a
 //! client. With a namespace key configured (`key_file`, the key that also
 //! signs Python code and values, see [`crate::signing`]), every publisher
-//! adds two headers, the signing key's id and an HMAC-SHA256 over the
+//! adds two headers, the signing key's id and a MAC (keyed BLAKE3, see `signing`) over the
 //! namespace, the message family, the body and its `reply_to`, and every
 //! receiver checks them before anything else: a message that fails is
 //! dead-lettered (or, where there is no dead-letter queue, dropped) with the

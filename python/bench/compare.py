@@ -91,6 +91,15 @@ class WarrenStack:
             p.terminate()
         for p in self.procs:
             p.wait(timeout=30)
+        # Its values (hundreds of MiB in the array row) would otherwise stay
+        # in Redis for result_ttl_secs and slow the next runs down.
+        keys = subprocess.run(
+            ["redis-cli", "--scan", "--pattern", f"{self.namespace}:*"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        for i in range(0, len(keys), 500):
+            subprocess.run(["redis-cli", "del", *keys[i : i + 500]], capture_output=True)
 
 
 def distributed_test(c, below: int) -> float:  # noqa: ANN001

@@ -128,23 +128,23 @@ impl Client {
         Ok(crate::keys::Keys::new(ring))
     }
 
-    /// Stores `data` in the namespace: its `(sha256, size)` reference.
+    /// Stores `data` in the namespace: its `(hash, size)` reference.
     fn put_blob(&self, py: Python<'_>, data: &[u8]) -> PyResult<(String, u64)> {
         let inner = self.inner.clone();
         let data = data.to_vec();
         let r = wait(py, async move { inner.put_blob(&data).await })?.map_err(to_py)?;
-        Ok((r.sha256, r.size))
+        Ok((r.hash, r.size))
     }
 
-    /// The bytes of the value `(sha256, size)` names, checked.
+    /// The bytes of the value `(hash, size)` names, checked.
     fn get_blob<'py>(
         &self,
         py: Python<'py>,
-        sha256: String,
+        hash: String,
         size: u64,
     ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
         let inner = self.inner.clone();
-        let r = warren_core::store::blobs::BlobRef { sha256, size };
+        let r = warren_core::store::blobs::BlobRef { hash, size };
         let bytes = wait(py, async move { inner.get_blob(&r).await })?.map_err(to_py)?;
         Ok(pyo3::types::PyBytes::new(py, &bytes))
     }

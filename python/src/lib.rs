@@ -50,6 +50,7 @@ fn _warren(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<output::OutputStream>()?;
     m.add_class::<keys::Keys>()?;
     m.add("BadSignature", m.py().get_type::<keys::BadSignature>())?;
+    m.add_function(wrap_pyfunction!(keys::blob_hash, m)?)?;
     m.add_function(wrap_pyfunction!(worker::run_worker, m)?)?;
     m.add_function(wrap_pyfunction!(local::resolved_settings, m)?)?;
     m.add_function(wrap_pyfunction!(local::ensure_key, m)?)?;

@@ -218,14 +218,14 @@ impl Values {
     fn fetch(&self, args: &[serde_json::Value]) -> Result<Vec<Blob>, TaskFailure> {
         let mut blobs: Vec<Blob> = Vec::new();
         for r in blob_refs(args) {
-            if blobs.iter().any(|b| b.sha256 == r.sha256) {
+            if blobs.iter().any(|b| b.hash == r.hash) {
                 continue;
             }
             let known = self
                 .recent
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&r.sha256);
+                .get(&r.hash);
             let bytes = match known {
                 Some(b) => b,
                 None => {
@@ -239,12 +239,12 @@ impl Values {
                     self.recent
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .keep(&r.sha256, &b);
+                        .keep(&r.hash, &b);
                     b
                 }
             };
             blobs.push(Blob {
-                sha256: r.sha256,
+                hash: r.hash,
                 bytes,
             });
         }

@@ -167,6 +167,23 @@ def test_an_8_mib_array_goes_in_and_out_as_raw_bytes(c):
     assert 8 * 1024 * 1024 <= ref[1] < 8 * 1024 * 1024 + 4096
 
 
+def _add_one_in_place(a):
+    a += 1
+    return a
+
+
+def test_arrays_arrive_writable_as_dasks_do(c):
+    # As an argument (inside a pickled call) and as a result (typed data),
+    # an array owns writable memory, as the sender's did: in-place updates
+    # work in the task and on what gather gives back.
+    a = np.zeros(1000)
+    out = c.submit(_add_one_in_place, a, pure=False).result(timeout=60)
+    np.testing.assert_array_equal(out, np.ones(1000))
+    out += 1
+    np.testing.assert_array_equal(out, np.full(1000, 2.0))
+    np.testing.assert_array_equal(a, np.zeros(1000))
+
+
 def test_a_task_error_is_the_functions_own_and_reads_like_dask(c):
     def goes_wrong():
         return 10 / 0

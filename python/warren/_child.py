@@ -317,7 +317,7 @@ def _read_request(proto_in: IO[bytes]) -> tuple[dict[str, Any], dict[str, bytes]
     blobs = {}
     for b in request.get("blobs", []):
         data = proto_in.read(b["size"])
-        blobs[b["sha256"]] = data
+        blobs[b["hash"]] = data
     return request, blobs
 
 

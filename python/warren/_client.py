@@ -345,25 +345,25 @@ class Client:
         or older than an hour, well within ``result_ttl_secs``)."""
         envelope = _envelopes.seal_function(fn, self._keys)
         ref = _refs.ref_of(envelope)
-        sha = ref[_refs.BLOB]
+        digest = ref[_refs.BLOB]
         now = time.monotonic()
-        if now - self._stored.get(sha, -_RESTORE_AFTER) >= _RESTORE_AFTER:
+        if now - self._stored.get(digest, -_RESTORE_AFTER) >= _RESTORE_AFTER:
             self._put_blob(envelope)
             if len(self._stored) > 4096:
                 self._stored.clear()
-            self._stored[sha] = now
+            self._stored[digest] = now
         return ref
 
     def _put_blob(self, data: bytes) -> dict[str, Any]:
-        sha, size = self._rust.put_blob(data)
-        return {_refs.BLOB: sha, "size": size}
+        digest, size = self._rust.put_blob(data)
+        return {_refs.BLOB: digest, "size": size}
 
     def _load(self, payload: str) -> Any:
         """A value as stored: JSON, with references to values that are not
         JSON fetched and opened (a pickle only if a key holder signed it)."""
 
-        def load(sha: str, size: int) -> Any:
-            return _envelopes.open_value(self._rust.get_blob(sha, size), self._keys)
+        def load(digest: str, size: int) -> Any:
+            return _envelopes.open_value(self._rust.get_blob(digest, size), self._keys)
 
         return _refs.replace(json.loads(payload), load)
 

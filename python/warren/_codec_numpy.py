@@ -38,7 +38,7 @@ def encode(v: object, frame: Callable[[Any], int]) -> dict[str, Any] | None:
     return None
 
 
-def decode(tag: object, n: dict[str, Any], frame: Callable[[object], bytes]) -> Any:
+def decode(tag: object, n: dict[str, Any], frame: Callable[[object], bytearray]) -> Any:
     """The array or scalar of a numpy node, or :data:`NOT_NUMPY`."""
     if tag not in ("ndarray", "npscalar"):
         return NOT_NUMPY
@@ -61,5 +61,7 @@ def decode(tag: object, n: dict[str, Any], frame: Callable[[object], bytes]) -> 
             f"an array of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} "
             f"bytes, not {len(data)}"
         )
-    # bytearray: the array owns writable memory, as the sender's did.
-    return np.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
+    # Writable memory, as the sender's array had: an opened envelope's
+    # frames are bytearrays already (one per array), so this copies nothing.
+    owned = data if type(data) is bytearray else bytearray(data)
+    return np.frombuffer(owned, dtype=dtype).reshape(shape)

@@ -200,20 +200,25 @@ def open_call(
     data: bytes, keys: Any, deps: list[Any], accept_code: bool
 ) -> tuple[Callable[..., Any] | None, list[Any], dict[str, Any]]:
     """``(fn or None, args, kwargs)`` of a call envelope."""
-    kind, header, _, _ = keys.open(data, CALL)
-    what = (
-        "a function sent as code was not run"
-        if json.loads(header).get("code", True)
-        else "a pickled argument was not loaded"
-    )
-    kind, h, body = _open(
-        data,
-        keys,
-        CALL,
-        accept_code,
-        f"{what}: this worker does not accept code (start it with "
-        "python -m warren worker --accept-code, and the namespace key)",
-    )
+    # Opened (and its MAC checked) once: a call may carry megabytes.
+    kind, header, frames, signed_by = keys.open(data, CALL)
+    h = json.loads(header)
+    if kind == "pickle":
+        if not accept_code:
+            what = (
+                "a function sent as code was not run"
+                if h.get("code", True)
+                else "a pickled argument was not loaded"
+            )
+            raise PickleRefused(
+                f"{what}: this worker does not accept code (start it with "
+                "python -m warren worker --accept-code, and the namespace key)"
+            )
+        if not frames:
+            raise ValueError("a pickle envelope without its pickle")
+        body = Verified(frames[0], frames[1:], signed_by or "")
+    else:
+        body = frames
     if kind == "data":
         root = Decoder(body, deps).value(h.get("root"))
         if not isinstance(root, dict):

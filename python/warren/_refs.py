@@ -1,4 +1,5 @@
-"""Blob references inside JSON: ``{"$blob": sha256, "size": n}``.
+"""Blob references inside JSON: ``{"$blob": hash, "size": n}`` (the
+value's BLAKE3 hash, which the extension computes, as Rust does).
 
 A value that is not JSON is stored once in Redis and travels as this
 reference (``warren_core::store::blobs``): in a task's arguments, in a
@@ -9,31 +10,32 @@ values, and values for references, here.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Callable
+
+from ._warren import blob_hash
 
 BLOB = "$blob"
 
 
 def as_ref(v: object) -> tuple[str, int] | None:
-    """``(sha256, size)`` if ``v`` is exactly a reference."""
+    """``(hash, size)`` if ``v`` is exactly a reference."""
     if type(v) is not dict or len(v) != 2:
         return None
-    sha, size = v.get(BLOB), v.get("size")
-    if type(sha) is not str or len(sha) != 64 or type(size) is not int or size < 0:
+    digest, size = v.get(BLOB), v.get("size")
+    if type(digest) is not str or len(digest) != 64 or type(size) is not int or size < 0:
         return None
-    if any(c not in "0123456789abcdef" for c in sha):
+    if any(c not in "0123456789abcdef" for c in digest):
         return None
-    return sha, size
+    return digest, size
 
 
 def ref_of(data: bytes) -> dict[str, Any]:
     """The reference of ``data``."""
-    return {BLOB: hashlib.sha256(data).hexdigest(), "size": len(data)}
+    return {BLOB: blob_hash(data), "size": len(data)}
 
 
 def replace(v: Any, load: Callable[[str, int], Any]) -> Any:
-    """``v`` with every reference replaced by ``load(sha256, size)`` (each
+    """``v`` with every reference replaced by ``load(hash, size)`` (each
     loaded once)."""
     loaded: dict[str, Any] = {}
 

@@ -25,7 +25,7 @@ class Verified:
 
     __slots__ = ("buffers", "data", "key_id")
 
-    def __init__(self, data: bytes, buffers: list[bytes], key_id: str) -> None:
+    def __init__(self, data: bytes | bytearray, buffers: list[bytearray], key_id: str) -> None:
         self.data = data
         self.buffers = buffers
         self.key_id = key_id

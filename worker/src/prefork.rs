@@ -16,7 +16,7 @@
 //!   `{"fatal": "..."}` (the worker then refuses to start, showing why); the
 //!   worker answers with its greeting, if it has one (the settings a task's
 //!   `get_client()` connects with);
-//! - the worker sends `{"key", "func", "args", "blobs": [{"sha256", "size"}...]}`
+//! - the worker sends `{"key", "func", "args", "blobs": [{"hash", "size"}...]}`
 //!   and then the bytes of each blob the arguments refer to; the child
 //!   answers `{"ok": value, "blobs": [size...]}` and the bytes of the blobs its
 //!   value refers to, or `{"error": {"type", "message", "traceback"}}`;
@@ -310,7 +310,7 @@ impl Prefork {
         let seat = asides.seat;
         let announced: Vec<Value> = blobs
             .iter()
-            .map(|b| serde_json::json!({"sha256": b.sha256, "size": b.bytes.len()}))
+            .map(|b| serde_json::json!({"hash": b.hash, "size": b.bytes.len()}))
             .collect();
         let request =
             serde_json::json!({"key": key, "func": func, "args": args, "blobs": announced});

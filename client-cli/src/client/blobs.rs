@@ -9,7 +9,7 @@ use crate::error::Error;
 
 impl Client {
     /// Stores `bytes` in the namespace and returns their reference, to put
-    /// in a task's arguments (`{"$blob": sha256, "size": N}`).
+    /// in a task's arguments (`{"$blob": hash, "size": N}`).
     pub async fn put_blob(&self, bytes: &[u8]) -> Result<BlobRef, Error> {
         Ok(self.inner.store.put_blob(bytes).await?)
     }

@@ -1,8 +1,8 @@
 //! Values that are not JSON, stored by reference.
 //!
 //! A value that is not JSON (an envelope, see [`crate::envelope`]) is stored
-//! once in Redis under the SHA-256 of its bytes, `P blob:<sha256>`, and
-//! travels as the JSON reference `{"$blob": "<sha256>", "size": N}`: in
+//! once in Redis under the BLAKE3 hash of its bytes, `P blob:<hash>`, and
+//! travels as the JSON reference `{"$blob": "<hash>", "size": N}`: in
 //! arguments, results, work messages and client events alike. So schedulers
 //! and RabbitMQ carry a few dozen bytes whatever the value's size, Lua
 //! scripts and Rust functions see ordinary JSON, and a reader checks the
@@ -12,7 +12,6 @@
 
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::Store;
 use crate::error::{Error, Result};
@@ -23,8 +22,9 @@ pub const BLOB_FIELD: &str = "$blob";
 /// A blob's reference: its hash and size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRef {
-    /// SHA-256 of the bytes, in hex.
-    pub sha256: String,
+    /// The BLAKE3 hash of the bytes, in hex (BLAKE3 for its speed on big
+    /// values: see [`crate::signing`]).
+    pub hash: String,
     /// Its length in bytes.
     pub size: u64,
 }
@@ -33,14 +33,14 @@ impl BlobRef {
     /// The reference of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Self {
-            sha256: crate::signing::hex(&Sha256::digest(bytes)),
+            hash: blake3::hash(bytes).to_hex().to_string(),
             size: bytes.len() as u64,
         }
     }
 
     /// The reference as JSON, as values carry it.
     pub fn to_json(&self) -> Value {
-        json!({ BLOB_FIELD: self.sha256, "size": self.size })
+        json!({ BLOB_FIELD: self.hash, "size": self.size })
     }
 
     /// The reference `v` is, if it is one: exactly `{"$blob": <64 hex>,
@@ -50,21 +50,21 @@ impl BlobRef {
         if o.len() != 2 {
             return None;
         }
-        let sha256 = o.get(BLOB_FIELD)?.as_str()?;
+        let hash = o.get(BLOB_FIELD)?.as_str()?;
         let size = o.get("size")?.as_u64()?;
-        let valid = sha256.len() == 64
-            && sha256
+        let valid = hash.len() == 64
+            && hash
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         valid.then(|| Self {
-            sha256: sha256.to_string(),
+            hash: hash.to_string(),
             size,
         })
     }
 
     /// Whether `bytes` are the bytes this reference names.
     pub fn matches(&self, bytes: &[u8]) -> bool {
-        bytes.len() as u64 == self.size && Self::of(bytes).sha256 == self.sha256
+        bytes.len() as u64 == self.size && Self::of(bytes).hash == self.hash
     }
 }
 
@@ -74,7 +74,7 @@ impl Store {
         let r = BlobRef::of(bytes);
         let mut con = self.con();
         let _: () = con
-            .set_ex(self.keys.blob(&r.sha256), bytes, self.ttl.max(1))
+            .set_ex(self.keys.blob(&r.hash), bytes, self.ttl.max(1))
             .await?;
         Ok(r)
     }
@@ -83,17 +83,17 @@ impl Store {
     /// or are not the bytes the reference names.
     pub async fn get_blob(&self, r: &BlobRef) -> Result<Vec<u8>> {
         let mut con = self.con();
-        let bytes: Option<Vec<u8>> = con.get(self.keys.blob(&r.sha256)).await?;
+        let bytes: Option<Vec<u8>> = con.get(self.keys.blob(&r.hash)).await?;
         let bytes = bytes.ok_or_else(|| {
             Error::Script(format!(
                 "value {} ({} bytes) is no longer in Redis (it lives result_ttl_secs)",
-                r.sha256, r.size
+                r.hash, r.size
             ))
         })?;
         if !r.matches(&bytes) {
             return Err(Error::Script(format!(
                 "the bytes stored for value {} are not the value's: refused",
-                r.sha256
+                r.hash
             )));
         }
         Ok(bytes)
@@ -107,16 +107,21 @@ mod tests {
     #[test]
     fn references_round_trip_and_odd_ones_are_not_references() {
         let r = BlobRef::of(b"hello");
+        // BLAKE3("hello"), as the reference implementation gives it.
+        assert_eq!(
+            r.hash,
+            "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"
+        );
         assert_eq!(BlobRef::from_json(&r.to_json()), Some(r.clone()));
         assert!(r.matches(b"hello"));
         assert!(!r.matches(b"hellO"));
         for odd in [
             json!({"$blob": "abc", "size": 5}),
-            json!({"$blob": r.sha256.to_uppercase(), "size": 5}),
-            json!({"$blob": r.sha256, "size": -1}),
-            json!({"$blob": r.sha256, "size": 5, "x": 1}),
-            json!({"$blob": r.sha256}),
-            json!([r.sha256]),
+            json!({"$blob": r.hash.to_uppercase(), "size": 5}),
+            json!({"$blob": r.hash, "size": -1}),
+            json!({"$blob": r.hash, "size": 5, "x": 1}),
+            json!({"$blob": r.hash}),
+            json!([r.hash]),
         ] {
             assert_eq!(BlobRef::from_json(&odd), None, "{odd}");
         }

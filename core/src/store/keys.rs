@@ -169,9 +169,9 @@ impl Keys {
         self.named("broker_max_message_size")
     }
 
-    /// `P blob:<sha256>`: a value that is not JSON, stored by reference.
-    pub fn blob(&self, sha256: &str) -> String {
-        format!("{}blob:{sha256}", self.prefix)
+    /// `P blob:<hash>`: a value that is not JSON, stored by reference.
+    pub fn blob(&self, hash: &str) -> String {
+        format!("{}blob:{hash}", self.prefix)
     }
 
     /// `P workers`: each worker's last heartbeat.

@@ -86,8 +86,8 @@ pub type Called = Result<(Value, Vec<Vec<u8>>), TaskFailure>;
 /// refer to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
-    /// Its SHA-256, in hex, as the reference in the arguments names it.
-    pub sha256: String,
+    /// Its hash (BLAKE3, hex), as the reference in the arguments names it.
+    pub hash: String,
     /// Its bytes.
     pub bytes: Vec<u8>,
 }

@@ -61,7 +61,7 @@ for line in iter(sys.stdin.buffer.readline, b""):
         time.sleep(60)
     if t["func"] == "swap":
         back = [b[::-1] for b in blobs]
-        out.write(json.dumps({"ok": [b["sha256"] for b in t["blobs"]], "blobs": [len(b) for b in back]}).encode() + b"\n")
+        out.write(json.dumps({"ok": [b["hash"] for b in t["blobs"]], "blobs": [len(b) for b in back]}).encode() + b"\n")
         for b in back:
             out.write(b)
         out.flush()
@@ -105,11 +105,11 @@ fn blobs_cross_both_ways_as_raw_bytes() {
     let p = pool(1);
     let blobs = vec![
         Blob {
-            sha256: "a".into(),
+            hash: "a".into(),
             bytes: vec![0, 1, 2, 255, b'\n'],
         },
         Blob {
-            sha256: "b".into(),
+            hash: "b".into(),
             bytes: vec![7; 100_000],
         },
     ];
