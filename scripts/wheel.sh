@@ -2,7 +2,7 @@
 # Builds warren's wheel: the Python package, its Rust extension, and the
 # programs `warren`, `warren-scheduler` and `warren-worker` as the wheel's
 # scripts, which pip installs next to the venv's python (on its PATH), as
-# ruff and maturin ship theirs. One abi3 wheel serves every Python >= 3.9 of
+# ruff and maturin ship theirs. One abi3 wheel serves every Python >= 3.11 of
 # this platform; installing it needs no Rust toolchain.
 #
 #   bash scripts/wheel.sh [OUT_DIR]      # default target/wheels; prints the wheel's path

@@ -90,15 +90,37 @@ pub fn seal(
     Ok(out)
 }
 
+/// A frame to seal: its size, and how its bytes are written into the
+/// envelope. A byte slice is one; the Python extension's buffers (a numpy
+/// array's memory) are others, copied straight into the envelope with no
+/// intermediate `bytes`.
+pub trait Frame {
+    /// Its length in bytes.
+    fn size(&self) -> usize;
+    /// Writes its bytes into `out`, which is [`Frame::size`] long.
+    fn write(&self, out: &mut [u8]) -> Result<(), EnvelopeError>;
+}
+
+impl Frame for &[u8] {
+    fn size(&self) -> usize {
+        self.len()
+    }
+
+    fn write(&self, out: &mut [u8]) -> Result<(), EnvelopeError> {
+        out.copy_from_slice(self);
+        Ok(())
+    }
+}
+
 /// The length of the envelope [`seal`] would make, or why it cannot be
-/// made; so that a caller can give [`seal_into`] the buffer it owns (a
+/// made; so that a caller can give [`write_body`] the buffer it owns (a
 /// Python `bytes`), and a big value is written once, with no second buffer
 /// to allocate and copy from.
-pub fn sealed_len(
+pub fn sealed_len<F: Frame>(
     kind: Kind,
     purpose: &str,
     header: &[u8],
-    frames: &[&[u8]],
+    frames: &[F],
     keys: Option<&Keyring>,
 ) -> Result<usize, EnvelopeError> {
     if purpose.is_empty() || purpose.len() > 64 || !purpose.is_ascii() {
@@ -116,18 +138,36 @@ pub fn sealed_len(
         + 4
         + header.len()
         + 4
-        + frames.iter().map(|f| 8 + f.len()).sum::<usize>()
+        + frames.iter().map(|f| 8 + f.size()).sum::<usize>()
         + if keys.is_some() { 32 } else { 0 })
 }
 
 /// Writes the envelope of [`seal`] into `out`, which must be exactly
 /// [`sealed_len`] bytes long.
-pub fn seal_into(
+pub fn seal_into<F: Frame>(
     out: &mut [u8],
     kind: Kind,
     purpose: &str,
     header: &[u8],
-    frames: &[&[u8]],
+    frames: &[F],
+    keys: Option<&Keyring>,
+) -> Result<(), EnvelopeError> {
+    write_body(out, kind, purpose, header, frames, keys)?;
+    if let Some(keys) = keys {
+        sign_body(out, purpose, keys);
+    }
+    Ok(())
+}
+
+/// [`seal_into`] but the MAC: everything it covers, the signing key's id
+/// included. Apart so that the extension writes frames holding the GIL
+/// (they are Python buffers) and MACs without it.
+pub fn write_body<F: Frame>(
+    out: &mut [u8],
+    kind: Kind,
+    purpose: &str,
+    header: &[u8],
+    frames: &[F],
     keys: Option<&Keyring>,
 ) -> Result<(), EnvelopeError> {
     let len = sealed_len(kind, purpose, header, frames, keys)?;
@@ -146,15 +186,21 @@ pub fn seal_into(
     w.put(header);
     w.put(&(frames.len() as u32).to_le_bytes());
     for f in frames {
-        w.put(&(f.len() as u64).to_le_bytes());
-        w.put(f);
-    }
-    if let Some(keys) = keys {
-        let body_end = w.at;
-        let (_, mac) = keys.sign(purpose, &[&w.out[..body_end]]);
-        w.put(&mac);
+        w.put(&(f.size() as u64).to_le_bytes());
+        f.write(&mut w.out[w.at..w.at + f.size()])?;
+        w.at += f.size();
     }
     Ok(())
+}
+
+/// Writes the MAC into the last 32 bytes of `out`, over all before them:
+/// the last step of [`seal_into`], after [`write_body`].
+pub fn sign_body(out: &mut [u8], purpose: &str, keys: &Keyring) {
+    let Some(body_end) = out.len().checked_sub(32) else {
+        return;
+    };
+    let (_, mac) = keys.sign(purpose, &[&out[..body_end]]);
+    out[body_end..].copy_from_slice(&mac);
 }
 
 /// Writes at the front of what is left of a buffer [`sealed_len`] sized.
@@ -399,10 +445,11 @@ mod tests {
         expected.extend(2u64.to_le_bytes());
         expected.extend(b"ab");
         assert_eq!(sealed, expected);
-        let len = sealed_len(Kind::Data, "args", b"{}", &[b"ab"], None).unwrap();
+        let frames: [&[u8]; 1] = [b"ab"];
+        let len = sealed_len(Kind::Data, "args", b"{}", &frames, None).unwrap();
         assert_eq!(len, sealed.len());
         let mut short = vec![0; len - 1];
-        assert!(seal_into(&mut short, Kind::Data, "args", b"{}", &[b"ab"], None).is_err());
+        assert!(seal_into(&mut short, Kind::Data, "args", b"{}", &frames, None).is_err());
         let signed = seal(Kind::Data, "args", b"{}", &[b"ab"], Some(&ring(1))).unwrap();
         assert_eq!(signed.len(), len + 32);
     }

@@ -167,6 +167,19 @@ def test_an_8_mib_array_goes_in_and_out_as_raw_bytes(c):
     assert 8 * 1024 * 1024 <= ref[1] < 8 * 1024 * 1024 + 4096
 
 
+def test_frames_are_sealed_from_buffers_and_a_strided_one_is_refused():
+    # A frame is copied into the envelope from the array's own memory; the
+    # envelope is byte for byte what sealing the same bytes gives.
+    keys = _warren.Keys.none()
+    a = np.arange(1000, dtype=np.int64)
+    view = memoryview(a.view("u1"))
+    assert keys.seal("data", "value", b"{}", [view]) == keys.seal(
+        "data", "value", b"{}", [a.tobytes()]
+    )
+    with pytest.raises(TypeError, match="C-contiguous"):
+        keys.seal("data", "value", b"{}", [memoryview(bytes(10))[::2]])
+
+
 def _add_one_in_place(a):
     a += 1
     return a

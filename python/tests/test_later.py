@@ -55,7 +55,7 @@ def test_delay_and_at_hold_a_task_until_its_time(c, tmp_path):
     assert 1.5 <= late < 2.5, late
 
     log2 = tmp_path / "at"
-    due = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1.2)
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1.2)
     g = c.submit(stamp, str(log2), 0, "ValueError", at=due, pure=False)
     assert g.result(timeout=30) == 1
     ran = runs(log2)[0]
@@ -98,9 +98,9 @@ def test_retries_back_off_and_retry_only_the_listed_exceptions(c, tmp_path):
     )
     assert f.result(timeout=60) == 3
     times = runs(log)
-    pauses = [b - a for a, b in zip(times, times[1:])]
+    pauses = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert len(pauses) == 2
-    for pause, formula in zip(pauses, [0.3, 0.6]):
+    for pause, formula in zip(pauses, [0.3, 0.6], strict=False):
         assert formula <= pause < formula + 0.8, pauses
 
     other = tmp_path / "other"

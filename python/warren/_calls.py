@@ -31,7 +31,8 @@ import hashlib
 import marshal
 import re
 import uuid
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from . import _envelopes, _refs, _values
 from ._codec import plain, to_json

@@ -16,8 +16,8 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Generator, Iterable, Iterator
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any, NamedTuple
 
 from . import (
     _aio,
@@ -232,7 +232,8 @@ class Client:
         when = _timing.submit_options(
             delay, at, retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on
         )
-        items = list(zip(*iterables))
+        # dask's map stops at the shortest iterable, as zip does.
+        items = list(zip(*iterables, strict=False))
         keys: list[str | None] = [None] * len(items)
         if isinstance(key, list):
             if len(key) != len(items):
@@ -243,7 +244,7 @@ class Client:
         stored: dict[int, dict[str, Any]] = {}
         calls = [
             _calls.prepare(self, fn, target.name, args, kwargs, pure, k, stored)
-            for args, k in zip(items, keys)
+            for args, k in zip(items, keys, strict=True)
         ]
         made = self._rust.submit(
             target.name,
@@ -309,7 +310,7 @@ class Client:
         if isinstance(data, dict):
             keys = list(data)
             made = self._scatter([data[k] for k in keys], hash, timeout)
-            return dict(zip(keys, made))
+            return dict(zip(keys, made, strict=True))
         if isinstance(data, (list, tuple, set, frozenset)) or hasattr(data, "__next__"):
             return self._scatter(list(data), hash, timeout)
         return self._scatter([data], hash, timeout)[0]
@@ -438,7 +439,7 @@ class Client:
                 by_key.setdefault(f.key, []).append(f)
         if by_key:
             finals = self._rust.outcomes(list(by_key), None)
-            for same, final in zip(by_key.values(), finals):
+            for same, final in zip(by_key.values(), finals, strict=True):
                 for f in same:
                     f._settle(final)
         return _fill(futures, errors, self)

@@ -35,7 +35,8 @@ import decimal
 import json
 import math
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import _codec_numpy
 from ._values import INT_MAX, INT_MIN, _shown

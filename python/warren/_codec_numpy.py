@@ -10,7 +10,8 @@ to the pickle codec instead; a header that asks for one is refused.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TAG = "$t"
 #: What :func:`decode` returns for a tag that is not numpy's.

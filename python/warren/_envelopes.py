@@ -19,7 +19,8 @@ import inspect
 import json
 import linecache
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import _pickle
 from ._codec import Decoder, Encoder, NeedsPickle, describe, header_bytes
@@ -50,15 +51,9 @@ def seal(
             raise _need_key(str(e)) from None
         data, buffers, deps = _pickle.dumps(obj, future_key)
         header = header_bytes({"v": 1, "codec": "pickle", "describe": describe(obj)})
-        return keys.seal("pickle", purpose, header, _bytes([data, *buffers])), deps
+        return keys.seal("pickle", purpose, header, [data, *buffers]), deps
     header = header_bytes({"v": 1, "codec": "data", "root": root, "describe": describe(obj)})
-    return keys.seal("data", purpose, header, _bytes(enc.frames)), enc.deps
-
-
-def _bytes(frames: list[Any]) -> list[bytes]:
-    """Frames as ``bytes``, which Rust borrows: a buffer (an array's
-    memoryview) is copied once here."""
-    return [f if type(f) is bytes else bytes(f) for f in frames]
+    return keys.seal("data", purpose, header, enc.frames), enc.deps
 
 
 def _open(data: bytes, keys: Any, purpose: str, allow_pickle: bool, refusal: str) -> Any:
@@ -110,13 +105,13 @@ def seal_call(
                 raise _need_key(str(e).replace("the value", "an argument")) from None
         else:
             header = header_bytes({"v": 1, "codec": "data", "root": root})
-            return keys.seal("data", CALL, header, _bytes(enc.frames)), enc.deps
+            return keys.seal("data", CALL, header, enc.frames), enc.deps
     elif keys.key_id is None:
         name = getattr(fn, "__qualname__", repr(fn))
         raise _need_key(f"{name} is not a @warren.task function, so it travels as code")
     data, buffers, deps = _pickle.dumps((fn, tuple(args), kwargs, _sources(fn)), future_key)
     header = header_bytes({"v": 1, "codec": "pickle", "code": fn is not None})
-    return keys.seal("pickle", CALL, header, _bytes([data, *buffers])), deps
+    return keys.seal("pickle", CALL, header, [data, *buffers]), deps
 
 
 def _sources(fn: object) -> dict[str, Any]:
@@ -174,7 +169,7 @@ def seal_function(fn: Callable[..., Any], keys: Any) -> bytes:
     need_key_for(fn, keys)
     data, buffers, _ = _pickle.dumps((fn, _sources(fn)), lambda _: None)
     header = header_bytes({"v": 1, "codec": "pickle", "code": True, "function": True})
-    return keys.seal("pickle", CALL, header, _bytes([data, *buffers]))
+    return keys.seal("pickle", CALL, header, [data, *buffers])
 
 
 def open_function(data: bytes, keys: Any, accept_code: bool) -> Callable[..., Any]:

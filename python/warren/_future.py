@@ -11,8 +11,8 @@ import concurrent.futures
 import html
 import json
 import threading
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _aio
 from ._errors import rebuild

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import io
 import pickle
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._signing import Verified
 

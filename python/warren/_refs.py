@@ -10,7 +10,8 @@ values, and values for references, here.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._warren import blob_hash
 

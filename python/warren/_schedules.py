@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from . import _timing
 from ._future import Future
@@ -48,7 +49,7 @@ def schedule(
     first = client._rust.add_schedule(
         name, target.name, args_json, target.queue, every_ms, cron, missed
     )
-    return _dt.datetime.fromtimestamp(first / 1000, _dt.timezone.utc)
+    return _dt.datetime.fromtimestamp(first / 1000, _dt.UTC)
 
 
 def runs(client: Client, name: str) -> list[Future]:

@@ -17,7 +17,8 @@ checkers keep seeing the function's own signature.
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
 
 PYTHON_QUEUE = "python"
 

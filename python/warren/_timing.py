@@ -13,15 +13,15 @@ import datetime as _dt
 import json
 import re
 from collections.abc import Iterable
-from typing import Any, Union
+from typing import Any
 
 #: What ``delay=`` and the retry pauses take: seconds, a timedelta, or text
 #: with a unit (``"250ms"``, ``"30s"``, ``"1.5m"``, ``"2h"``, ``"1d"``).
-Duration = Union[float, int, _dt.timedelta, str]
+Duration = float | int | _dt.timedelta | str
 
 #: What ``at=`` takes: a datetime (naive ones are local time, as
 #: ``datetime.timestamp`` reads them), a Unix timestamp, or ISO 8601 text.
-When = Union[_dt.datetime, float, int, str]
+When = _dt.datetime | float | int | str
 
 _UNITS = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _TEXT = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([a-z]*)\s*$")

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
