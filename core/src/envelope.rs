@@ -86,7 +86,10 @@ pub fn seal(
     keys: Option<&Keyring>,
 ) -> Result<Vec<u8>, EnvelopeError> {
     let mut out = vec![0; sealed_len(kind, purpose, header, frames, keys)?];
-    seal_into(&mut out, kind, purpose, header, frames, keys)?;
+    write_body(&mut out, kind, purpose, header, frames, keys)?;
+    if let Some(keys) = keys {
+        sign_body(&mut out, purpose, keys);
+    }
     Ok(out)
 }
 
@@ -142,24 +145,7 @@ pub fn sealed_len<F: Frame>(
         + if keys.is_some() { 32 } else { 0 })
 }
 
-/// Writes the envelope of [`seal`] into `out`, which must be exactly
-/// [`sealed_len`] bytes long.
-pub fn seal_into<F: Frame>(
-    out: &mut [u8],
-    kind: Kind,
-    purpose: &str,
-    header: &[u8],
-    frames: &[F],
-    keys: Option<&Keyring>,
-) -> Result<(), EnvelopeError> {
-    write_body(out, kind, purpose, header, frames, keys)?;
-    if let Some(keys) = keys {
-        sign_body(out, purpose, keys);
-    }
-    Ok(())
-}
-
-/// [`seal_into`] but the MAC: everything it covers, the signing key's id
+/// [`seal`] but the MAC, into `out` ([`sealed_len`] bytes): everything it covers, the signing key's id
 /// included. Apart so that the extension writes frames holding the GIL
 /// (they are Python buffers) and MACs without it.
 pub fn write_body<F: Frame>(
@@ -194,7 +180,7 @@ pub fn write_body<F: Frame>(
 }
 
 /// Writes the MAC into the last 32 bytes of `out`, over all before them:
-/// the last step of [`seal_into`], after [`write_body`].
+/// the last step of [`seal`], after [`write_body`].
 pub fn sign_body(out: &mut [u8], purpose: &str, keys: &Keyring) {
     let Some(body_end) = out.len().checked_sub(32) else {
         return;
@@ -449,7 +435,7 @@ mod tests {
         let len = sealed_len(Kind::Data, "args", b"{}", &frames, None).unwrap();
         assert_eq!(len, sealed.len());
         let mut short = vec![0; len - 1];
-        assert!(seal_into(&mut short, Kind::Data, "args", b"{}", &frames, None).is_err());
+        assert!(write_body(&mut short, Kind::Data, "args", b"{}", &frames, None).is_err());
         let signed = seal(Kind::Data, "args", b"{}", &[b"ab"], Some(&ring(1))).unwrap();
         assert_eq!(signed.len(), len + 32);
     }

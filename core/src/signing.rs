@@ -131,10 +131,13 @@ impl Key {
     }
 
     fn hasher(&self, purpose: &str, parts: &[&[u8]]) -> blake3::Hasher {
-        let mut material = Vec::with_capacity(self.secret.len() + purpose.len());
-        material.extend_from_slice(&self.secret);
-        material.extend_from_slice(purpose.as_bytes());
-        let mut m = blake3::Hasher::new_keyed(&blake3::derive_key(SUBKEY_CONTEXT, &material));
+        // derive_key(CONTEXT, secret || purpose), streamed: no buffer to
+        // allocate per MAC.
+        let subkey = blake3::Hasher::new_derive_key(SUBKEY_CONTEXT)
+            .update(&self.secret)
+            .update(purpose.as_bytes())
+            .finalize();
+        let mut m = blake3::Hasher::new_keyed(subkey.as_bytes());
         for p in parts {
             m.update(&(p.len() as u64).to_le_bytes());
             m.update(p);

@@ -56,13 +56,23 @@ def seal(
     return keys.seal("data", purpose, header, enc.frames), enc.deps
 
 
-def _open(data: bytes, keys: Any, purpose: str, allow_pickle: bool, refusal: str) -> Any:
+def _open(
+    data: bytes,
+    keys: Any,
+    purpose: str,
+    allow_pickle: bool,
+    refusal: str | Callable[[dict[str, Any]], str],
+) -> Any:
+    """``(kind, header, body)`` of an envelope, opened and checked once (a
+    value may carry megabytes); a pickle's body is :class:`Verified` and
+    only where ``allow_pickle``, else :class:`PickleRefused` with
+    ``refusal`` (or what it says of the header)."""
     kind, header, frames, signed_by = keys.open(data, purpose)
     h = json.loads(header)
     if kind == "data":
         return "data", h, frames
     if not allow_pickle:
-        raise PickleRefused(refusal)
+        raise PickleRefused(refusal if isinstance(refusal, str) else refusal(h))
     if not frames:
         raise ValueError("a pickle envelope without its pickle")
     return "pickle", h, Verified(frames[0], frames[1:], signed_by or "")
@@ -195,25 +205,7 @@ def open_call(
     data: bytes, keys: Any, deps: list[Any], accept_code: bool
 ) -> tuple[Callable[..., Any] | None, list[Any], dict[str, Any]]:
     """``(fn or None, args, kwargs)`` of a call envelope."""
-    # Opened (and its MAC checked) once: a call may carry megabytes.
-    kind, header, frames, signed_by = keys.open(data, CALL)
-    h = json.loads(header)
-    if kind == "pickle":
-        if not accept_code:
-            what = (
-                "a function sent as code was not run"
-                if h.get("code", True)
-                else "a pickled argument was not loaded"
-            )
-            raise PickleRefused(
-                f"{what}: this worker does not accept code (start it with "
-                "python -m warren worker --accept-code, and the namespace key)"
-            )
-        if not frames:
-            raise ValueError("a pickle envelope without its pickle")
-        body = Verified(frames[0], frames[1:], signed_by or "")
-    else:
-        body = frames
+    kind, h, body = _open(data, keys, CALL, accept_code, _call_refusal)
     if kind == "data":
         root = Decoder(body, deps).value(h.get("root"))
         if not isinstance(root, dict):
@@ -229,3 +221,15 @@ def open_call(
     if len(call) == 4:
         _remember(call[3], fn)
     return fn, list(args), dict(kwargs)
+
+
+def _call_refusal(h: dict[str, Any]) -> str:
+    what = (
+        "a function sent as code was not run"
+        if h.get("code", True)
+        else "a pickled argument was not loaded"
+    )
+    return (
+        f"{what}: this worker does not accept code (start it with "
+        "python -m warren worker --accept-code, and the namespace key)"
+    )
