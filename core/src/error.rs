@@ -62,6 +62,15 @@ pub enum Error {
     /// A user's input that cannot be used as given (the message names it).
     #[error("{0}")]
     Invalid(String),
+
+    /// The object store of big values (setting `store_url`) failed.
+    #[error("the object store {url} (setting store_url): {cause}")]
+    ObjectStore {
+        /// The store's URL.
+        url: String,
+        /// What the store said.
+        cause: object_store::Error,
+    },
 }
 
 /// What to check when RabbitMQ refused or did not answer, from its error's

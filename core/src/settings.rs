@@ -141,6 +141,19 @@ pub struct Settings {
     // Absent from older warren.toml files and settings dumps.
     #[serde(default)]
     pub redis_min_replicas: u32,
+    /// Where values bigger than `inline_max_bytes` are kept, shared by every
+    /// process of the namespace: `file:///DIR` (a directory, on one machine
+    /// or a shared file system). Empty keeps every value in Redis.
+    #[serde(default)]
+    pub store_url: String,
+    /// Values up to this size (bytes) stay in Redis; bigger ones go to the
+    /// store of `store_url`, when one is set.
+    #[serde(default = "default_inline_max_bytes")]
+    pub inline_max_bytes: usize,
+}
+
+fn default_inline_max_bytes() -> usize {
+    64 * 1024
 }
 
 /// Where a worker runs a task's function ([`Settings::isolation`]).
@@ -182,13 +195,15 @@ impl Default for Settings {
             accept_code: false,
             max_output_bytes: 1024 * 1024,
             redis_min_replicas: 0,
+            store_url: String::new(),
+            inline_max_bytes: default_inline_max_bytes(),
         }
     }
 }
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 25] = [
+    pub const FIELDS: [&'static str; 27] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -214,6 +229,8 @@ impl Settings {
         "accept_code",
         "max_output_bytes",
         "redis_min_replicas",
+        "store_url",
+        "inline_max_bytes",
     ];
 
     /// The settings that are lists (comma-separated when given as text).
@@ -344,6 +361,7 @@ impl Settings {
                 self.max_message_bytes, self.max_payload_bytes
             )));
         }
+        crate::store::objects::Location::parse(&self.store_url)?;
         Ok(())
     }
 
@@ -506,6 +524,17 @@ mod tests {
             "{err}"
         );
         assert_eq!(capped("process").unwrap().max_memory_per_task_mb, 512);
+    }
+
+    #[test]
+    fn a_store_url_is_a_directory_url_and_a_bad_one_is_named() {
+        let s = Settings::load(None, &[("store_url", "file:///var/lib/warren".into())]).unwrap();
+        assert_eq!(s.store_url, "file:///var/lib/warren");
+        assert_eq!(s.inline_max_bytes, 64 * 1024);
+        for bad in ["/var/lib/warren", "file://relative/dir", "ftp://x/y"] {
+            let err = Settings::load(None, &[("store_url", bad.into())]).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -15,15 +15,16 @@ use warren_core::signing::{self, SigningError};
 
 use crate::client::load_settings;
 
-/// `(namespace, amqp node URLs, redis URL, key file)` as `Client(config,
-/// **overrides)` would use them, passwords hidden; the key file is the path
-/// the `key_file` setting resolves to ("" for `none` or no home directory).
+/// `(namespace, amqp node URLs, redis URL, key file, store URL)` as
+/// `Client(config, **overrides)` would use them, passwords hidden; the key
+/// file is the path the `key_file` setting resolves to ("" for `none` or no
+/// home directory), the store URL is the setting `store_url` ("" for none).
 #[pyfunction]
 #[pyo3(signature = (config=None, overrides=Vec::new()))]
 pub fn resolved_settings(
     config: Option<PathBuf>,
     overrides: Vec<(String, String)>,
-) -> PyResult<(String, Vec<String>, String, String)> {
+) -> PyResult<(String, Vec<String>, String, String, String)> {
     let s = load_settings(config, &overrides)?;
     let nodes = warren_core::amqp::node_urls(&s.amqp_url)
         .into_iter()
@@ -41,6 +42,7 @@ pub fn resolved_settings(
         nodes,
         warren_core::settings::redact_url(&s.redis_url),
         key_file,
+        s.store_url.clone(),
     ))
 }
 

@@ -51,7 +51,7 @@ def connect(config: str | None, overrides: list[tuple[str, str]]) -> _warren.Cli
     try:
         return _warren.Client(config, overrides)
     except _warren.WarrenError as e:
-        _ns, amqp, redis, _key = _warren.resolved_settings(config, overrides)
+        _ns, amqp, redis, _key, _store = _warren.resolved_settings(config, overrides)
         down = _services.missing(amqp, redis)
         if down:
             raise _services.ServiceNotRunning(_services.explain(down)) from e
@@ -69,7 +69,9 @@ class LocalCluster:
     namespace key: it makes one (``key_file``, by default
     ``~/.config/warren/key``) if none exists. Settings (``namespace=``,
     ``amqp_url=``, ...) and ``config=`` are as for :class:`warren.Client`.
-    Logs go to ``log_dir`` (default: a new directory it names).
+    Values over ``inline_max_bytes`` (64 KiB) are kept in a directory, not
+    in Redis's memory: ``store_url`` if set, else one under the temporary
+    directory. Logs go to ``log_dir`` (default: a new directory it names).
     """
 
     def __init__(
@@ -96,9 +98,14 @@ class LocalCluster:
         self._threads = threads
         self._config = os.fspath(config) if config is not None else None
         self._overrides = [(k, setting_text(v)) for k, v in settings.items()]
-        self.namespace, _amqp, _redis, _key = _warren.resolved_settings(
+        self.namespace, _amqp, _redis, _key, store = _warren.resolved_settings(
             self._config, self._overrides
         )
+        if not store:
+            # Values over inline_max_bytes go to a directory rather than
+            # into Redis's memory: every process of the cluster and its
+            # clients is on this machine.
+            self._overrides.append(("store_url", _default_store().as_uri()))
         self.key_file, self.key_id, made = _warren.ensure_key(self._config, self._overrides)
         if made:
             print(
@@ -286,6 +293,14 @@ class LocalCluster:
             f'<li>Dashboard: <a href="{link}" target="_blank">{link}</a></li></ul>'
             f"<table><tr><th>worker</th><th>slots</th><th>running</th></tr>{rows}</table></div>"
         )
+
+
+def _default_store() -> Path:
+    """This user's directory for a local cluster's big values (on disk, not
+    in a RAM-backed runtime directory: values may be gigabytes)."""
+    d = Path(tempfile.gettempdir()) / f"warren-{os.getuid()}" / "store"
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return d
 
 
 def _runtime_dir() -> str | None:

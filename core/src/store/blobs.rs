@@ -9,7 +9,13 @@
 //! bytes it gets against the hash in the reference (a blob someone changed
 //! in Redis is refused, key or no key). A blob lives `result_ttl_secs` from
 //! its last write, as a finished future's value does.
+//!
+//! With a `store_url`, blobs over `inline_max_bytes` live in that object
+//! store instead ([`super::objects`]); the reference does not say where, so
+//! a reader looks first where a blob of its size would be, then in the
+//! other place (the setting may have changed while values lived).
 
+use bytes::Bytes;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -72,21 +78,43 @@ impl Store {
     /// Stores `bytes` (for `result_ttl_secs`) and returns their reference.
     pub async fn put_blob(&self, bytes: &[u8]) -> Result<BlobRef> {
         let r = BlobRef::of(bytes);
-        let mut con = self.con();
-        let _: () = con
-            .set_ex(self.keys.blob(&r.hash), bytes, self.ttl.max(1))
-            .await?;
+        match &self.objects {
+            Some(objects) if bytes.len() > self.inline_max => {
+                objects.put(&r.hash, Bytes::copy_from_slice(bytes)).await?;
+            }
+            _ => {
+                let mut con = self.con();
+                let _: () = con
+                    .set_ex(self.keys.blob(&r.hash), bytes, self.ttl.max(1))
+                    .await?;
+            }
+        }
         Ok(r)
     }
 
     /// The bytes `r` names; an error if they are gone (expired, forgotten)
     /// or are not the bytes the reference names.
     pub async fn get_blob(&self, r: &BlobRef) -> Result<Vec<u8>> {
-        let mut con = self.con();
-        let bytes: Option<Vec<u8>> = con.get(self.keys.blob(&r.hash)).await?;
+        let bytes = match &self.objects {
+            Some(objects) if r.size > self.inline_max as u64 => match objects.get(&r.hash).await? {
+                Some(b) => Some(Vec::from(b)),
+                None => self.redis_blob(r).await?,
+            },
+            Some(objects) => match self.redis_blob(r).await? {
+                Some(b) => Some(b),
+                None => objects.get(&r.hash).await?.map(Vec::from),
+            },
+            None => self.redis_blob(r).await?,
+        };
         let bytes = bytes.ok_or_else(|| {
+            let gone = match &self.objects {
+                Some(o) => format!("neither in Redis nor in the object store {}", o.url()),
+                None => "not in Redis, and this process has no store_url: if the workers \
+                         have one, set it here too"
+                    .to_string(),
+            };
             Error::Script(format!(
-                "value {} ({} bytes) is no longer in Redis (it lives result_ttl_secs)",
+                "value {} ({} bytes) is {gone} (values live result_ttl_secs)",
                 r.hash, r.size
             ))
         })?;
@@ -97,6 +125,23 @@ impl Store {
             )));
         }
         Ok(bytes)
+    }
+
+    async fn redis_blob(&self, r: &BlobRef) -> Result<Option<Vec<u8>>> {
+        let mut con = self.con();
+        Ok(con.get(self.keys.blob(&r.hash)).await?)
+    }
+
+    /// Deletes at most `limit` objects of the object store older than
+    /// `result_ttl_secs` (see [`super::objects`]); 0 without a store.
+    pub async fn sweep_objects(&self, limit: usize) -> Result<usize> {
+        match &self.objects {
+            Some(o) => {
+                o.sweep(std::time::Duration::from_secs(self.ttl), limit)
+                    .await
+            }
+            None => Ok(0),
+        }
     }
 }
 

@@ -45,6 +45,7 @@ pub mod cluster;
 pub mod coordination;
 mod encode;
 mod keys;
+pub mod objects;
 pub mod output;
 pub mod primary;
 mod reply;
@@ -133,6 +134,11 @@ pub struct Store {
     /// Seconds a final record is kept (setting `result_ttl_secs`).
     ttl: u64,
     scripts: Arc<Scripts>,
+    /// Where values over `inline_max` bytes go (setting `store_url`);
+    /// `None` keeps them all in Redis.
+    objects: Option<objects::Objects>,
+    /// Setting `inline_max_bytes`.
+    inline_max: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -235,6 +241,7 @@ impl Store {
         } else {
             Keys::new(&settings.namespace)
         };
+        let objects = objects::Objects::open(&settings.store_url, &settings.namespace)?;
         let primary_url = target.primary_url().await?;
         let con = open(&primary_url, settings.redis_timeout_secs).await?;
         let primary = Arc::new(std::sync::RwLock::new(Primary {
@@ -269,6 +276,8 @@ impl Store {
             keys,
             ttl: settings.result_ttl_secs,
             scripts: Arc::new(Scripts::new()),
+            objects,
+            inline_max: settings.inline_max_bytes,
         })
     }
 

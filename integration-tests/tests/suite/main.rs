@@ -32,6 +32,7 @@ mod later;
 mod limits;
 mod metrics;
 mod notebook;
+mod objects;
 mod outages;
 mod output;
 mod payloads;

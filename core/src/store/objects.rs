@@ -1,0 +1,237 @@
+//! Big values in an object store (setting `store_url`).
+//!
+//! Redis holds every byte it stores in memory, on the one machine every
+//! process of the namespace shares; a value of hundreds of MB there is RAM
+//! taken from every other future, and over 512 MB it cannot be stored at
+//! all. So values bigger than `inline_max_bytes` are written to an object
+//! store instead, through the `object_store` crate (one API for a directory,
+//! S3, GCS and Azure), and Redis, RabbitMQ and the scheduler only ever see
+//! their reference, `{"$blob": <hash>, "size": N}`, as for every value that
+//! is not JSON ([`super::blobs`]).
+//!
+//! Objects are named by content, `<namespace>/blobs/<hash>`: a value used by
+//! twenty dependents is one object, a rerun that computes the same bytes
+//! writes the same object, and a reader checks the bytes against the hash,
+//! so an object someone changed is refused. A write is atomic (a directory
+//! store writes a temporary file and renames it into place; an S3 `PUT` is
+//! whole or absent): a worker killed while writing leaves no partial object
+//! under the name. A directory store does not fsync: a written value
+//! survives any process's death, not the machine's power loss (as Redis
+//! with its default `appendfsync everysec` may lose the last second).
+//!
+//! Lifetime: as a value in Redis lives `result_ttl_secs` from its last
+//! write, an object lives that long from its last modification; schedulers
+//! [`sweep`](Objects::sweep) older ones, a bounded number per pass, so a
+//! crashed writer leaks nothing for longer than that.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::error::{Error, Result};
+
+/// Where the setting `store_url` says big values go; pure, so that settings
+/// are checked where they are loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// No store: every value stays in Redis (an empty `store_url`).
+    Redis,
+    /// A directory every process of the namespace reaches (`file:///DIR`).
+    Dir(PathBuf),
+}
+
+impl Location {
+    /// Parses a `store_url`, naming it and the forms it may take when it is
+    /// none of them.
+    pub fn parse(url: &str) -> Result<Self> {
+        if url.is_empty() {
+            return Ok(Self::Redis);
+        }
+        let bad = |why: &str| Error::Settings(format!("store_url {url:?} {why}"));
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(bad(
+                    "must name an absolute directory, as in file:///var/lib/warren",
+                ));
+            }
+            return Ok(Self::Dir(PathBuf::from(path)));
+        }
+        if ["s3://", "gs://", "az://"]
+            .iter()
+            .any(|s| url.starts_with(s))
+        {
+            return Err(bad(
+                "names a cloud object store, which this build of warren does not speak yet: \
+                 use file:///DIR, a directory every process of the namespace shares",
+            ));
+        }
+        Err(bad(
+            "must be file:///DIR (a directory every process of the namespace shares), \
+             or empty to keep every value in Redis",
+        ))
+    }
+}
+
+/// The object store of one namespace's big values. Cheap to clone.
+#[derive(Clone)]
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    /// `<namespace>/blobs`.
+    prefix: Path,
+    /// The `store_url`, for errors.
+    url: String,
+}
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Objects").field("url", &self.url).finish()
+    }
+}
+
+impl Objects {
+    /// The store `url` names for `namespace`, made if it is a directory that
+    /// does not exist yet; `None` for an empty `url`.
+    pub fn open(url: &str, namespace: &str) -> Result<Option<Self>> {
+        let dir = match Location::parse(url)? {
+            Location::Redis => return Ok(None),
+            Location::Dir(dir) => dir,
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::Settings(format!(
+                "store_url {url:?}: cannot make the directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let store = LocalFileSystem::new_with_prefix(&dir).map_err(|cause| Error::ObjectStore {
+            url: url.to_string(),
+            cause,
+        })?;
+        Ok(Some(Self {
+            store: Arc::new(store),
+            prefix: Path::from(namespace).join("blobs"),
+            url: url.to_string(),
+        }))
+    }
+
+    /// The store's URL (the setting `store_url`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn path(&self, hash: &str) -> Path {
+        self.prefix.clone().join(hash)
+    }
+
+    fn failed(&self, cause: object_store::Error) -> Error {
+        Error::ObjectStore {
+            url: self.url.clone(),
+            cause,
+        }
+    }
+
+    /// Writes the value whose hash is `hash`, whole or not at all.
+    pub async fn put(&self, hash: &str, bytes: Bytes) -> Result<()> {
+        self.store
+            .put(&self.path(hash), PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    /// The bytes stored under `hash`, or `None` if there are none. The
+    /// caller checks them against the hash.
+    pub async fn get(&self, hash: &str) -> Result<Option<Bytes>> {
+        match self.store.get(&self.path(hash)).await {
+            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| self.failed(e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Deletes at most `limit` objects last written more than `older_than`
+    /// ago, and returns how many it deleted. Another process sweeping at
+    /// once is harmless: an object already gone is not an error.
+    pub async fn sweep(&self, older_than: Duration, limit: usize) -> Result<usize> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let cutoff = now.saturating_sub(older_than.as_secs());
+        let mut listing = self.store.list(Some(&self.prefix));
+        let mut deleted = 0;
+        while deleted < limit {
+            let Some(meta) = listing.next().await else {
+                break;
+            };
+            let meta = meta.map_err(|e| self.failed(e))?;
+            let written = u64::try_from(meta.last_modified.timestamp()).unwrap_or(0);
+            if written >= cutoff {
+                continue;
+            }
+            match self.store.delete(&meta.location).await {
+                Ok(()) => deleted += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.failed(e)),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse_and_bad_ones_say_what_would_do() {
+        assert_eq!(Location::parse("").unwrap(), Location::Redis);
+        assert_eq!(
+            Location::parse("file:///var/lib/warren").unwrap(),
+            Location::Dir(PathBuf::from("/var/lib/warren"))
+        );
+        let relative = Location::parse("file://var/lib").unwrap_err().to_string();
+        assert!(relative.contains("absolute"), "{relative}");
+        let s3 = Location::parse("s3://bucket/x").unwrap_err().to_string();
+        assert!(s3.contains("file:///DIR"), "{s3}");
+        let odd = Location::parse("/var/lib/warren").unwrap_err().to_string();
+        assert!(
+            odd.contains("\"/var/lib/warren\"") && odd.contains("empty"),
+            "{odd}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_directory_store_round_trips_and_sweeps_only_old_objects() {
+        let dir = std::env::temp_dir().join(format!("warren-objects-{}", std::process::id()));
+        let url = format!("file://{}", dir.display());
+        let objects = Objects::open(&url, "ns").unwrap().unwrap();
+        let hash = blake3::hash(b"big").to_hex().to_string();
+        assert_eq!(objects.get(&hash).await.unwrap(), None);
+        objects
+            .put(&hash, Bytes::from_static(b"big"))
+            .await
+            .unwrap();
+        assert_eq!(
+            objects.get(&hash).await.unwrap().as_deref(),
+            Some(&b"big"[..])
+        );
+        assert!(dir.join("ns").join("blobs").join(&hash).is_file());
+        // Written just now: not older than an hour, so kept.
+        assert_eq!(
+            objects.sweep(Duration::from_secs(3600), 10).await.unwrap(),
+            0
+        );
+        assert!(objects.get(&hash).await.unwrap().is_some());
+        // Older than "no time at all" only once a second has passed.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(objects.sweep(Duration::ZERO, 10).await.unwrap(), 1);
+        assert_eq!(objects.get(&hash).await.unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
