@@ -4,6 +4,8 @@
 # in one run (python/bench/big_values.py): wall time and peak memory.
 #   bash scripts/bench-big-values.sh            # the table BENCHMARKS.md quotes
 #   bash scripts/bench-big-values.sh --smoke    # 4 arrays of 8 MiB
+#   bash scripts/bench-big-values.sh --s3       # also with an S3 store: Garage on
+#                                               # this machine (scripts/s3.sh), wiped after
 # WARREN_SKIP_BUILD=1 uses the binaries and the .venv as they are.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,4 +18,12 @@ if [ "${WARREN_SKIP_BUILD:-}" != 1 ]; then
   bash scripts/python-env.sh
 fi
 .venv/bin/python3 -m pip -q --disable-pip-version-check install "dask[distributed]" numpy
-exec .venv/bin/python3 python/bench/big_values.py "$@"
+if [[ " $* " == *" --s3 "* ]]; then
+  # The settings s3.sh prints reach Garage; its objects are wiped after the run.
+  set -a
+  eval "$(bash scripts/s3.sh)"
+  set +a
+  unset WARREN_STORE_URL
+  trap 'bash scripts/s3.sh --wipe' EXIT
+fi
+.venv/bin/python3 python/bench/big_values.py "$@"

@@ -32,6 +32,8 @@ check "bash scripts/bench-peers.sh --smoke (warren-compare)" "| workload | warre
 check "bash scripts/bench-python.sh --smoke" "| workload | warren | dask" bash scripts/bench-python.sh --smoke
 check "bash scripts/bench-redis-cluster.sh --smoke" "== cluster, redis_min_replicas 1: map(inc" \
   bash scripts/bench-redis-cluster.sh --smoke
+check "bash scripts/bench-big-values.sh --smoke --s3" "| stack | wall (s) |" \
+  bash scripts/bench-big-values.sh --smoke --s3
 check "bash scripts/bench-signing.sh --smoke" "| tasks/s |" bash scripts/bench-signing.sh --smoke
 check "bash scripts/bench-startup.sh --smoke" "| step | warren (s) | dask (s)" bash scripts/bench-startup.sh --smoke
 export WARREN_CLUSTER_DIR="${TMPDIR:-/tmp}/warren-cluster-smoke-$$"

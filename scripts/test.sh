@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: brings up RabbitMQ + Redis (installing them if missing),
-# checks formatting and lints, builds the binaries the end-to-end tests spawn,
+# The whole test suite: brings up RabbitMQ, Redis and an S3-compatible server
+# (installing them if missing), checks formatting and lints, builds the
+# binaries the end-to-end tests spawn,
 # and runs every test against the real services: Rust's, then Python's
 # (in .venv, with the package installed as a user installs it).
 set -euo pipefail
@@ -10,6 +11,10 @@ step() { printf '== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 trap 'step "done (exit $?)"' EXIT
 
 bash broker-config/up.sh
+# A real S3-compatible server (Garage) for the object store tests; building it
+# from crates.io takes ~10 minutes the first time on a new machine.
+step "scripts/s3.sh (Garage on 127.0.0.1:3900)"
+bash scripts/s3.sh
 # The progress-bar test reads a real terminal through tmux.
 if ! command -v tmux >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

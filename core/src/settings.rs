@@ -143,13 +143,29 @@ pub struct Settings {
     pub redis_min_replicas: u32,
     /// Where values bigger than `inline_max_bytes` are kept, shared by every
     /// process of the namespace: `file:///DIR` (a directory, on one machine
-    /// or a shared file system). Empty keeps every value in Redis.
+    /// or a shared file system) or `s3://BUCKET/PREFIX` (any S3-compatible
+    /// server, see the `s3_*` settings). Empty keeps every value in Redis.
     #[serde(default)]
     pub store_url: String,
     /// Values up to this size (bytes) stay in Redis; bigger ones go to the
     /// store of `store_url`, when one is set.
     #[serde(default = "default_inline_max_bytes")]
     pub inline_max_bytes: usize,
+    /// The S3 server of an `s3://` store, as `https://host[:port]` (or
+    /// `http://` on a private network); empty: `AWS_ENDPOINT_URL`, else AWS.
+    #[serde(default)]
+    pub s3_endpoint: String,
+    /// The S3 region; empty: `AWS_REGION`, else `us-east-1`.
+    #[serde(default)]
+    pub s3_region: String,
+    /// The S3 access key's id; empty: `AWS_ACCESS_KEY_ID`, else the
+    /// environment's other credentials (an instance role).
+    #[serde(default)]
+    pub s3_access_key_id: String,
+    /// The S3 access key's secret; empty: `AWS_SECRET_ACCESS_KEY`. A worker
+    /// hides it from the programs it runs, as it does URL passwords.
+    #[serde(default)]
+    pub s3_secret_access_key: String,
 }
 
 fn default_inline_max_bytes() -> usize {
@@ -197,13 +213,17 @@ impl Default for Settings {
             redis_min_replicas: 0,
             store_url: String::new(),
             inline_max_bytes: default_inline_max_bytes(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
         }
     }
 }
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 27] = [
+    pub const FIELDS: [&'static str; 31] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -231,6 +251,10 @@ impl Settings {
         "redis_min_replicas",
         "store_url",
         "inline_max_bytes",
+        "s3_endpoint",
+        "s3_region",
+        "s3_access_key_id",
+        "s3_secret_access_key",
     ];
 
     /// The settings that are lists (comma-separated when given as text).
@@ -301,12 +325,30 @@ impl Settings {
             }
             .map_err(settings_err)?;
         }
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(settings_err)?;
+        // Read now, not when the store opens: a worker hides secrets in its
+        // environment once its settings are loaded.
+        settings.fill_from_aws(|name| std::env::var(name).ok());
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Fills each empty S3 setting from the standard AWS variable, as `var`
+    /// gives them, so that a machine set up for the `aws` CLI needs no more.
+    pub fn fill_from_aws(&mut self, var: impl Fn(&str) -> Option<String>) {
+        for (slot, name) in [
+            (&mut self.s3_endpoint, "AWS_ENDPOINT_URL"),
+            (&mut self.s3_region, "AWS_REGION"),
+            (&mut self.s3_access_key_id, "AWS_ACCESS_KEY_ID"),
+            (&mut self.s3_secret_access_key, "AWS_SECRET_ACCESS_KEY"),
+        ] {
+            if slot.is_empty() {
+                *slot = var(name).unwrap_or_default();
+            }
+        }
     }
 
     /// Checks values that would otherwise fail far from where they were set.
@@ -531,10 +573,31 @@ mod tests {
         let s = Settings::load(None, &[("store_url", "file:///var/lib/warren".into())]).unwrap();
         assert_eq!(s.store_url, "file:///var/lib/warren");
         assert_eq!(s.inline_max_bytes, 64 * 1024);
-        for bad in ["/var/lib/warren", "file://relative/dir", "ftp://x/y"] {
+        for bad in [
+            "/var/lib/warren",
+            "file://relative/dir",
+            "ftp://x/y",
+            "s3://No",
+        ] {
             let err = Settings::load(None, &[("store_url", bad.into())]).unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }
+    }
+
+    #[test]
+    fn empty_s3_settings_take_the_aws_variables_and_set_ones_win() {
+        let mut s = Settings {
+            s3_region: "garage".into(),
+            ..Settings::default()
+        };
+        s.fill_from_aws(|name| Some(format!("from {name}")));
+        assert_eq!(s.s3_endpoint, "from AWS_ENDPOINT_URL");
+        assert_eq!(s.s3_region, "garage");
+        assert_eq!(s.s3_access_key_id, "from AWS_ACCESS_KEY_ID");
+        assert_eq!(s.s3_secret_access_key, "from AWS_SECRET_ACCESS_KEY");
+        let mut none = Settings::default();
+        none.fill_from_aws(|_| None);
+        assert_eq!(none, Settings::default());
     }
 
     #[test]

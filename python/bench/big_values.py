@@ -6,6 +6,8 @@ to its sum, and one task adds the sums; the client gathers only the final
 float. It runs on 2 Python workers of 1 slot each:
 
 - warren with a directory store (``store_url``, in the temporary directory);
+- with ``--s3``, warren with an S3 store (Garage on this machine, as
+  ``scripts/s3.sh`` starts it and its ``WARREN_S3_*`` settings reach it);
 - warren without one (every value in Redis);
 - dask's ``LocalCluster`` of 2 single-threaded worker processes.
 
@@ -152,6 +154,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=20, help="arrays")
     ap.add_argument("--mib", type=int, default=100, help="MiB per array")
     ap.add_argument("--smoke", action="store_true", help="4 arrays of 8 MiB")
+    ap.add_argument(
+        "--s3", action="store_true", help="also with an S3 store (the WARREN_S3_* settings)"
+    )
     ap.add_argument("--bin-dir", default=os.environ.get("WARREN_BIN_DIR", REPO / "target/release"))
     args = ap.parse_args()
     if args.smoke:
@@ -161,6 +166,12 @@ def main() -> int:
     try:
         ws = warren_run(bin_dir, store_dir.as_uri(), args.n, args.mib)
         print(f"  warren, directory store: {ws}", file=sys.stderr)
+        rows = [("warren, `store_url` a directory", ws)]
+        if args.s3:
+            bucket = os.environ.get("WARREN_TEST_S3_BUCKET", "warren-test")
+            w3 = warren_run(bin_dir, f"s3://{bucket}/bench-{uuid.uuid4().hex[:8]}", args.n, args.mib)
+            print(f"  warren, S3 store: {w3}", file=sys.stderr)
+            rows.append(("warren, `store_url` S3 (Garage, loopback)", w3))
         wr = warren_run(bin_dir, "", args.n, args.mib)
         print(f"  warren, values in Redis: {wr}", file=sys.stderr)
         d = dask_run(args.n, args.mib)
@@ -172,7 +183,7 @@ def main() -> int:
     print("| stack | wall (s) | vs dask | peak RSS of one process (MiB) | Redis grew (MiB) |")
     print("|---|---|---|---|---|")
     for name, (took, peak, *grew) in [
-        ("warren, `store_url` a directory", ws),
+        *rows,
         ("warren, values in Redis", wr),
         ("dask LocalCluster", (*d,)),
     ]:

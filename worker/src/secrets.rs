@@ -10,6 +10,10 @@
 //! `/proc` reads: the password becomes `***`. The worker then checks what
 //! `/proc/self/environ` shows and says so if a password is still there.
 //!
+//! The S3 store's secret (`WARREN_S3_SECRET_ACCESS_KEY`, or the standard
+//! `AWS_SECRET_ACCESS_KEY` it falls back to) is a whole value, not a URL's
+//! part: stars cover all of it.
+//!
 //! This hides what a program could read without effort; a program running
 //! as the worker's user can still read the worker's files (`warren.toml`)
 //! and, with ptrace rights, its memory. `--run-as USER` is the boundary for
@@ -19,33 +23,52 @@ use std::ffi::CString;
 
 use warren_core::settings::redact_url;
 
+/// Variables whose whole value is a secret. (`AWS_SESSION_TOKEN` stays:
+/// the S3 client reads it when it connects, after this runs.)
+const SECRET_VARIABLES: [&str; 2] = ["WARREN_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"];
+
 /// Overwrites, in this process's environment block, the password of every
-/// `WARREN_*` variable that holds a URL. Returns the names scrubbed, and the
-/// names whose password `/proc/self/environ` still shows (empty if none).
+/// `WARREN_*` variable that holds a URL, and the whole value of each of
+/// [`SECRET_VARIABLES`]. Returns the names scrubbed, and the names whose
+/// secret `/proc/self/environ` still shows (empty if none).
 pub fn scrub_environment() -> (Vec<String>, Vec<String>) {
     let mut scrubbed = Vec::new();
+    // (name, what `/proc/self/environ` would show of the secret)
     let mut secrets = Vec::new();
     for (name, value) in std::env::vars_os() {
         let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
             continue;
         };
-        if !name.starts_with("WARREN_") || !value.contains("://") {
+        let whole = SECRET_VARIABLES.contains(&name);
+        if !whole && (!name.starts_with("WARREN_") || !value.contains("://")) {
             continue;
         }
-        let hidden = hide_passwords(value);
+        let hidden = if whole {
+            "*".repeat(value.len())
+        } else {
+            hide_passwords(value)
+        };
         if hidden == value {
             continue;
         }
         if overwrite(name, value, &hidden) {
             scrubbed.push(name.to_string());
-            secrets.extend(passwords(value).into_iter().map(|p| (name.to_string(), p)));
+            if whole {
+                secrets.push((name.to_string(), format!("{name}={value}")));
+            } else {
+                secrets.extend(
+                    passwords(value)
+                        .into_iter()
+                        .map(|p| (name.to_string(), format!(":{p}@"))),
+                );
+            }
         }
     }
     let shown = std::fs::read("/proc/self/environ").unwrap_or_default();
     let shown = String::from_utf8_lossy(&shown);
     let mut leaked: Vec<String> = secrets
         .into_iter()
-        .filter(|(_, p)| shown.contains(&format!(":{p}@")))
+        .filter(|(_, p)| shown.contains(p.as_str()))
         .map(|(n, _)| n)
         .collect();
     leaked.dedup();

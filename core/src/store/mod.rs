@@ -241,7 +241,7 @@ impl Store {
         } else {
             Keys::new(&settings.namespace)
         };
-        let objects = objects::Objects::open(&settings.store_url, &settings.namespace)?;
+        let objects = objects::Objects::open(settings)?;
         let primary_url = target.primary_url().await?;
         let con = open(&primary_url, settings.redis_timeout_secs).await?;
         let primary = Arc::new(std::sync::RwLock::new(Primary {

@@ -19,6 +19,13 @@
 //! survives any process's death, not the machine's power loss (as Redis
 //! with its default `appendfsync everysec` may lose the last second).
 //!
+//! An S3 store (`s3://BUCKET/PREFIX`, any S3-compatible server: AWS,
+//! Garage, MinIO, Ceph) is reached with the settings `s3_endpoint`,
+//! `s3_region`, `s3_access_key_id` and `s3_secret_access_key`, which the
+//! standard `AWS_*` variables fill where they are empty (see
+//! [`crate::settings`]); whatever else `AWS_*` says (a session token, an
+//! instance role) the `object_store` crate reads itself.
+//!
 //! Lifetime: as a value in Redis lives `result_ttl_secs` from its last
 //! write, an object lives that long from its last modification; schedulers
 //! [`sweep`](Objects::sweep) older ones, a bounded number per pass, so a
@@ -30,11 +37,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{Error, Result};
+use crate::settings::Settings;
 
 /// Where the setting `store_url` says big values go; pure, so that settings
 /// are checked where they are loaded.
@@ -44,6 +53,14 @@ pub enum Location {
     Redis,
     /// A directory every process of the namespace reaches (`file:///DIR`).
     Dir(PathBuf),
+    /// A bucket of an S3-compatible server (`s3://BUCKET/PREFIX`), objects
+    /// under `PREFIX` (which may be empty).
+    S3 {
+        /// The bucket's name.
+        bucket: String,
+        /// Where in the bucket, without leading or trailing `/`.
+        prefix: String,
+    },
 }
 
 impl Location {
@@ -62,18 +79,46 @@ impl Location {
             }
             return Ok(Self::Dir(PathBuf::from(path)));
         }
-        if ["s3://", "gs://", "az://"]
-            .iter()
-            .any(|s| url.starts_with(s))
-        {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            // S3's rules for new buckets: 3-63 lower-case letters, digits,
+            // dots and hyphens, starting and ending with a letter or digit.
+            let edge =
+                |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            let valid = (3..=63).contains(&bucket.len())
+                && bucket
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+                && edge(bucket.chars().next())
+                && edge(bucket.chars().last());
+            if !valid {
+                return Err(bad(
+                    "must name a bucket of 3-63 lower-case letters, digits, '.' or '-', \
+                     as in s3://warren/values",
+                ));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+                && !prefix.is_empty()
+            {
+                return Err(bad("has an empty, '.' or '..' part in its prefix"));
+            }
+            return Ok(Self::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            });
+        }
+        if ["gs://", "az://"].iter().any(|s| url.starts_with(s)) {
             return Err(bad(
-                "names a cloud object store, which this build of warren does not speak yet: \
-                 use file:///DIR, a directory every process of the namespace shares",
+                "names a cloud object store this build of warren does not speak yet: \
+                 use s3://BUCKET/PREFIX (any S3-compatible server) or file:///DIR",
             ));
         }
         Err(bad(
             "must be file:///DIR (a directory every process of the namespace shares), \
-             or empty to keep every value in Redis",
+             s3://BUCKET/PREFIX, or empty to keep every value in Redis",
         ))
     }
 }
@@ -95,26 +140,39 @@ impl std::fmt::Debug for Objects {
 }
 
 impl Objects {
-    /// The store `url` names for `namespace`, made if it is a directory that
-    /// does not exist yet; `None` for an empty `url`.
-    pub fn open(url: &str, namespace: &str) -> Result<Option<Self>> {
-        let dir = match Location::parse(url)? {
-            Location::Redis => return Ok(None),
-            Location::Dir(dir) => dir,
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            Error::Settings(format!(
-                "store_url {url:?}: cannot make the directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let store = LocalFileSystem::new_with_prefix(&dir).map_err(|cause| Error::ObjectStore {
+    /// The store `settings.store_url` names for the namespace (a directory
+    /// is made if it does not exist yet); `None` for an empty `store_url`.
+    pub fn open(settings: &Settings) -> Result<Option<Self>> {
+        let url = settings.store_url.as_str();
+        let failed = |cause| Error::ObjectStore {
             url: url.to_string(),
             cause,
-        })?;
+        };
+        let (store, root): (Arc<dyn ObjectStore>, String) = match Location::parse(url)? {
+            Location::Redis => return Ok(None),
+            Location::Dir(dir) => {
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    Error::Settings(format!(
+                        "store_url {url:?}: cannot make the directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                let store = LocalFileSystem::new_with_prefix(&dir).map_err(failed)?;
+                (Arc::new(store), String::new())
+            }
+            Location::S3 { bucket, prefix } => {
+                let store = s3_builder(settings, &bucket).build().map_err(failed)?;
+                (Arc::new(store), prefix)
+            }
+        };
+        let prefix = Path::from_iter(
+            root.split('/')
+                .filter(|p| !p.is_empty())
+                .chain([settings.namespace.as_str(), "blobs"]),
+        );
         Ok(Some(Self {
-            store: Arc::new(store),
-            prefix: Path::from(namespace).join("blobs"),
+            store,
+            prefix,
             url: url.to_string(),
         }))
     }
@@ -184,6 +242,29 @@ impl Objects {
     }
 }
 
+/// The client of an S3 bucket: the `AWS_*` environment first (session
+/// tokens, instance roles), then warren's settings over it.
+fn s3_builder(settings: &Settings, bucket: &str) -> AmazonS3Builder {
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if !settings.s3_region.is_empty() {
+        b = b.with_region(&settings.s3_region);
+    }
+    if !settings.s3_endpoint.is_empty() {
+        // A server on a private network is often plain HTTP: the endpoint
+        // says so, and only then is HTTP allowed.
+        b = b
+            .with_endpoint(&settings.s3_endpoint)
+            .with_allow_http(settings.s3_endpoint.starts_with("http://"));
+    }
+    if !settings.s3_access_key_id.is_empty() {
+        b = b.with_access_key_id(&settings.s3_access_key_id);
+    }
+    if !settings.s3_secret_access_key.is_empty() {
+        b = b.with_secret_access_key(&settings.s3_secret_access_key);
+    }
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,8 +278,34 @@ mod tests {
         );
         let relative = Location::parse("file://var/lib").unwrap_err().to_string();
         assert!(relative.contains("absolute"), "{relative}");
-        let s3 = Location::parse("s3://bucket/x").unwrap_err().to_string();
-        assert!(s3.contains("file:///DIR"), "{s3}");
+        assert_eq!(
+            Location::parse("s3://warren-values/a/b/").unwrap(),
+            Location::S3 {
+                bucket: "warren-values".into(),
+                prefix: "a/b".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("s3://warren").unwrap(),
+            Location::S3 {
+                bucket: "warren".into(),
+                prefix: String::new()
+            }
+        );
+        for bad in [
+            "s3://",
+            "s3://Big",
+            "s3://ab",
+            "s3://-warren",
+            "s3://w_x/y",
+            "s3://warren/a//b",
+            "s3://warren/../x",
+        ] {
+            let err = Location::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+        let gs = Location::parse("gs://bucket/x").unwrap_err().to_string();
+        assert!(gs.contains("s3://BUCKET/PREFIX"), "{gs}");
         let odd = Location::parse("/var/lib/warren").unwrap_err().to_string();
         assert!(
             odd.contains("\"/var/lib/warren\"") && odd.contains("empty"),
@@ -209,8 +316,12 @@ mod tests {
     #[tokio::test]
     async fn a_directory_store_round_trips_and_sweeps_only_old_objects() {
         let dir = std::env::temp_dir().join(format!("warren-objects-{}", std::process::id()));
-        let url = format!("file://{}", dir.display());
-        let objects = Objects::open(&url, "ns").unwrap().unwrap();
+        let settings = Settings {
+            store_url: format!("file://{}", dir.display()),
+            namespace: "ns".into(),
+            ..Settings::default()
+        };
+        let objects = Objects::open(&settings).unwrap().unwrap();
         let hash = blake3::hash(b"big").to_hex().to_string();
         assert_eq!(objects.get(&hash).await.unwrap(), None);
         objects

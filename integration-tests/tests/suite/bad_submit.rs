@@ -228,7 +228,15 @@ async fn a_program_task_cannot_walk_around_the_workers_allow_list() {
     assert!(url.contains(":guest@"));
     let mut c = Cluster::start_with(ClusterOptions {
         workers: 0,
-        env: vec![("WARREN_AMQP_URL".into(), url)],
+        env: vec![
+            ("WARREN_AMQP_URL".into(), url),
+            // S3 secrets, whole values rather than a URL's part.
+            (
+                "WARREN_S3_SECRET_ACCESS_KEY".into(),
+                "warren-s3-secret-marker".into(),
+            ),
+            ("AWS_SECRET_ACCESS_KEY".into(), "aws-secret-marker".into()),
+        ],
         ..Default::default()
     })
     .await;
@@ -340,6 +348,13 @@ async fn a_program_task_cannot_walk_around_the_workers_allow_list() {
         !environ.contains(":guest@"),
         "the password is readable: {environ}"
     );
+    assert!(environ.contains("AWS_SECRET_ACCESS_KEY="), "{environ}");
+    for secret in ["warren-s3-secret-marker", "aws-secret-marker"] {
+        assert!(
+            !environ.contains(secret),
+            "the S3 secret is readable: {environ}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
     c.shutdown().await;
 }

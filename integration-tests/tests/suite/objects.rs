@@ -1,13 +1,17 @@
 //! Big values in an object store (issue 36): with `store_url`, a value over
-//! `inline_max_bytes` is written to the store's directory and Redis keeps
-//! nothing of it; small values stay in Redis; a changed object is refused;
-//! schedulers sweep objects older than `result_ttl_secs`.
+//! `inline_max_bytes` is written to the store and Redis keeps nothing of
+//! it; small values stay in Redis; a changed object is refused; schedulers
+//! sweep objects older than `result_ttl_secs`. The same test runs on a
+//! directory and on a real S3-compatible server (Garage, which
+//! `scripts/s3.sh` installs and starts; `scripts/test.sh` runs it first).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use redis::AsyncCommands;
 use warren_core::envelope::{self, Kind};
+use warren_core::store::objects::Objects;
 use warren_integration_tests::{Cluster, ClusterOptions};
 
 /// A fresh directory for one test's store.
@@ -20,35 +24,80 @@ fn store_dir(name: &str) -> PathBuf {
     d
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn big_values_go_to_the_store_small_ones_stay_in_redis_and_old_ones_are_swept() {
-    let dir = store_dir("objects");
-    let c = Cluster::start_with(ClusterOptions {
-        env: vec![
-            (
-                "WARREN_STORE_URL".into(),
-                format!("file://{}", dir.display()),
+/// The S3 server and test key of `scripts/s3.sh`, unless the environment
+/// names others (`WARREN_TEST_S3_*`).
+fn s3_env() -> Vec<(String, String)> {
+    let var = |name: &str, default: &str| {
+        std::env::var(format!("WARREN_TEST_S3_{name}")).unwrap_or_else(|_| default.to_string())
+    };
+    let bucket = var("BUCKET", "warren-test");
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    vec![
+        (
+            "WARREN_STORE_URL".into(),
+            format!("s3://{bucket}/it-{prefix}"),
+        ),
+        (
+            "WARREN_S3_ENDPOINT".into(),
+            var("ENDPOINT", "http://127.0.0.1:3900"),
+        ),
+        ("WARREN_S3_REGION".into(), var("REGION", "garage")),
+        (
+            "WARREN_S3_ACCESS_KEY_ID".into(),
+            var("ACCESS_KEY_ID", "GK0000000000000000000000a1"),
+        ),
+        (
+            "WARREN_S3_SECRET_ACCESS_KEY".into(),
+            var(
+                "SECRET_ACCESS_KEY",
+                "776172726e0000000000000000000000000000000000000000000000000000b1",
             ),
-            ("WARREN_RESULT_TTL_SECS".into(), "4".into()),
-        ],
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn big_values_go_to_a_directory_store_and_old_ones_are_swept() {
+    let dir = store_dir("objects");
+    let url = format!("file://{}", dir.display());
+    big_values_go_to_the_store(vec![("WARREN_STORE_URL".into(), url)]).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn big_values_go_to_an_s3_store_and_old_ones_are_swept() {
+    big_values_go_to_the_store(s3_env()).await;
+}
+
+/// Runs the test on the store `env` names.
+async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
+    env.push(("WARREN_RESULT_TTL_SECS".into(), "4".into()));
+    let c = Cluster::start_with(ClusterOptions {
+        env,
         ..Default::default()
     })
     .await;
     let client = c.client().await;
     let ns = &c.settings.namespace;
-    let blobs = dir.join(ns).join("blobs");
+    let objects = Objects::open(&c.settings)
+        .expect("the store opens")
+        .expect("a store_url is set");
+    let stored = |hash: String| {
+        let objects = objects.clone();
+        async move { objects.get(&hash).await.expect("the store answers") }
+    };
     let mut redis = redis::Client::open(c.settings.redis_url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
 
-    // Over inline_max_bytes (64 KiB): one file named by its hash, nothing in
-    // Redis, the same bytes back.
+    // Over inline_max_bytes (64 KiB): one object named by its hash, nothing
+    // in Redis, the same bytes back.
     let frame: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
     let big = envelope::seal(Kind::Data, "value", b"{}", &[frame.as_slice()], None).unwrap();
     let r = client.put_blob(&big).await.unwrap();
-    assert!(blobs.join(&r.hash).is_file());
+    assert_eq!(stored(r.hash.clone()).await.as_deref(), Some(&big[..]));
     let in_redis: bool = redis.exists(format!("{ns}:blob:{}", r.hash)).await.unwrap();
     assert!(!in_redis, "a big value must not be in Redis");
     assert_eq!(client.get_blob(&r).await.unwrap(), big);
@@ -67,7 +116,7 @@ async fn big_values_go_to_the_store_small_ones_stay_in_redis_and_old_ones_are_sw
 
     // At most inline_max_bytes: in Redis, not in the store.
     let small = client.put_blob(b"small").await.unwrap();
-    assert!(!blobs.join(&small.hash).exists());
+    assert_eq!(stored(small.hash.clone()).await, None);
     let in_redis: bool = redis
         .exists(format!("{ns}:blob:{}", small.hash))
         .await
@@ -85,14 +134,17 @@ async fn big_values_go_to_the_store_small_ones_stay_in_redis_and_old_ones_are_sw
     // An object someone changed is refused, not returned.
     let mut changed = big.clone();
     changed[100] ^= 1;
-    std::fs::write(blobs.join(&r.hash), &changed).unwrap();
+    objects
+        .put(&r.hash, Bytes::from(changed))
+        .await
+        .expect("the store takes a write");
     let err = client.get_blob(&r).await.unwrap_err().to_string();
     assert!(err.contains("refused"), "{err}");
 
     // The scheduler sweeps objects older than result_ttl_secs (4 s here,
-    // so it sweeps every 4 s): within 15 s the file is gone.
+    // so it sweeps every 4 s): within 15 s the object is gone.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while blobs.join(&r.hash).exists() {
+    while stored(r.hash.clone()).await.is_some() {
         assert!(
             Instant::now() < deadline,
             "the scheduler did not sweep an object older than result_ttl_secs"
@@ -100,5 +152,4 @@ async fn big_values_go_to_the_store_small_ones_stay_in_redis_and_old_ones_are_sw
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     c.shutdown().await;
-    std::fs::remove_dir_all(&dir).unwrap();
 }
