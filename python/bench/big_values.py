@@ -117,6 +117,13 @@ def warren_run(bin_dir: Path, store: str, n: int, mib: int) -> tuple[float, floa
         took = workload(c, n, mib)
         grew = (redis_used() - before) / 2**20
         peaks = peak_mib([p.pid for p in procs] + [os.getpid()])
+        names = {}
+        for pid in peaks:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                names[pid] = cmdline.replace(b"\0", b" ")[:80].decode()
+            except OSError:
+                pass
     finally:
         c.close()
         for p in procs:
@@ -129,6 +136,8 @@ def warren_run(bin_dir: Path, store: str, n: int, mib: int) -> tuple[float, floa
         for i in range(0, len(keys), 500):
             subprocess.run(["redis-cli", "del", *keys[i : i + 500]], capture_output=True)
     others = {pid: m for pid, m in peaks.items() if pid != os.getpid()}
+    for pid, m in sorted(others.items(), key=lambda x: -x[1]):
+        print(f"    peak {m:,.0f} MiB: {names.get(pid, '?')} (pid {pid})", file=sys.stderr)
     return took, max(others.values()), grew
 
 
@@ -169,7 +178,8 @@ def main() -> int:
         rows = [("warren, `store_url` a directory", ws)]
         if args.s3:
             bucket = os.environ.get("WARREN_TEST_S3_BUCKET", "warren-test")
-            w3 = warren_run(bin_dir, f"s3://{bucket}/bench-{uuid.uuid4().hex[:8]}", args.n, args.mib)
+            s3 = f"s3://{bucket}/bench-{uuid.uuid4().hex[:8]}"
+            w3 = warren_run(bin_dir, s3, args.n, args.mib)
             print(f"  warren, S3 store: {w3}", file=sys.stderr)
             rows.append(("warren, `store_url` S3 (Garage, loopback)", w3))
         wr = warren_run(bin_dir, "", args.n, args.mib)
