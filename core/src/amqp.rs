@@ -24,6 +24,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use crate::error::{Error, Result};
 use crate::messages::CONTENT_TYPE;
 use crate::settings::{Settings, redact_url};
+use crate::tls::Tls;
 
 /// A fresh name for a private queue of `namespace`, of `kind` (`client`,
 /// `control`).
@@ -129,12 +130,18 @@ pub async fn connect_watched(settings: &Settings, name: &str) -> Result<(Connect
         usize::MAX => std::process::id() as usize % urls.len(),
         i => i % urls.len(),
     };
+    // Read at every connect: a certificate renewed on disk is used at the
+    // next reconnect.
+    let tls = Tls::load(settings)?;
+    let runtime = lapin::runtime::default_runtime()?;
     let mut failures = Vec::new();
     for url in node_order(&urls, first) {
         let props =
             ConnectionProperties::default().with_connection_name(LongString::from(name.clone()));
-        match tokio::time::timeout(timeout, Connection::connect(&with_heartbeat(url), props)).await
-        {
+        let login = with_heartbeat(&tls.amqp_url(url));
+        let connecting =
+            Connection::connect_with_config(&login, props, tls.amqp(), runtime.clone());
+        match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(conn)) => {
                 if let Some(i) = urls.iter().position(|u| *u == url) {
                     LAST_GOOD_NODE.store(i, Ordering::Relaxed);

@@ -76,7 +76,9 @@ pub enum Error {
 /// What to check when RabbitMQ refused or did not answer, from its error's
 /// text: a refused login is not a stopped broker.
 pub fn amqp_hint(cause: &str) -> &'static str {
-    if cause.contains("ACCESS_REFUSED") || cause.contains("ACCESS-REFUSED") {
+    if let Some(hint) = tls_hint(cause) {
+        hint
+    } else if cause.contains("ACCESS_REFUSED") || cause.contains("ACCESS-REFUSED") {
         "the user or password in the URL is wrong: check them in WARREN_AMQP_URL (amqp://USER:PASSWORD@HOST:PORT/VHOST)"
     } else if cause.contains("NOT_ALLOWED") || cause.contains("NOT-ALLOWED") {
         "the vhost does not exist or the user has no rights to it: check the vhost at the end of WARREN_AMQP_URL (%2f is /) and `rabbitmqctl list_permissions -p VHOST`"
@@ -85,9 +87,31 @@ pub fn amqp_hint(cause: &str) -> &'static str {
     }
 }
 
+/// What to check when TLS failed: the server runs, and the trust does not.
+fn tls_hint(cause: &str) -> Option<&'static str> {
+    let cause = cause.to_ascii_lowercase();
+    if cause.contains("unknownissuer") || cause.contains("unknown issuer") {
+        Some(
+            "the server's certificate is not signed by a CA this process trusts: set tls_ca_file (WARREN_TLS_CA_FILE) to the CA that signed it",
+        )
+    } else if cause.contains("notvalidforname") || cause.contains("not valid for name") {
+        Some(
+            "the server's certificate does not name the host in the URL: use a host name the certificate lists",
+        )
+    } else if cause.contains("certificate") || cause.contains("handshake") {
+        Some(
+            "a TLS failure: check tls_ca_file, and tls_cert_file and tls_key_file if the server asks for a client certificate",
+        )
+    } else {
+        None
+    }
+}
+
 /// What to check when Redis refused or did not answer, from its error's text.
 pub fn redis_hint(cause: &str) -> &'static str {
-    if cause.contains("NOAUTH") {
+    if let Some(hint) = tls_hint(cause) {
+        hint
+    } else if cause.contains("NOAUTH") {
         "Redis wants a password and the URL has none: put it in WARREN_REDIS_URL (redis://:PASSWORD@HOST:PORT/, or redis://USER:PASSWORD@... for an ACL user)"
     } else if cause.contains("WRONGPASS") || cause.contains("invalid password") {
         "the user or password in the URL is wrong: check them in WARREN_REDIS_URL (redis://USER:PASSWORD@HOST:PORT/)"
@@ -130,5 +154,10 @@ mod tests {
         assert!(redis_hint("NOAUTH: Authentication required.").contains("has none"));
         assert!(redis_hint("WRONGPASS: invalid username-password pair").contains("wrong"));
         assert!(redis_hint("Connection refused (os error 111)").contains("is it running"));
+        let unknown = "io error: invalid peer certificate: UnknownIssuer";
+        assert!(amqp_hint(unknown).contains("tls_ca_file"));
+        assert!(redis_hint(unknown).contains("tls_ca_file"));
+        assert!(redis_hint("invalid peer certificate: NotValidForName").contains("host"));
+        assert!(amqp_hint("received fatal alert: CertificateRequired").contains("tls_cert_file"));
     }
 }

@@ -52,6 +52,7 @@ pub mod status;
 pub mod store;
 pub mod taskkey;
 pub mod timing;
+pub mod tls;
 pub mod topology;
 
 pub use error::{Error, Result};

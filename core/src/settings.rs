@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::topology::QueueType;
 
 /// Every tunable of warren, with its default in [`Settings::default`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// RabbitMQ URL (`amqp://` or `amqps://`), including user, password and
@@ -166,6 +166,39 @@ pub struct Settings {
     /// hides it from the programs it runs, as it does URL passwords.
     #[serde(default)]
     pub s3_secret_access_key: String,
+    /// The PEM certificates of the CA that signed the RabbitMQ and Redis
+    /// servers' certificates, for `amqps://` and `rediss://` URLs; empty:
+    /// the system's trust store (see [`crate::tls`]).
+    #[serde(default)]
+    pub tls_ca_file: String,
+    /// This process's certificate (PEM), for servers that ask for one; with
+    /// no user in an `amqps://` URL, RabbitMQ's EXTERNAL login. Needs
+    /// `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: String,
+    /// The private key (PEM) of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: String,
+}
+
+// URL passwords and the S3 secret never reach a log line or a panic message.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.clone();
+        shown.amqp_url = crate::amqp::node_urls(&self.amqp_url)
+            .into_iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",");
+        shown.redis_url = redact_url(&self.redis_url);
+        if !shown.s3_secret_access_key.is_empty() {
+            shown.s3_secret_access_key = "<hidden>".into();
+        }
+        match serde_json::to_string(&shown) {
+            Ok(json) => write!(f, "Settings {json}"),
+            Err(_) => f.write_str("Settings { .. }"),
+        }
+    }
 }
 
 fn default_inline_max_bytes() -> usize {
@@ -217,13 +250,16 @@ impl Default for Settings {
             s3_region: String::new(),
             s3_access_key_id: String::new(),
             s3_secret_access_key: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 31] = [
+    pub const FIELDS: [&'static str; 34] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -255,6 +291,9 @@ impl Settings {
         "s3_region",
         "s3_access_key_id",
         "s3_secret_access_key",
+        "tls_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
     ];
 
     /// The settings that are lists (comma-separated when given as text).
@@ -376,17 +415,9 @@ impl Settings {
                 )));
             }
         }
-        if !(self.redis_url.starts_with("redis://")
-            || self.redis_url.starts_with("rediss://")
-            || self
-                .redis_url
-                .starts_with(crate::store::primary::SENTINEL_SCHEME)
-            || self
-                .redis_url
-                .starts_with(crate::store::cluster::CLUSTER_SCHEME))
-        {
+        if !crate::store::primary::known_scheme(&self.redis_url) {
             return Err(Error::Settings(format!(
-                "redis_url {} must start with redis://, rediss://, redis+sentinel:// or redis+cluster://",
+                "redis_url {} must start with redis://, redis+sentinel:// or redis+cluster:// (rediss... for TLS)",
                 redact_url(&self.redis_url)
             )));
         }

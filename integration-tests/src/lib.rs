@@ -17,7 +17,7 @@ use warren_core::topology::Topology;
 use warren_core::{Settings, amqp};
 
 mod rabbit;
-pub use rabbit::PrivateRabbit;
+pub use rabbit::{PrivateRabbit, free_port};
 
 mod persistent_redis;
 pub use persistent_redis::PersistentRedis;
@@ -26,6 +26,7 @@ pub mod dag;
 pub mod netns;
 pub mod redis_cluster;
 pub mod sentinel;
+pub mod tls;
 
 /// The directory holding the build's binaries (`target/<profile>`), or
 /// `WARREN_BIN_DIR` (benchmarks run another commit's binaries that way).

@@ -21,7 +21,7 @@ pub struct PrivateRabbit {
 }
 
 /// A port nothing listens on now.
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -32,7 +32,13 @@ impl PrivateRabbit {
     /// Starts a node with these `rabbitmq.conf` lines (e.g.
     /// `max_message_size = 1500000`) and waits until it takes connections.
     pub fn start(config: &[&str]) -> Self {
-        let r = Self::spawn(config);
+        Self::start_with_plugins(config, &[])
+    }
+
+    /// [`PrivateRabbit::start`] with these plugins enabled (e.g.
+    /// `rabbitmq_auth_mechanism_ssl`).
+    pub fn start_with_plugins(config: &[&str], plugins: &[&str]) -> Self {
+        let r = Self::spawn(config, plugins);
         r.await_started();
         r
     }
@@ -40,7 +46,7 @@ impl PrivateRabbit {
     /// `n` nodes joined into one RabbitMQ cluster (started side by side,
     /// then the others join the first), each with these configuration lines.
     pub fn cluster(n: usize, config: &[&str]) -> Vec<Self> {
-        let nodes: Vec<Self> = (0..n).map(|_| Self::spawn(config)).collect();
+        let nodes: Vec<Self> = (0..n).map(|_| Self::spawn(config, &[])).collect();
         for node in &nodes {
             node.await_started();
         }
@@ -53,7 +59,7 @@ impl PrivateRabbit {
     }
 
     /// Starts the node without waiting for it.
-    fn spawn(config: &[&str]) -> Self {
+    fn spawn(config: &[&str], plugins: &[&str]) -> Self {
         let port = free_port();
         let dist = free_port();
         let node = format!("warren-t{port}@localhost");
@@ -68,7 +74,8 @@ impl PrivateRabbit {
             conf.push('\n');
         }
         std::fs::write(dir.join("rabbit.conf"), conf).expect("rabbit.conf");
-        std::fs::write(dir.join("plugins"), "[].\n").expect("plugins file");
+        std::fs::write(dir.join("plugins"), format!("[{}].\n", plugins.join(",")))
+            .expect("plugins file");
         for f in ["rabbit.conf", "plugins"] {
             let _ = std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o666));
         }

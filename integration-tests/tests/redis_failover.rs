@@ -8,14 +8,15 @@
 //!
 //! With `redis_min_replicas = 1` no state change that a message's ack or a
 //! client's answer depended on is lost: every task finishes once, with the
-//! right value.
+//! right value. A CLI `submit` and `result` started the moment the primary
+//! dies wait for the promotion and succeed (issue 33).
 
 use std::time::{Duration, Instant};
 
 use warren_core::store::{Store, cluster};
 use warren_integration_tests::redis_cluster::RedisCluster;
 use warren_integration_tests::sentinel::ReplicatedRedis;
-use warren_integration_tests::{Cluster, ClusterOptions, dag};
+use warren_integration_tests::{Cluster, ClusterOptions, dag, run_cli};
 
 /// The two tests each run 5 processes and a Redis of their own; side by side
 /// on a small machine their failovers would time each other's out.
@@ -26,10 +27,12 @@ async fn a_dag_survives_the_death_of_the_redis_primary() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let mut redis = ReplicatedRedis::start();
     let url = redis.url();
-    survives(url, |_, _| {
+    survives(url.clone(), |_, namespace| {
         let old = redis.kill_primary();
+        let cli = cli_during_failover(&url, namespace);
         let new = redis.await_failover(old, Duration::from_secs(30));
-        format!("killed the primary on {old}; the sentinels promoted {new}")
+        let took = cli.join().expect("the CLI thread");
+        format!("killed the primary on {old}; the sentinels promoted {new}; the CLI's submit and result took {took:?}")
     })
     .await;
 }
@@ -39,7 +42,7 @@ async fn a_dag_survives_the_death_of_the_primary_of_its_redis_cluster_slot() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let mut redis = RedisCluster::start();
     let url = redis.url();
-    survives(url, |store, namespace| {
+    survives(url.clone(), |store, namespace| {
         let slot = cluster::slot_of(namespace);
         // The namespace's keys carry its hash tag, so all of them are in
         // its slot, on the primary that serves it.
@@ -53,12 +56,46 @@ async fn a_dag_survives_the_death_of_the_primary_of_its_redis_cluster_slot() {
             assert_eq!(held.trim(), "0", "primary {other} holds keys of the namespace");
         }
         let old = redis.kill_primary_of(slot);
+        let cli = cli_during_failover(&url, namespace);
         let new = redis.await_failover(slot, old, Duration::from_secs(30));
+        let took = cli.join().expect("the CLI thread");
         format!(
-            "killed the primary of slot {slot} ({in_slot} keys) on {old}; the cluster promoted {new}"
+            "killed the primary of slot {slot} ({in_slot} keys) on {old}; the cluster promoted {new}; the CLI's submit and result took {took:?}"
         )
     })
     .await;
+}
+
+/// Starts, in a thread, a CLI `submit` of `slow_inc(41)` and a `result` of
+/// it, as a user would type them the moment the primary died; the thread
+/// asserts that both succeed with the right value and returns how long they
+/// took.
+fn cli_during_failover(url: &str, namespace: &str) -> std::thread::JoinHandle<Duration> {
+    let (url, namespace) = (url.to_string(), namespace.to_string());
+    std::thread::spawn(move || {
+        let env = [
+            ("WARREN_REDIS_URL", url.as_str()),
+            ("WARREN_REDIS_MIN_REPLICAS", "1"),
+        ];
+        let started = Instant::now();
+        let ok = |out: std::process::Output, what: &str| {
+            assert!(
+                out.status.success(),
+                "warren {what} during the failover: {:?} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprint!("warren {what}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let key = ok(
+            run_cli(&namespace, &["submit", "slow_inc", "41", "0"], "", &env),
+            "submit",
+        );
+        let value = ok(run_cli(&namespace, &["result", &key], "", &env), "result");
+        assert_eq!(value, "42", "warren result {key}");
+        started.elapsed()
+    })
 }
 
 /// Runs a 3,000-leaf tree on a stack pointed at `redis_url`, calls `fault`
@@ -112,6 +149,7 @@ async fn survives(redis_url: String, fault: impl FnOnce(&Store, &str) -> String)
     }
     eprintln!("DAG finished {:?} after the fault", started.elapsed());
 
-    dag::assert_exactly_once(&client, &store, 1, &leaves, &root, total).await;
+    // The namespace also ran the CLI's task (which its thread checked).
+    dag::assert_exactly_once(&client, &store, 1, &leaves, &root, total + 1).await;
     cluster.shutdown().await;
 }

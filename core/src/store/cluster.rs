@@ -92,8 +92,12 @@ fn text(v: Option<&Value>) -> Option<String> {
 
 /// Asks the cluster node at `node` (`redis://[auth@]host:port`) which primary
 /// serves `slot`, answered within 2 s.
-pub async fn ask(node: &str, slot: u16) -> redis::RedisResult<Option<(String, u16)>> {
-    let client = redis::Client::open(node)?;
+pub async fn ask(
+    node: &str,
+    slot: u16,
+    tls: &crate::tls::Tls,
+) -> redis::RedisResult<Option<(String, u16)>> {
+    let client = tls.redis_client(node)?;
     let asked = match client.get_connection_info().addr() {
         redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } => {
             host.clone()

@@ -69,6 +69,7 @@ pub use tasks::{
 use crate::error::{Error, Result};
 use crate::outage::{Outage, Say};
 use crate::settings::{Settings, redact_url};
+use crate::tls::Tls;
 use primary::Target;
 
 const COMMON: &str = include_str!("../lua/common.lua");
@@ -119,6 +120,8 @@ pub struct Store {
     primary: Arc<std::sync::RwLock<Primary>>,
     /// How the primary is found (a fixed URL, sentinels, or a cluster).
     target: Arc<Target>,
+    /// What `rediss://` connections trust and show (settings `tls_*`).
+    tls: Arc<Tls>,
     /// Replicas that must hold a script's writes before it counts as done
     /// (setting `redis_min_replicas`).
     min_replicas: u32,
@@ -157,8 +160,13 @@ struct Primary {
 
 /// Connects to the primary the sentinels or cluster nodes of `target` name,
 /// if it is not the one `primary` holds.
-async fn follow(target: &Target, primary: &std::sync::RwLock<Primary>, timeout_secs: u64) {
-    let Ok(now) = target.primary_url().await else {
+async fn follow(
+    target: &Target,
+    tls: &Tls,
+    primary: &std::sync::RwLock<Primary>,
+    timeout_secs: u64,
+) {
+    let Ok(now) = target.primary_url(tls).await else {
         return;
     };
     let current = primary
@@ -169,7 +177,7 @@ async fn follow(target: &Target, primary: &std::sync::RwLock<Primary>, timeout_s
     if now == current {
         return;
     }
-    if let Ok(con) = open(&now, timeout_secs).await {
+    if let Ok(con) = open(&now, timeout_secs, tls).await {
         info!(primary = %redact_url(&now), "following the Redis primary the sentinels or the cluster name");
         *primary.write().unwrap_or_else(|p| p.into_inner()) = Primary { con, url: now };
     }
@@ -189,13 +197,13 @@ const REPLICA_WAIT: Duration = Duration::from_secs(2);
 
 /// Opens a managed connection to `url` and checks it with a PING, failing
 /// within a bounded time and naming the URL.
-async fn open(url: &str, timeout_secs: u64) -> Result<ConnectionManager> {
+async fn open(url: &str, timeout_secs: u64, tls: &Tls) -> Result<ConnectionManager> {
     let shown = redact_url(url);
     let refused = |cause| Error::RedisConnect {
         url: shown.clone(),
         cause,
     };
-    let client = redis::Client::open(url).map_err(refused)?;
+    let client = tls.redis_client(url).map_err(refused)?;
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(timeout_secs)))
@@ -224,6 +232,64 @@ async fn open(url: &str, timeout_secs: u64) -> Result<ConnectionManager> {
     Ok(con)
 }
 
+/// The primary's URL and a connection to it.
+///
+/// A primary found through sentinels or a cluster may be mid-failover: for a
+/// few seconds (the sentinels' down-after, the cluster's node timeout) they
+/// still name the dead one, then the promoted replica. A process that starts
+/// then, a CLI command above all, waits for the new primary within
+/// `redis_timeout_secs`, saying so once, as running processes ride it out.
+/// A fixed URL, or an error no wait can mend (a password, a certificate), fails at once.
+async fn connect_primary(
+    target: &Target,
+    tls: &Tls,
+    timeout_secs: u64,
+) -> Result<(String, ConnectionManager)> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let mut waiting = false;
+    loop {
+        let attempt = async {
+            let url = target.primary_url(tls).await?;
+            let con = open(&url, timeout_secs, tls).await?;
+            Ok::<_, Error>((url, con))
+        }
+        .await;
+        match attempt {
+            Ok(found) => {
+                if waiting {
+                    info!(primary = %redact_url(&found.0), "reached the Redis primary");
+                }
+                return Ok(found);
+            }
+            Err(e) if target.follows() && may_be_failing_over(&e) && Instant::now() < deadline => {
+                if !waiting {
+                    warn!(
+                        error = %e,
+                        "no Redis primary answers: waiting up to {timeout_secs}s (redis_timeout_secs) for the sentinels or the cluster to promote one; check that they run and agree"
+                    );
+                    waiting = true;
+                }
+                tokio::time::sleep(FOLLOW_EVERY).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `e` is what a failover looks like from outside: no sentinel or
+/// node names a primary, or the named one does not answer.
+fn may_be_failing_over(e: &Error) -> bool {
+    match e {
+        Error::RedisConnect { cause, .. } => {
+            cause.is_connection_refusal() || cause.is_timeout() || cause.is_connection_dropped()
+        }
+        Error::Settings(m) => {
+            m.starts_with("no sentinel named") || m.starts_with("no Redis Cluster node named")
+        }
+        _ => false,
+    }
+}
+
 /// How long a command whose connection dropped keeps being retried: long
 /// enough to ride out a Redis restart, after which the caller's own
 /// reconnection loop takes over.
@@ -242,8 +308,9 @@ impl Store {
             Keys::new(&settings.namespace)
         };
         let objects = objects::Objects::open(settings)?;
-        let primary_url = target.primary_url().await?;
-        let con = open(&primary_url, settings.redis_timeout_secs).await?;
+        let tls = Arc::new(Tls::load(settings)?);
+        let (primary_url, con) =
+            connect_primary(&target, &tls, settings.redis_timeout_secs).await?;
         let primary = Arc::new(std::sync::RwLock::new(Primary {
             con,
             url: primary_url,
@@ -254,6 +321,7 @@ impl Store {
             // new primary after a failover: look for one in the background
             // for as long as this store (or a clone) lives.
             let (target, weak) = (target.clone(), Arc::downgrade(&primary));
+            let tls = tls.clone();
             let timeout = settings.redis_timeout_secs;
             tokio::spawn(async move {
                 loop {
@@ -261,13 +329,14 @@ impl Store {
                     let Some(primary) = weak.upgrade() else {
                         return;
                     };
-                    follow(&target, &primary, timeout).await;
+                    follow(&target, &tls, &primary, timeout).await;
                 }
             });
         }
         Ok(Self {
             primary,
             target,
+            tls,
             min_replicas: settings.redis_min_replicas,
             timeout_secs: settings.redis_timeout_secs,
             asked: Arc::new(Mutex::new(None)),
@@ -304,7 +373,7 @@ impl Store {
             }
             *asked = Some(Instant::now());
         }
-        follow(&self.target, &self.primary, self.timeout_secs).await;
+        follow(&self.target, &self.tls, &self.primary, self.timeout_secs).await;
     }
 
     /// Waits until `min_replicas` replicas hold every write made so far on

@@ -45,12 +45,12 @@ impl Store {
     pub async fn output(
         &self,
     ) -> Result<impl futures::Stream<Item = (String, Chunk)> + Send + 'static> {
-        let url = self.target.primary_url().await?;
+        let url = self.target.primary_url(&self.tls).await?;
         let refused = |cause| Error::RedisConnect {
             url: redact_url(&url),
             cause,
         };
-        let client = redis::Client::open(url.as_str()).map_err(refused)?;
+        let client = self.tls.redis_client(&url).map_err(refused)?;
         let mut pubsub = client.get_async_pubsub().await.map_err(refused)?;
         let prefix = self.keys.output("");
         pubsub.psubscribe(format!("{prefix}*")).await?;

@@ -15,13 +15,26 @@
 //!
 //! `redis+cluster://[user:password@]host:port[,host:port...]` names some
 //! nodes of a cluster (any of them can say where the slot is).
+//!
+//! `rediss+sentinel://` and `rediss+cluster://` are the same over TLS: to the
+//! sentinels, the cluster's nodes and the primary alike (see [`crate::tls`]).
 
 use super::cluster::{self, CLUSTER_SCHEME};
 use crate::error::{Error, Result};
 use crate::settings::redact_url;
+use crate::tls::Tls;
 
 /// The scheme of a Sentinel URL.
 pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
+/// Whether `url` has a scheme warren's Redis URLs may have.
+pub fn known_scheme(url: &str) -> bool {
+    let plain = url.strip_prefix("rediss").map(|r| format!("redis{r}"));
+    let url = plain.as_deref().unwrap_or(url);
+    url.starts_with("redis://")
+        || url.starts_with(SENTINEL_SCHEME)
+        || url.starts_with(CLUSTER_SCHEME)
+}
 
 /// How a [`crate::store::Store`] finds its Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +43,7 @@ pub enum Target {
     Direct(String),
     /// Ask the sentinels for the current primary of `name`.
     Sentinel {
-        /// `redis://host:port` of each sentinel.
+        /// `redis://host:port` (or `rediss://`) of each sentinel.
         sentinels: Vec<String>,
         /// The primary's name in the sentinels' configuration.
         name: String,
@@ -38,6 +51,8 @@ pub enum Target {
         auth: String,
         /// The database number.
         db: u32,
+        /// `redis://` or `rediss://` (TLS), for the sentinels and the primary.
+        scheme: &'static str,
     },
     /// Ask the cluster's nodes which primary serves `slot`.
     Cluster {
@@ -47,6 +62,8 @@ pub enum Target {
         auth: String,
         /// The namespace's hash slot.
         slot: u16,
+        /// `redis://` or `rediss://` (TLS), for every node.
+        scheme: &'static str,
     },
 }
 
@@ -68,11 +85,20 @@ impl Target {
     /// Parses `redis_url` for `namespace`: a `redis+sentinel://` URL names
     /// sentinels, a `redis+cluster://` one nodes of a cluster.
     pub fn parse(url: &str, namespace: &str) -> Result<Self> {
-        if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
-            return Self::parse_cluster(url, rest, namespace);
+        // `rediss+...` is `redis+...` with TLS to every node.
+        let given = url;
+        let tls = url
+            .strip_prefix("rediss+")
+            .map(|rest| format!("redis+{rest}"));
+        let (plain, scheme) = match &tls {
+            Some(plain) => (plain.as_str(), "rediss://"),
+            None => (url, "redis://"),
+        };
+        if let Some(rest) = plain.strip_prefix(CLUSTER_SCHEME) {
+            return Self::parse_cluster(given, rest, namespace, scheme);
         }
-        let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) else {
-            return Ok(Target::Direct(url.to_string()));
+        let Some(rest) = plain.strip_prefix(SENTINEL_SCHEME) else {
+            return Ok(Target::Direct(given.to_string()));
         };
         let bad = |why: &str| {
             Error::Settings(format!(
@@ -82,7 +108,7 @@ impl Target {
         };
         let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no primary name"))?;
         let (auth, hosts) = split_authority(authority);
-        let sentinels: Vec<String> = hosts.iter().map(|h| format!("redis://{h}")).collect();
+        let sentinels: Vec<String> = hosts.iter().map(|h| format!("{scheme}{h}")).collect();
         if sentinels.is_empty() {
             return Err(bad("no sentinel address"));
         }
@@ -102,10 +128,11 @@ impl Target {
             name,
             auth,
             db,
+            scheme,
         })
     }
 
-    fn parse_cluster(url: &str, rest: &str, namespace: &str) -> Result<Self> {
+    fn parse_cluster(url: &str, rest: &str, namespace: &str, scheme: &'static str) -> Result<Self> {
         let bad = |why: &str| {
             Error::Settings(format!(
                 "redis_url {}: {why} (expected {CLUSTER_SCHEME}[user:password@]host:port[,host:port...])",
@@ -120,11 +147,12 @@ impl Target {
         if hosts.is_empty() {
             return Err(bad("no node address"));
         }
-        let nodes = hosts.iter().map(|h| format!("redis://{auth}{h}")).collect();
+        let nodes = hosts.iter().map(|h| format!("{scheme}{auth}{h}")).collect();
         Ok(Target::Cluster {
             nodes,
             auth,
             slot: cluster::slot_of(namespace),
+            scheme,
         })
     }
 
@@ -141,23 +169,29 @@ impl Target {
 
     /// The URL of the primary now: the fixed one, or the first answer of a
     /// sentinel or cluster node that names one.
-    pub async fn primary_url(&self) -> Result<String> {
-        let (sentinels, name, auth, db) = match self {
+    pub async fn primary_url(&self, tls: &Tls) -> Result<String> {
+        let (sentinels, name, auth, db, scheme) = match self {
             Target::Direct(url) => return Ok(url.clone()),
-            Target::Cluster { nodes, auth, slot } => {
-                return cluster_primary(nodes, auth, *slot).await;
+            Target::Cluster {
+                nodes,
+                auth,
+                slot,
+                scheme,
+            } => {
+                return cluster_primary(nodes, auth, *slot, scheme, tls).await;
             }
             Target::Sentinel {
                 sentinels,
                 name,
                 auth,
                 db,
-            } => (sentinels, name, auth, db),
+                scheme,
+            } => (sentinels, name, auth, db, scheme),
         };
         let mut last = None;
         for sentinel in sentinels {
-            match ask(sentinel, name).await {
-                Ok(Some((host, port))) => return Ok(format!("redis://{auth}{host}:{port}/{db}")),
+            match ask(sentinel, name, tls).await {
+                Ok(Some((host, port))) => return Ok(format!("{scheme}{auth}{host}:{port}/{db}")),
                 Ok(None) => last = Some(format!("{sentinel} knows no primary named {name}")),
                 Err(e) => last = Some(format!("{sentinel}: {e}")),
             }
@@ -171,11 +205,17 @@ impl Target {
 
 /// The URL of the primary that the first answering node of a cluster names
 /// for `slot`.
-async fn cluster_primary(nodes: &[String], auth: &str, slot: u16) -> Result<String> {
+async fn cluster_primary(
+    nodes: &[String],
+    auth: &str,
+    slot: u16,
+    scheme: &str,
+    tls: &Tls,
+) -> Result<String> {
     let mut last = None;
     for node in nodes {
-        match cluster::ask(node, slot).await {
-            Ok(Some((host, port))) => return Ok(format!("redis://{auth}{host}:{port}/")),
+        match cluster::ask(node, slot, tls).await {
+            Ok(Some((host, port))) => return Ok(format!("{scheme}{auth}{host}:{port}/")),
             Ok(None) => last = Some(format!("{} serves no slot {slot}", redact_url(node))),
             Err(e) => last = Some(format!("{}: {e}", redact_url(node))),
         }
@@ -187,8 +227,8 @@ async fn cluster_primary(nodes: &[String], auth: &str, slot: u16) -> Result<Stri
 }
 
 /// `SENTINEL get-master-addr-by-name`, answered within 2 s.
-async fn ask(sentinel: &str, name: &str) -> redis::RedisResult<Option<(String, u16)>> {
-    let client = redis::Client::open(sentinel)?;
+async fn ask(sentinel: &str, name: &str, tls: &Tls) -> redis::RedisResult<Option<(String, u16)>> {
+    let client = tls.redis_client(sentinel)?;
     let answer = async {
         let mut con = client.get_multiplexed_async_connection().await?;
         redis::cmd("SENTINEL")
@@ -231,6 +271,7 @@ mod tests {
                 name: "main".into(),
                 auth: ":pw@".into(),
                 db: 2,
+                scheme: "redis://",
             }
         );
         let t = Target::parse("redis+sentinel://h1:7101/main", "ns").unwrap();
@@ -248,6 +289,44 @@ mod tests {
     }
 
     #[test]
+    fn a_rediss_url_reaches_every_node_over_tls() {
+        assert_eq!(
+            Target::parse("rediss+sentinel://h1:7101/main", "ns").unwrap(),
+            Target::Sentinel {
+                sentinels: vec!["rediss://h1:7101".into()],
+                name: "main".into(),
+                auth: String::new(),
+                db: 0,
+                scheme: "rediss://",
+            }
+        );
+        let t = Target::parse("rediss+cluster://:pw@h1:7001", "foo").unwrap();
+        assert!(
+            matches!(&t, Target::Cluster { nodes, scheme: "rediss://", .. } if nodes[0] == "rediss://:pw@h1:7001")
+        );
+        let e = Target::parse("rediss+sentinel://h1:7101", "ns")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rediss+sentinel://h1:7101: no primary name"),
+            "{e}"
+        );
+        for ok in [
+            "redis://h/",
+            "rediss://h/",
+            "redis+sentinel://h/m",
+            "rediss+sentinel://h/m",
+            "redis+cluster://h",
+            "rediss+cluster://h",
+        ] {
+            assert!(known_scheme(ok), "{ok}");
+        }
+        for bad in ["http://h/", "redis+x://h", "rediss+x://h", "valkey://h"] {
+            assert!(!known_scheme(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_cluster_url_names_nodes_and_the_namespace_picks_the_slot() {
         let t = Target::parse("redis+cluster://:pw@h1:7001, h2:7002/", "foo").unwrap();
         assert_eq!(
@@ -256,6 +335,7 @@ mod tests {
                 nodes: vec!["redis://:pw@h1:7001".into(), "redis://:pw@h2:7002".into()],
                 auth: ":pw@".into(),
                 slot: 12182,
+                scheme: "redis://",
             }
         );
         assert!(t.follows() && t.is_cluster());

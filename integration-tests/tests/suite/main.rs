@@ -42,4 +42,5 @@ mod rolling_upgrade;
 mod signed;
 mod stopped_peers;
 mod store;
+mod tls;
 mod validation;
