@@ -38,6 +38,16 @@ pub enum Error {
     #[error("RabbitMQ refused a message published to {0}")]
     Nacked(String),
 
+    /// No sentinel or cluster node named a Redis primary; `transient` when
+    /// every one was merely unreachable (a failover or restart mends that).
+    #[error("{message} ({})", no_primary_hint(message))]
+    NoPrimary {
+        /// Who was asked and what the last one said.
+        message: String,
+        /// Whether waiting may mend it.
+        transient: bool,
+    },
+
     /// Redis could not be reached or refused us.
     #[error("cannot reach Redis at {url}: {cause} ({})", redis_hint(&cause.to_string()))]
     RedisConnect {
@@ -84,6 +94,23 @@ pub fn amqp_hint(cause: &str) -> &'static str {
         "the vhost does not exist or the user has no rights to it: check the vhost at the end of WARREN_AMQP_URL (%2f is /) and `rabbitmqctl list_permissions -p VHOST`"
     } else {
         "is it running? start it with broker-config/up.sh, or set WARREN_AMQP_URL"
+    }
+}
+
+/// What to check when no sentinel or cluster node named a primary.
+fn no_primary_hint(message: &str) -> &'static str {
+    if [
+        "NOAUTH",
+        "WRONGPASS",
+        "AuthenticationFailed",
+        "invalid password",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+    {
+        "a password was refused: sentinels take redis_sentinel_password (WARREN_REDIS_SENTINEL_PASSWORD), a cluster's nodes the one in WARREN_REDIS_URL"
+    } else {
+        redis_hint(message)
     }
 }
 
@@ -157,6 +184,8 @@ mod tests {
         let unknown = "io error: invalid peer certificate: UnknownIssuer";
         assert!(amqp_hint(unknown).contains("tls_ca_file"));
         assert!(redis_hint(unknown).contains("tls_ca_file"));
+        let sentinel = "no sentinel named the Redis primary \"m\": redis://h:1: NOAUTH Authentication required.";
+        assert!(no_primary_hint(sentinel).contains("redis_sentinel_password"));
         assert!(redis_hint("invalid peer certificate: NotValidForName").contains("host"));
         assert!(amqp_hint("received fatal alert: CertificateRequired").contains("tls_cert_file"));
     }

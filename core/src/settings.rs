@@ -166,6 +166,11 @@ pub struct Settings {
     /// hides it from the programs it runs, as it does URL passwords.
     #[serde(default)]
     pub s3_secret_access_key: String,
+    /// The password of the sentinels of a `redis+sentinel://` URL
+    /// (`requirepass` in their sentinel.conf); empty: asked without. A
+    /// worker hides it from the programs it runs.
+    #[serde(default)]
+    pub redis_sentinel_password: String,
     /// The PEM certificates of the CA that signed the RabbitMQ and Redis
     /// servers' certificates, for `amqps://` and `rediss://` URLs; empty:
     /// the system's trust store (see [`crate::tls`]).
@@ -191,8 +196,13 @@ impl std::fmt::Debug for Settings {
             .collect::<Vec<_>>()
             .join(",");
         shown.redis_url = redact_url(&self.redis_url);
-        if !shown.s3_secret_access_key.is_empty() {
-            shown.s3_secret_access_key = "<hidden>".into();
+        for secret in [
+            &mut shown.s3_secret_access_key,
+            &mut shown.redis_sentinel_password,
+        ] {
+            if !secret.is_empty() {
+                *secret = "<hidden>".into();
+            }
         }
         match serde_json::to_string(&shown) {
             Ok(json) => write!(f, "Settings {json}"),
@@ -250,6 +260,7 @@ impl Default for Settings {
             s3_region: String::new(),
             s3_access_key_id: String::new(),
             s3_secret_access_key: String::new(),
+            redis_sentinel_password: String::new(),
             tls_ca_file: String::new(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
@@ -259,7 +270,7 @@ impl Default for Settings {
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 34] = [
+    pub const FIELDS: [&'static str; 35] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -291,6 +302,7 @@ impl Settings {
         "s3_region",
         "s3_access_key_id",
         "s3_secret_access_key",
+        "redis_sentinel_password",
         "tls_ca_file",
         "tls_cert_file",
         "tls_key_file",

@@ -74,6 +74,16 @@ impl ReplicatedRedis {
     /// for clients on other hosts (network namespaces) that must be one they
     /// reach, not 127.0.0.1.
     pub fn start_on(host: &str) -> Self {
+        Self::start_with(host, None)
+    }
+
+    /// [`ReplicatedRedis::start`] with sentinels that want `password`
+    /// (`requirepass` in their sentinel.conf).
+    pub fn start_with_sentinel_password(password: &str) -> Self {
+        Self::start_with("127.0.0.1", Some(password))
+    }
+
+    fn start_with(host: &str, sentinel_password: Option<&str>) -> Self {
         let mut bind = vec!["127.0.0.1"];
         if host != "127.0.0.1" {
             bind.push(host);
@@ -110,9 +120,12 @@ impl ReplicatedRedis {
                      sentinel monitor {PRIMARY_NAME} {host} {primary} 2\n\
                      sentinel down-after-milliseconds {PRIMARY_NAME} 1000\n\
                      sentinel failover-timeout {PRIMARY_NAME} 5000\n\
-                     logfile {}\n",
+                     logfile {}\n{}",
                     bind.join(" "),
-                    r.dir.join(format!("sentinel-{port}.log")).display()
+                    r.dir.join(format!("sentinel-{port}.log")).display(),
+                    sentinel_password
+                        .map(|p| format!("requirepass {p}\n"))
+                        .unwrap_or_default()
                 ),
             )
             .expect("sentinel.conf");

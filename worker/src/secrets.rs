@@ -25,7 +25,11 @@ use warren_core::settings::redact_url;
 
 /// Variables whose whole value is a secret. (`AWS_SESSION_TOKEN` stays:
 /// the S3 client reads it when it connects, after this runs.)
-const SECRET_VARIABLES: [&str; 2] = ["WARREN_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"];
+const SECRET_VARIABLES: [&str; 3] = [
+    "WARREN_S3_SECRET_ACCESS_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "WARREN_REDIS_SENTINEL_PASSWORD",
+];
 
 /// Overwrites, in this process's environment block, the password of every
 /// `WARREN_*` variable that holds a URL, and the whole value of each of

@@ -280,12 +280,8 @@ async fn connect_primary(
 /// node names a primary, or the named one does not answer.
 fn may_be_failing_over(e: &Error) -> bool {
     match e {
-        Error::RedisConnect { cause, .. } => {
-            cause.is_connection_refusal() || cause.is_timeout() || cause.is_connection_dropped()
-        }
-        Error::Settings(m) => {
-            m.starts_with("no sentinel named") || m.starts_with("no Redis Cluster node named")
-        }
+        Error::RedisConnect { cause, .. } => primary::unreachable(cause),
+        Error::NoPrimary { transient, .. } => *transient,
         _ => false,
     }
 }
@@ -301,7 +297,8 @@ impl Store {
     /// primary of the namespace's slot on a cluster.
     pub async fn connect(settings: &Settings) -> Result<Self> {
         let url = redact_url(&settings.redis_url);
-        let target = Target::parse(&settings.redis_url, &settings.namespace)?;
+        let target = Target::parse(&settings.redis_url, &settings.namespace)?
+            .with_sentinel_password(&settings.redis_sentinel_password);
         let keys = if target.is_cluster() {
             Keys::tagged(&settings.namespace)
         } else {

@@ -11,7 +11,8 @@
 //!
 //! `redis+sentinel://[user:password@]host:port[,host:port...]/<primary name>[/<db>]`
 //! names the sentinels and the primary's name; the password (if any) is the
-//! data nodes', the sentinels are asked without.
+//! data nodes'. Sentinels that want one of their own (`requirepass` in
+//! sentinel.conf) are asked with the setting `redis_sentinel_password`.
 //!
 //! `redis+cluster://[user:password@]host:port[,host:port...]` names some
 //! nodes of a cluster (any of them can say where the slot is).
@@ -156,6 +157,24 @@ impl Target {
         })
     }
 
+    /// This target, asking its sentinels (if any) with `password` (empty:
+    /// without one).
+    pub fn with_sentinel_password(mut self, password: &str) -> Self {
+        if let Target::Sentinel {
+            sentinels, scheme, ..
+        } = &mut self
+            && !password.is_empty()
+        {
+            let auth = format!(":{}@", percent_encode(password));
+            for s in sentinels.iter_mut() {
+                if let Some(host) = s.strip_prefix(*scheme) {
+                    *s = format!("{scheme}{auth}{host}");
+                }
+            }
+        }
+        self
+    }
+
     /// Whether the primary can move (it is found through sentinels or the
     /// cluster).
     pub fn follows(&self) -> bool {
@@ -189,17 +208,25 @@ impl Target {
             } => (sentinels, name, auth, db, scheme),
         };
         let mut last = None;
+        let mut transient = true;
         for sentinel in sentinels {
+            let shown = redact_url(sentinel);
             match ask(sentinel, name, tls).await {
                 Ok(Some((host, port))) => return Ok(format!("{scheme}{auth}{host}:{port}/{db}")),
-                Ok(None) => last = Some(format!("{sentinel} knows no primary named {name}")),
-                Err(e) => last = Some(format!("{sentinel}: {e}")),
+                Ok(None) => last = Some(format!("{shown} knows no primary named {name}")),
+                Err(e) => {
+                    transient &= unreachable(&e);
+                    last = Some(format!("{shown}: {e}"));
+                }
             }
         }
-        Err(Error::Settings(format!(
-            "no sentinel named the Redis primary {name:?}: {}",
-            last.unwrap_or_default()
-        )))
+        Err(Error::NoPrimary {
+            message: format!(
+                "no sentinel named the Redis primary {name:?}: {}",
+                last.unwrap_or_default()
+            ),
+            transient,
+        })
     }
 }
 
@@ -213,17 +240,44 @@ async fn cluster_primary(
     tls: &Tls,
 ) -> Result<String> {
     let mut last = None;
+    let mut transient = true;
     for node in nodes {
         match cluster::ask(node, slot, tls).await {
             Ok(Some((host, port))) => return Ok(format!("{scheme}{auth}{host}:{port}/")),
             Ok(None) => last = Some(format!("{} serves no slot {slot}", redact_url(node))),
-            Err(e) => last = Some(format!("{}: {e}", redact_url(node))),
+            Err(e) => {
+                transient &= unreachable(&e);
+                last = Some(format!("{}: {e}", redact_url(node)));
+            }
         }
     }
-    Err(Error::Settings(format!(
-        "no Redis Cluster node named the primary of slot {slot}: {}",
-        last.unwrap_or_default()
-    )))
+    Err(Error::NoPrimary {
+        message: format!(
+            "no Redis Cluster node named the primary of slot {slot}: {}",
+            last.unwrap_or_default()
+        ),
+        transient,
+    })
+}
+
+/// Whether `e` says a server is away (refused, timed out, dropped), which
+/// a failover or a restart mends, rather than that it refused us (a
+/// password, a certificate), which waiting does not.
+pub fn unreachable(e: &redis::RedisError) -> bool {
+    e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped()
+}
+
+/// `s` with every byte outside RFC 3986's unreserved set percent-encoded,
+/// for a password inside a URL (pure).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `SENTINEL get-master-addr-by-name`, answered within 2 s.
@@ -286,6 +340,32 @@ mod tests {
             let e = Target::parse(bad, "ns").unwrap_err().to_string();
             assert!(e.contains("expected redis+sentinel://"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn sentinels_are_asked_with_their_own_password() {
+        let t = Target::parse("rediss+sentinel://:data@h1:7101,h2:7102/main", "ns")
+            .unwrap()
+            .with_sentinel_password("p@ss:w/rd");
+        let Target::Sentinel {
+            sentinels, auth, ..
+        } = &t
+        else {
+            panic!("{t:?}");
+        };
+        assert_eq!(
+            sentinels,
+            &[
+                "rediss://:p%40ss%3Aw%2Frd@h1:7101",
+                "rediss://:p%40ss%3Aw%2Frd@h2:7102"
+            ]
+        );
+        // The data nodes keep the URL's own password.
+        assert_eq!(auth, ":data@");
+        let plain = Target::parse("redis+sentinel://h1:7101/main", "ns").unwrap();
+        assert_eq!(plain.clone().with_sentinel_password(""), plain);
+        let direct = Target::parse("redis://h/", "ns").unwrap();
+        assert_eq!(direct.clone().with_sentinel_password("x"), direct);
     }
 
     #[test]

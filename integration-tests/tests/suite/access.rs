@@ -269,3 +269,39 @@ async fn a_worker_whose_redis_url_lacks_the_password_consumes_nothing_and_says_w
     );
     c.shutdown().await;
 }
+
+/// Sentinels with a password of their own (`requirepass` in sentinel.conf)
+/// are asked with `redis_sentinel_password`; without it, or with a wrong one,
+/// a store fails at once (no failover wait: waiting mends no password),
+/// naming the sentinel but never the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinels_that_want_a_password_are_asked_with_it() {
+    let redis = warren_integration_tests::sentinel::ReplicatedRedis::start_with_sentinel_password(
+        "sentinel-pw",
+    );
+    let mut settings = fresh_settings("it-sentinel-auth");
+    settings.redis_url = redis.url();
+    settings.redis_sentinel_password = "sentinel-pw".into();
+    let store = warren_core::store::Store::connect(&settings)
+        .await
+        .expect("the sentinels answer with their password");
+    store.stats().await.expect("the primary they name answers");
+
+    for wrong in ["", "not-it"] {
+        settings.redis_sentinel_password = wrong.into();
+        let started = std::time::Instant::now();
+        let e = warren_core::store::Store::connect(&settings)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}: {e}",
+            started.elapsed()
+        );
+        assert!(e.contains("no sentinel named the Redis primary"), "{e}");
+        assert!(e.contains("WARREN_REDIS_SENTINEL_PASSWORD"), "{e}");
+        assert!(!e.contains("sentinel-pw") && !e.contains("not-it"), "{e}");
+    }
+    store.wipe().await.expect("wipe");
+}
