@@ -98,10 +98,11 @@ impl Location {
                 ));
             }
             let prefix = prefix.trim_matches('/');
-            if prefix
-                .split('/')
-                .any(|p| p.is_empty() || p == "." || p == "..")
-                && !prefix.is_empty()
+            // An empty prefix (the bucket's root) is one empty part, and fine.
+            if !prefix.is_empty()
+                && prefix
+                    .split('/')
+                    .any(|p| p.is_empty() || p == "." || p == "..")
             {
                 return Err(bad("has an empty, '.' or '..' part in its prefix"));
             }
