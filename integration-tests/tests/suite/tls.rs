@@ -36,6 +36,48 @@ fn servers(certs: &Certs, redis_wants_client_certificates: bool) -> Servers {
     }
 }
 
+/// A scheduler and `workers` workers reaching `s` through `amqps` and its
+/// `rediss://` URL, trusting `certs`' CA, showing its client certificate if
+/// `client_certificate`.
+async fn tls_cluster(
+    certs: &Certs,
+    s: &Servers,
+    amqps: &str,
+    workers: usize,
+    client_certificate: bool,
+) -> Cluster {
+    let mut env = vec![
+        ("WARREN_AMQP_URL".into(), amqps.to_string()),
+        ("WARREN_REDIS_URL".into(), s.redis.url()),
+        ("WARREN_TLS_CA_FILE".into(), certs.path("ca.pem")),
+    ];
+    if client_certificate {
+        env.push(("WARREN_TLS_CERT_FILE".into(), certs.path("client.pem")));
+        env.push(("WARREN_TLS_KEY_FILE".into(), certs.path("client.key")));
+    }
+    Cluster::start_with(ClusterOptions {
+        workers,
+        env,
+        ..Default::default()
+    })
+    .await
+}
+
+/// `columns` of every connection to the node (the test's alone, so every
+/// one is the test's), as `rabbitmqctl list_connections` prints them, and
+/// its lines.
+fn connections(s: &Servers, columns: &[&str]) -> (String, Vec<String>) {
+    let mut args = vec!["list_connections", "-q", "--no-table-headers"];
+    args.extend(columns);
+    let out = s.rabbit.ctl(&args);
+    let lines = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect();
+    (out, lines)
+}
+
 /// The submit, map, gather and dependency of the seed notebook, with
 /// smaller numbers, through the Rust client and the CLI.
 async fn run_the_notebook(cluster: &Cluster) {
@@ -69,28 +111,11 @@ async fn the_notebook_runs_over_tls_and_a_wrong_ca_is_refused() {
     let certs = Certs::make("warren-tls-client");
     let s = servers(&certs, false);
     let amqps = format!("amqps://guest:guest@localhost:{}/%2f", s.amqps_port);
-    let cluster = Cluster::start_with(ClusterOptions {
-        workers: 2,
-        env: vec![
-            ("WARREN_AMQP_URL".into(), amqps.clone()),
-            ("WARREN_REDIS_URL".into(), s.redis.url()),
-            ("WARREN_TLS_CA_FILE".into(), certs.path("ca.pem")),
-        ],
-        ..Default::default()
-    })
-    .await;
+    let cluster = tls_cluster(&certs, &s, &amqps, 2, false).await;
     run_the_notebook(&cluster).await;
     // Every connection came in over TLS: the node's plain listener is never
     // used.
-    let conns = s.rabbit.ctl(&[
-        "list_connections",
-        "-q",
-        "--no-table-headers",
-        "ssl",
-        "peer_host",
-    ]);
-    // The node is this test's alone: every connection on it is ours.
-    let mine: Vec<&str> = conns.lines().filter(|l| !l.trim().is_empty()).collect();
+    let (conns, mine) = connections(&s, &["ssl", "peer_host"]);
     assert!(
         mine.len() >= 4,
         "a scheduler, two workers, a client: {conns}"
@@ -156,28 +181,9 @@ async fn a_client_certificate_logs_in_to_rabbitmq_and_to_a_redis_that_demands_on
 
     // No user in the URL: the certificate is the identity.
     let amqps = format!("amqps://localhost:{}/%2f", s.amqps_port);
-    let cluster = Cluster::start_with(ClusterOptions {
-        workers: 1,
-        env: vec![
-            ("WARREN_AMQP_URL".into(), amqps),
-            ("WARREN_REDIS_URL".into(), s.redis.url()),
-            ("WARREN_TLS_CA_FILE".into(), certs.path("ca.pem")),
-            ("WARREN_TLS_CERT_FILE".into(), certs.path("client.pem")),
-            ("WARREN_TLS_KEY_FILE".into(), certs.path("client.key")),
-        ],
-        ..Default::default()
-    })
-    .await;
+    let cluster = tls_cluster(&certs, &s, &amqps, 1, true).await;
     run_the_notebook(&cluster).await;
-    let conns = s.rabbit.ctl(&[
-        "list_connections",
-        "-q",
-        "--no-table-headers",
-        "user",
-        "auth_mechanism",
-        "ssl",
-    ]);
-    let mine: Vec<&str> = conns.lines().filter(|l| !l.trim().is_empty()).collect();
+    let (conns, mine) = connections(&s, &["user", "auth_mechanism", "ssl"]);
     assert!(mine.len() >= 3, "a scheduler, a worker, a client: {conns}");
     assert!(
         mine.iter()
