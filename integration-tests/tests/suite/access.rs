@@ -305,3 +305,100 @@ async fn sentinels_that_want_a_password_are_asked_with_it() {
     }
     store.wipe().await.expect("wipe");
 }
+
+/// The ACL rule of docs/operations.md ("A Redis user confined to one
+/// namespace"), for namespace `ns`: what a scheduler, a worker and the CLI
+/// need, and nothing `@dangerous`.
+fn namespace_acl(ns: &str) -> Vec<String> {
+    let mut rule = vec![
+        "resetkeys".to_string(),
+        format!("~{ns}:*"),
+        "resetchannels".into(),
+        format!("&{ns}:*"),
+    ];
+    for c in [
+        "-@all",
+        "+@read",
+        "+@write",
+        "+@scripting",
+        "+@connection",
+        "+@pubsub",
+        "+@transaction",
+        "+time",
+        "-@dangerous",
+    ] {
+        rule.push(c.into());
+    }
+    rule
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_runs_as_a_redis_user_with_the_documented_acl_rule() {
+    let ns = fresh_settings("it-acl").namespace;
+    let user = format!("warren-acl-{}", std::process::id());
+    let mut args = vec![
+        "ACL".to_string(),
+        "SETUSER".into(),
+        user.clone(),
+        "reset".into(),
+    ];
+    args.extend(["on".into(), ">acl-pw".into()]);
+    args.extend(namespace_acl(&ns));
+    let set = Command::new("redis-cli")
+        .args(&args)
+        .output()
+        .expect("redis-cli");
+    assert!(
+        String::from_utf8_lossy(&set.stdout).trim() == "OK",
+        "{}",
+        String::from_utf8_lossy(&set.stdout)
+    );
+    let url = format!("redis://{user}:acl-pw@127.0.0.1:6379/");
+    let cluster =
+        warren_integration_tests::Cluster::start_with(warren_integration_tests::ClusterOptions {
+            workers: 1,
+            concurrency: 2,
+            env: vec![
+                ("WARREN_NAMESPACE".into(), ns.clone()),
+                ("WARREN_REDIS_URL".into(), url.clone()),
+            ],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(cluster.settings.namespace, ns);
+    let client = cluster.client().await;
+    let futures = client.map("inc", 1..6).await.unwrap();
+    let values = client.gather(&futures).await.unwrap();
+    assert_eq!(
+        values,
+        (2..7).map(serde_json::Value::from).collect::<Vec<_>>()
+    );
+    let slow = client.submit("sleep", (30,)).await.unwrap();
+    let sum = client
+        .submit("add_them", (&futures[0], &slow))
+        .await
+        .unwrap();
+    client.cancel(&[slow.key().to_string()]).await.unwrap();
+    assert_eq!(
+        sum.status().await.unwrap().status,
+        warren_client::Status::Cancelled
+    );
+    let key = warren_integration_tests::ok_stdout(&cluster.warren(&["submit", "inc", "41"]));
+    let value = warren_integration_tests::ok_stdout(&cluster.warren(&["result", key.trim()]));
+    assert_eq!(value.trim(), "42");
+    let restarted = warren_integration_tests::ok_stdout(&cluster.warren(&["restart"]));
+    assert!(restarted.contains("restarted"), "{restarted}");
+
+    // Another namespace's keys are out of its reach.
+    let other = Command::new("redis-cli")
+        .args(["--user", &user, "--pass", "acl-pw", "--no-auth-warning"])
+        .args(["GET", "some-other-namespace:stats"])
+        .output()
+        .expect("redis-cli");
+    let said = String::from_utf8_lossy(&other.stdout).into_owned();
+    cluster.shutdown().await;
+    let _ = Command::new("redis-cli")
+        .args(["ACL", "DELUSER", &user])
+        .output();
+    assert!(said.contains("NOPERM"), "{said}");
+}
