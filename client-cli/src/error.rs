@@ -82,6 +82,21 @@ pub enum Error {
         alarm: Option<String>,
     },
 
+    /// The namespace's queues do not exist yet and RabbitMQ refused this
+    /// user the right to declare them: a client's user (`warren access
+    /// --role client`) leaves that to a scheduler.
+    #[error(
+        "{cause}: {queue} does not exist yet and this RabbitMQ user may not declare it; start a scheduler of namespace {namespace} first (it declares the queues)"
+    )]
+    CannotDeclare {
+        /// What RabbitMQ said.
+        cause: String,
+        /// The queue that is missing.
+        queue: String,
+        /// The namespace.
+        namespace: String,
+    },
+
     /// No scheduler recorded a confirmed request in time.
     #[error(
         "no scheduler recorded the request ({items} tasks) within {secs}s: {}; it stays in queue {queue} and is recorded when a scheduler of namespace {namespace:?} starts (setting request_timeout_secs)",

@@ -18,6 +18,7 @@ use warren_core::command::COMMAND_FUNC;
 use warren_core::status::State;
 
 mod cli {
+    pub mod access;
     pub mod args;
     pub mod blob;
     pub mod dead;
@@ -84,7 +85,7 @@ fn classify(e: &anyhow::Error) -> (&'static str, u8) {
         Some(Error::Timeout { .. }) => ("timeout", TIMED_OUT),
         Some(Error::UnknownFuture { .. }) => ("unknown_future", BAD),
         Some(Error::UnservedFunction(_)) => ("unserved_function", BAD),
-        Some(Error::NoScheduler { .. }) => ("no_scheduler", BAD),
+        Some(Error::NoScheduler { .. } | Error::CannotDeclare { .. }) => ("no_scheduler", BAD),
         Some(Error::NotConfirmed { .. }) => ("not_confirmed", BAD),
         Some(Error::InvalidArgument(_) | Error::PayloadTooLarge { .. }) => ("invalid_input", BAD),
         Some(Error::Refused { .. }) => ("refused", BAD),
@@ -105,6 +106,10 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
     // `key` needs no services: it reads and writes a file.
     if let Command::Key { command } = &cli.command {
         return cli::key::run(command, &settings);
+    }
+    // `access` talks to the servers as their administrator, not as a client.
+    if let Command::Access(args) = &cli.command {
+        return cli::access::run(args, &settings, out).await;
     }
     // `down` needs no services: it only stops processes.
     if let Command::Down { dir } = &cli.command {
@@ -382,7 +387,9 @@ async fn run(cli: Cli, out: Out) -> anyhow::Result<u8> {
             }
             return Ok(states(&client, &keys, out).await?);
         }
-        Command::Down { .. } | Command::Key { .. } => unreachable!("handled before connecting"),
+        Command::Down { .. } | Command::Key { .. } | Command::Access(_) => {
+            unreachable!("handled before connecting")
+        }
     }
     Ok(0)
 }

@@ -143,7 +143,7 @@ pub fn redis_hint(cause: &str) -> &'static str {
     } else if cause.contains("WRONGPASS") || cause.contains("invalid password") {
         "the user or password in the URL is wrong: check them in WARREN_REDIS_URL (redis://USER:PASSWORD@HOST:PORT/)"
     } else if cause.contains("NOPERM") {
-        "the Redis user lacks rights to this namespace's keys or to Lua scripts: see docs/operations.md, A Redis user confined to one namespace (ACL)"
+        "the Redis user lacks rights to this namespace's keys or to Lua scripts: see `warren access --help` and docs/operations.md, A namespace as an access boundary"
     } else {
         "is it running? start it with broker-config/up.sh, or set WARREN_REDIS_URL"
     }

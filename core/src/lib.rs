@@ -26,6 +26,7 @@
 //! - [`timing`]: delays, due times and retry backoff (the rules the scripts apply, pure);
 //! - [`periodic`]: periodic schedules and cron expressions, and when each next tick falls (pure).
 
+pub mod access;
 pub mod allow;
 pub mod amqp;
 pub mod args;

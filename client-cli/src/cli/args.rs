@@ -352,6 +352,13 @@ Ctrl-C stops waiting (not the tasks) and saves the pending keys in a file it nam
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// The RabbitMQ rights and Redis ACL rule that confine a user to one
+    /// namespace (a vhost of its own), printed as commands, or applied.
+    #[command(after_help = "Examples:
+  warren access team-a --user alice                  # print what a client of team-a needs
+  warren access team-a --user svc-a --role worker --apply --password-file pw.txt
+  warren access team-a --user svc-a --role scheduler --json")]
+    Access(crate::cli::access::AccessArgs),
     /// Stop the local stack that `warren up` started for this namespace.
     Down {
         /// The directory given to `warren up --dir`.

@@ -55,8 +55,20 @@ impl Link {
             .unwrap_or_default();
         let name = format!("warren-client {host}:{}", std::process::id());
         let (conn, blocked) = amqp::connect_watched(settings, &name).await?;
-        let setup = conn.create_channel().await?;
-        topology.declare(&setup, &[]).await?;
+        // A scheduler declares the topology; a client declares it only when
+        // it starts first. Asking first (a passive declare needs no rights)
+        // lets a client run as a user that may not declare or delete shared
+        // queues (`warren access --role client`).
+        if amqp::queue_stats(&conn, &topology.submit_queue())
+            .await
+            .is_none()
+        {
+            let setup = conn.create_channel().await?;
+            topology
+                .declare(&setup, &[])
+                .await
+                .map_err(|e| refused_declare(e, topology))?;
+        }
         let publish = amqp::confirm_channel(&conn).await?;
         let consume = conn.create_channel().await?;
         let tag = format!("warren-client@{host}:{}", std::process::id());
@@ -77,6 +89,21 @@ impl Link {
     /// Whether the connection is still up.
     pub(super) fn alive(&self) -> bool {
         self.conn.status().connected()
+    }
+}
+
+/// A topology declaration RabbitMQ refused for want of rights says what to
+/// do: the user is a client's, and a scheduler declares the topology.
+fn refused_declare(e: warren_core::error::Error, topology: &Topology) -> Error {
+    let text = e.to_string();
+    if text.contains("ACCESS_REFUSED") || text.contains("ACCESS-REFUSED") {
+        Error::CannotDeclare {
+            cause: text,
+            queue: topology.submit_queue(),
+            namespace: topology.namespace().to_string(),
+        }
+    } else {
+        e.into()
     }
 }
 

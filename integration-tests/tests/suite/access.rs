@@ -306,32 +306,6 @@ async fn sentinels_that_want_a_password_are_asked_with_it() {
     store.wipe().await.expect("wipe");
 }
 
-/// The ACL rule of docs/operations.md ("A Redis user confined to one
-/// namespace"), for namespace `ns`: what a scheduler, a worker and the CLI
-/// need, and nothing `@dangerous`.
-fn namespace_acl(ns: &str) -> Vec<String> {
-    let mut rule = vec![
-        "resetkeys".to_string(),
-        format!("~{ns}:*"),
-        "resetchannels".into(),
-        format!("&{ns}:*"),
-    ];
-    for c in [
-        "-@all",
-        "+@read",
-        "+@write",
-        "+@scripting",
-        "+@connection",
-        "+@pubsub",
-        "+@transaction",
-        "+time",
-        "-@dangerous",
-    ] {
-        rule.push(c.into());
-    }
-    rule
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_namespace_runs_as_a_redis_user_with_the_documented_acl_rule() {
     let ns = fresh_settings("it-acl").namespace;
@@ -343,7 +317,9 @@ async fn a_namespace_runs_as_a_redis_user_with_the_documented_acl_rule() {
         "reset".into(),
     ];
     args.extend(["on".into(), ">acl-pw".into()]);
-    args.extend(namespace_acl(&ns));
+    // The rule `warren access` prints and applies (docs/operations.md, "A
+    // namespace as an access boundary").
+    args.extend(warren_core::access::redis_rule(&ns, false));
     let set = Command::new("redis-cli")
         .args(&args)
         .output()

@@ -31,6 +31,7 @@ mod isolation;
 mod later;
 mod limits;
 mod metrics;
+mod namespaces;
 mod notebook;
 mod objects;
 mod outages;
