@@ -5,7 +5,7 @@
 //!
 //! 1. the RabbitMQ node leading the work queue's quorum is killed (`kill -9`),
 //!    with the test's own client on it: the client moves to another node and
-//!    runs more tasks,
+//!    runs more tasks, and a CLI submit and result started that moment succeed,
 //! 2. the Redis primary is killed and the sentinels promote a replica,
 //! 3. a scheduler is killed and another started,
 //! 4. one host's network is cut (`ip link set ... down`) until the broker,
@@ -154,7 +154,39 @@ async fn a_dag_over_two_hosts_survives_a_dead_rabbit_leader_redis_primary_schedu
                 // batches, not yet flushed), with a map of its own that runs
                 // beside the DAG.
                 let (client, t) = (client.clone(), Instant::now());
+                // A CLI started the moment the node died submits and gets
+                // its result too, each command connecting afresh to a node
+                // that answers.
+                let cli_env = vec![
+                    ("WARREN_AMQP_URL".to_string(), urls.join(",")),
+                    ("WARREN_QUEUE_TYPE".into(), "quorum".into()),
+                    ("WARREN_REDIS_URL".into(), redis.url()),
+                ];
+                let ns = cluster.settings.namespace.clone();
+                let cli = tokio::task::spawn_blocking(move || {
+                    let env: Vec<(&str, &str)> = cli_env
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    let t = Instant::now();
+                    let key = warren_integration_tests::run_cli(
+                        &ns,
+                        &["submit", "inc", "1000"],
+                        "",
+                        &env,
+                    );
+                    let key = warren_integration_tests::ok_stdout(&key);
+                    let value =
+                        warren_integration_tests::run_cli(&ns, &["result", key.trim()], "", &env);
+                    let value = warren_integration_tests::ok_stdout(&value);
+                    assert_eq!(value.trim(), "1001");
+                    eprintln!(
+                        "a CLI submit and result during the node's death took {:?}",
+                        t.elapsed()
+                    );
+                });
                 moved = Some(tokio::spawn(async move {
+                    cli.await.expect("the CLI's submit and result");
                     let extra = client.map("inc", 0..100).await.unwrap();
                     let values =
                         tokio::time::timeout(Duration::from_secs(60), client.gather(&extra))
@@ -169,7 +201,9 @@ async fn a_dag_over_two_hosts_survives_a_dead_rabbit_leader_redis_primary_schedu
                         "the client moved and ran 100 more tasks in {:?}",
                         t.elapsed()
                     );
-                    extra.len()
+                    // The map's tasks and the CLI's one (pure keys: its
+                    // argument is none of the map's).
+                    extra.len() + 1
                 }));
             }
             1 => {
