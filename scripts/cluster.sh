@@ -14,7 +14,14 @@
 # (which promote a replica when the primary dies; warren follows them through
 # its redis+sentinel:// URL, and waits for one replica before it acks or
 # answers: redis_min_replicas = 1). Data and logs live in
-# ${WARREN_CLUSTER_DIR:-/tmp/warren-cluster}. RabbitMQ and Redis come from
+# ${WARREN_CLUSTER_DIR:-/tmp/warren-cluster}.
+#
+#   bash scripts/cluster.sh up --redis-cluster
+#
+# makes a Redis Cluster instead of the Sentinel-watched primary: six nodes on
+# 7011-7016 (cluster bus 17011-17016), three primaries each with a replica
+# that takes over when its primary dies; warren finds the primary of its
+# namespace's slot through its redis+cluster:// URL. RabbitMQ and Redis come from
 # Debian's packages, installed where missing. The machine's own RabbitMQ
 # (5672) and Redis (6379) are left alone.
 set -euo pipefail
@@ -179,16 +186,18 @@ CONF
 # Waits until replica N has its first copy: until then it cannot acknowledge
 # the WAIT that redis_min_replicas = 1 makes every script do, and the first
 # commands of a freshly started stack would stall.
-await_replica() {
-  local port
-  port="$(redis_port "$1")"
+await_replica() { await_replica_on "$(redis_port "$1")" "$dir/redis-$1/log"; }
+
+# Waits until the replica on PORT is in sync with its primary (LOG: its log).
+await_replica_on() {
+  local port="$1" log="$2"
   for _ in $(seq 1 300); do
     if redis-cli -p "$port" info replication 2>/dev/null | grep -q 'master_link_status:up'; then
       return
     fi
     sleep 0.1
   done
-  say "the replica on $port did not sync with the primary in 30 s; its log: $dir/redis-$1/log"
+  say "the replica on $port did not sync with the primary in 30 s; its log: $log"
   exit 1
 }
 
@@ -214,24 +223,78 @@ stop_pid() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+# Redis Cluster mode (`up --redis-cluster`): node N of 1-6 on 7010+N.
+cluster_nodes=(1 2 3 4 5 6)
+cluster_port() { echo $((7010 + $1)); }
+cluster_addr() { echo "127.0.0.1:$(cluster_port "$1")"; }
+
+start_cluster_node() {
+  local n="$1" port d="$dir/rcluster-$1"
+  port="$(cluster_port "$n")"
+  mkdir -p "$d"
+  # 5 s before a replica takes over a silent primary, as the sentinels' down-after.
+  started "$port" "Redis Cluster node" "$d/log" \
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$d" --appendonly yes \
+    --cluster-enabled yes --cluster-config-file "$d/nodes.conf" --cluster-node-timeout 5000 \
+    --daemonize yes --pidfile "$d/pid" --logfile "$d/log"
+}
+
+# Makes the six nodes one cluster (unless they are), then waits until every
+# node says the cluster is ok.
+create_redis_cluster() {
+  local n addrs=()
+  if ! redis-cli -p "$(cluster_port 1)" cluster info | grep -q 'cluster_state:ok'; then
+    for n in "${cluster_nodes[@]}"; do addrs+=("$(cluster_addr "$n")"); done
+    say "creating a Redis Cluster of ${#addrs[@]} nodes (3 primaries, 3 replicas)"
+    redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$dir/rcluster-create.log"
+  fi
+  for n in "${cluster_nodes[@]}"; do
+    for _ in $(seq 1 300); do
+      redis-cli -p "$(cluster_port "$n")" cluster info | grep -q 'cluster_state:ok' && break
+      sleep 0.1
+    done
+    if ! redis-cli -p "$(cluster_port "$n")" cluster info | grep -q 'cluster_state:ok'; then
+      say "Redis Cluster node $(cluster_port "$n") is not ok after 30 s; see $dir/rcluster-$n/log"
+      exit 1
+    fi
+  done
+  # As in Sentinel mode, until each replica has its first copy it cannot
+  # acknowledge the WAIT of redis_min_replicas = 1.
+  for n in "${cluster_nodes[@]}"; do
+    if redis-cli -p "$(cluster_port "$n")" info replication | grep -q 'role:slave'; then
+      await_replica_on "$(cluster_port "$n")" "$dir/rcluster-$n/log"
+    fi
+  done
+}
+
+cluster_url() { echo "redis+cluster://$(cluster_addr 1),$(cluster_addr 2),$(cluster_addr 3)/"; }
+
 amqp_url_of() { echo "amqp://guest:guest@127.0.0.1:$(amqp_port "$1")/%2f"; }
 urls() { joined amqp_url_of; }
 
 up() {
+  local redis_mode="$1" redis_url
   install
   mkdir -p "$dir"
   for n in "${nodes[@]}"; do start_rabbit "$n"; done
   for n in "${nodes[@]}"; do await_rabbit "$n"; done
   for n in "${nodes[@]:1}"; do join_rabbit "$n"; done
   import_policies
-  for n in "${nodes[@]}"; do start_redis "$n"; done
-  for n in "${nodes[@]:1}"; do await_replica "$n"; done
-  for n in "${nodes[@]}"; do start_sentinel "$n"; done
+  if [ "$redis_mode" = cluster ]; then
+    for n in "${cluster_nodes[@]}"; do start_cluster_node "$n"; done
+    create_redis_cluster
+    redis_url="$(cluster_url)"
+  else
+    for n in "${nodes[@]}"; do start_redis "$n"; done
+    for n in "${nodes[@]:1}"; do await_replica "$n"; done
+    for n in "${nodes[@]}"; do start_sentinel "$n"; done
+    redis_url="$(sentinel_url)"
+  fi
   say "up: $(ctl 1 cluster_status --formatter json | grep -o '"running_nodes":\[[^]]*\]')"
   cat <<EOF
 export WARREN_AMQP_URL='$(urls)'
 export WARREN_QUEUE_TYPE=quorum
-export WARREN_REDIS_URL='$(sentinel_url)'
+export WARREN_REDIS_URL='$redis_url'
 export WARREN_REDIS_MIN_REPLICAS=1
 EOF
 }
@@ -254,6 +317,15 @@ down() {
       say "stopping Redis on $(redis_port "$n")"
       stop_pid "$dir/redis-$n/pid"
     fi
+  done
+  for n in "${cluster_nodes[@]}"; do
+    if [ -f "$dir/rcluster-$n/pid" ]; then
+      say "stopping Redis Cluster node $(cluster_port "$n")"
+      stop_pid "$dir/rcluster-$n/pid"
+    fi
+  done
+  for n in "${cluster_nodes[@]}"; do
+    for _ in $(seq 1 100); do port_open "$(cluster_port "$n")" || break; sleep 0.1; done
   done
   for n in "${nodes[@]}"; do
     for port in "$(amqp_port "$n")" "$(redis_port "$n")" "$(sentinel_port "$n")"; do
@@ -278,14 +350,23 @@ status() {
     if port_open "$(sentinel_port "$n")"; then s=up; else s=down; fi
     echo "sentinel $(sentinel_port "$n"): $s"
   done
+  for n in "${cluster_nodes[@]}"; do
+    if port_open "$(cluster_port "$n")"; then echo "redis cluster node $(cluster_port "$n"): up"; fi
+  done
 }
 
 case "${1:-}" in
-  up) up ;;
+  up)
+    case "${2:-}" in
+      "") up sentinel ;;
+      --redis-cluster) up cluster ;;
+      *) echo "cluster.sh up: unknown option $2 (expected --redis-cluster)" >&2; exit 2 ;;
+    esac
+    ;;
   down) down ;;
   status) status ;;
   *)
-    echo "usage: bash scripts/cluster.sh up|down|status" >&2
+    echo "usage: bash scripts/cluster.sh up [--redis-cluster] | down | status" >&2
     exit 2
     ;;
 esac

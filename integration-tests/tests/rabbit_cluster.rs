@@ -1,6 +1,7 @@
 //! `scripts/cluster.sh` (issue 13): `up` makes the 3-node RabbitMQ cluster
 //! and the replicated Redis that docs/operations.md describes, warren runs on
-//! the settings it prints, and `down` removes all of it. What warren does when
+//! the settings it prints, and `down` removes all of it; `up --redis-cluster`
+//! makes a Redis Cluster warren runs on too. What warren does when
 //! a node of such a cluster dies is `tests/cluster_chaos.rs`.
 
 use warren_integration_tests::{Cluster, ClusterOptions};
@@ -12,29 +13,24 @@ async fn cluster_sh_makes_a_cluster_warren_runs_on_and_down_removes_it() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
     let dir = std::env::temp_dir().join(format!("warren-cluster-{}", std::process::id()));
     let ns = warren_integration_tests::fresh_settings("it").namespace;
-    let run = |verb: &str| {
+    let run = |args: &[&str]| {
         std::process::Command::new("bash")
             .arg(&script)
-            .arg(verb)
+            .args(args)
             .env("WARREN_CLUSTER_DIR", &dir)
             .env("WARREN_NAMESPACE", &ns)
             .env("WARREN_BIN_DIR", warren_integration_tests::bin_dir())
             .output()
             .expect("bash scripts/cluster.sh")
     };
-    let up = run("up");
+    let up = run(&["up"]);
     let stdout = String::from_utf8_lossy(&up.stdout).into_owned();
     assert!(
         up.status.success(),
         "cluster.sh up (are ports 5701-5703 or 7001-7006 taken? `bash scripts/cluster.sh down`): {stdout}{}",
         String::from_utf8_lossy(&up.stderr)
     );
-    let env: Vec<(String, String)> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect();
+    let env = exports(&stdout);
     let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         names,
@@ -108,17 +104,61 @@ async fn cluster_sh_makes_a_cluster_warren_runs_on_and_down_removes_it() {
     );
     c.shutdown().await;
 
-    let down = run("down");
+    // The Redis Cluster mode, beside the RabbitMQ nodes already up: warren
+    // runs on the redis+cluster:// URL it prints.
+    let up = run(&["up", "--redis-cluster"]);
+    let stdout = String::from_utf8_lossy(&up.stdout).into_owned();
+    assert!(
+        up.status.success(),
+        "cluster.sh up --redis-cluster (are ports 7011-7016 taken?): {stdout}{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let mut env = exports(&stdout);
+    assert_eq!(
+        env[2].1, "redis+cluster://127.0.0.1:7011,127.0.0.1:7012,127.0.0.1:7013/",
+        "{stdout}"
+    );
+    let nodes = std::process::Command::new("redis-cli")
+        .args(["-p", "7011", "cluster", "nodes"])
+        .output()
+        .expect("redis-cli");
+    let nodes = String::from_utf8_lossy(&nodes.stdout).into_owned();
+    assert_eq!(nodes.matches("master").count(), 3, "{nodes}");
+    assert_eq!(nodes.matches("slave").count(), 3, "{nodes}");
+    env.push(("WARREN_NAMESPACE".into(), ns.clone()));
+    let c = Cluster::start_with(ClusterOptions {
+        env,
+        ..Default::default()
+    })
+    .await;
+    let key = warren_integration_tests::ok_stdout(&c.warren(&["submit", "inc", "1"]));
+    let value = warren_integration_tests::ok_stdout(&c.warren(&["result", key.trim()]));
+    assert_eq!(value.trim(), "2");
+    c.shutdown().await;
+
+    let down = run(&["down"]);
     assert!(
         down.status.success(),
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
-    for port in [5701, 5702, 5703, 7001, 7002, 7003, 7004, 7005, 7006] {
+    for port in [
+        5701, 5702, 5703, 7001, 7002, 7003, 7004, 7005, 7006, 7011, 7012, 7013, 7014, 7015, 7016,
+    ] {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
             "port {port} still open after down"
         );
     }
     assert!(!dir.exists(), "{} still there", dir.display());
+}
+
+/// The `export K='V'` lines `cluster.sh up` prints, as (K, V).
+fn exports(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
 }
