@@ -170,6 +170,52 @@ pub async fn connect_watched(settings: &Settings, name: &str) -> Result<(Connect
     })
 }
 
+/// [`connect_watched`] for a process that cannot start over, a CLI command
+/// above all: with several nodes in `amqp_url`, a connect that fails because
+/// no node answers (one dying, the others restarting or pausing) is tried
+/// again within `patience`, saying so once, as running services ride it out.
+/// One node, or a refusal no wait mends (login, vhost, certificate), fails
+/// at once.
+pub async fn connect_riding(
+    settings: &Settings,
+    name: &str,
+    patience: Duration,
+) -> Result<(Connection, Blocked)> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let several = node_urls(&settings.amqp_url).len() > 1;
+    let mut waiting = false;
+    loop {
+        match connect_watched(settings, name).await {
+            Ok(found) => {
+                if waiting {
+                    info!("reached a RabbitMQ node");
+                }
+                return Ok(found);
+            }
+            Err(Error::AmqpConnect { url, cause })
+                if several
+                    && crate::error::amqp_unreachable(&cause.to_string())
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                if !waiting {
+                    warn!(
+                        nodes = %url,
+                        error = %cause,
+                        "no RabbitMQ node answers: waiting up to {}s (request_timeout_secs) for one; check that the cluster's nodes run",
+                        patience.as_secs()
+                    );
+                    waiting = true;
+                }
+                tokio::time::sleep(RIDE_EVERY).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How often [`connect_riding`] tries the nodes again.
+const RIDE_EVERY: Duration = Duration::from_secs(1);
+
 /// How long one node of several may take to accept a connection.
 const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 

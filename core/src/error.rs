@@ -97,6 +97,21 @@ pub fn amqp_hint(cause: &str) -> &'static str {
     }
 }
 
+/// Whether RabbitMQ's error `cause` says no node answered (refused, timed
+/// out, dropped: what a dying or restarting node looks like), rather than a
+/// refused login, vhost or certificate, which no wait mends.
+pub fn amqp_unreachable(cause: &str) -> bool {
+    tls_hint(cause).is_none()
+        && ![
+            "ACCESS_REFUSED",
+            "ACCESS-REFUSED",
+            "NOT_ALLOWED",
+            "NOT-ALLOWED",
+        ]
+        .iter()
+        .any(|m| cause.contains(m))
+}
+
 /// What to check when no sentinel or cluster node named a primary.
 fn no_primary_hint(message: &str) -> &'static str {
     if [
@@ -188,5 +203,23 @@ mod tests {
         assert!(no_primary_hint(sentinel).contains("redis_sentinel_password"));
         assert!(redis_hint("invalid peer certificate: NotValidForName").contains("host"));
         assert!(amqp_hint("received fatal alert: CertificateRequired").contains("tls_cert_file"));
+    }
+
+    #[test]
+    fn only_a_broker_that_does_not_answer_is_worth_waiting_for() {
+        for down in [
+            "IO error: Connection refused (os error 111)",
+            "no answer within 3s",
+            "IO error: Connection reset by peer (os error 104)",
+        ] {
+            assert!(amqp_unreachable(down), "{down}");
+        }
+        for refused in [
+            "protocol error: AMQP soft error: ACCESS-REFUSED: ACCESS_REFUSED - Login was refused",
+            "NOT_ALLOWED - vhost x not found",
+            "io error: invalid peer certificate: UnknownIssuer",
+        ] {
+            assert!(!amqp_unreachable(refused), "{refused}");
+        }
     }
 }

@@ -42,7 +42,8 @@ pub(super) struct Link {
 }
 
 impl Link {
-    /// Connects (to the first node of `amqp_url` that answers), declares the
+    /// Connects (to the first node of `amqp_url` that answers, waiting for one
+    /// within `request_timeout_secs` when several are named), declares the
     /// topology and opens the reply queue, whose events go to `events`.
     pub(super) async fn open(
         settings: &Settings,
@@ -54,7 +55,8 @@ impl Link {
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
         let name = format!("warren-client {host}:{}", std::process::id());
-        let (conn, blocked) = amqp::connect_watched(settings, &name).await?;
+        let patience = std::time::Duration::from_secs(settings.request_timeout_secs);
+        let (conn, blocked) = amqp::connect_riding(settings, &name, patience).await?;
         // A scheduler declares the topology; a client declares it only when
         // it starts first. Asking first (a passive declare needs no rights)
         // lets a client run as a user that may not declare or delete shared

@@ -63,3 +63,79 @@ async fn a_redis_outage_during_a_gather_is_said_once_not_per_retry() {
     );
     c.shutdown().await;
 }
+
+/// A CLI command given several RabbitMQ nodes, none of which answers (one
+/// gone for good, the other restarting its application), waits for one
+/// within `request_timeout_secs`, says so once, and then does its work.
+#[test]
+fn a_cli_command_waits_for_a_rabbitmq_node_when_none_answers() {
+    let node = warren_integration_tests::PrivateRabbit::start(&[]);
+    let gone = format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f",
+        warren_integration_tests::free_port()
+    );
+    let urls = format!("{gone},{}", node.amqp_url());
+    node.ctl(&["stop_app"]);
+    let ns = warren_integration_tests::fresh_settings("it-ride").namespace;
+    let cli = Command::new(bin("warren"))
+        .args(["submit", "--detach", "inc", "1"])
+        .env("WARREN_NAMESPACE", &ns)
+        .env("WARREN_KEY_FILE", warren_integration_tests::NO_KEY)
+        .env("WARREN_AMQP_URL", &urls)
+        .env("WARREN_REQUEST_TIMEOUT_SECS", "60")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("warren");
+    std::thread::sleep(Duration::from_secs(3));
+    node.ctl(&["start_app"]);
+    let out = cli.wait_with_output().expect("warren's output");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("no RabbitMQ node answers").count(), 1, "{err}");
+    assert!(
+        err.contains("waiting up to 60s (request_timeout_secs)"),
+        "{err}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "no key printed"
+    );
+    // The request is in the node's submit queue, for a scheduler to record.
+    let queues = node.ctl(&[
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        "messages",
+    ]);
+    let submit = format!("{ns}.submit");
+    assert!(
+        queues
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [submit.as_str(), "1"]),
+        "{queues}"
+    );
+    // One node alone fails at once, naming it, as before.
+    let started = std::time::Instant::now();
+    node.ctl(&["stop_app"]);
+    let out = Command::new(bin("warren"))
+        .args(["submit", "--detach", "inc", "1"])
+        .env("WARREN_NAMESPACE", &ns)
+        .env("WARREN_KEY_FILE", warren_integration_tests::NO_KEY)
+        .env("WARREN_AMQP_URL", node.amqp_url())
+        .output()
+        .expect("warren");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("is it running"), "{err}");
+    let settings = warren_core::Settings::load(None, &[("namespace", ns)]).expect("settings");
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(warren_integration_tests::cleanup(&settings));
+}
