@@ -157,7 +157,7 @@ async fn a_dag_over_two_hosts_survives_a_dead_rabbit_leader_redis_primary_schedu
                 // A CLI started the moment the node died submits and gets
                 // its result too, each command connecting afresh to a node
                 // that answers.
-                let cli_env = vec![
+                let cli_env = [
                     ("WARREN_AMQP_URL".to_string(), urls.join(",")),
                     ("WARREN_QUEUE_TYPE".into(), "quorum".into()),
                     ("WARREN_REDIS_URL".into(), redis.url()),
