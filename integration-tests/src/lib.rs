@@ -576,13 +576,20 @@ pub fn run_cli(namespace: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]
 /// Runs `rabbitmqctl` with `args`, asserting it succeeded, and returns its
 /// stdout (tests that create users, restart the broker or read its state).
 pub fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
+    run_ok(Command::new("rabbitmqctl").args(args))
+}
+
+/// Runs a server's tool (`rabbitmqctl`, `openssl`, ...), asserting it
+/// succeeded, naming it and its arguments with its stderr if not; returns
+/// its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let shown = format!("{:?}", cmd);
+    let out = cmd
         .output()
-        .expect("rabbitmqctl");
+        .unwrap_or_else(|e| panic!("{shown}: {e} (is it installed?)"));
     assert!(
         out.status.success(),
-        "rabbitmqctl {args:?}: {}",
+        "{shown}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()

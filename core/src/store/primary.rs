@@ -30,11 +30,19 @@ pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
 
 /// Whether `url` has a scheme warren's Redis URLs may have.
 pub fn known_scheme(url: &str) -> bool {
-    let plain = url.strip_prefix("rediss").map(|r| format!("redis{r}"));
-    let url = plain.as_deref().unwrap_or(url);
-    url.starts_with("redis://")
-        || url.starts_with(SENTINEL_SCHEME)
-        || url.starts_with(CLUSTER_SCHEME)
+    let (plain, _) = without_tls(url);
+    plain.starts_with("redis://")
+        || plain.starts_with(SENTINEL_SCHEME)
+        || plain.starts_with(CLUSTER_SCHEME)
+}
+
+/// `url` with `rediss` read as `redis` (the same URL over TLS), and the
+/// scheme of the servers it leads to: `rediss://` or `redis://`.
+fn without_tls(url: &str) -> (std::borrow::Cow<'_, str>, &'static str) {
+    match url.strip_prefix("rediss") {
+        Some(rest) => (format!("redis{rest}").into(), "rediss://"),
+        None => (url.into(), "redis://"),
+    }
 }
 
 /// How a [`crate::store::Store`] finds its Redis.
@@ -88,13 +96,8 @@ impl Target {
     pub fn parse(url: &str, namespace: &str) -> Result<Self> {
         // `rediss+...` is `redis+...` with TLS to every node.
         let given = url;
-        let tls = url
-            .strip_prefix("rediss+")
-            .map(|rest| format!("redis+{rest}"));
-        let (plain, scheme) = match &tls {
-            Some(plain) => (plain.as_str(), "rediss://"),
-            None => (url, "redis://"),
-        };
+        let (plain, scheme) = without_tls(url);
+        let plain = plain.as_ref();
         if let Some(rest) = plain.strip_prefix(CLUSTER_SCHEME) {
             return Self::parse_cluster(given, rest, namespace, scheme);
         }
