@@ -19,6 +19,7 @@ const PASSWORD: &str = "ns-boundary-pw";
 
 /// One namespace with a service user (worker role; the scheduler's rights
 /// are the same) and a client user, both from `warren access --apply`.
+#[derive(Clone)]
 struct Namespace {
     ns: String,
     service: String,
@@ -167,11 +168,13 @@ async fn two_namespaces_with_users_from_warren_access_cannot_reach_each_other() 
     let (cluster_a, cluster_b) = tokio::join!(start(&a), start(&b));
     assert_eq!(cluster_a.settings.namespace, a.ns);
 
-    // Both namespaces run the notebook meanwhile, as their client users.
+    // Both namespaces run the notebook, as their client users, while A's
+    // users try their way into B (and B's notebook runs again after).
     let expected: Vec<Value> = [2, 3, 4, 5, 6, 8].map(Value::from).to_vec();
-    let (va, vb) = tokio::join!(notebook(&a), notebook(&b));
-    assert_eq!(va, expected);
-    assert_eq!(vb, expected);
+    let running = {
+        let (a, b) = (a.clone(), b.clone());
+        tokio::spawn(async move { tokio::join!(notebook(&a), notebook(&b)) })
+    };
     // The CLI too.
     let cli_env: Vec<(String, String)> = a.env(&a.client);
     let env: Vec<(&str, &str)> = cli_env
@@ -258,7 +261,10 @@ async fn two_namespaces_with_users_from_warren_access_cannot_reach_each_other() 
             assert!(text.contains("NOPERM"), "{user} {cmd:?}: {text}");
         }
     }
-    // B went on untouched.
+    let (va, vb) = running.await.expect("both notebooks");
+    assert_eq!(va, expected);
+    assert_eq!(vb, expected);
+    // B goes on untouched.
     let after = notebook(&b).await;
     assert_eq!(after, expected);
 
