@@ -130,6 +130,31 @@ pub struct PolicyDef {
     pub definition: Vec<(&'static str, Arg)>,
 }
 
+impl PolicyDef {
+    /// The policy as RabbitMQ's management API takes it (`PUT
+    /// /api/policies/<vhost>/<name>`), and as a definitions document holds
+    /// it beside its name and vhost.
+    pub fn body(&self) -> Value {
+        json!({"pattern": self.pattern, "apply-to": "queues", "priority": 1,
+               "definition": json_object(&self.definition)})
+    }
+}
+
+/// Queue arguments or policy keys as the JSON object RabbitMQ's documents
+/// hold them in.
+pub fn json_object(pairs: &[(&str, Arg)]) -> serde_json::Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Arg::Str(s) => json!(s),
+                Arg::Int(i) => json!(i),
+            };
+            ((*k).to_string(), v)
+        })
+        .collect()
+}
+
 /// A binding of a queue to an exchange.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindingDef {
@@ -373,32 +398,22 @@ impl Topology {
     /// The topology as a RabbitMQ definitions document (vhost `/`), importable
     /// through the management UI or `rabbitmqctl import_definitions`.
     pub fn definitions(&self, work_queues: &[&str]) -> Value {
-        let object = |pairs: &[(&str, Arg)]| -> serde_json::Map<String, Value> {
-            pairs
-                .iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Arg::Str(s) => json!(s),
-                        Arg::Int(i) => json!(i),
-                    };
-                    ((*k).to_string(), v)
-                })
-                .collect()
-        };
         let queues: Vec<Value> = self
             .queues(work_queues)
             .iter()
             .map(|q| {
                 json!({"name": q.name, "vhost": "/", "durable": true, "auto_delete": false,
-                       "arguments": object(&q.arguments)})
+                       "arguments": json_object(&q.arguments)})
             })
             .collect();
         let policies: Vec<Value> = self
             .policies()
             .iter()
             .map(|p| {
-                json!({"name": p.name, "vhost": "/", "pattern": p.pattern, "apply-to": "queues",
-                       "priority": 1, "definition": object(&p.definition)})
+                let mut doc = p.body();
+                doc["name"] = json!(p.name);
+                doc["vhost"] = json!("/");
+                doc
             })
             .collect();
         let exchanges: Vec<Value> = self

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use warren_core::Settings;
 use warren_core::access::{self, RabbitRights, Role, shell_quote};
 use warren_core::store::primary::Target;
-use warren_core::topology::{Arg, Topology};
+use warren_core::topology::Topology;
 
 use crate::cli::output::Out;
 
@@ -126,22 +126,7 @@ fn policies(settings: &Settings) -> Vec<(String, Value)> {
     Topology::from_settings(settings)
         .policies()
         .into_iter()
-        .map(|p| {
-            let definition: serde_json::Map<String, Value> = p
-                .definition
-                .iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Arg::Str(s) => json!(s),
-                        Arg::Int(i) => json!(i),
-                    };
-                    ((*k).to_string(), v)
-                })
-                .collect();
-            let body = json!({"pattern": p.pattern, "apply-to": "queues", "priority": 1,
-                              "definition": definition});
-            (p.name, body)
-        })
+        .map(|p| (p.name.clone(), p.body()))
         .collect()
 }
 
