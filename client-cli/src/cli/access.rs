@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use warren_core::Settings;
 use warren_core::access::{self, RabbitRights, Role, shell_quote};
 use warren_core::store::primary::Target;
-use warren_core::topology::Topology;
+use warren_core::topology::{PolicyDef, Topology, json_object};
 
 use crate::cli::output::Out;
 
@@ -57,12 +57,13 @@ pub async fn run(args: &AccessArgs, settings: &Settings, out: Out) -> anyhow::Re
     let mut target = settings.clone();
     target.namespace = args.namespace.clone();
     target.validate()?;
+    check_user(&args.user)?;
     let ns = &args.namespace;
     let rights = access::rabbit_rights(ns, args.role);
     let redis_target = Target::parse(&settings.redis_url, ns)?;
     let cluster = matches!(redis_target, Target::Cluster { .. });
     let rule = access::redis_rule(ns, cluster);
-    let policies = policies(&target);
+    let policies = Topology::from_settings(&target).policies();
     if args.apply {
         let password = match &args.password_file {
             Some(p) => Some(read_password(p)?),
@@ -88,7 +89,7 @@ pub async fn run(args: &AccessArgs, settings: &Settings, out: Out) -> anyhow::Re
                 "namespace": ns, "user": args.user, "role": args.role.as_str(), "applied": args.apply,
                 "rabbitmq": {"vhost": rights.vhost, "configure": rights.configure,
                              "write": rights.write, "read": rights.read,
-                             "policies": policies.iter().map(|(n, p)| json!({"name": n, "policy": p})).collect::<Vec<_>>()},
+                             "policies": policies.iter().map(|p| json!({"name": p.name, "policy": p.body()})).collect::<Vec<_>>()},
                 "redis": {"acl_setuser": rule},
             })
         );
@@ -120,27 +121,29 @@ pub async fn run(args: &AccessArgs, settings: &Settings, out: Out) -> anyhow::Re
     Ok(0)
 }
 
-/// warren's policies for the namespace's queues, as the management API
-/// takes them: (name, body).
-fn policies(settings: &Settings) -> Vec<(String, Value)> {
-    Topology::from_settings(settings)
-        .policies()
-        .into_iter()
-        .map(|p| (p.name.clone(), p.body()))
-        .collect()
+/// A user name both servers take, and that reads as one word: not empty,
+/// no spaces or control characters (Redis refuses spaces in ACL users).
+fn check_user(user: &str) -> anyhow::Result<()> {
+    if user.is_empty()
+        || user.chars().count() > 128
+        || user.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        bail!("--user {user:?} must be 1-128 characters without spaces or control characters");
+    }
+    Ok(())
 }
 
 /// The `rabbitmqctl` lines that set up the vhost, its policies and the
 /// user's rights.
-fn rabbit_commands(user: &str, r: &RabbitRights, policies: &[(String, Value)]) -> Vec<String> {
+fn rabbit_commands(user: &str, r: &RabbitRights, policies: &[PolicyDef]) -> Vec<String> {
     let vhost = shell_quote(&r.vhost);
     let mut lines = vec![format!("rabbitmqctl add_vhost {vhost}")];
-    for (name, body) in policies {
+    for p in policies {
         lines.push(format!(
             "rabbitmqctl set_policy -p {vhost} --apply-to queues --priority 1 {} {} {}",
-            shell_quote(name),
-            shell_quote(body["pattern"].as_str().unwrap_or_default()),
-            shell_quote(&body["definition"].to_string()),
+            shell_quote(&p.name),
+            shell_quote(&p.pattern),
+            shell_quote(&Value::Object(json_object(&p.definition)).to_string()),
         ));
     }
     lines.push(format!(
@@ -174,9 +177,10 @@ fn redis_command(user: &str, rule: &[String], with_password: bool) -> String {
 /// URLs with the user's name, a placeholder password and the namespace's
 /// vhost.
 fn user_settings(settings: &Settings, user: &str, ns: &str) -> Vec<String> {
-    let amqp = warren_core::amqp::node_urls(&settings.amqp_url)
-        .first()
-        .and_then(|u| u.parse::<lapin::uri::AMQPUri>().ok())
+    let encoded = url_user(user);
+    let nodes: Vec<String> = warren_core::amqp::node_urls(&settings.amqp_url)
+        .iter()
+        .filter_map(|u| u.parse::<lapin::uri::AMQPUri>().ok())
         .map(|u| {
             let scheme = if u.scheme == lapin::uri::AMQPScheme::AMQPS {
                 "amqps"
@@ -184,11 +188,16 @@ fn user_settings(settings: &Settings, user: &str, ns: &str) -> Vec<String> {
                 "amqp"
             };
             format!(
-                "{scheme}://{user}:PASSWORD@{}:{}/{ns}",
+                "{scheme}://{encoded}:PASSWORD@{}:{}/{ns}",
                 u.authority.host, u.authority.port
             )
         })
-        .unwrap_or_else(|| format!("amqp://{user}:PASSWORD@HOST:5672/{ns}"));
+        .collect();
+    let amqp = if nodes.is_empty() {
+        format!("amqp://{encoded}:PASSWORD@HOST:5672/{ns}")
+    } else {
+        nodes.join(",")
+    };
     vec![
         format!("WARREN_NAMESPACE={ns}"),
         format!("WARREN_AMQP_URL={}", shell_quote(&amqp)),
@@ -199,12 +208,24 @@ fn user_settings(settings: &Settings, user: &str, ns: &str) -> Vec<String> {
     ]
 }
 
+/// `user` as a URL's user information holds it: `@`, `:` and the like
+/// percent-encoded.
+fn url_user(user: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(user, KEEP).to_string()
+}
+
 /// The administrator's Redis URL with `user` and a placeholder password in
 /// it (every form: a Sentinel or Cluster URL lists several hosts).
 fn redis_url(admin: &str, user: &str) -> String {
     let Some((scheme, rest)) = admin.split_once("://") else {
         return format!("redis://{user}:PASSWORD@HOST:6379/");
     };
+    let user = url_user(user);
     let hosts = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
     format!("{scheme}://{user}:PASSWORD@{hosts}")
 }
@@ -349,13 +370,13 @@ impl Management {
         &self,
         user: &str,
         rights: &RabbitRights,
-        policies: &[(String, Value)],
+        policies: &[PolicyDef],
         password: Option<&str>,
     ) -> anyhow::Result<()> {
         let vhost = rights.vhost.as_str();
         self.put(&["vhosts", vhost], &json!({})).await?;
-        for (name, body) in policies {
-            self.put(&["policies", vhost, name], body).await?;
+        for p in policies {
+            self.put(&["policies", vhost, &p.name], &p.body()).await?;
         }
         if let Some(p) = password {
             self.put(&["users", user], &json!({"password": p, "tags": ""}))
@@ -390,5 +411,36 @@ mod tests {
             redis_url("redis://admin:p@ss@h:1/", "bob"),
             "redis://bob:PASSWORD@h:1/"
         );
+        assert_eq!(
+            redis_url("redis://h:1/", "a@b:c"),
+            "redis://a%40b%3Ac:PASSWORD@h:1/"
+        );
+    }
+
+    #[test]
+    fn a_users_amqp_url_names_every_node_and_the_namespaces_vhost() {
+        let settings = Settings {
+            amqp_url: "amqp://guest:guest@n1:5701/%2f,amqps://guest:guest@n2:5702/%2f".into(),
+            ..Default::default()
+        };
+        let lines = user_settings(&settings, "svc@a", "team-a");
+        assert!(
+            lines.contains(&"WARREN_AMQP_URL=amqp://svc%40a:PASSWORD@n1:5701/team-a,amqps://svc%40a:PASSWORD@n2:5702/team-a".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .contains(&"WARREN_REDIS_URL=redis://svc%40a:PASSWORD@127.0.0.1:6379/".to_string()),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_user_name_with_spaces_or_nothing_is_named() {
+        for bad in ["", "al ice", "a\tb", "x\n"] {
+            let e = check_user(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+        check_user("CN=worker-1,O=acme").unwrap();
     }
 }
