@@ -88,9 +88,9 @@ pub enum Error {
 pub fn amqp_hint(cause: &str) -> &'static str {
     if let Some(hint) = tls_hint(cause) {
         hint
-    } else if cause.contains("ACCESS_REFUSED") || cause.contains("ACCESS-REFUSED") {
+    } else if amqp_refused(cause) {
         "the user or password in the URL is wrong: check them in WARREN_AMQP_URL (amqp://USER:PASSWORD@HOST:PORT/VHOST)"
-    } else if cause.contains("NOT_ALLOWED") || cause.contains("NOT-ALLOWED") {
+    } else if amqp_not_allowed(cause) {
         "the vhost does not exist or the user has no rights to it: check the vhost at the end of WARREN_AMQP_URL (%2f is /) and `rabbitmqctl list_permissions -p VHOST`"
     } else {
         "is it running? start it with broker-config/up.sh, or set WARREN_AMQP_URL"
@@ -101,15 +101,20 @@ pub fn amqp_hint(cause: &str) -> &'static str {
 /// out, dropped: what a dying or restarting node looks like), rather than a
 /// refused login, vhost or certificate, which no wait mends.
 pub fn amqp_unreachable(cause: &str) -> bool {
-    tls_hint(cause).is_none()
-        && ![
-            "ACCESS_REFUSED",
-            "ACCESS-REFUSED",
-            "NOT_ALLOWED",
-            "NOT-ALLOWED",
-        ]
-        .iter()
-        .any(|m| cause.contains(m))
+    tls_hint(cause).is_none() && !amqp_refused(cause) && !amqp_not_allowed(cause)
+}
+
+/// Whether RabbitMQ's error `cause` is ACCESS_REFUSED: a refused login, or
+/// an operation the user has no rights to. lapin writes the code both as
+/// the protocol's `ACCESS-REFUSED` and as RabbitMQ's own `ACCESS_REFUSED`.
+pub fn amqp_refused(cause: &str) -> bool {
+    cause.contains("ACCESS_REFUSED") || cause.contains("ACCESS-REFUSED")
+}
+
+/// Whether RabbitMQ's error `cause` is NOT_ALLOWED: a vhost that does not
+/// exist or that the user has no rights to.
+fn amqp_not_allowed(cause: &str) -> bool {
+    cause.contains("NOT_ALLOWED") || cause.contains("NOT-ALLOWED")
 }
 
 /// What to check when no sentinel or cluster node named a primary.

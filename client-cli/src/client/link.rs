@@ -98,7 +98,7 @@ impl Link {
 /// do: the user is a client's, and a scheduler declares the topology.
 fn refused_declare(e: warren_core::error::Error, topology: &Topology) -> Error {
     let text = e.to_string();
-    if text.contains("ACCESS_REFUSED") || text.contains("ACCESS-REFUSED") {
+    if warren_core::error::amqp_refused(&text) {
         Error::CannotDeclare {
             cause: text,
             queue: topology.submit_queue(),
