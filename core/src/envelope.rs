@@ -69,6 +69,9 @@ pub enum EnvelopeError {
     /// Its signature is missing, unknown or wrong.
     #[error("a pickled value was refused: {0}")]
     Signature(#[from] SigningError),
+    /// Writing a sealed envelope out failed ([`seal_into`]).
+    #[error("the envelope could not be written: {0}")]
+    Write(String),
     /// A pickle, and this process holds no key.
     #[error(
         "a pickled value was refused: this process holds no key to check its signature (setting key_file; `warren key new`)"
@@ -177,6 +180,62 @@ pub fn write_body<F: Frame>(
         w.at += f.size();
     }
     Ok(())
+}
+
+/// [`seal`], written to `out` as it is made, for a value too big to hold
+/// twice in memory (it goes straight to a file): the same bytes. Returns
+/// the envelope's length and its BLAKE3 hash (its name as a stored value,
+/// [`crate::store::blobs::BlobRef`]'s), both computed on the way.
+pub fn seal_into<W: std::io::Write>(
+    out: &mut W,
+    kind: Kind,
+    purpose: &str,
+    header: &[u8],
+    frames: &[&[u8]],
+    keys: Option<&Keyring>,
+) -> Result<(u64, String), EnvelopeError> {
+    let len = sealed_len(kind, purpose, header, frames, keys)? as u64;
+    let mut w = Tee {
+        out,
+        mac: keys.map(|k| k.signer(purpose, len - 32).1),
+        content: blake3::Hasher::new(),
+    };
+    w.put(MAGIC)?;
+    w.put(&[VERSION, kind.byte(), purpose.len() as u8])?;
+    w.put(purpose.as_bytes())?;
+    w.put(&keys.map_or(UNSIGNED, |k| k.current().id()))?;
+    w.put(&(header.len() as u32).to_le_bytes())?;
+    w.put(header)?;
+    w.put(&(frames.len() as u32).to_le_bytes())?;
+    for f in frames {
+        w.put(&(f.len() as u64).to_le_bytes())?;
+        w.put(f)?;
+    }
+    if let Some(m) = w.mac.take() {
+        w.put(m.finalize().as_bytes())?;
+    }
+    Ok((len, w.content.finalize().to_hex().to_string()))
+}
+
+/// [`seal_into`]'s writer: the bytes go out and into the MAC (until it is
+/// written) and the content hash.
+struct Tee<'a, W> {
+    out: &'a mut W,
+    mac: Option<blake3::Hasher>,
+    content: blake3::Hasher,
+}
+
+impl<W: std::io::Write> Tee<'_, W> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), EnvelopeError> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| EnvelopeError::Write(e.to_string()))?;
+        if let Some(m) = self.mac.as_mut() {
+            m.update(bytes);
+        }
+        self.content.update(bytes);
+        Ok(())
+    }
 }
 
 /// Writes the MAC into the last 32 bytes of `out`, over all before them:
@@ -396,6 +455,30 @@ mod tests {
             &bytes[o.header.clone()],
             o.frames.iter().map(|f| &bytes[f.clone()]).collect(),
         )
+    }
+
+    #[test]
+    fn sealing_into_a_writer_makes_the_same_bytes_and_names_them() {
+        let keys = ring(3);
+        let frame = vec![7u8; 100_000];
+        for (kind, keys) in [
+            (Kind::Data, None),
+            (Kind::Data, Some(&keys)),
+            (Kind::Pickle, Some(&keys)),
+        ] {
+            let whole = seal(kind, "value", b"{\"v\":1}", &[&frame, b"x"], keys).unwrap();
+            let mut out = Vec::new();
+            let (len, hash) =
+                seal_into(&mut out, kind, "value", b"{\"v\":1}", &[&frame, b"x"], keys).unwrap();
+            assert_eq!(out, whole);
+            assert_eq!(len, whole.len() as u64);
+            assert_eq!(hash, blake3::hash(&whole).to_hex().to_string());
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            seal_into(&mut out, Kind::Pickle, "value", b"{}", &[], None),
+            Err(EnvelopeError::NoKey)
+        );
     }
 
     #[test]

@@ -166,6 +166,12 @@ def main() -> int:
     ap.add_argument(
         "--s3", action="store_true", help="also with an S3 store (the WARREN_S3_* settings)"
     )
+    ap.add_argument(
+        "--tmpfs",
+        action="store_true",
+        help="also with the directory store on /dev/shm (memory: what the disk's writes cost)",
+    )
+    ap.add_argument("--skip-redis", action="store_true", help="no run with every value in Redis")
     ap.add_argument("--bin-dir", default=os.environ.get("WARREN_BIN_DIR", REPO / "target/release"))
     args = ap.parse_args()
     if args.smoke:
@@ -182,8 +188,18 @@ def main() -> int:
             w3 = warren_run(bin_dir, s3, args.n, args.mib)
             print(f"  warren, S3 store: {w3}", file=sys.stderr)
             rows.append(("warren, `store_url` S3 (Garage, loopback)", w3))
-        wr = warren_run(bin_dir, "", args.n, args.mib)
-        print(f"  warren, values in Redis: {wr}", file=sys.stderr)
+        if args.tmpfs:
+            shm = Path(tempfile.mkdtemp(prefix="warren-bench-store-", dir="/dev/shm"))
+            try:
+                wt = warren_run(bin_dir, shm.as_uri(), args.n, args.mib)
+            finally:
+                shutil.rmtree(shm, ignore_errors=True)
+            print(f"  warren, directory store on tmpfs: {wt}", file=sys.stderr)
+            rows.append(("warren, `store_url` a directory on tmpfs (/dev/shm)", wt))
+        if not args.skip_redis:
+            wr = warren_run(bin_dir, "", args.n, args.mib)
+            print(f"  warren, values in Redis: {wr}", file=sys.stderr)
+            rows.append(("warren, values in Redis", wr))
         d = dask_run(args.n, args.mib)
         print(f"  dask: {d}", file=sys.stderr)
     finally:
@@ -192,11 +208,7 @@ def main() -> int:
     print(f"\n{what}\n")
     print("| stack | wall (s) | vs dask | peak RSS of one process (MiB) | Redis grew (MiB) |")
     print("|---|---|---|---|---|")
-    for name, (took, peak, *grew) in [
-        *rows,
-        ("warren, values in Redis", wr),
-        ("dask LocalCluster", (*d,)),
-    ]:
+    for name, (took, peak, *grew) in [*rows, ("dask LocalCluster", (*d,))]:
         g = f"{grew[0]:,.0f}" if grew else "-"
         print(f"| {name} | {took:.2f} | {d[0] / took:.2f}x | {peak:,.0f} | {g} |")
     return 0

@@ -132,21 +132,23 @@ impl Client {
     fn put_blob(&self, py: Python<'_>, data: &[u8]) -> PyResult<(String, u64)> {
         let inner = self.inner.clone();
         let data = data.to_vec();
-        let r = wait(py, async move { inner.put_blob(&data).await })?.map_err(to_py)?;
+        let r = wait(py, async move { inner.put_blob(data).await })?.map_err(to_py)?;
         Ok((r.hash, r.size))
     }
 
-    /// The bytes of the value `(hash, size)` names, checked.
+    /// The bytes of the value `(hash, size)` names, checked, as a new
+    /// `bytearray` (which an envelope opens in place: an array built on
+    /// it is not copied again).
     fn get_blob<'py>(
         &self,
         py: Python<'py>,
         hash: String,
         size: u64,
-    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    ) -> PyResult<Bound<'py, pyo3::types::PyByteArray>> {
         let inner = self.inner.clone();
         let r = warren_core::store::blobs::BlobRef { hash, size };
         let bytes = wait(py, async move { inner.get_blob(&r).await })?.map_err(to_py)?;
-        Ok(pyo3::types::PyBytes::new(py, &bytes))
+        Ok(pyo3::types::PyByteArray::new(py, &bytes))
     }
 
     /// The namespace: prefix of every queue and Redis key.

@@ -78,6 +78,22 @@ impl<'a, 'py> PyFrame<'a, 'py> {
     }
 }
 
+impl PyFrame<'_, '_> {
+    /// The frame's bytes, in place.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            PyFrame::Bytes(b) => b,
+            // SAFETY: the buffer is C-contiguous (checked in `of`) and
+            // `len_bytes` long; the `PyBuffer` holds the exporter's buffer
+            // (it cannot be freed or resized while exported), and callers
+            // hold the GIL while they read it, so no Python code writes it.
+            PyFrame::Buffer(b, _) => unsafe {
+                std::slice::from_raw_parts(b.buf_ptr() as *const u8, b.len_bytes())
+            },
+        }
+    }
+}
+
 impl Frame for PyFrame<'_, '_> {
     fn size(&self) -> usize {
         match self {
@@ -130,6 +146,53 @@ impl Keys {
     #[getter]
     fn key_id(&self) -> Option<String> {
         self.ring.as_ref().map(|r| r.current().id_hex())
+    }
+
+    /// Seals `header` and `frames` for `purpose` straight into the object
+    /// store `objects`: its `(hash, size)` reference. A directory store's
+    /// file is written as the envelope is made, so a big value is never
+    /// held twice in memory; other stores get it whole. The frames are
+    /// Python buffers, read holding the GIL.
+    fn seal_to(
+        &self,
+        py: Python<'_>,
+        objects: &crate::objects::Objects,
+        kind: &str,
+        purpose: &str,
+        header: &[u8],
+        frames: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<(String, u64)> {
+        let kind = kind_of(kind)?;
+        let frames = frames
+            .iter()
+            .map(PyFrame::of)
+            .collect::<PyResult<Vec<_>>>()?;
+        let slices: Vec<&[u8]> = frames.iter().map(PyFrame::bytes).collect();
+        let ring = self.ring.as_ref();
+        let store = &objects.store;
+        let failed = |e: String| crate::WarrenError::new_err(e);
+        let Some(dir) = store.dir() else {
+            let mut whole = Vec::new();
+            let (len, hash) = envelope::seal_into(&mut whole, kind, purpose, header, &slices, ring)
+                .map_err(|e| BadSignature::new_err(e.to_string()))?;
+            let bytes = whole.into();
+            released(py, || {
+                crate::blocking::runtime().block_on(store.put(&hash, bytes))
+            })
+            .map_err(|e| failed(e.to_string()))?;
+            return Ok((hash, len));
+        };
+        let mut sealed = 0;
+        let hash = warren_core::store::objects::write_named(dir, |file| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let (len, hash) = envelope::seal_into(&mut out, kind, purpose, header, &slices, ring)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            std::io::Write::flush(&mut out)?;
+            sealed = len;
+            Ok(hash)
+        })
+        .map_err(|e| failed(format!("the object store {}: {e}", store.url())))?;
+        Ok((hash, sealed))
     }
 
     /// Seals `header` and `frames` for `purpose`; a `pickle` needs a key.
@@ -189,7 +252,46 @@ impl Keys {
             opened.signed_by,
         ))
     }
+
+    /// [`open`](Self::open) of an envelope held in a `bytearray` (as an
+    /// object store's value arrives): its frames are given as `(start,
+    /// end)` ranges of `data`, which the caller views in place, so a value
+    /// of hundreds of MB is not copied once more to be opened. The check
+    /// runs holding the GIL: a `bytearray` may be resized by another
+    /// thread, and Python cannot run while this reads it.
+    fn open_in<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyByteArray>,
+        purpose: &str,
+    ) -> PyResult<OpenedIn<'py>> {
+        // SAFETY: the GIL is held from here to the end of this function and
+        // nothing in between runs Python code, so no thread can resize or
+        // free the bytearray while the slice is read.
+        let bytes = unsafe { data.as_bytes() };
+        let opened = envelope::open(bytes, purpose, self.ring.as_ref())
+            .map_err(|e| BadSignature::new_err(e.to_string()))?;
+        let kind = match opened.kind {
+            Kind::Data => "data",
+            Kind::Pickle => "pickle",
+        };
+        let frames = opened.frames.iter().map(|r| (r.start, r.end)).collect();
+        Ok((
+            kind,
+            PyBytes::new(py, &bytes[opened.header.clone()]),
+            frames,
+            opened.signed_by,
+        ))
+    }
 }
+
+/// [`Keys::open_in`]'s answer: frames as ranges of the envelope.
+type OpenedIn<'py> = (
+    &'static str,
+    Bound<'py, PyBytes>,
+    Vec<(usize, usize)>,
+    Option<String>,
+);
 
 /// The hash that names a stored value (`{"$blob": hash, ...}`), as
 /// [`warren_core::store::blobs::BlobRef`] computes it: computed here so

@@ -12,6 +12,7 @@
 //! - [`client`]: the `Client` class, the library's futures API;
 //! - [`keys`]: the namespace key, sealing and opening value envelopes;
 //! - [`local`]: settings and the key as a local cluster needs them;
+//! - [`objects`]: the object store of big values, as pool processes reach it;
 //! - [`output`]: tasks' output as they print it, for `forward_output`;
 //! - [`worker`]: `run_worker`, the worker runtime of `python -m warren worker`,
 //!   whose slots hand tasks to Python processes ([`warren_worker::prefork`]).
@@ -23,6 +24,7 @@ mod client;
 mod coordination;
 mod keys;
 mod local;
+mod objects;
 mod output;
 mod worker;
 
@@ -49,6 +51,7 @@ fn _warren(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<coordination::Coordination>()?;
     m.add_class::<output::OutputStream>()?;
     m.add_class::<keys::Keys>()?;
+    m.add_class::<objects::Objects>()?;
     m.add("BadSignature", m.py().get_type::<keys::BadSignature>())?;
     m.add_function(wrap_pyfunction!(keys::blob_hash, m)?)?;
     m.add_function(wrap_pyfunction!(worker::run_worker, m)?)?;

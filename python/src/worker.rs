@@ -145,7 +145,7 @@ pub fn run_worker(
                     failure.traceback = with_site(&failure.traceback, site.key, &func, site.worker);
                     failure
                 })?;
-                values.keep(site.key, &made)?;
+                values.keep(site.key, made)?;
                 Ok(value)
             });
         }
@@ -167,7 +167,9 @@ pub fn run_worker(
 /// The values that are not JSON, in Redis: fetched for a task's arguments
 /// before its pool process gets them, stored for its result after. The
 /// worker does this I/O, so pool processes need no connection (and no
-/// password) of their own.
+/// password) of their own. Values in the object store are the exception:
+/// pool processes read and write those themselves (see `objects`), and
+/// the worker sees only their references.
 #[derive(Clone)]
 struct Values {
     store: warren_core::store::Store,
@@ -218,7 +220,8 @@ impl Values {
     fn fetch(&self, args: &[serde_json::Value]) -> Result<Vec<Blob>, TaskFailure> {
         let mut blobs: Vec<Blob> = Vec::new();
         for r in blob_refs(args) {
-            if blobs.iter().any(|b| b.hash == r.hash) {
+            // A big value the pool process reads from the store itself.
+            if self.store.in_objects(r.size) || blobs.iter().any(|b| b.hash == r.hash) {
                 continue;
             }
             let known = self
@@ -251,7 +254,6 @@ impl Values {
         Ok(blobs)
     }
 
-    /// Stores the blobs a task's value refers to.
     /// What a task printed, kept for `future.logs()` and `warren logs KEY`
     /// as a program task's output is; losing it fails no task.
     fn keep_logs(&self, key: &str, logs: &serde_json::Value) {
@@ -275,7 +277,9 @@ impl Values {
         }
     }
 
-    fn keep(&self, key: &str, blobs: &[Vec<u8>]) -> Result<(), TaskFailure> {
+    /// Stores the blobs a task's value refers to (those its pool process
+    /// handed over; it stored the big ones itself).
+    fn keep(&self, key: &str, blobs: Vec<Vec<u8>>) -> Result<(), TaskFailure> {
         for b in blobs {
             self.rt.block_on(self.store.put_blob(b)).map_err(|e| {
                 TaskFailure::new(
@@ -321,7 +325,7 @@ fn with_site(traceback: &str, key: &str, func: &str, worker: &str) -> String {
 
 /// The settings a client needs, as a task's `get_client()` connects with
 /// them: the worker's own, sent to each pool process once it is ready.
-const CLIENT_SETTINGS: [&str; 11] = [
+const CLIENT_SETTINGS: [&str; 17] = [
     "amqp_url",
     "redis_url",
     "namespace",
@@ -333,6 +337,14 @@ const CLIENT_SETTINGS: [&str; 11] = [
     "request_timeout_secs",
     "previous_key_file",
     "redis_min_replicas",
+    // The object store, which pool processes reach themselves for big
+    // values (and a task's client for big results).
+    "store_url",
+    "inline_max_bytes",
+    "s3_endpoint",
+    "s3_region",
+    "s3_access_key_id",
+    "s3_secret_access_key",
 ];
 
 /// The greeting line: `{"settings": {name: text}}` for [`CLIENT_SETTINGS`],

@@ -2,6 +2,7 @@
 
 import os
 import time
+import weakref
 
 from warren import task
 
@@ -103,3 +104,14 @@ def prints(text: str) -> str:
 @task(name="tests:renamed", queue="python")
 def renamed() -> str:
     return "renamed"
+
+
+#: Weak references to what :func:`doubled_in_sight` saw and made.
+SIGHTED: list = []
+
+
+@task
+def doubled_in_sight(x: object) -> object:
+    y = x * 2
+    SIGHTED.extend([weakref.ref(x), weakref.ref(y)])
+    return y

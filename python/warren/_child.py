@@ -13,12 +13,16 @@ for ``future.logs()`` and ``warren logs KEY``; its stdin reads nothing.
 A call sent as an envelope (``{"$warren_call": ...}``) is opened with the
 worker's key: typed data always, a pickle (code, or any object) only when
 the worker was started with ``--accept-code`` and a key holder signed it.
+
+Values over ``inline_max_bytes`` with a ``store_url`` set are the exception
+to "the worker fetches and stores": this process reads and writes them in
+the object store itself (``_warren.Objects``, from the worker's greeting),
+so a value of hundreds of MB never crosses the pipe or sits in the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib
 import inspect
 import io
@@ -81,10 +85,18 @@ class Task:
     """What one request asks for: the function and its arguments, values
     opened with this worker's key."""
 
-    def __init__(self, request: dict[str, Any], blobs: dict[str, bytes], keys: Any) -> None:
+    def __init__(
+        self,
+        request: dict[str, Any],
+        blobs: dict[str, bytes],
+        keys: Any,
+        objects: Any = None,
+    ) -> None:
         self.name = request.get("func", "")
         self.blobs = blobs
         self.keys = keys
+        #: The object store (``_warren.Objects``), or None without one.
+        self.objects = objects
         self.accept_code = _signing.accepts_code()
         args = request.get("args", [])
         self.args: list[Any] = args if isinstance(args, list) else []
@@ -94,10 +106,18 @@ class Task:
         return _refs.replace(v, self._open)
 
     def _open(self, sha: str, size: int) -> Any:
-        data = self.blobs.get(sha)
-        if data is None:
-            raise ValueError(f"the worker did not hand over value {sha}")
+        data = self.bytes_of(sha, size, "value")
         return _envelopes.open_value(data, self.keys, allow_pickle=self.accept_code)
+
+    def bytes_of(self, sha: str, size: int, what: str) -> bytes:
+        """The bytes of a stored value: handed over by the worker, or read
+        here from the object store where a value of ``size`` lives."""
+        data = self.blobs.get(sha)
+        if data is None and self.objects is not None and self.objects.holds(size):
+            data = self.objects.get(sha, size)
+        if data is None:
+            raise ValueError(f"the worker did not hand over {what} {sha}")
+        return data
 
     def call(self) -> tuple[Any, list[Any], dict[str, Any]]:
         """``(fn, args, kwargs)``."""
@@ -114,15 +134,14 @@ class Task:
                 return self.registered(), args, kwargs
             if self.name != _calls.CODE_FUNC:
                 raise ValueError(f"{self.name} was sent a function as code")
-            return self.function(ref[0]), args, kwargs
+            return self.function(*ref), args, kwargs
         if isinstance(first, dict) and set(first) == {_calls.CALL_FIELD}:
             r = _refs.as_ref(first[_calls.CALL_FIELD])
-            if r is None or r[0] not in self.blobs:
-                raise ValueError("a call whose envelope the worker did not hand over")
+            if r is None:
+                raise ValueError("a call without its envelope")
+            envelope = self.bytes_of(*r, "the call's envelope")
             deps = [self.value(a) for a in self.args[1:]]
-            fn, args, kwargs = _envelopes.open_call(
-                self.blobs[r[0]], self.keys, deps, self.accept_code
-            )
+            fn, args, kwargs = _envelopes.open_call(envelope, self.keys, deps, self.accept_code)
             if fn is None:
                 fn = self.registered()
             elif self.name != _calls.CODE_FUNC:
@@ -130,14 +149,12 @@ class Task:
             return fn, args, kwargs
         return self.registered(), [self.value(a) for a in self.args], {}
 
-    def function(self, sha: str) -> Any:
+    def function(self, sha: str, size: int) -> Any:
         """The function stored as ``sha``: opened (checked against the key)
         once, then kept by its hash (the bytes of a hash never change)."""
         fn = _FUNCTIONS.get(sha)
         if fn is None:
-            data = self.blobs.get(sha)
-            if data is None:
-                raise ValueError(f"the worker did not hand over function {sha}")
+            data = self.bytes_of(sha, size, "function")
             fn = _envelopes.open_function(data, self.keys, self.accept_code)
             if len(_FUNCTIONS) >= 256:
                 _FUNCTIONS.clear()
@@ -294,7 +311,16 @@ def run(task: Task) -> tuple[dict[str, Any], list[bytes]]:
     if _codec.plain(value):
         return captured.into({"ok": value}), []
     try:
-        envelope, deps = _envelopes.seal(value, task.keys, _signing.VALUE, lambda _: None)
+        kind, header, frames, _ = _envelopes.encode(value, task.keys, lambda _: None)
+        objects = task.objects
+        if objects is not None and objects.holds(_envelopes.at_least(header, frames)):
+            # Big: sealed straight into the store's file, never whole here.
+            digest, size = task.keys.seal_to(objects, kind, _signing.VALUE, header, frames)
+            return captured.into({"ok": {_refs.BLOB: digest, "size": size}}), []
+        envelope = task.keys.seal(kind, _signing.VALUE, header, frames)
+    except _warren.WarrenError as e:
+        message = f"the result of {task.name} could not be stored: {e}"
+        return captured.into(_error("WorkerError", message)), []
     except (TypeError, ValueError) as e:
         return captured.into(_error(type(e).__name__, f"the result of {task.name}: {e}")), []
     return captured.into({"ok": _refs.ref_of(envelope), "blobs": [len(envelope)]}), [envelope]
@@ -308,16 +334,6 @@ def _flusher() -> None:
         capture = _Capture.current
         if capture is not None:
             capture.forward_pending()
-
-
-#: A task that moved this many bytes of values in and out is followed by a
-#: garbage collection. Measured (issue 36's benchmark, arrays of 100 MiB): a
-#: task's values stayed alive in reference cycles, ~200 MiB per task, until
-#: Python's collector ran, which counts container allocations, not bytes, so
-#: a child's peak grew with the number of tasks (941 MiB after 9 tasks of 6
-#: arrays, 4 GiB for 20); with a collection after each big task it stayed at
-#: 441. A collection costs too much after every no-op task, so only big ones.
-COLLECT_AFTER_BYTES = 16 * 1024 * 1024
 
 
 def _read_request(proto_in: IO[bytes]) -> tuple[dict[str, Any], dict[str, bytes]] | None:
@@ -354,20 +370,20 @@ def main(modules: list[str]) -> int:
     greeting = proto_in.readline()
     if not greeting:
         return 0
-    settings = json.loads(greeting).get("settings") or {}
-    _task_client.attach(proto_in, proto_out, {str(k): str(v) for k, v in settings.items()})
+    settings = {str(k): str(v) for k, v in (json.loads(greeting).get("settings") or {}).items()}
+    _task_client.attach(proto_in, proto_out, settings)
+    objects = _warren.Objects.open(settings) if settings.get("store_url") else None
     threading.Thread(target=_flusher, name="warren-output", daemon=True).start()
     while True:
         request = _read_request(proto_in)
         if request is None:
             return 0
         _task_client.task_started()
-        reply, blobs = run(Task(request[0], request[1], keys))
+        reply, blobs = run(Task(request[0], request[1], keys, objects))
         _send(proto_out, reply, blobs)
-        moved = sum(map(len, blobs)) + sum(map(len, request[1].values()))
+        # Nothing of the task outlives it (no reference cycle holds its
+        # values: tests/test_store.py checks with the collector off).
         del reply, blobs, request
-        if moved >= COLLECT_AFTER_BYTES:
-            gc.collect()
 
 
 if __name__ == "__main__":

@@ -176,11 +176,11 @@ class Decoder:
     """Rebuilds values from a data header's nodes, its frames, and the
     values of its ``dep`` nodes."""
 
-    def __init__(self, frames: list[bytearray], deps: list[Any]) -> None:
+    def __init__(self, frames: list[bytearray] | list[memoryview], deps: list[Any]) -> None:
         self.frames = frames
         self.deps = deps
 
-    def frame(self, i: object) -> bytearray:
+    def frame(self, i: object) -> bytearray | memoryview:
         if type(i) is not int or not 0 <= i < len(self.frames):
             raise ValueError(f"a value refers to frame {i!r} of {len(self.frames)}")
         return self.frames[i]

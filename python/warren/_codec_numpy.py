@@ -39,7 +39,9 @@ def encode(v: object, frame: Callable[[Any], int]) -> dict[str, Any] | None:
     return None
 
 
-def decode(tag: object, n: dict[str, Any], frame: Callable[[object], bytearray]) -> Any:
+def decode(
+    tag: object, n: dict[str, Any], frame: Callable[[object], bytearray | memoryview]
+) -> Any:
     """The array or scalar of a numpy node, or :data:`NOT_NUMPY`."""
     if tag not in ("ndarray", "npscalar"):
         return NOT_NUMPY
@@ -63,6 +65,8 @@ def decode(tag: object, n: dict[str, Any], frame: Callable[[object], bytearray])
             f"bytes, not {len(data)}"
         )
     # Writable memory, as the sender's array had: an opened envelope's
-    # frames are bytearrays already (one per array), so this copies nothing.
-    owned = data if type(data) is bytearray else bytearray(data)
+    # frames are bytearrays already (one per array), or writable views of
+    # the envelope read from an object store, so this copies nothing.
+    writable = type(data) is bytearray or (type(data) is memoryview and not data.readonly)
+    owned = data if writable else bytearray(data)
     return np.frombuffer(owned, dtype=dtype).reshape(shape)

@@ -43,6 +43,16 @@ def seal(
     obj: object, keys: Any, purpose: str, future_key: Callable[[object], str | None]
 ) -> tuple[bytes, list[str]]:
     """``obj`` as an envelope, and the keys of the futures inside it."""
+    kind, header, frames, deps = encode(obj, keys, future_key)
+    return keys.seal(kind, purpose, header, frames), deps
+
+
+def encode(
+    obj: object, keys: Any, future_key: Callable[[object], str | None]
+) -> tuple[str, bytes, list[Any], list[str]]:
+    """What :func:`seal` seals: ``(kind, header, frames, deps)``, the frames
+    still the value's own buffers (so that a big one can be sealed straight
+    into a store's file, ``Keys.seal_to``)."""
     enc = Encoder(future_key)
     try:
         root = enc.node(obj, "the value")
@@ -51,13 +61,19 @@ def seal(
             raise _need_key(str(e)) from None
         data, buffers, deps = _pickle.dumps(obj, future_key)
         header = header_bytes({"v": 1, "codec": "pickle", "describe": describe(obj)})
-        return keys.seal("pickle", purpose, header, [data, *buffers]), deps
+        return "pickle", header, [data, *buffers], deps
     header = header_bytes({"v": 1, "codec": "data", "root": root, "describe": describe(obj)})
-    return keys.seal("data", purpose, header, enc.frames), enc.deps
+    return "data", header, enc.frames, enc.deps
+
+
+def at_least(header: bytes, frames: list[Any]) -> int:
+    """A lower bound of the size of the envelope of ``header`` and
+    ``frames`` (the envelope adds a few dozen bytes)."""
+    return len(header) + sum(memoryview(f).nbytes for f in frames)
 
 
 def _open(
-    data: bytes,
+    data: bytes | bytearray,
     keys: Any,
     purpose: str,
     allow_pickle: bool,
@@ -67,7 +83,13 @@ def _open(
     value may carry megabytes); a pickle's body is :class:`Verified` and
     only where ``allow_pickle``, else :class:`PickleRefused` with
     ``refusal`` (or what it says of the header)."""
-    kind, header, frames, signed_by = keys.open(data, purpose)
+    if type(data) is bytearray:
+        # From an object store: opened in place, each frame a view of it.
+        kind, header, ranges, signed_by = keys.open_in(data, purpose)
+        whole = memoryview(data)
+        frames = [whole[a:b] for a, b in ranges]
+    else:
+        kind, header, frames, signed_by = keys.open(data, purpose)
     h = json.loads(header)
     if kind == "data":
         return "data", h, frames

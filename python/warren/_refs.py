@@ -38,18 +38,21 @@ def ref_of(data: bytes) -> dict[str, Any]:
 def replace(v: Any, load: Callable[[str, int], Any]) -> Any:
     """``v`` with every reference replaced by ``load(hash, size)`` (each
     loaded once)."""
-    loaded: dict[str, Any] = {}
+    return _walk(v, load, {})
 
-    def walk(x: Any) -> Any:
-        r = as_ref(x)
-        if r is not None:
-            if r[0] not in loaded:
-                loaded[r[0]] = load(*r)
-            return loaded[r[0]]
-        if type(x) is list:
-            return [walk(y) for y in x]
-        if type(x) is dict:
-            return {k: walk(y) for k, y in x.items()}
-        return x
 
-    return walk(v)
+def _walk(x: Any, load: Callable[[str, int], Any], loaded: dict[str, Any]) -> Any:
+    # A module-level function, not a closure that calls itself: such a
+    # closure is a reference cycle (function -> cell -> function) that held
+    # ``loaded``, the task's argument values, until the garbage collector
+    # ran; for arrays of 100 MiB that was a pool process's peak.
+    r = as_ref(x)
+    if r is not None:
+        if r[0] not in loaded:
+            loaded[r[0]] = load(*r)
+        return loaded[r[0]]
+    if type(x) is list:
+        return [_walk(y, load, loaded) for y in x]
+    if type(x) is dict:
+        return {k: _walk(y, load, loaded) for k, y in x.items()}
+    return x

@@ -10,7 +10,7 @@ use crate::error::Error;
 impl Client {
     /// Stores `bytes` in the namespace and returns their reference, to put
     /// in a task's arguments (`{"$blob": hash, "size": N}`).
-    pub async fn put_blob(&self, bytes: &[u8]) -> Result<BlobRef, Error> {
+    pub async fn put_blob(&self, bytes: impl Into<bytes::Bytes>) -> Result<BlobRef, Error> {
         Ok(self.inner.store.put_blob(bytes).await?)
     }
 

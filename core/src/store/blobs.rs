@@ -76,20 +76,30 @@ impl BlobRef {
 
 impl Store {
     /// Stores `bytes` (for `result_ttl_secs`) and returns their reference.
-    pub async fn put_blob(&self, bytes: &[u8]) -> Result<BlobRef> {
-        let r = BlobRef::of(bytes);
+    /// Owned bytes, so that a big value goes to the object store without
+    /// another copy.
+    pub async fn put_blob(&self, bytes: impl Into<Bytes>) -> Result<BlobRef> {
+        let bytes: Bytes = bytes.into();
+        let r = BlobRef::of(&bytes);
         match &self.objects {
             Some(objects) if bytes.len() > self.inline_max => {
-                objects.put(&r.hash, Bytes::copy_from_slice(bytes)).await?;
+                objects.put(&r.hash, bytes).await?;
             }
             _ => {
                 let mut con = self.con();
                 let _: () = con
-                    .set_ex(self.keys.blob(&r.hash), bytes, self.ttl.max(1))
+                    .set_ex(self.keys.blob(&r.hash), bytes.as_ref(), self.ttl.max(1))
                     .await?;
             }
         }
         Ok(r)
+    }
+
+    /// Whether a value of `size` bytes lives in the object store (a
+    /// `store_url` is set and the value is over `inline_max_bytes`): a
+    /// process with the store's settings reads and writes it there itself.
+    pub fn in_objects(&self, size: u64) -> bool {
+        self.objects.is_some() && size > self.inline_max as u64
     }
 
     /// The bytes `r` names; an error if they are gone (expired, forgotten)

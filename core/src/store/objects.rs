@@ -132,6 +132,9 @@ pub struct Objects {
     prefix: Path,
     /// The `store_url`, for errors.
     url: String,
+    /// A directory store's `<DIR>/<namespace>/blobs`, which is written and
+    /// read with plain file calls (see [`Objects::file`]).
+    dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Objects {
@@ -149,6 +152,7 @@ impl Objects {
             url: url.to_string(),
             cause,
         };
+        let mut files = None;
         let (store, root): (Arc<dyn ObjectStore>, String) = match Location::parse(url)? {
             Location::Redis => return Ok(None),
             Location::Dir(dir) => {
@@ -159,6 +163,7 @@ impl Objects {
                     ))
                 })?;
                 let store = LocalFileSystem::new_with_prefix(&dir).map_err(failed)?;
+                files = Some(dir.join(&settings.namespace).join("blobs"));
                 (Arc::new(store), String::new())
             }
             Location::S3 { bucket, prefix } => {
@@ -175,7 +180,22 @@ impl Objects {
             store,
             prefix,
             url: url.to_string(),
+            dir: files,
         }))
+    }
+
+    /// A directory store's directory of values (`<DIR>/<namespace>/blobs`);
+    /// `None` for other stores.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
+    }
+
+    /// Where a directory store keeps the value `hash`; `None` for other
+    /// stores. A caller that holds the bytes in memory it does not own (a
+    /// Python buffer) writes and reads this file itself, with no copy in
+    /// between: object_store's API takes and gives owned buffers.
+    pub fn file(&self, hash: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(hash))
     }
 
     /// The store's URL (the setting `store_url`).
@@ -187,6 +207,14 @@ impl Objects {
         self.prefix.clone().join(hash)
     }
 
+    /// A directory store's file error, as object_store words its own.
+    pub fn failed_io(&self, hash: &str, source: std::io::Error) -> Error {
+        self.failed(object_store::Error::Generic {
+            store: "directory",
+            source: format!("value {hash}: {source}").into(),
+        })
+    }
+
     fn failed(&self, cause: object_store::Error) -> Error {
         Error::ObjectStore {
             url: self.url.clone(),
@@ -196,6 +224,13 @@ impl Objects {
 
     /// Writes the value whose hash is `hash`, whole or not at all.
     pub async fn put(&self, hash: &str, bytes: Bytes) -> Result<()> {
+        if let Some(path) = self.file(hash) {
+            let written = tokio::task::spawn_blocking(move || write_file(&path, &bytes)).await;
+            return match written {
+                Ok(result) => result.map_err(|e| self.failed_io(hash, e)),
+                Err(e) => Err(self.failed_io(hash, std::io::Error::other(e))),
+            };
+        }
         self.store
             .put(&self.path(hash), PutPayload::from(bytes))
             .await
@@ -241,6 +276,57 @@ impl Objects {
         }
         Ok(deleted)
     }
+}
+
+/// Writes `bytes` to `path` whole or not at all: into a temporary file
+/// beside it, renamed into place (see [`write_named`]).
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other(format!(
+            "no file name in {}",
+            path.display()
+        )));
+    };
+    write_named(dir, |file| {
+        file.write_all(bytes)?;
+        Ok(name.to_string_lossy().into_owned())
+    })
+    .map(|_| ())
+}
+
+/// Writes a new file in `dir` with `write`, which returns the name the file
+/// is to have (a value's hash, known once it is written), whole or not at
+/// all: the bytes go to a temporary file, `new#w<pid>-<n>`, renamed into
+/// place. That temporary name is one a store's listing shows (object_store
+/// hides only `#<digits>`), so the file of a writer killed mid-write is swept
+/// like an old object.
+pub fn write_named(
+    dir: &std::path::Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<String>,
+) -> std::io::Result<String> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = dir.join(format!("new#w{}-{n}", std::process::id()));
+    let mut file = match std::fs::File::create(&temp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::File::create(&temp)?
+        }
+        other => other?,
+    };
+    let written = write(&mut file).and_then(|name| {
+        if name.is_empty() || name.contains(['/', '#']) {
+            return Err(std::io::Error::other(format!(
+                "{name:?} is not a value's name"
+            )));
+        }
+        std::fs::rename(&temp, dir.join(&name)).map(|()| name)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
 
 /// The client of an S3 bucket: the `AWS_*` environment first (session
@@ -333,7 +419,14 @@ mod tests {
             objects.get(&hash).await.unwrap().as_deref(),
             Some(&b"big"[..])
         );
-        assert!(dir.join("ns").join("blobs").join(&hash).is_file());
+        let blobs = dir.join("ns").join("blobs");
+        assert!(blobs.join(&hash).is_file());
+        assert_eq!(objects.file(&hash), Some(blobs.join(&hash)));
+        // What a writer killed mid-write leaves: a temporary file, which no
+        // reader takes for the value and the sweep removes.
+        let other = blake3::hash(b"cut").to_hex().to_string();
+        std::fs::write(blobs.join("new#w1-0"), b"cu").unwrap();
+        assert_eq!(objects.get(&other).await.unwrap(), None);
         // Written just now: not older than an hour, so kept.
         assert_eq!(
             objects.sweep(Duration::from_secs(3600), 10).await.unwrap(),
@@ -342,8 +435,9 @@ mod tests {
         assert!(objects.get(&hash).await.unwrap().is_some());
         // Older than "no time at all" only once a second has passed.
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert_eq!(objects.sweep(Duration::ZERO, 10).await.unwrap(), 1);
+        assert_eq!(objects.sweep(Duration::ZERO, 10).await.unwrap(), 2);
         assert_eq!(objects.get(&hash).await.unwrap(), None);
+        assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -96,7 +96,7 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
     // in Redis, the same bytes back.
     let frame: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
     let big = envelope::seal(Kind::Data, "value", b"{}", &[frame.as_slice()], None).unwrap();
-    let r = client.put_blob(&big).await.unwrap();
+    let r = client.put_blob(big.clone()).await.unwrap();
     assert_eq!(stored(r.hash.clone()).await.as_deref(), Some(&big[..]));
     let in_redis: bool = redis.exists(format!("{ns}:blob:{}", r.hash)).await.unwrap();
     assert!(!in_redis, "a big value must not be in Redis");
@@ -115,7 +115,7 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
     assert_eq!(out.stdout.len(), 3_000_000);
 
     // At most inline_max_bytes: in Redis, not in the store.
-    let small = client.put_blob(b"small").await.unwrap();
+    let small = client.put_blob(&b"small"[..]).await.unwrap();
     assert_eq!(stored(small.hash.clone()).await, None);
     let in_redis: bool = redis
         .exists(format!("{ns}:blob:{}", small.hash))

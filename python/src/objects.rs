@@ -1,0 +1,127 @@
+//! `Objects`: the object store of big values, as a pool process reaches it.
+//!
+//! Why a pool process reads and writes big values itself: the worker used
+//! to fetch every value a task's arguments refer to and pipe its bytes to
+//! the pool process, and to read the bytes of the result back over the pipe
+//! and store them. For a value of 100 MiB that is two pipe copies, a buffer
+//! in the worker and another copy to hand it to the store, on every hop;
+//! issue 36's benchmark spent most of its time there. A value over
+//! `inline_max_bytes` with a `store_url` set now goes from the pool process
+//! to the store and back, and the worker only ever sees its reference.
+//! Small values still cross the pipe (their Redis home needs the worker's
+//! connection, which a pool process does not have).
+//!
+//! The bytes are checked against their hash here, as
+//! [`warren_core::store::Store::get_blob`] checks them. Writing is
+//! `Keys.seal_to` (in [`crate::keys`]): a result is sealed straight into
+//! the store's file.
+
+use std::collections::HashMap;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyByteArray;
+use warren_core::store::blobs::BlobRef;
+use warren_core::store::objects::Objects as Store;
+
+use crate::WarrenError;
+use crate::blocking::{released, runtime};
+
+/// The object store a worker's settings name (`store_url`), and the size
+/// over which values live there (`inline_max_bytes`).
+#[pyclass(module = "warren._warren", frozen)]
+pub struct Objects {
+    pub(crate) store: Store,
+    inline_max: usize,
+}
+
+#[pymethods]
+impl Objects {
+    /// The store of `settings` (names to text, as a worker's greeting gives
+    /// them), or `None` when `store_url` is empty.
+    #[staticmethod]
+    fn open(settings: HashMap<String, String>) -> PyResult<Option<Self>> {
+        let pairs: Vec<(&str, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let settings = warren_core::Settings::load(None, &pairs)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let store = Store::open(&settings).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(store.map(|store| Self {
+            store,
+            inline_max: settings.inline_max_bytes,
+        }))
+    }
+
+    /// Whether a value of `size` bytes lives in this store (rather than in
+    /// Redis).
+    fn holds(&self, size: u64) -> bool {
+        size > self.inline_max as u64
+    }
+
+    /// The bytes of the value `(hash, size)` names, checked against the
+    /// hash, as a new `bytearray` (which an envelope opens in place); an
+    /// error naming the value if they are gone or changed. A directory
+    /// store's file is read straight into it.
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        hash: String,
+        size: u64,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let r = BlobRef { hash, size };
+        let url = self.store.url();
+        let gone = || {
+            WarrenError::new_err(format!(
+                "value {} ({} bytes) is not in the object store {url} (values live \
+                 result_ttl_secs)",
+                r.hash, r.size
+            ))
+        };
+        let changed = || {
+            WarrenError::new_err(format!(
+                "the bytes stored for value {} in the object store {url} are not the value's: \
+                 refused",
+                r.hash
+            ))
+        };
+        let len = usize::try_from(size).map_err(|_| changed())?;
+        if let Some(path) = self.store.file(&r.hash) {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
+                Err(e) => {
+                    return Err(WarrenError::new_err(
+                        self.store.failed_io(&r.hash, e).to_string(),
+                    ));
+                }
+            };
+            let on_disk = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+            if on_disk != size {
+                return Err(changed());
+            }
+            let mut outcome = Ok(true);
+            let buf = PyByteArray::new_with(py, len, |buf| {
+                outcome = released(py, || {
+                    std::io::Read::read_exact(&mut file, buf).map(|()| r.matches(buf))
+                });
+                Ok(())
+            })?;
+            return match outcome {
+                Ok(true) => Ok(buf),
+                Ok(false) => Err(changed()),
+                Err(e) => Err(WarrenError::new_err(
+                    self.store.failed_io(&r.hash, e).to_string(),
+                )),
+            };
+        }
+        let store = &self.store;
+        let got = released(py, || runtime().block_on(store.get(&r.hash)));
+        match got.map_err(|e| WarrenError::new_err(e.to_string()))? {
+            Some(bytes) if released(py, || r.matches(&bytes)) => Ok(PyByteArray::new(py, &bytes)),
+            Some(_) => Err(changed()),
+            None => Err(gone()),
+        }
+    }
+}
