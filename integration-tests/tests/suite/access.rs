@@ -223,6 +223,7 @@ async fn a_worker_whose_redis_url_lacks_the_password_consumes_nothing_and_says_w
         .await;
     let mut worker = Command::new(bin("warren-worker"))
         .env("WARREN_NAMESPACE", &c.settings.namespace)
+        .env("WARREN_KEY_FILE", warren_integration_tests::NO_KEY)
         .env("WARREN_REDIS_URL", &bare)
         .env("RUST_LOG", "warn,lapin=off")
         .stderr(Stdio::piped())

@@ -81,6 +81,7 @@ async fn ctrl_c_during_gather_says_what_is_pending_and_where_the_keys_are() {
     let mut child = Command::new(bin("warren"))
         .args(["gather", "-"])
         .env("WARREN_NAMESPACE", &c.settings.namespace)
+        .env("WARREN_KEY_FILE", warren_integration_tests::NO_KEY)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

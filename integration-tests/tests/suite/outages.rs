@@ -27,6 +27,7 @@ async fn a_redis_outage_during_a_gather_is_said_once_not_per_retry() {
     let mut gather = Command::new(bin("warren"))
         .args(["gather", "-"])
         .env("WARREN_NAMESPACE", &c.settings.namespace)
+        .env("WARREN_KEY_FILE", warren_integration_tests::NO_KEY)
         .env("WARREN_REDIS_URL", redis.url())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -23,8 +23,9 @@ async fn gather_shows_a_progress_bar_on_a_terminal_and_stays_quiet_in_a_pipe() {
     // A real terminal: tmux runs `warren gather`, and we read its screen.
     let session = format!("warren-progress-{}", std::process::id());
     let command = format!(
-        "WARREN_NAMESPACE={} {} gather {}; sleep 30",
+        "WARREN_NAMESPACE={} WARREN_KEY_FILE={} {} gather {}; sleep 30",
         c.settings.namespace,
+        warren_integration_tests::NO_KEY,
         bin("warren").display(),
         keys.join(" ")
     );
