@@ -83,6 +83,8 @@ impl PyFrame<'_, '_> {
     fn bytes(&self) -> &[u8] {
         match self {
             PyFrame::Bytes(b) => b,
+            // An empty buffer's pointer may be null, which a slice's may not.
+            PyFrame::Buffer(b, _) if b.len_bytes() == 0 => &[],
             // SAFETY: the buffer is C-contiguous (checked in `of`) and
             // `len_bytes` long; the `PyBuffer` holds the exporter's buffer
             // (it cannot be freed or resized while exported), and callers

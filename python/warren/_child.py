@@ -109,7 +109,7 @@ class Task:
         data = self.bytes_of(sha, size, "value")
         return _envelopes.open_value(data, self.keys, allow_pickle=self.accept_code)
 
-    def bytes_of(self, sha: str, size: int, what: str) -> bytes:
+    def bytes_of(self, sha: str, size: int, what: str) -> bytes | bytearray:
         """The bytes of a stored value: handed over by the worker, or read
         here from the object store where a value of ``size`` lives."""
         data = self.blobs.get(sha)
