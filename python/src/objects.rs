@@ -57,7 +57,7 @@ impl Objects {
     /// Whether a value of `size` bytes lives in this store (rather than in
     /// Redis).
     fn holds(&self, size: u64) -> bool {
-        size > self.inline_max as u64
+        warren_core::store::blobs::lives_in_objects(size, self.inline_max)
     }
 
     /// The bytes of the value `(hash, size)` names, checked against the
@@ -72,20 +72,8 @@ impl Objects {
     ) -> PyResult<Bound<'py, PyByteArray>> {
         let r = BlobRef { hash, size };
         let url = self.store.url();
-        let gone = || {
-            WarrenError::new_err(format!(
-                "value {} ({} bytes) is not in the object store {url} (values live \
-                 result_ttl_secs)",
-                r.hash, r.size
-            ))
-        };
-        let changed = || {
-            WarrenError::new_err(format!(
-                "the bytes stored for value {} in the object store {url} are not the value's: \
-                 refused",
-                r.hash
-            ))
-        };
+        let gone = || WarrenError::new_err(r.gone(&format!("not in the object store {url}")));
+        let changed = || WarrenError::new_err(r.changed(&format!(" in the object store {url}")));
         let len = usize::try_from(size).map_err(|_| changed())?;
         if let Some(path) = self.store.file(&r.hash) {
             let mut file = match std::fs::File::open(&path) {

@@ -68,10 +68,35 @@ impl BlobRef {
         })
     }
 
+    /// What a reader says when the value is not where it looked: `place`
+    /// says where that was ("not in the object store URL").
+    pub fn gone(&self, place: &str) -> String {
+        format!(
+            "value {} ({} bytes) is {place} (values live result_ttl_secs)",
+            self.hash, self.size
+        )
+    }
+
+    /// What a reader says of stored bytes that are not the value's: `place`
+    /// names the store (" in the object store URL"), or is empty.
+    pub fn changed(&self, place: &str) -> String {
+        format!(
+            "the bytes stored for value {}{place} are not the value's: refused",
+            self.hash
+        )
+    }
+
     /// Whether `bytes` are the bytes this reference names.
     pub fn matches(&self, bytes: &[u8]) -> bool {
         bytes.len() as u64 == self.size && Self::of(bytes).hash == self.hash
     }
+}
+
+/// Whether a value of `size` bytes lives in the object store rather than in
+/// Redis, when a store is set and `inline_max_bytes` is `inline_max`: one
+/// rule, so that a worker and its pool processes look in the same place.
+pub fn lives_in_objects(size: u64, inline_max: usize) -> bool {
+    size > inline_max as u64
 }
 
 impl Store {
@@ -82,7 +107,7 @@ impl Store {
         let bytes: Bytes = bytes.into();
         let r = BlobRef::of(&bytes);
         match &self.objects {
-            Some(objects) if bytes.len() > self.inline_max => {
+            Some(objects) if lives_in_objects(bytes.len() as u64, self.inline_max) => {
                 objects.put(&r.hash, bytes).await?;
             }
             _ => {
@@ -99,17 +124,19 @@ impl Store {
     /// `store_url` is set and the value is over `inline_max_bytes`): a
     /// process with the store's settings reads and writes it there itself.
     pub fn in_objects(&self, size: u64) -> bool {
-        self.objects.is_some() && size > self.inline_max as u64
+        self.objects.is_some() && lives_in_objects(size, self.inline_max)
     }
 
     /// The bytes `r` names; an error if they are gone (expired, forgotten)
     /// or are not the bytes the reference names.
     pub async fn get_blob(&self, r: &BlobRef) -> Result<Vec<u8>> {
         let bytes = match &self.objects {
-            Some(objects) if r.size > self.inline_max as u64 => match objects.get(&r.hash).await? {
-                Some(b) => Some(Vec::from(b)),
-                None => self.redis_blob(r).await?,
-            },
+            Some(objects) if lives_in_objects(r.size, self.inline_max) => {
+                match objects.get(&r.hash).await? {
+                    Some(b) => Some(Vec::from(b)),
+                    None => self.redis_blob(r).await?,
+                }
+            }
             Some(objects) => match self.redis_blob(r).await? {
                 Some(b) => Some(b),
                 None => objects.get(&r.hash).await?.map(Vec::from),
@@ -117,22 +144,16 @@ impl Store {
             None => self.redis_blob(r).await?,
         };
         let bytes = bytes.ok_or_else(|| {
-            let gone = match &self.objects {
+            let place = match &self.objects {
                 Some(o) => format!("neither in Redis nor in the object store {}", o.url()),
                 None => "not in Redis, and this process has no store_url: if the workers \
                          have one, set it here too"
                     .to_string(),
             };
-            Error::Script(format!(
-                "value {} ({} bytes) is {gone} (values live result_ttl_secs)",
-                r.hash, r.size
-            ))
+            Error::Script(r.gone(&place))
         })?;
         if !r.matches(&bytes) {
-            return Err(Error::Script(format!(
-                "the bytes stored for value {} are not the value's: refused",
-                r.hash
-            )));
+            return Err(Error::Script(r.changed("")));
         }
         Ok(bytes)
     }
@@ -158,6 +179,28 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_lives_in_the_object_store_only_over_inline_max() {
+        assert!(!lives_in_objects(64 * 1024, 64 * 1024));
+        assert!(lives_in_objects(64 * 1024 + 1, 64 * 1024));
+        assert!(!lives_in_objects(0, 0));
+        let r = BlobRef::of(b"hello");
+        assert_eq!(
+            r.gone("not in the object store file:///s"),
+            format!(
+                "value {} (5 bytes) is not in the object store file:///s (values live result_ttl_secs)",
+                r.hash
+            )
+        );
+        assert_eq!(
+            r.changed(""),
+            format!(
+                "the bytes stored for value {} are not the value's: refused",
+                r.hash
+            )
+        );
+    }
 
     #[test]
     fn references_round_trip_and_odd_ones_are_not_references() {
