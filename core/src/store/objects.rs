@@ -297,21 +297,39 @@ pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Writes a new file in `dir` with `write`, which returns the name the file
 /// is to have (a value's hash, known once it is written), whole or not at
-/// all: the bytes go to a temporary file, `new#w<pid>-<n>`, renamed into
+/// all: the bytes go to a temporary file, `new#w<random>`, renamed into
 /// place. That temporary name is one a store's listing shows (object_store
 /// hides only `#<digits>`), so the file of a writer killed mid-write is swept
 /// like an old object.
+///
+/// The name is random, not the writer's pid, and the file is created only if
+/// it does not exist: a directory store is shared by every machine of the
+/// namespace (over NFS, say), where two writers may have the same pid, and
+/// truncating another writer's file would rename its half into place.
 pub fn write_named(
     dir: &std::path::Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<String>,
 ) -> std::io::Result<String> {
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let temp = dir.join(format!("new#w{}-{n}", std::process::id()));
-    let mut file = match std::fs::File::create(&temp) {
+    write_via(dir, &temp_name(), write)
+}
+
+/// [`write_named`] through the temporary file `dir/temp`.
+fn write_via(
+    dir: &std::path::Path,
+    temp: &str,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<String>,
+) -> std::io::Result<String> {
+    let temp = dir.join(temp);
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+    };
+    let mut file = match create() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir)?;
-            std::fs::File::create(&temp)?
+            create()?
         }
         other => other?,
     };
@@ -327,6 +345,12 @@ pub fn write_named(
         let _ = std::fs::remove_file(&temp);
     }
     written
+}
+
+/// A temporary file's name no other writer, on any machine, picks: 122
+/// random bits.
+fn temp_name() -> String {
+    format!("new#w{}", uuid::Uuid::new_v4().simple())
 }
 
 /// The client of an S3 bucket: the `AWS_*` environment first (session
@@ -398,6 +422,33 @@ mod tests {
             odd.contains("\"/var/lib/warren\"") && odd.contains("empty"),
             "{odd}"
         );
+    }
+
+    #[test]
+    fn temporary_names_differ_and_an_existing_file_is_never_truncated() {
+        let a = temp_name();
+        assert!(a.starts_with("new#w") && a.len() == 37, "{a}");
+        assert_ne!(a, temp_name());
+        // A writer whose temporary name is taken (by another machine's
+        // writer on a shared directory) fails rather than truncating it.
+        let dir = std::env::temp_dir().join(format!("warren-temp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let taken = dir.join(&a);
+        std::fs::write(&taken, b"another writer's half").unwrap();
+        let clash = write_via(&dir, &a, |f| {
+            std::io::Write::write_all(f, b"mine")?;
+            Ok("value".into())
+        });
+        assert_eq!(clash.unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(!dir.join("value").exists());
+        assert_eq!(std::fs::read(&taken).unwrap(), b"another writer's half");
+        let name = write_named(&dir, |f| {
+            std::io::Write::write_all(f, b"v")?;
+            Ok("value".into())
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(dir.join(name)).unwrap(), b"v");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
