@@ -9,6 +9,7 @@
 //! - [`eager`]: a task a script made runnable alone, published by the intake
 //!   itself (a lone submit, the next link of a chain);
 //! - [`notify`]: final states out to the clients watching them;
+//! - [`reaper`]: values no future needs any more, deleted;
 //! - [`packs`]: work messages and packs built from claimed tasks (pure);
 //! - [`decide`]: the decisions among them that need no server (outcome to
 //!   transition, KilledWorker, deferral of a submit), unit-tested.
@@ -21,3 +22,4 @@ pub mod eager;
 pub mod intake;
 pub mod notify;
 pub mod packs;
+pub mod reaper;

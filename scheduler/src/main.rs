@@ -110,7 +110,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     warren_core::metrics::serve(&settings.metrics_addr, metrics.clone()).await?;
     tokio::spawn(track_states(settings.clone(), metrics.clone()));
-    tokio::spawn(sweep_objects(settings.clone()));
+    tokio::spawn(warren_scheduler::reaper::run(settings.clone()));
     // The first SIGTERM or Ctrl-C drains: no new deliveries, the scripts
     // and publishes in hand finished, claims released, then exit 0. A kill
     // loses nothing either (state is in Redis and RabbitMQ); a drain also
@@ -226,36 +226,5 @@ async fn track_states(settings: Settings, metrics: Arc<Metrics>) {
             }
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    }
-}
-
-/// Objects a sweep deletes at most per pass: a pass must not hold the
-/// store's listing for long however much expired at once.
-const SWEEP_LIMIT: usize = 10_000;
-
-/// Deletes the object store's values older than `result_ttl_secs` (see
-/// `warren_core::store::objects`), a bounded number per pass, every minute
-/// (or every `result_ttl_secs`, if shorter). Every scheduler sweeps: two at
-/// once are harmless. Best effort, as a value's life in Redis is.
-async fn sweep_objects(settings: Settings) {
-    if settings.store_url.is_empty() {
-        return;
-    }
-    let every = Duration::from_secs(settings.result_ttl_secs.clamp(1, 60));
-    loop {
-        if let Ok(store) = Store::connect(&settings).await {
-            loop {
-                match store.sweep_objects(SWEEP_LIMIT).await {
-                    Ok(0) => {}
-                    Ok(n) => info!(
-                        objects = n,
-                        "deleted values older than result_ttl_secs from the object store"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "could not sweep the object store"),
-                }
-                tokio::time::sleep(every).await;
-            }
-        }
-        tokio::time::sleep(every).await;
     }
 }

@@ -13,6 +13,9 @@ for i = 3, #ARGV do
     finish(key, 'cancelled', '', ttl)
   elseif s then
     redis.call('HSET', tk, 's', 'cancelled')
+    local r = redis.call('HMGET', tk, 'v', 'a')
+    release_blobs('v:' .. key, r[1], true)
+    release_blobs('a:' .. key, r[2], false)
     redis.call('HDEL', tk, 'v', 'e', 'a', 'n')
   else
     -- Expired or forgotten since the index was read.

@@ -75,6 +75,54 @@ end
 -- early or twice. promote.lua moves the due ones to their outboxes.
 local DELAYED = P .. 'delayed'
 
+-- Blobs (values that are big or not JSON, see store/blobs.rs) are named by
+-- their hash and shared by every record that refers to one. `P refs:<hash>`
+-- holds who refers to it: `a:<key>` for a pending task's arguments,
+-- `v:<key>` for a future's value. When a future's value is let go of
+-- (forgotten, restarted) and no one else holds the blob, the hash is doomed:
+-- `P doomed` scores it by when, and reap.lua deletes the blob a grace later
+-- unless someone holds it again by then (a writer that stored the same bytes
+-- and is about to refer to them).
+-- Arguments hold their blobs while a task is pending (so forgetting a future
+-- with the same value deletes nothing a task still needs), but letting go
+-- of them dooms nothing: a client stores a function once and refers to it
+-- in later tasks too, for as long as blobs live (result_ttl_secs). Records
+-- that expire never let go: their blobs expire as they do.
+local DOOMED = P .. 'doomed'
+
+-- The hashes of the blob references in JSON text `text`. A JSON string
+-- holding such text escapes its quotes, so it never matches.
+local function blob_hashes(text)
+  local out = {}
+  if not text then return out end
+  for h in string.gmatch(text, '"%$blob"%s*:%s*"(%x+)"') do
+    if #h == 64 then out[#out + 1] = h end
+  end
+  return out
+end
+
+-- `holder` ('a:<key>' or 'v:<key>') holds every blob `text` refers to, for
+-- `ttl` seconds at most (the life of what holds it; 0: for ever).
+local function hold_blobs(holder, text, ttl)
+  for _, h in ipairs(blob_hashes(text)) do
+    local rk = P .. 'refs:' .. h
+    redis.call('SADD', rk, holder)
+    if ttl > 0 then redis.call('EXPIRE', rk, ttl) end
+  end
+end
+
+-- `holder` lets go of every blob `text` refers to; with `doom`, a blob it
+-- was the last holder of is doomed. One it never held (a record older than
+-- refs) is not.
+local function release_blobs(holder, text, doom)
+  for _, h in ipairs(blob_hashes(text)) do
+    local rk = P .. 'refs:' .. h
+    if redis.call('SREM', rk, holder) == 1 and doom and redis.call('SCARD', rk) == 0 then
+      redis.call('ZADD', DOOMED, now_ms(), h)
+    end
+  end
+end
+
 -- Keys made runnable by this script, in order.
 local queued_keys = {}
 
@@ -271,7 +319,10 @@ local function finish(key, state, payload, ttl)
         redis.call('HSET', tk, 's', st)
       end
       ended[#ended + 1] = k
-      -- The arguments are only needed to run the task; drop them to save memory.
+      -- The arguments are only needed to run the task; drop them to save
+      -- memory, and let go of their blobs.
+      if st == 'finished' then hold_blobs('v:' .. k, pl, ttl) end
+      release_blobs('a:' .. k, redis.call('HGET', tk, 'a'), false)
       redis.call('HDEL', tk, 'a', 'n', 'errs', 'rp')
       -- Counted once per task: the check above makes every transition single.
       redis.call('HINCRBY', P .. 'stats', st, 1)

@@ -10,6 +10,8 @@ for i = 2, #ARGV do
   if not s then
     out[#out + 1] = 'unknown'
   elseif is_terminal(s) then
+    -- Its value's blobs go with it, unless another future holds them too.
+    release_blobs('v:' .. key, redis.call('HGET', tkey(key), 'v'), true)
     redis.call('DEL', tkey(key), P .. 'd:' .. key, P .. 'w:' .. key)
     redis.call('ZREM', INDEX, key)
     out[#out + 1] = 'forgotten'

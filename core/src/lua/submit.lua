@@ -83,6 +83,7 @@ for _ = 1, n do
       end
     end
     redis.call('HSET', tk, 'f', func, 'q', queue, 'a', args, 'deps', table.concat(deps, ' '), 's', 'waiting')
+    hold_blobs('a:' .. key, args, ttl)
     if retries ~= '0' then redis.call('HSET', tk, 'r', retries) end
     if timeout ~= '' then redis.call('HSET', tk, 'to', timeout) end
     if priority ~= '0' then redis.call('HSET', tk, 'p', priority) end

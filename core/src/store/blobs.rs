@@ -20,6 +20,8 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use super::Store;
+use super::encode::Args;
+use super::reply::Reply;
 use crate::error::{Error, Result};
 
 /// The JSON field that marks a blob reference.
@@ -58,11 +60,7 @@ impl BlobRef {
         }
         let hash = o.get(BLOB_FIELD)?.as_str()?;
         let size = o.get("size")?.as_u64()?;
-        let valid = hash.len() == 64
-            && hash
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        valid.then(|| Self {
+        is_hash(hash).then(|| Self {
             hash: hash.to_string(),
             size,
         })
@@ -90,6 +88,24 @@ impl BlobRef {
     pub fn matches(&self, bytes: &[u8]) -> bool {
         bytes.len() as u64 == self.size && Self::of(bytes).hash == self.hash
     }
+}
+
+/// Whether `text` is a blob's name: 64 lower-case hex digits, so never a
+/// path that walks out of a store's directory, whoever wrote it in Redis.
+pub fn is_hash(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// What one [`Store::reap_blobs`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reaped {
+    /// Doomed blobs it looked at (as many as `limit`: call again).
+    pub handled: usize,
+    /// Blobs it deleted (the rest were held again).
+    pub deleted: usize,
 }
 
 /// Whether a value of `size` bytes lives in the object store rather than in
@@ -161,6 +177,34 @@ impl Store {
     async fn redis_blob(&self, r: &BlobRef) -> Result<Option<Vec<u8>>> {
         let mut con = self.con();
         Ok(con.get(self.keys.blob(&r.hash)).await?)
+    }
+
+    /// Deletes blobs that no record has held for `grace` (see `P doomed` in
+    /// `lua/common.lua`: a blob is doomed when the future whose value it is
+    /// is forgotten or restarted and no other future or pending task refers
+    /// to it), at most `limit` per call, from Redis and from the object
+    /// store.
+    pub async fn reap_blobs(&self, grace: std::time::Duration, limit: usize) -> Result<Reaped> {
+        let args = Args::new(self.prefix())
+            .num(grace.as_millis())
+            .num(limit.max(1));
+        let mut r = Reply::new(self.run(&self.scripts.reap, args).await?)?;
+        let handled = usize::try_from(r.int()?).unwrap_or(0);
+        let mut deleted = 0;
+        while !r.done() {
+            let hash = r.string()?;
+            if !is_hash(&hash) {
+                // Not written by reap.lua's callers: someone else's entry in
+                // `P doomed`, never taken for a file name.
+                tracing::warn!(entry = %hash.escape_debug(), "not a blob's name in doomed: ignored");
+                continue;
+            }
+            if let Some(objects) = &self.objects {
+                objects.delete(&hash).await?;
+            }
+            deleted += 1;
+        }
+        Ok(Reaped { handled, deleted })
     }
 
     /// Deletes at most `limit` objects of the object store older than

@@ -174,6 +174,16 @@ impl Keys {
         format!("{}blob:{hash}", self.prefix)
     }
 
+    /// Who holds blob `hash` (see `lua/common.lua`).
+    pub fn refs(&self, hash: &str) -> String {
+        format!("{}refs:{hash}", self.prefix)
+    }
+
+    /// Blobs no record holds any more, scored by when (ms).
+    pub fn doomed(&self) -> String {
+        self.named("doomed")
+    }
+
     /// `P workers`: each worker's last heartbeat.
     pub fn workers(&self) -> String {
         self.named("workers")

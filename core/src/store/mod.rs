@@ -22,6 +22,9 @@
 //! | `P queues` | set | work queue names in use |
 //! | `P stats` | hash | tasks submitted, final transitions per state, retries ([`Stats`]) |
 //! | `P recent_errors` | list | the last 50 errors that started in a task (for `warren top`) |
+//! | `P blob:<hash>` | string, TTL | a value that is not JSON, or big with no `store_url`: see [`blobs`] |
+//! | `P refs:<hash>` | set, TTL | who holds blob `<hash>`: `a:<key>` (a task's arguments), `v:<key>` (a future's value) |
+//! | `P doomed` | sorted set | blobs their last holder let go of, scored by when (ms); deleted a grace later ([`Store::reap_blobs`]) |
 //! | `P workers` | hash | each worker's last heartbeat |
 //! | `P rate_limits`, `P concurrency_limits`, ... | | global rate limits and concurrency keys: see [`throttle`] |
 //! | `P schedules`, `P schedule_next`, `P runs:<name>` | | periodic schedules: see [`schedules`] |
@@ -92,6 +95,7 @@ struct Scripts {
     promote: Script,
     due_schedules: Script,
     tick: Script,
+    reap: Script,
 }
 
 impl Scripts {
@@ -109,6 +113,7 @@ impl Scripts {
             promote: script(include_str!("../lua/promote.lua")),
             due_schedules: script(include_str!("../lua/due_schedules.lua")),
             tick: script(include_str!("../lua/tick.lua")),
+            reap: script(include_str!("../lua/reap.lua")),
         }
     }
 }

@@ -26,7 +26,9 @@
 //! [`crate::settings`]); whatever else `AWS_*` says (a session token, an
 //! instance role) the `object_store` crate reads itself.
 //!
-//! Lifetime: as a value in Redis lives `result_ttl_secs` from its last
+//! Lifetime: a value goes with the last future that holds it (schedulers
+//! [`delete`](Objects::delete) what [`super::Store::reap_blobs`] names).
+//! Otherwise, as a value in Redis lives `result_ttl_secs` from its last
 //! write, an object lives that long from its last modification; schedulers
 //! [`sweep`](Objects::sweep) older ones, a bounded number per pass, so a
 //! crashed writer leaks nothing for longer than that.
@@ -244,6 +246,14 @@ impl Objects {
         match self.store.get(&self.path(hash)).await {
             Ok(got) => Ok(Some(got.bytes().await.map_err(|e| self.failed(e))?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Deletes the value `hash`; one already gone is not an error.
+    pub async fn delete(&self, hash: &str) -> Result<()> {
+        match self.store.delete(&self.path(hash)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.failed(e)),
         }
     }

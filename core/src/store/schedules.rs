@@ -181,7 +181,8 @@ impl Store {
                 .text(&key)
                 .text(&schedule.func)
                 .text(&schedule.queue)
-                .text(&serde_json::to_string(&schedule.args)?);
+                .text(&serde_json::to_string(&schedule.args)?)
+                .num(self.ttl);
             let mut t = Reply::new(self.run(&self.scripts.tick, args).await?)?;
             queued += u64::try_from(t.int()?).unwrap_or(0);
         }

@@ -1,7 +1,8 @@
 //! Big values in an object store (issue 36): with `store_url`, a value over
 //! `inline_max_bytes` is written to the store and Redis keeps nothing of
 //! it; small values stay in Redis; a changed object is refused; schedulers
-//! sweep objects older than `result_ttl_secs`. The same test runs on a
+//! sweep objects older than `result_ttl_secs`; a value is deleted with the
+//! last future that holds it. The same tests run on a
 //! directory and on a real S3-compatible server (Garage, which
 //! `scripts/s3.sh` installs and starts; `scripts/test.sh` runs it first).
 
@@ -10,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::AsyncCommands;
+use warren_client::{Forgotten, SubmitOptions};
 use warren_core::envelope::{self, Kind};
+use warren_core::store::Store;
+use warren_core::store::blobs::BlobRef;
 use warren_core::store::objects::Objects;
 use warren_integration_tests::{Cluster, ClusterOptions};
 
@@ -151,5 +155,125 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forgotten_values_leave_a_directory_store() {
+    let dir = store_dir("forget");
+    let url = format!("file://{}", dir.display());
+    forgotten_values_leave_the_store(vec![("WARREN_STORE_URL".into(), url)]).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forgotten_values_leave_an_s3_store() {
+    forgotten_values_leave_the_store(s3_env()).await;
+}
+
+/// A value is deleted with the last future that holds it (`forget`,
+/// `restart`), a grace after (zero here: the test reaps itself, as a
+/// scheduler does every 10 s with a grace of a minute), and not while a
+/// future or a pending task still refers to it.
+async fn forgotten_values_leave_the_store(env: Vec<(String, String)>) {
+    let c = Cluster::start_with(ClusterOptions {
+        env,
+        ..Default::default()
+    })
+    .await;
+    let client = c.client().await;
+    let ns = &c.settings.namespace;
+    let objects = Objects::open(&c.settings)
+        .expect("the store opens")
+        .expect("a store_url is set");
+    let stored = |r: &BlobRef| {
+        let (objects, hash) = (objects.clone(), r.hash.clone());
+        async move { objects.get(&hash).await.expect("the store answers") }
+    };
+    let store = Store::connect(&c.settings).await.expect("Redis answers");
+    let reap = || {
+        let store = store.clone();
+        async move {
+            store
+                .reap_blobs(Duration::ZERO, 100)
+                .await
+                .expect("reap runs")
+        }
+    };
+    let impure = SubmitOptions {
+        pure: false,
+        ..Default::default()
+    };
+    let value = |seed: u8, len: usize| {
+        envelope::seal(Kind::Data, "value", b"{}", &[&vec![seed; len][..]], None).unwrap()
+    };
+    let identity = |r: &BlobRef, options: &SubmitOptions| {
+        let (client, arg, options) = (client.clone(), r.to_json(), options.clone());
+        async move {
+            let f = client
+                .submit_with("identity", (arg,), &options)
+                .await
+                .unwrap();
+            if options.delay.is_none() {
+                f.result().await.expect("identity finishes");
+            }
+            f.key().to_string()
+        }
+    };
+
+    // One value, two futures: forgetting one keeps it, the other deletes it.
+    let a = client.put_blob(value(1, 200_000)).await.unwrap();
+    let (f1, f2) = (identity(&a, &impure).await, identity(&a, &impure).await);
+    assert_eq!(client.forget(&[f1]).await.unwrap(), [Forgotten::Forgotten]);
+    assert_eq!(reap().await.deleted, 0);
+    assert!(stored(&a).await.is_some(), "another future holds the value");
+    client.forget(&[f2]).await.unwrap();
+    assert_eq!(reap().await.deleted, 1);
+    assert_eq!(stored(&a).await, None, "forgotten by every future");
+    assert!(
+        client.get_blob(&a).await.is_err(),
+        "nor in Redis, nor anywhere"
+    );
+
+    // Held again before the grace ends (a writer that stored the same bytes
+    // and then referred to them): kept.
+    let b = client.put_blob(value(2, 200_000)).await.unwrap();
+    let f3 = identity(&b, &impure).await;
+    client.forget(&[f3]).await.unwrap();
+    identity(&b, &impure).await;
+    let r = reap().await;
+    assert_eq!((r.handled, r.deleted), (1, 0));
+    assert!(stored(&b).await.is_some(), "held again: kept");
+
+    // A pending task's argument keeps a value whose future is forgotten.
+    let d = client.put_blob(value(3, 200_000)).await.unwrap();
+    let f5 = identity(&d, &impure).await;
+    let later = SubmitOptions {
+        delay: Some(Duration::from_secs(600)),
+        ..impure.clone()
+    };
+    identity(&d, &later).await;
+    client.forget(&[f5]).await.unwrap();
+    assert_eq!(reap().await.handled, 0, "nothing doomed");
+    assert!(stored(&d).await.is_some(), "a pending task refers to it");
+
+    // Restart lets go of every future's value.
+    client.restart().await.unwrap();
+    assert_eq!(reap().await.deleted, 1);
+    assert_eq!(stored(&b).await, None, "restarted: deleted");
+
+    // A value that is not JSON and small lives in Redis: deleted there.
+    let s = client.put_blob(value(4, 100)).await.unwrap();
+    let f6 = identity(&s, &impure).await;
+    let mut redis = redis::Client::open(c.settings.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let blob_key = format!("{ns}:blob:{}", s.hash);
+    assert!(redis.exists::<_, bool>(&blob_key).await.unwrap());
+    client.forget(&[f6]).await.unwrap();
+    assert_eq!(reap().await.deleted, 1);
+    assert!(!redis.exists::<_, bool>(&blob_key).await.unwrap());
     c.shutdown().await;
 }
