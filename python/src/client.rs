@@ -9,21 +9,28 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc};
 use warren_client::{Error, SubmitOptions, Terminal, WaitMode};
 use warren_core::Settings;
+use warren_core::store::blobs::BlobRef;
 
-use crate::blocking::{runtime, wait};
+use crate::blocking::{released, runtime, wait};
+use crate::puts::Puts;
 use crate::{UnservedFunction, WarrenError};
 
 /// A connection to one warren namespace (see `warren.Client`).
 #[pyclass(module = "warren._warren", frozen)]
 pub struct Client {
     inner: warren_client::Client,
+    /// Values being stored in the background ([`Client::put_blob_later`]):
+    /// every call that publishes a message settles them first.
+    puts: Arc<Puts>,
 }
 
 /// A Python exception for a client error.
@@ -115,7 +122,10 @@ impl Client {
     ) -> PyResult<Self> {
         let settings = load_settings(config, &overrides)?;
         let inner = wait(py, warren_client::Client::connect(settings))?.map_err(to_py)?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            puts: Arc::default(),
+        })
     }
 
     /// The keys this client's settings name (`key_file`), or none.
@@ -133,6 +143,21 @@ impl Client {
         let inner = self.inner.clone();
         let data = data.to_vec();
         let r = wait(py, async move { inner.put_blob(data).await })?.map_err(to_py)?;
+        Ok((r.hash, r.size))
+    }
+
+    /// Starts storing `data` in the namespace and returns its `(hash, size)`
+    /// reference at once (see [`crate::puts`]): the Python thread goes on
+    /// while the bytes are written, and every call that publishes waits for
+    /// them first. The `bytes` object is kept, not copied, until written.
+    fn put_blob_later(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<(String, u64)> {
+        let (inner, puts) = (&self.inner, &self.puts);
+        let r = released(py, || {
+            let bytes = Bytes::from_owner(data);
+            let r = BlobRef::of(&bytes);
+            puts.start(inner, r.clone(), bytes).map(|()| r)
+        })
+        .map_err(to_py)?;
         Ok((r.hash, r.size))
     }
 
@@ -236,8 +261,9 @@ impl Client {
         let mut keys = keys;
         keys.resize(lists.len(), None);
         let calls: Vec<(Vec<Value>, Option<String>)> = lists.into_iter().zip(keys).collect();
-        let client = self.inner.clone();
+        let (client, puts) = (self.inner.clone(), self.puts.clone());
         let keys = wait(py, async move {
+            puts.settle().await?;
             let fs = client.map_with_keys(&func, calls, &opts).await?;
             Ok(fs.iter().map(|f| f.key().to_string()).collect())
         })?;
@@ -290,11 +316,11 @@ impl Client {
             missed,
             paused: false,
         };
-        let client = self.inner.clone();
-        wait(
-            py,
-            async move { client.add_schedule(&name, &schedule).await },
-        )?
+        let (client, puts) = (self.inner.clone(), self.puts.clone());
+        wait(py, async move {
+            puts.settle().await?;
+            client.add_schedule(&name, &schedule).await
+        })?
         .map_err(to_py)
     }
 
@@ -312,8 +338,12 @@ impl Client {
 
     /// Waits until every submission so far is recorded by a scheduler.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        let client = self.inner.clone();
-        wait(py, async move { client.flush().await })?.map_err(to_py)
+        let (client, puts) = (self.inner.clone(), self.puts.clone());
+        wait(py, async move {
+            puts.settle().await?;
+            client.flush().await
+        })?
+        .map_err(to_py)
     }
 
     /// The final state of each key, in order, as `(state, json)`.
@@ -417,8 +447,12 @@ impl Client {
     fn run(&self, py: Python<'_>, func: String, args: String) -> PyResult<String> {
         let args: Vec<Value> = serde_json::from_str(&args)
             .map_err(|e| PyValueError::new_err(format!("arguments of run: {e}")))?;
-        let client = self.inner.clone();
-        wait(py, async move { client.run(&func, args).await })?.map_err(to_py)
+        let (client, puts) = (self.inner.clone(), self.puts.clone());
+        wait(py, async move {
+            puts.settle().await?;
+            client.run(&func, args).await
+        })?
+        .map_err(to_py)
     }
 
     /// Each worker's outcome of run `id` so far: `{worker: JSON}`.

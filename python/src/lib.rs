@@ -14,6 +14,8 @@
 //! - [`local`]: settings and the key as a local cluster needs them;
 //! - [`objects`]: the object store of big values, as pool processes reach it;
 //! - [`output`]: tasks' output as they print it, for `forward_output`;
+//! - [`puts`]: values a client stores in the background while it
+//!   prepares the next;
 //! - [`worker`]: `run_worker`, the worker runtime of `python -m warren worker`,
 //!   whose slots hand tasks to Python processes ([`warren_worker::prefork`]).
 
@@ -26,6 +28,7 @@ mod keys;
 mod local;
 mod objects;
 mod output;
+mod puts;
 mod worker;
 
 pyo3::create_exception!(

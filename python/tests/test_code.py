@@ -277,6 +277,37 @@ def test_forged_and_unsigned_code_runs_nothing(c, tmp_path):
         _envelopes.open_value(alien, c._keys)
 
 
+def test_a_stored_function_beside_a_call_envelope_is_checked_like_one_inside(c, tmp_path):
+    # A map over values that are not JSON stores its function once and
+    # refers to it beside each call's envelope: that function is verified
+    # against the key as one inside the envelope is, and a task of a
+    # registered name may not carry one.
+    other_key = tmp_path / "other.key"
+    subprocess.run([str(BIN / "warren"), "key", "new", "--file", str(other_key)], check=True)
+    marker = tmp_path / "owned"
+
+    def owned(*_):
+        marker.write_text("ran")
+
+    alien = _envelopes.seal_function(owned, _warren.Keys(str(other_key), ""))
+    fn_ref = c._put_blob(alien)
+    envelope, _ = _envelopes.seal_call(None, (b"x",), {}, c._keys, c._future_key)
+    call = {"$warren_call": c._put_blob(envelope), "$warren_fn": fn_ref}
+    args = __import__("json").dumps([call])
+    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None)
+    e = warren.Future(key, c).exception(timeout=60)
+    assert e.type == "BadSignature" and "does not hold" in str(e), e
+    # A registered function's task with a stored function beside it.
+    mine = {"$warren_call": call["$warren_call"], "$warren_fn": c._function_ref(owned)}
+    args = __import__("json").dumps([mine])
+    (key,) = c._rust.submit("funcs:echo", [args], [None], False, 0, 0, "python", None)
+    e = warren.Future(key, c).exception(timeout=60)
+    assert "funcs:echo was sent a function as code" in str(e), e
+    assert not marker.exists()
+    # The same function signed with the right key runs, with its argument.
+    assert c.submit(lambda b: b + b"y", b"x").result(timeout=60) == b"xy"
+
+
 def test_without_a_key_a_client_sends_no_code_and_says_what_to_do():
     # A namespace without a key: messages are not signed, and typed data
     # still crosses, but no code and no pickle.

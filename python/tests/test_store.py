@@ -7,7 +7,9 @@ object."""
 from __future__ import annotations
 
 import gc
+import json
 import os
+import re
 import signal
 import time
 import weakref
@@ -18,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import Stack, serving
 
-from warren import _child, _envelopes, _pickle, _refs, _signing, _warren
+from warren import WarrenError, _child, _envelopes, _pickle, _refs, _signing, _warren
 
 MIB = 1024 * 1024
 
@@ -164,3 +166,36 @@ def test_a_worker_killed_while_writing_a_big_result_leaves_no_partial_value(stor
     for p in blobs.iterdir():
         if "#" not in p.name:
             assert _warren.blob_hash(p.read_bytes()) == p.name, f"{p.name} is not its value"
+
+
+def test_a_maps_arguments_are_stored_in_the_background_and_all_before_it_is_sent(stack, store):
+    """``map`` stores each call's envelope while it seals the next, at most
+    256 MiB at once: 40 arguments of 8 MiB (320 MiB) all arrive, each task
+    reading its own; a store that fails fails the ``map`` that needed it,
+    naming the store, and sends none of its tasks."""
+    c = stack.client()
+    arrays = [np.full(MIB, float(i)) for i in range(40)]
+    sums = c.gather(c.map(lambda a: float(a[0]) * a.size, arrays, pure=False))
+    assert sums == [float(i) * MIB for i in range(40)]
+    blobs = store / stack.namespace / "blobs"
+    aside = blobs.with_name("blobs-aside")
+    blobs.rename(aside)
+    try:
+        # A file where the store's directory was: every write fails, even
+        # for root, so the background stores fail.
+        blobs.write_bytes(b"")
+        before = submitted(c)
+        with pytest.raises(WarrenError, match=re.escape(store.as_uri())):
+            c.map(lambda a: a, [np.full(MIB, -1.0), np.full(MIB, -2.0)], pure=False)
+        c._rust.flush()
+        assert submitted(c) == before, "no task was sent"
+    finally:
+        blobs.unlink()
+        aside.rename(blobs)
+    # The client goes on: the next call stores and runs.
+    assert c.submit(lambda a: float(a.sum()), np.ones(MIB), pure=False).result(timeout=60) == MIB
+
+
+def submitted(c) -> int:  # noqa: ANN001
+    """Tasks the namespace has recorded."""
+    return json.loads(c._rust.info())["stats"].get("submitted", 0)

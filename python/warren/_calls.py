@@ -11,10 +11,12 @@ Three ways a call travels, chosen per call:
   function is pickled and stored once per function (a signed envelope,
   content-addressed), so a ``map`` of 10,000 calls sends it once, and workers
   keep it in memory by its hash.
-- **A call envelope** (``{"$warren_call": <blob reference>}``, then one
-  ``{"$future": key}`` per future inside): values that are not JSON (tuples,
-  bytes, numpy arrays, any object); typed data needs no key, pickled objects
-  are signed.
+- **A call envelope** (``{"$warren_call": <blob reference>}``, with
+  ``"$warren_fn": <function reference>`` for a function sent as code, then
+  one ``{"$future": key}`` per future inside): values that are not JSON
+  (tuples, bytes, numpy arrays, any object); typed data needs no key,
+  pickled objects are signed. The function is stored once, as for JSON
+  arguments: a ``map`` over 200 arrays pickles it once, not 200 times.
 
 Any callable that is not a ``@task`` function (a function from a notebook
 cell, a lambda, a closure, ``functools.partial``, a builtin) travels by value,
@@ -120,19 +122,29 @@ def prepare(
             text = _values.dumps(positional)
             token = code + b"\0" + text.encode()
             return Call(text, key or make_key(key_prefix(fn, name), pure, token))
-        fn_ref = None
-        if by_value:
-            memo = stored if stored is not None else {}
-            fn_ref = memo.get(id(fn)) or memo.setdefault(id(fn), client._function_ref(fn))
+        fn_ref = _stored_function(client, fn, stored) if by_value else None
         head = {FN_FIELD: fn_ref, "kwargs": to_json(kwargs, future_key)}
         text = _values.dumps([head, *positional])
-        # The stored function's hash covers its code (cloudpickle's bytes).
         token = (fn_ref[_refs.BLOB].encode() if fn_ref else code) + b"\0" + text.encode()
         return Call(text, key or make_key(key_prefix(fn, name), pure, token))
-    envelope, deps = _envelopes.seal_call(
-        fn if by_value else None, args, kwargs, client._keys, future_key
-    )
-    ref = client._put_blob(envelope)
-    data = [{CALL_FIELD: ref}] + [{"$future": k} for k in deps]
-    token = code + b"\0" + ref[_refs.BLOB].encode() + b"\0" + "\0".join(deps).encode()
+    fn_ref = _stored_function(client, fn, stored) if by_value else None
+    envelope, deps = _envelopes.seal_call(None, args, kwargs, client._keys, future_key)
+    ref = client._put_blob_later(envelope)
+    head = {CALL_FIELD: ref, FN_FIELD: fn_ref} if fn_ref else {CALL_FIELD: ref}
+    data = [head] + [{"$future": k} for k in deps]
+    fn_token = fn_ref[_refs.BLOB].encode() if fn_ref else code
+    token = fn_token + b"\0" + ref[_refs.BLOB].encode() + b"\0" + "\0".join(deps).encode()
     return Call(_values.dumps(data), key or make_key(key_prefix(fn, name), pure, token))
+
+
+def _stored_function(
+    client: Any, fn: object, stored: dict[int, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """The reference of ``fn`` stored as code: pickled, signed and stored
+    once per ``map`` (``stored``), not per call, and kept by workers by its
+    hash. Its hash covers its code (cloudpickle's bytes)."""
+    memo = stored if stored is not None else {}
+    ref = memo.get(id(fn))
+    if ref is None:
+        ref = memo[id(fn)] = client._function_ref(fn)
+    return ref

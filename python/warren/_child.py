@@ -77,6 +77,10 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     }
 
 
+#: The fields a call sent as an envelope may have: the envelope, and a
+#: function sent as code, stored apart.
+_ENVELOPED = frozenset({_calls.CALL_FIELD, _calls.FN_FIELD})
+
 #: Functions sent as code, opened, by the hash of their envelope.
 _FUNCTIONS: dict[str, Any] = {}
 
@@ -135,13 +139,20 @@ class Task:
             if self.name != _calls.CODE_FUNC:
                 raise ValueError(f"{self.name} was sent a function as code")
             return self.function(*ref), args, kwargs
-        if isinstance(first, dict) and set(first) == {_calls.CALL_FIELD}:
+        if isinstance(first, dict) and _calls.CALL_FIELD in first and set(first) <= _ENVELOPED:
             r = _refs.as_ref(first[_calls.CALL_FIELD])
             if r is None:
                 raise ValueError("a call without its envelope")
             envelope = self.bytes_of(*r, "the call's envelope")
             deps = [self.value(a) for a in self.args[1:]]
             fn, args, kwargs = _envelopes.open_call(envelope, self.keys, deps, self.accept_code)
+            if _calls.FN_FIELD in first:
+                ref = _refs.as_ref(first[_calls.FN_FIELD])
+                if ref is None or fn is not None:
+                    raise ValueError("a call whose function is not one stored function")
+                if self.name != _calls.CODE_FUNC:
+                    raise ValueError(f"{self.name} was sent a function as code")
+                fn = self.function(*ref)
             if fn is None:
                 fn = self.registered()
             elif self.name != _calls.CODE_FUNC:

@@ -328,7 +328,7 @@ class Client:
                 token = json.dumps(v, sort_keys=True).encode()
             else:
                 envelope, _ = _envelopes.seal(v, self._keys, _signing.VALUE, no_future)
-                arg = self._put_blob(envelope)
+                arg = self._put_blob_later(envelope)
                 token = arg[_refs.BLOB].encode()
             args.append(json.dumps([arg], separators=(",", ":")))
             prefix = re.sub(r"[^A-Za-z0-9_.-]", "", type(v).__name__) or "value"
@@ -357,6 +357,12 @@ class Client:
 
     def _put_blob(self, data: bytes) -> dict[str, Any]:
         digest, size = self._rust.put_blob(data)
+        return {_refs.BLOB: digest, "size": size}
+
+    def _put_blob_later(self, data: bytes) -> dict[str, Any]:
+        """``data``'s reference, while it is stored in the background: the
+        next message this client publishes waits until it is stored."""
+        digest, size = self._rust.put_blob_later(data)
         return {_refs.BLOB: digest, "size": size}
 
     def _load(self, payload: str) -> Any:

@@ -14,6 +14,12 @@ impl Client {
         Ok(self.inner.store.put_blob(bytes).await?)
     }
 
+    /// Stores `bytes` under `r`, computed from them with [`BlobRef::of`]
+    /// beforehand (to refer to them while they are being stored).
+    pub async fn put_blob_as(&self, r: &BlobRef, bytes: bytes::Bytes) -> Result<(), Error> {
+        Ok(self.inner.store.put_blob_as(r, bytes).await?)
+    }
+
     /// The bytes `r` names, checked against its hash.
     pub async fn get_blob(&self, r: &BlobRef) -> Result<Vec<u8>, Error> {
         Ok(self.inner.store.get_blob(r).await?)

@@ -122,6 +122,15 @@ impl Store {
     pub async fn put_blob(&self, bytes: impl Into<Bytes>) -> Result<BlobRef> {
         let bytes: Bytes = bytes.into();
         let r = BlobRef::of(&bytes);
+        self.put_blob_as(&r, bytes).await?;
+        Ok(r)
+    }
+
+    /// Stores `bytes` under `r`, which the caller computed from them
+    /// ([`BlobRef::of`]) to refer to them before they are stored. A wrong
+    /// `r` harms only the caller's own task: every reader checks the bytes
+    /// against the hash.
+    pub async fn put_blob_as(&self, r: &BlobRef, bytes: Bytes) -> Result<()> {
         match &self.objects {
             Some(objects) if lives_in_objects(bytes.len() as u64, self.inline_max) => {
                 objects.put(&r.hash, bytes).await?;
@@ -133,7 +142,7 @@ impl Store {
                     .await?;
             }
         }
-        Ok(r)
+        Ok(())
     }
 
     /// Whether a value of `size` bytes lives in the object store (a
