@@ -11,7 +11,8 @@
 //! Small values still cross the pipe (their Redis home needs the worker's
 //! connection, which a pool process does not have).
 //!
-//! The bytes are checked against their hash here, as
+//! The bytes are checked against their hash (in
+//! [`warren_core::store::objects::Objects::read_opened`] for a directory), as
 //! [`warren_core::store::Store::get_blob`] checks them. Writing is
 //! `Keys.seal_to` (in [`crate::keys`]): a result is sealed straight into
 //! the store's file.
@@ -22,7 +23,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 use warren_core::store::blobs::BlobRef;
-use warren_core::store::objects::Objects as Store;
+use warren_core::store::objects::{Objects as Store, Opened};
 
 use crate::WarrenError;
 use crate::blocking::{released, runtime};
@@ -75,33 +76,11 @@ impl Objects {
         let gone = || WarrenError::new_err(r.gone(&format!("not in the object store {url}")));
         let changed = || WarrenError::new_err(r.changed(&format!(" in the object store {url}")));
         let len = usize::try_from(size).map_err(|_| changed())?;
-        if let Some(path) = self.store.file(&r.hash) {
-            let mut file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
-                Err(e) => {
-                    return Err(WarrenError::new_err(
-                        self.store.failed_io(&r.hash, e).to_string(),
-                    ));
-                }
-            };
-            let on_disk = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-            if on_disk != size {
-                return Err(changed());
-            }
-            let mut outcome = Ok(true);
-            let buf = PyByteArray::new_with(py, len, |buf| {
-                outcome = released(py, || {
-                    std::io::Read::read_exact(&mut file, buf).map(|()| r.matches(buf))
-                });
-                Ok(())
-            })?;
-            return match outcome {
-                Ok(true) => Ok(buf),
-                Ok(false) => Err(changed()),
-                Err(e) => Err(WarrenError::new_err(
-                    self.store.failed_io(&r.hash, e).to_string(),
-                )),
+        if let Some(got) = read_file(py, &self.store, &r, len) {
+            return match got? {
+                Got::Value(buf) => Ok(buf),
+                Got::Missing => Err(gone()),
+                Got::Changed => Err(changed()),
             };
         }
         let store = &self.store;
@@ -112,4 +91,42 @@ impl Objects {
             None => Err(gone()),
         }
     }
+}
+
+/// What [`read_file`] found.
+pub(crate) enum Got<'py> {
+    /// The value's bytes, checked.
+    Value(Bound<'py, PyByteArray>),
+    /// No file of that name.
+    Missing,
+    /// A file whose size or bytes are not the value's.
+    Changed,
+}
+
+/// A directory store's value `r` (`len` bytes) read straight into a new
+/// `bytearray`, the read without the GIL; `None` for other stores. The
+/// buffer is made only once the file is known to have the value's size.
+pub(crate) fn read_file<'py>(
+    py: Python<'py>,
+    store: &Store,
+    r: &BlobRef,
+    len: usize,
+) -> Option<PyResult<Got<'py>>> {
+    let opened = released(py, || store.open_file(r))?;
+    let file = match opened {
+        Ok(Opened::File(f)) => f,
+        Ok(Opened::Missing) => return Some(Ok(Got::Missing)),
+        Ok(Opened::Changed) => return Some(Ok(Got::Changed)),
+        Err(e) => return Some(Err(WarrenError::new_err(e.to_string()))),
+    };
+    let mut outcome = Ok(false);
+    let made = PyByteArray::new_with(py, len, |buf| {
+        outcome = released(py, || store.read_opened(r, file, buf));
+        Ok(())
+    });
+    Some(made.and_then(|buf| match outcome {
+        Ok(true) => Ok(Got::Value(buf)),
+        Ok(false) => Ok(Got::Changed),
+        Err(e) => Err(WarrenError::new_err(e.to_string())),
+    }))
 }

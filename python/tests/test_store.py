@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import Stack, serving
 
+import warren
 from warren import WarrenError, _child, _envelopes, _pickle, _refs, _signing, _warren
 
 MIB = 1024 * 1024
@@ -129,6 +130,9 @@ def test_pool_processes_read_big_values_from_the_store_and_refuse_changed_ones(s
     changed = c.submit(lambda x: float(x.sum()), a, pure=False)
     with pytest.raises(Exception, match="in the object store .* not the value.s"):
         changed.result(timeout=60)
+    # A client reads the file into its own buffer, and refuses it too.
+    with pytest.raises(WarrenError, match="not the value.s: refused"):
+        warren.Future(a.key, stack.client()).result(timeout=60)
     path.unlink()
     gone = c.submit(lambda x: float(x.sum()), a, pure=False)
     with pytest.raises(Exception, match=f"value {made} .* is not in the object store"):

@@ -20,6 +20,13 @@ impl Client {
         Ok(self.inner.store.put_blob_as(r, bytes).await?)
     }
 
+    /// The object store a value of `size` bytes lives in, if it lives in
+    /// one: a caller with a buffer of its own reads a directory store's file
+    /// into it ([`warren_core::store::objects::Objects::read_into`]).
+    pub fn objects_for(&self, size: u64) -> Option<&warren_core::store::objects::Objects> {
+        self.inner.store.objects_for(size)
+    }
+
     /// The bytes `r` names, checked against its hash.
     pub async fn get_blob(&self, r: &BlobRef) -> Result<Vec<u8>, Error> {
         Ok(self.inner.store.get_blob(r).await?)

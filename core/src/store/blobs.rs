@@ -145,6 +145,15 @@ impl Store {
         Ok(())
     }
 
+    /// The object store a value of `size` bytes lives in, if it lives in
+    /// one (a `store_url` is set and the value is over
+    /// `inline_max_bytes`).
+    pub fn objects_for(&self, size: u64) -> Option<&super::objects::Objects> {
+        self.objects
+            .as_ref()
+            .filter(|_| lives_in_objects(size, self.inline_max))
+    }
+
     /// Whether a value of `size` bytes lives in the object store (a
     /// `store_url` is set and the value is over `inline_max_bytes`): a
     /// process with the store's settings reads and writes it there itself.

@@ -44,6 +44,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use super::blobs::BlobRef;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
@@ -200,6 +201,41 @@ impl Objects {
         self.dir.as_ref().map(|d| d.join(hash))
     }
 
+    /// Opens a directory store's file of value `r`, if it has `r`'s size;
+    /// `None` for other stores, whose API gives owned buffers. A caller
+    /// with a buffer of its own (a Python `bytearray`) then reads the file
+    /// into it with [`Objects::read_opened`]: the bytes are copied once,
+    /// and the buffer is only made once the file's size is known to be the
+    /// value's (a reference read from Redis may claim any size).
+    pub fn open_file(&self, r: &BlobRef) -> Option<Result<Opened>> {
+        let path = self.file(&r.hash)?;
+        let open = || -> std::io::Result<Opened> {
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Missing),
+                Err(e) => return Err(e),
+            };
+            Ok(if file.metadata()?.len() == r.size {
+                Opened::File(file)
+            } else {
+                Opened::Changed
+            })
+        };
+        Some(open().map_err(|e| self.failed_io(&r.hash, e)))
+    }
+
+    /// Reads `file` (from [`Objects::open_file`]) into `buf`, of `r`'s
+    /// size; whether its bytes are `r`'s.
+    pub fn read_opened(
+        &self,
+        r: &BlobRef,
+        mut file: std::fs::File,
+        buf: &mut [u8],
+    ) -> Result<bool> {
+        std::io::Read::read_exact(&mut file, buf).map_err(|e| self.failed_io(&r.hash, e))?;
+        Ok(r.matches(buf))
+    }
+
     /// The store's URL (the setting `store_url`).
     pub fn url(&self) -> &str {
         &self.url
@@ -286,6 +322,17 @@ impl Objects {
         }
         Ok(deleted)
     }
+}
+
+/// What [`Objects::open_file`] found.
+#[derive(Debug)]
+pub enum Opened {
+    /// The file, of the value's size.
+    File(std::fs::File),
+    /// No file of that name.
+    Missing,
+    /// A file whose size is not the value's.
+    Changed,
 }
 
 /// Writes `bytes` to `path` whole or not at all: into a temporary file
@@ -483,6 +530,26 @@ mod tests {
         let blobs = dir.join("ns").join("blobs");
         assert!(blobs.join(&hash).is_file());
         assert_eq!(objects.file(&hash), Some(blobs.join(&hash)));
+        let read = |r: &BlobRef| {
+            let mut buf = vec![0; r.size as usize];
+            match objects.open_file(r).unwrap().unwrap() {
+                Opened::File(f) => objects
+                    .read_opened(r, f, &mut buf)
+                    .unwrap()
+                    .then_some(buf)
+                    .ok_or("changed"),
+                Opened::Missing => Err("missing"),
+                Opened::Changed => Err("changed size"),
+            }
+        };
+        assert_eq!(read(&BlobRef::of(b"big")).unwrap(), b"big");
+        let other = BlobRef::of(b"bag");
+        assert_eq!(read(&other), Err("missing"));
+        std::fs::write(blobs.join(&other.hash), b"bug").unwrap();
+        assert_eq!(read(&other), Err("changed"));
+        std::fs::write(blobs.join(&other.hash), b"bags").unwrap();
+        assert_eq!(read(&other), Err("changed size"));
+        std::fs::remove_file(blobs.join(&other.hash)).unwrap();
         // What a writer killed mid-write leaves: a temporary file, which no
         // reader takes for the value and the sweep removes.
         let other = blake3::hash(b"cut").to_hex().to_string();
