@@ -1,8 +1,8 @@
 """Big values in an object store (issue 36): with ``store_url``, a value over
 ``inline_max_bytes`` is written once to the store's directory and travels as
 a reference, so an array far over the old 8 MiB ``max_payload_bytes`` goes
-through a task and a dependent, and twenty dependents of one value read one
-object."""
+through a task and a dependent (64 MiB, and 1 GiB on a directory and on
+S3), and twenty dependents of one value read one object."""
 
 from __future__ import annotations
 
@@ -203,3 +203,41 @@ def test_a_maps_arguments_are_stored_in_the_background_and_all_before_it_is_sent
 def submitted(c) -> int:  # noqa: ANN001
     """Tasks the namespace has recorded."""
     return json.loads(c._rust.info())["stats"].get("submitted", 0)
+
+
+def _gib_through_a_dependent(stack: Stack) -> None:
+    c = stack.client()
+    big = np.arange(128 * MIB, dtype=np.float64)  # 1 GiB
+    a = c.submit(lambda x: x + 1, big, pure=False)
+    del big
+    b = c.submit(lambda x: x * 2, a, pure=False)
+    out = b.result(timeout=600)
+    assert out.shape == (128 * MIB,) and out.dtype == np.float64
+    probe = np.arange(0, 128 * MIB, 4099)
+    np.testing.assert_array_equal(out[probe], (probe + 1.0) * 2)
+    assert out[-1] == (128 * MIB) * 2.0
+
+
+def test_a_gib_array_goes_through_a_dependent_on_a_directory_store(stack):
+    _gib_through_a_dependent(stack)
+
+
+def test_a_gib_array_goes_through_a_dependent_on_an_s3_store():
+    """The same on a real S3-compatible server (Garage, which scripts/s3.sh
+    starts; scripts/test.sh runs it first)."""
+    env = os.environ.get
+    s = Stack(
+        "gib-s3",
+        store_url=f"s3://{env('WARREN_TEST_S3_BUCKET', 'warren-test')}/py-{os.getpid()}",
+        s3_endpoint=env("WARREN_TEST_S3_ENDPOINT", "http://127.0.0.1:3900"),
+        s3_region=env("WARREN_TEST_S3_REGION", "garage"),
+        s3_access_key_id=env("WARREN_TEST_S3_ACCESS_KEY_ID", "GK0000000000000000000000a1"),
+        s3_secret_access_key=env(
+            "WARREN_TEST_S3_SECRET_ACCESS_KEY",
+            "776172726e0000000000000000000000000000000000000000000000000000b1",
+        ),
+    )
+    s.scheduler()
+    s.python_worker(accept_code=True)
+    with serving(s, 1):
+        _gib_through_a_dependent(s)
