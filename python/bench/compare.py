@@ -178,6 +178,10 @@ def rust_client_rate(stack: WarrenStack, bin_dir: Path, n: int) -> float:
     return float(found.group(1))
 
 
+#: The rows of the comparison, as ``--only`` names them.
+ROWS = ("distributed", "noop", "latency", "code", "arrays", "clients")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tasks", type=int, default=20_000)
@@ -192,7 +196,15 @@ def main() -> int:
         help="a short form for the test command: every row runs, on a few hundred tasks, once",
     )
     ap.add_argument("--bin-dir", default=os.environ.get("WARREN_BIN_DIR", REPO / "target/release"))
+    ap.add_argument(
+        "--only",
+        default=",".join(ROWS),
+        help=f"the rows to run, comma-separated, of: {', '.join(ROWS)} (default: all)",
+    )
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    if only - set(ROWS):
+        ap.error(f"--only: no row {', '.join(sorted(only - set(ROWS)))}; rows: {', '.join(ROWS)}")
     if args.smoke:
         args.tasks, args.rounds, args.links, args.repeat = 200, 20, 20, 1
         args.primes_below, args.arrays = 20_000, 5
@@ -211,83 +223,89 @@ def main() -> int:
         # Warm both up (imports, connections) before anything is timed.
         w.gather(w.map(bench_funcs.inc, range(100), pure=False))
         dask.gather(dask.map(bench_funcs.inc, range(100), pure=False))
-        print("distributed_test() ...", file=sys.stderr)
-        wt, dt = [], []
-        for _ in range(args.repeat):
-            wt.append(distributed_test(w, args.primes_below))
-            dt.append(distributed_test(dask, args.primes_below))
-        rows.append(
-            (
-                "distributed_test() wall time (s)",
-                statistics.median(wt),
-                statistics.median(dt),
-                "lower",
+        if "distributed" in only:
+            print("distributed_test() ...", file=sys.stderr)
+            wt, dt = [], []
+            for _ in range(args.repeat):
+                wt.append(distributed_test(w, args.primes_below))
+                dt.append(distributed_test(dask, args.primes_below))
+            rows.append(
+                (
+                    "distributed_test() wall time (s)",
+                    statistics.median(wt),
+                    statistics.median(dt),
+                    "lower",
+                )
             )
-        )
-        print(f"  warren {wt}, dask {dt}", file=sys.stderr)
-        print("no-op map + gather ...", file=sys.stderr)
-        wr, dr = [], []
-        for _ in range(args.repeat):
-            wr.append(noop_rate(w, bench_funcs.inc, args.tasks))
-            dr.append(noop_rate(dask, bench_funcs.inc, args.tasks))
-        rows.append(
-            (
-                f"{args.tasks:,} no-op Python inc, map + gather (tasks/s)",
-                statistics.median(wr),
-                statistics.median(dr),
-                "higher",
+            print(f"  warren {wt}, dask {dt}", file=sys.stderr)
+        if "noop" in only:
+            print("no-op map + gather ...", file=sys.stderr)
+            wr, dr = [], []
+            for _ in range(args.repeat):
+                wr.append(noop_rate(w, bench_funcs.inc, args.tasks))
+                dr.append(noop_rate(dask, bench_funcs.inc, args.tasks))
+            rows.append(
+                (
+                    f"{args.tasks:,} no-op Python inc, map + gather (tasks/s)",
+                    statistics.median(wr),
+                    statistics.median(dr),
+                    "higher",
+                )
             )
-        )
-        print(f"  warren {wr}, dask {dr}", file=sys.stderr)
-        print("round trips and chains ...", file=sys.stderr)
-        rows.append(
-            (
-                "submit(inc).result() p50 (ms)",
-                round_trip_ms(w, bench_funcs.inc, args.rounds),
-                round_trip_ms(dask, bench_funcs.inc, args.rounds),
-                "lower",
+            print(f"  warren {wr}, dask {dr}", file=sys.stderr)
+        if "latency" in only:
+            print("round trips and chains ...", file=sys.stderr)
+            rows.append(
+                (
+                    "submit(inc).result() p50 (ms)",
+                    round_trip_ms(w, bench_funcs.inc, args.rounds),
+                    round_trip_ms(dask, bench_funcs.inc, args.rounds),
+                    "lower",
+                )
             )
-        )
-        rows.append(
-            (
-                f"chain of {args.links} dependent inc (tasks/s)",
-                chain_rate(w, bench_funcs.inc, args.links),
-                chain_rate(dask, bench_funcs.inc, args.links),
-                "higher",
+            rows.append(
+                (
+                    f"chain of {args.links} dependent inc (tasks/s)",
+                    chain_rate(w, bench_funcs.inc, args.links),
+                    chain_rate(dask, bench_funcs.inc, args.links),
+                    "higher",
+                )
             )
-        )
-        print("functions sent as code (issue 32) ...", file=sys.stderr)
-        noop = lambda x: x + 1  # noqa: E731 - a lambda is the point
-        w.gather(w.map(noop, range(100), pure=False))
-        cr, tr, dr2 = [], [], []
-        for _ in range(args.repeat):
-            cr.append(noop_rate(w, noop, args.tasks))
-            tr.append(noop_rate(w, bench_funcs.inc, args.tasks))
-            dr2.append(noop_rate(dask, noop, args.tasks))
-        code_rows = (statistics.median(cr), statistics.median(tr), statistics.median(dr2))
-        print(f"  code {cr}, @task {tr}, dask {dr2}", file=sys.stderr)
-        import numpy as np
+        if "code" in only:
+            print("functions sent as code (issue 32) ...", file=sys.stderr)
+            noop = lambda x: x + 1  # noqa: E731 - a lambda is the point
+            w.gather(w.map(noop, range(100), pure=False))
+            cr, tr, dr2 = [], [], []
+            for _ in range(args.repeat):
+                cr.append(noop_rate(w, noop, args.tasks))
+                tr.append(noop_rate(w, bench_funcs.inc, args.tasks))
+                dr2.append(noop_rate(dask, noop, args.tasks))
+            code_rows = (statistics.median(cr), statistics.median(tr), statistics.median(dr2))
+            print(f"  code {cr}, @task {tr}, dask {dr2}", file=sys.stderr)
+        if "arrays" in only:
+            import numpy as np
 
-        arrays = [np.full(128 * 1024, i, dtype=np.float64) for i in range(args.arrays)]
-        wa, da = [], []
-        for _ in range(args.repeat):
-            wa.append(arrays_wall(w, identity, arrays))
-            da.append(arrays_wall(dask, identity, arrays))
-        rows.append(
-            (
-                f"identity over {args.arrays} numpy arrays of 1 MiB, map + gather (s)",
-                statistics.median(wa),
-                statistics.median(da),
-                "lower",
+            arrays = [np.full(128 * 1024, i, dtype=np.float64) for i in range(args.arrays)]
+            wa, da = [], []
+            for _ in range(args.repeat):
+                wa.append(arrays_wall(w, identity, arrays))
+                da.append(arrays_wall(dask, identity, arrays))
+            rows.append(
+                (
+                    f"identity over {args.arrays} numpy arrays of 1 MiB, map + gather (s)",
+                    statistics.median(wa),
+                    statistics.median(da),
+                    "lower",
+                )
             )
-        )
-        print(f"  warren {wa}, dask {da}", file=sys.stderr)
-        print("Python client vs Rust client on the stock Rust inc ...", file=sys.stderr)
-        pr, rr = [], []
-        for _ in range(args.repeat):
-            pr.append(noop_rate(w, "inc", args.tasks))
-            rr.append(rust_client_rate(stack, bin_dir, args.tasks))
-        print(f"  python {pr}, rust {rr}", file=sys.stderr)
+            print(f"  warren {wa}, dask {da}", file=sys.stderr)
+        if "clients" in only:
+            print("Python client vs Rust client on the stock Rust inc ...", file=sys.stderr)
+            pr, rr = [], []
+            for _ in range(args.repeat):
+                pr.append(noop_rate(w, "inc", args.tasks))
+                rr.append(rust_client_rate(stack, bin_dir, args.tasks))
+            print(f"  python {pr}, rust {rr}", file=sys.stderr)
     finally:
         dask.close()
         cluster.close()
@@ -298,17 +316,19 @@ def main() -> int:
     for name, wv, dv, better in rows:
         adv = dv / wv if better == "lower" else wv / dv
         print(f"| {name} | {wv:,.2f} | {dv:,.2f} | {adv:.2f}x |")
-    p, r = statistics.median(pr), statistics.median(rr)
-    print(
-        f"\nStock Rust inc, {args.tasks:,} tasks map + gather on 2 Rust workers: Python client "
-        f"{p:,.0f} tasks/s, Rust client {r:,.0f} tasks/s: {p / r:.2f}x"
-    )
-    c, t, d = code_rows
-    print(
-        f"\n{args.tasks:,} no-op tasks, map + gather: a lambda sent as code {c:,.0f} tasks/s, "
-        f"a @task function {t:,.0f} tasks/s ({c / t:.2f}x), dask with the lambda {d:,.0f} "
-        f"tasks/s (code {c / d:.2f}x dask)"
-    )
+    if "clients" in only:
+        p, r = statistics.median(pr), statistics.median(rr)
+        print(
+            f"\nStock Rust inc, {args.tasks:,} tasks map + gather on 2 Rust workers: Python "
+            f"client {p:,.0f} tasks/s, Rust client {r:,.0f} tasks/s: {p / r:.2f}x"
+        )
+    if "code" in only:
+        c, t, d = code_rows
+        print(
+            f"\n{args.tasks:,} no-op tasks, map + gather: a lambda sent as code {c:,.0f} "
+            f"tasks/s, a @task function {t:,.0f} tasks/s ({c / t:.2f}x), dask with the lambda "
+            f"{d:,.0f} tasks/s (code {c / d:.2f}x dask)"
+        )
     print(f"(medians of {args.repeat}; warren's advantage > 1 means warren is better)")
     return 0
 
