@@ -30,6 +30,7 @@ check "target/release/warren-bench --scale smoke" "| # | what | value |" \
 check "bash scripts/bench-peers.sh --smoke (warren-compare)" "| workload | warren, empty Redis |" \
   bash scripts/bench-peers.sh --smoke
 check "bash scripts/bench-python.sh --smoke" "| workload | warren | dask" bash scripts/bench-python.sh --smoke
+check "bash scripts/bench-arrays.sh --smoke" "| identity over 5 arrays of 1 MiB" bash scripts/bench-arrays.sh --smoke
 check "bash scripts/bench-redis-cluster.sh --smoke" "== cluster, redis_min_replicas 1: map(inc" \
   bash scripts/bench-redis-cluster.sh --smoke
 check "bash scripts/bench-big-values.sh --smoke --s3" "| stack | wall (s) |" \

@@ -3,6 +3,7 @@ identity over numpy arrays of 1 MiB, then ``gather``, on ``warren.LocalCluster``
 (its default store: a directory under ``$TMPDIR``) against dask's
 ``LocalCluster``, both 2 workers of 1 thread. Prints one table row.
 
+    bash scripts/bench-arrays.sh        # or, with the stack built:
     WARREN_BIN_DIR=target/release .venv/bin/python python/bench/arrays.py
 
 ``compare.py``'s array row runs the same workload on its own stack, whose

@@ -147,6 +147,15 @@ impl Client {
         Ok((r.hash, r.size))
     }
 
+    /// The client's object store when it is a directory (`file://`), into
+    /// whose files a big value is sealed straight from its buffers; `None`
+    /// otherwise (an S3 store takes whole values).
+    fn directory_store(&self) -> Option<crate::objects::Objects> {
+        let store = self.inner.objects().filter(|o| o.dir().is_some())?;
+        let inline_max = self.inner.settings().inline_max_bytes;
+        Some(crate::objects::Objects::new(store.clone(), inline_max))
+    }
+
     /// Starts storing `data` in the namespace and returns its `(hash, size)`
     /// reference at once (see [`crate::puts`]): the Python thread goes on
     /// while the bytes are written, and every call that publishes waits for

@@ -36,6 +36,13 @@ pub struct Objects {
     inline_max: usize,
 }
 
+impl Objects {
+    /// `store`, holding values over `inline_max` bytes.
+    pub(crate) fn new(store: Store, inline_max: usize) -> Self {
+        Self { store, inline_max }
+    }
+}
+
 #[pymethods]
 impl Objects {
     /// The store of `settings` (names to text, as a worker's greeting gives

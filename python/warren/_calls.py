@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import _envelopes, _refs, _values
+from . import _envelopes, _refs, _signing, _values
 from ._codec import plain, to_json
 
 #: The function that runs code sent by value (``warren_core::routing::CODE_FUNC``).
@@ -128,8 +128,10 @@ def prepare(
         token = (fn_ref[_refs.BLOB].encode() if fn_ref else code) + b"\0" + text.encode()
         return Call(text, key or make_key(key_prefix(fn, name), pure, token))
     fn_ref = _stored_function(client, fn, stored) if by_value else None
-    envelope, deps = _envelopes.seal_call(None, args, kwargs, client._keys, future_key)
-    ref = client._put_blob_later(envelope)
+    kind, header, frames, deps = _envelopes.encode_call(
+        None, args, kwargs, client._keys, future_key
+    )
+    ref = client._store_sealed(kind, _signing.CALL, header, frames)
     head = {CALL_FIELD: ref, FN_FIELD: fn_ref} if fn_ref else {CALL_FIELD: ref}
     data = [head] + [{"$future": k} for k in deps]
     fn_token = fn_ref[_refs.BLOB].encode() if fn_ref else code

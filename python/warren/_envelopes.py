@@ -126,8 +126,22 @@ def seal_call(
     future_key: Callable[[object], str | None],
 ) -> tuple[bytes, list[str]]:
     """A call as an envelope: ``fn`` by value (a pickle, signed), or
-    ``None`` for a function the workers registered (then typed data when
-    the arguments allow); and the futures inside, in order."""
+    ``None`` for a function the workers registered or stored apart (then
+    typed data when the arguments allow); and the futures inside, in order."""
+    kind, header, frames, deps = encode_call(fn, args, kwargs, keys, future_key)
+    return keys.seal(kind, CALL, header, frames), deps
+
+
+def encode_call(
+    fn: Callable[..., Any] | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    keys: Any,
+    future_key: Callable[[object], str | None],
+) -> tuple[str, bytes, list[Any], list[str]]:
+    """What :func:`seal_call` seals: ``(kind, header, frames, deps)``, the
+    frames still the arguments' own buffers (so that a big call can be
+    sealed straight into an object store's file)."""
     if fn is None:
         enc = Encoder(future_key)
         try:
@@ -137,13 +151,13 @@ def seal_call(
                 raise _need_key(str(e).replace("the value", "an argument")) from None
         else:
             header = header_bytes({"v": 1, "codec": "data", "root": root})
-            return keys.seal("data", CALL, header, enc.frames), enc.deps
+            return "data", header, enc.frames, enc.deps
     elif keys.key_id is None:
         name = getattr(fn, "__qualname__", repr(fn))
         raise _need_key(f"{name} is not a @warren.task function, so it travels as code")
     data, buffers, deps = _pickle.dumps((fn, tuple(args), kwargs, _sources(fn)), future_key)
     header = header_bytes({"v": 1, "codec": "pickle", "code": fn is not None})
-    return keys.seal("pickle", CALL, header, [data, *buffers]), deps
+    return "pickle", header, [data, *buffers], deps
 
 
 def _sources(fn: object) -> dict[str, Any]:

@@ -20,6 +20,11 @@ impl Client {
         Ok(self.inner.store.put_blob_as(r, bytes).await?)
     }
 
+    /// The object store of big values (`store_url`), if one is set.
+    pub fn objects(&self) -> Option<&warren_core::store::objects::Objects> {
+        self.inner.store.objects()
+    }
+
     /// The object store a value of `size` bytes lives in, if it lives in
     /// one: a caller with a buffer of its own reads a directory store's file
     /// into it ([`warren_core::store::objects::Objects::read_into`]).

@@ -145,12 +145,16 @@ impl Store {
         Ok(())
     }
 
+    /// The object store of big values (`store_url`), if one is set.
+    pub fn objects(&self) -> Option<&super::objects::Objects> {
+        self.objects.as_ref()
+    }
+
     /// The object store a value of `size` bytes lives in, if it lives in
     /// one (a `store_url` is set and the value is over
     /// `inline_max_bytes`).
     pub fn objects_for(&self, size: u64) -> Option<&super::objects::Objects> {
-        self.objects
-            .as_ref()
+        self.objects()
             .filter(|_| lives_in_objects(size, self.inline_max))
     }
 
