@@ -181,12 +181,11 @@ impl Client {
         size: u64,
     ) -> PyResult<Bound<'py, pyo3::types::PyByteArray>> {
         let r = BlobRef { hash, size };
-        // A directory store's file straight into the bytearray: one copy,
-        // and no wait on the runtime. Anything else (missing there too)
-        // takes the general path, which also looks in Redis and says where
-        // it looked.
+        // A value in the object store straight into the bytearray: one
+        // copy. Anything else (missing there too) takes the general path,
+        // which also looks in Redis and says where it looked.
         if let (Some(objects), Ok(len)) = (self.inner.objects_for(size), usize::try_from(size))
-            && let Some(Ok(Got::Value(buf))) = crate::objects::read_file(py, objects, &r, len)
+            && let Ok(Got::Value(buf)) = crate::objects::read_value(py, objects, &r, len)
         {
             return Ok(buf);
         }

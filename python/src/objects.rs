@@ -12,7 +12,8 @@
 //! connection, which a pool process does not have).
 //!
 //! The bytes are checked against their hash (in
-//! [`warren_core::store::objects::Objects::read_opened`] for a directory), as
+//! [`warren_core::store::objects::Objects::read_opened`] for a directory,
+//! `read_incoming` for S3), as
 //! [`warren_core::store::Store::get_blob`] checks them. Writing is
 //! `Keys.seal_to` (in [`crate::keys`]): a result is sealed straight into
 //! the store's file.
@@ -83,57 +84,59 @@ impl Objects {
         let gone = || WarrenError::new_err(r.gone(&format!("not in the object store {url}")));
         let changed = || WarrenError::new_err(r.changed(&format!(" in the object store {url}")));
         let len = usize::try_from(size).map_err(|_| changed())?;
-        if let Some(got) = read_file(py, &self.store, &r, len) {
-            return match got? {
-                Got::Value(buf) => Ok(buf),
-                Got::Missing => Err(gone()),
-                Got::Changed => Err(changed()),
-            };
-        }
-        let store = &self.store;
-        let got = released(py, || runtime().block_on(store.get(&r.hash)));
-        match got.map_err(|e| WarrenError::new_err(e.to_string()))? {
-            Some(bytes) if released(py, || r.matches(&bytes)) => Ok(PyByteArray::new(py, &bytes)),
-            Some(_) => Err(changed()),
-            None => Err(gone()),
+        match read_value(py, &self.store, &r, len)? {
+            Got::Value(buf) => Ok(buf),
+            Got::Missing => Err(gone()),
+            Got::Changed => Err(changed()),
         }
     }
 }
 
-/// What [`read_file`] found.
+/// What [`read_value`] found.
 pub(crate) enum Got<'py> {
     /// The value's bytes, checked.
     Value(Bound<'py, PyByteArray>),
-    /// No file of that name.
+    /// No value of that name.
     Missing,
-    /// A file whose size or bytes are not the value's.
+    /// Stored bytes whose size or content are not the value's.
     Changed,
 }
 
-/// A directory store's value `r` (`len` bytes) read straight into a new
-/// `bytearray`, the read without the GIL; `None` for other stores. The
-/// buffer is made only once the file is known to have the value's size.
-pub(crate) fn read_file<'py>(
+/// The store's value `r` (`len` bytes) read straight into a new
+/// `bytearray`, without the GIL: a directory's file with one read, an S3
+/// object as its chunks arrive. The buffer is made only once the store has
+/// said the value's size and it is `r`'s, so the value is copied once and
+/// a reference claiming any size allocates nothing.
+pub(crate) fn read_value<'py>(
     py: Python<'py>,
     store: &Store,
     r: &BlobRef,
     len: usize,
-) -> Option<PyResult<Got<'py>>> {
-    let opened = released(py, || store.open_file(r))?;
-    let file = match opened {
-        Ok(Opened::File(f)) => f,
-        Ok(Opened::Missing) => return Some(Ok(Got::Missing)),
-        Ok(Opened::Changed) => return Some(Ok(Got::Changed)),
-        Err(e) => return Some(Err(WarrenError::new_err(e.to_string()))),
-    };
+) -> PyResult<Got<'py>> {
+    let failed = |e: warren_core::Error| WarrenError::new_err(e.to_string());
     let mut outcome = Ok(false);
-    let made = PyByteArray::new_with(py, len, |buf| {
-        outcome = released(py, || store.read_opened(r, file, buf));
-        Ok(())
-    });
-    Some(made.and_then(|buf| match outcome {
-        Ok(true) => Ok(Got::Value(buf)),
-        Ok(false) => Ok(Got::Changed),
-        Err(e) => Err(WarrenError::new_err(e.to_string())),
-    }))
+    let made = match released(py, || store.open_file(r)) {
+        Some(opened) => match opened.map_err(failed)? {
+            Opened::Here(file) => PyByteArray::new_with(py, len, |buf| {
+                outcome = released(py, || store.read_opened(r, file, buf));
+                Ok(())
+            })?,
+            Opened::Missing => return Ok(Got::Missing),
+            Opened::Changed => return Ok(Got::Changed),
+        },
+        None => match released(py, || runtime().block_on(store.open_object(r))).map_err(failed)? {
+            Opened::Here(incoming) => PyByteArray::new_with(py, len, |buf| {
+                outcome = released(py, || {
+                    runtime().block_on(store.read_incoming(r, incoming, buf))
+                });
+                Ok(())
+            })?,
+            Opened::Missing => return Ok(Got::Missing),
+            Opened::Changed => return Ok(Got::Changed),
+        },
+    };
+    match outcome.map_err(failed)? {
+        true => Ok(Got::Value(made)),
+        false => Ok(Got::Changed),
+    }
 }

@@ -207,16 +207,16 @@ impl Objects {
     /// into it with [`Objects::read_opened`]: the bytes are copied once,
     /// and the buffer is only made once the file's size is known to be the
     /// value's (a reference read from Redis may claim any size).
-    pub fn open_file(&self, r: &BlobRef) -> Option<Result<Opened>> {
+    pub fn open_file(&self, r: &BlobRef) -> Option<Result<Opened<std::fs::File>>> {
         let path = self.file(&r.hash)?;
-        let open = || -> std::io::Result<Opened> {
+        let open = || -> std::io::Result<Opened<std::fs::File>> {
             let file = match std::fs::File::open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Missing),
                 Err(e) => return Err(e),
             };
             Ok(if file.metadata()?.len() == r.size {
-                Opened::File(file)
+                Opened::Here(file)
             } else {
                 Opened::Changed
             })
@@ -234,6 +234,40 @@ impl Objects {
     ) -> Result<bool> {
         std::io::Read::read_exact(&mut file, buf).map_err(|e| self.failed_io(&r.hash, e))?;
         Ok(r.matches(buf))
+    }
+
+    /// Starts reading value `r` from a store that is not a directory (S3):
+    /// the store has said the value's size, which is checked before the
+    /// caller makes a buffer for it ([`Objects::read_incoming`]), so the
+    /// value is copied once, from the network into that buffer.
+    pub async fn open_object(&self, r: &BlobRef) -> Result<Opened<Incoming>> {
+        match self.store.get(&self.path(&r.hash)).await {
+            Ok(got) if got.meta.size == r.size => Ok(Opened::Here(Incoming(got.into_stream()))),
+            Ok(_) => Ok(Opened::Changed),
+            Err(object_store::Error::NotFound { .. }) => Ok(Opened::Missing),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Reads `incoming` (from [`Objects::open_object`]) into `buf`, of
+    /// `r`'s size; whether its bytes are `r`'s (more or fewer bytes than
+    /// that are not).
+    pub async fn read_incoming(
+        &self,
+        r: &BlobRef,
+        mut incoming: Incoming,
+        buf: &mut [u8],
+    ) -> Result<bool> {
+        let mut at = 0;
+        while let Some(chunk) = incoming.0.next().await {
+            let chunk = chunk.map_err(|e| self.failed(e))?;
+            let Some(to) = buf.get_mut(at..at + chunk.len()) else {
+                return Ok(false);
+            };
+            to.copy_from_slice(&chunk);
+            at += chunk.len();
+        }
+        Ok(at == buf.len() && r.matches(buf))
     }
 
     /// The store's URL (the setting `store_url`).
@@ -324,15 +358,25 @@ impl Objects {
     }
 }
 
-/// What [`Objects::open_file`] found.
+/// What [`Objects::open_file`] or [`Objects::open_object`] found.
 #[derive(Debug)]
-pub enum Opened {
-    /// The file, of the value's size.
-    File(std::fs::File),
-    /// No file of that name.
+pub enum Opened<T> {
+    /// The value's file or bytes to come, of the value's size.
+    Here(T),
+    /// No value of that name.
     Missing,
-    /// A file whose size is not the value's.
+    /// A value whose size is not the reference's.
     Changed,
+}
+
+/// A value's bytes as a store other than a directory sends them, in chunks
+/// ([`Objects::open_object`]).
+pub struct Incoming(futures::stream::BoxStream<'static, object_store::Result<Bytes>>);
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Incoming")
+    }
 }
 
 /// Writes `bytes` to `path` whole or not at all: into a temporary file
@@ -533,7 +577,7 @@ mod tests {
         let read = |r: &BlobRef| {
             let mut buf = vec![0; r.size as usize];
             match objects.open_file(r).unwrap().unwrap() {
-                Opened::File(f) => objects
+                Opened::Here(f) => objects
                     .read_opened(r, f, &mut buf)
                     .unwrap()
                     .then_some(buf)

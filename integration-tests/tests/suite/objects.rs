@@ -15,7 +15,7 @@ use warren_client::{Forgotten, SubmitOptions};
 use warren_core::envelope::{self, Kind};
 use warren_core::store::Store;
 use warren_core::store::blobs::BlobRef;
-use warren_core::store::objects::Objects;
+use warren_core::store::objects::{Objects, Opened};
 use warren_integration_tests::{Cluster, ClusterOptions};
 
 /// A fresh directory for one test's store.
@@ -135,6 +135,33 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
     let err = blind.get_blob(&r).await.unwrap_err().to_string();
     assert!(err.contains("store_url"), "{err}");
 
+    // Read as it arrives into a buffer of one's own (what a Python
+    // bytearray gets), once the store has said the size: whole and checked;
+    // a value of another size or none at all is not read.
+    let read_own = |r: BlobRef| {
+        let objects = objects.clone();
+        async move {
+            let mut buf = vec![0u8; r.size as usize];
+            match objects.open_object(&r).await.expect("the store answers") {
+                Opened::Here(incoming) => objects
+                    .read_incoming(&r, incoming, &mut buf)
+                    .await
+                    .expect("the store answers")
+                    .then_some(buf)
+                    .ok_or("not the value's bytes"),
+                Opened::Missing => Err("missing"),
+                Opened::Changed => Err("another size"),
+            }
+        }
+    };
+    assert_eq!(read_own(r.clone()).await.as_deref(), Ok(&big[..]));
+    let longer = BlobRef {
+        size: r.size + 1,
+        ..r.clone()
+    };
+    assert_eq!(read_own(longer).await, Err("another size"));
+    assert_eq!(read_own(BlobRef::of(b"never stored")).await, Err("missing"));
+
     // An object someone changed is refused, not returned.
     let mut changed = big.clone();
     changed[100] ^= 1;
@@ -144,6 +171,7 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
         .expect("the store takes a write");
     let err = client.get_blob(&r).await.unwrap_err().to_string();
     assert!(err.contains("refused"), "{err}");
+    assert_eq!(read_own(r.clone()).await, Err("not the value's bytes"));
 
     // The scheduler sweeps objects older than result_ttl_secs (4 s here,
     // so it sweeps every 4 s): within 15 s the object is gone.
