@@ -48,6 +48,7 @@ pub mod cluster;
 pub mod coordination;
 mod encode;
 mod keys;
+pub mod location;
 pub mod objects;
 pub mod output;
 pub mod primary;

@@ -60,11 +60,17 @@ fn s3_env() -> Vec<(String, String)> {
     ]
 }
 
+/// A fresh directory store for one test, and the settings that name it.
+fn dir_store(name: &str) -> (PathBuf, Vec<(String, String)>) {
+    let dir = store_dir(name);
+    let url = format!("file://{}", dir.display());
+    (dir, vec![("WARREN_STORE_URL".into(), url)])
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn big_values_go_to_a_directory_store_and_old_ones_are_swept() {
-    let dir = store_dir("objects");
-    let url = format!("file://{}", dir.display());
-    big_values_go_to_the_store(vec![("WARREN_STORE_URL".into(), url)]).await;
+    let (dir, env) = dir_store("objects");
+    big_values_go_to_the_store(env).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -188,9 +194,8 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forgotten_values_leave_a_directory_store() {
-    let dir = store_dir("forget");
-    let url = format!("file://{}", dir.display());
-    forgotten_values_leave_the_store(vec![("WARREN_STORE_URL".into(), url)]).await;
+    let (dir, env) = dir_store("forget");
+    forgotten_values_leave_the_store(env).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
