@@ -8,16 +8,29 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export WARREN_SKIP_BUILD=1
 
+# A failure's last lines, without a backtrace's frames: with RUST_BACKTRACE=1
+# an anyhow error prints 30 frames after its message, and a tail of the raw
+# output showed only frames (CI's stop 51 lost the reason that way). The whole
+# output stays in target/bench-smoke/.
+last_lines() { # label, output
+  local log
+  log="target/bench-smoke/$(tr -c 'a-zA-Z0-9\n' - <<<"$1" | head -c 80).log"
+  mkdir -p target/bench-smoke
+  printf '%s\n' "$2" >"$log"
+  { grep -Ev '^ +[0-9]+: |^ +at ' <<<"$2" || true; } | tail -40
+  echo "bench-smoke: the whole output is in $log" >&2
+}
+
 check() { # label, what its output must contain, command...
   local label=$1 table=$2 out started=$SECONDS
   shift 2
   if ! out=$("$@" 2>&1); then
-    printf '%s\n' "$out" | tail -40
+    last_lines "$label" "$out"
     echo "bench-smoke: $label failed (its last lines above)" >&2
     return 1
   fi
   if ! grep -qF -- "$table" <<<"$out"; then
-    printf '%s\n' "$out" | tail -40
+    last_lines "$label" "$out"
     echo "bench-smoke: $label printed no table (no line with \"$table\")" >&2
     return 1
   fi

@@ -123,11 +123,17 @@ pub async fn settle(settings: &Settings) -> Result<Option<Duration>> {
     let started = Instant::now();
     if !rewriting(&info) {
         // "Background append only file rewriting started", or scheduled
-        // behind an RDB save: either way the wait below covers it.
-        let _: redis::Value = redis::cmd("BGREWRITEAOF")
-            .query_async(&mut con)
-            .await
-            .context("BGREWRITEAOF")?;
+        // behind an RDB save: either way the wait below covers it. Redis may
+        // also have started a rewrite of its own since the INFO above (its
+        // automatic one, when the file has grown): that is refused as
+        // "already in progress", and the wait covers it too.
+        let asked: redis::RedisResult<redis::Value> =
+            redis::cmd("BGREWRITEAOF").query_async(&mut con).await;
+        if let Err(e) = asked
+            && !already_rewriting(&e.to_string())
+        {
+            return Err(e).context("BGREWRITEAOF");
+        }
     }
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -151,6 +157,11 @@ pub async fn settle(settings: &Settings) -> Result<Option<Duration>> {
 fn rewriting(info: &str) -> bool {
     field(info, "aof_rewrite_in_progress") == Some("1")
         || field(info, "aof_rewrite_scheduled") == Some("1")
+}
+
+/// Whether BGREWRITEAOF was refused only because a rewrite already runs.
+fn already_rewriting(error: &str) -> bool {
+    error.contains("already in progress")
 }
 
 /// The value of `name` in an INFO reply (`name:value` lines).
@@ -184,5 +195,13 @@ mod tests {
             "aof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\n"
         ));
         assert!(!rewriting(""));
+    }
+
+    #[test]
+    fn a_rewrite_redis_started_itself_is_waited_for_not_an_error() {
+        assert!(already_rewriting(
+            "ERR Background append only file rewriting already in progress"
+        ));
+        assert!(!already_rewriting("MISCONF Errors writing to the AOF file"));
     }
 }
