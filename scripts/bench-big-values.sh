@@ -2,7 +2,8 @@
 # Issue 36's benchmark: 20 arrays of 100 MiB made, doubled and reduced, on
 # warren with a directory store, warren with every value in Redis, and dask,
 # in one run (python/bench/big_values.py): wall time and peak memory.
-#   --tmpfs adds a directory store on /dev/shm; --skip-redis drops the Redis row.
+#   --tmpfs adds a directory store on /dev/shm; --skip-redis drops the Redis row;
+#   --compare-cli PATH also reads a value with another build's `warren result --raw`.
 #   bash scripts/bench-big-values.sh            # the table BENCHMARKS.md quotes
 #   bash scripts/bench-big-values.sh --smoke    # 4 arrays of 8 MiB
 #   bash scripts/bench-big-values.sh --s3       # also with an S3 store: Garage on

@@ -31,7 +31,7 @@ use crate::signing::{Keyring, SigningError, hex};
 pub const MAGIC: &[u8; 4] = b"WRNE";
 /// 2 since the MAC became keyed BLAKE3 (1 was HMAC-SHA256): an envelope of
 /// the other kind is refused by its version, not as a bad signature.
-const VERSION: u8 = 2;
+pub(crate) const VERSION: u8 = 2;
 const UNSIGNED: [u8; 8] = [0; 8];
 
 /// What an envelope holds.

@@ -33,6 +33,7 @@ pub mod args;
 pub mod command;
 pub mod dead_letter;
 pub mod envelope;
+pub mod envelope_stream;
 pub mod error;
 pub mod lifeline;
 pub mod limits;

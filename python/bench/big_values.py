@@ -14,7 +14,10 @@ float. It runs on 2 Python workers of 1 slot each:
 Each stack is fresh for its run, so each process's peak resident memory
 (``VmHWM``, read from ``/proc`` before it stops) is that run's. Printed:
 wall time, the largest peak of any process of the stack, and for warren the
-growth of Redis's memory. Run it with ``bash scripts/bench-big-values.sh``.
+growth of Redis's memory. Before those, on the directory store, the CLI
+reads one doubled array with ``warren result --raw`` (and another build's
+CLI, ``--compare-cli``): its wall time and its own peak. Run it with
+``bash scripts/bench-big-values.sh``.
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ def total(a: np.ndarray) -> float:
     return float(a.sum())
 
 
-def workload(c, n: int, mib: int) -> float:  # noqa: ANN001
-    """The run's wall time (s); checks the answer."""
+def workload(c, n: int, mib: int) -> tuple[float, list]:  # noqa: ANN001
+    """The run's wall time (s), checking the answer, and the doubled arrays'
+    futures."""
     t = time.perf_counter()
     made = c.map(make, range(n), [mib] * n, pure=False)
     doubled = c.map(double, made, pure=False)
@@ -58,7 +62,31 @@ def workload(c, n: int, mib: int) -> float:  # noqa: ANN001
     took = time.perf_counter() - t
     per = mib * 1024 * 1024 // 8
     assert answer == sum(2.0 * i * per for i in range(n)), answer
-    return took
+    return took, doubled
+
+
+def raw_read(cli: Path, env: dict[str, str], key: str, size: int) -> tuple[float, float]:
+    """``warren result --raw KEY > /dev/null`` by the CLI ``cli``: its wall
+    time (s) and peak RSS (MiB; a wrapper's children's peak is the CLI's)."""
+    wrapper = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "with open(sys.argv[1], 'wb') as out:\n"
+        "    subprocess.run(sys.argv[2:], stdout=out, check=True)\n"
+        "took = time.perf_counter() - t\n"
+        "print(took, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    with tempfile.NamedTemporaryFile(prefix="warren-raw-") as out:
+        ran = subprocess.run(
+            [sys.executable, "-c", wrapper, out.name, str(cli), "result", "--raw", key],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert os.path.getsize(out.name) == size, (os.path.getsize(out.name), size)
+    took, peak_kib = ran.stdout.split()
+    return float(took), int(peak_kib) / 1024
 
 
 def peak_mib(pids: list[int]) -> dict[int, float]:
@@ -88,7 +116,11 @@ def redis_used() -> int:
     return next(int(ln.split(":")[1]) for ln in out.splitlines() if ln.startswith("used_memory:"))
 
 
-def warren_run(bin_dir: Path, store: str, n: int, mib: int) -> tuple[float, float, float]:
+def warren_run(
+    bin_dir: Path, store: str, n: int, mib: int, clis: dict[str, Path] | None = None
+) -> tuple[float, float, float]:
+    """Wall time, the largest peak RSS and Redis's growth; with ``clis``,
+    also prints each CLI's ``warren result --raw`` of one doubled array."""
     ns = f"bench-big-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, WARREN_NAMESPACE=ns, WARREN_STORE_URL=store)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent)
@@ -114,8 +146,11 @@ def warren_run(bin_dir: Path, store: str, n: int, mib: int) -> tuple[float, floa
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the warren stack did not start; logs in {logs}")
             time.sleep(0.2)
-        took = workload(c, n, mib)
+        took, doubled = workload(c, n, mib)
         grew = (redis_used() - before) / 2**20
+        for name, cli in (clis or {}).items():
+            raw = raw_read(cli, env, doubled[-1].key, mib * 1024 * 1024)
+            print(f"| `warren result --raw` of {mib} MiB, {name} | {raw[0]:.2f} | {raw[1]:,.1f} |")
         peaks = peak_mib([p.pid for p in procs] + [os.getpid()])
         names = {}
         for pid in peaks:
@@ -149,7 +184,7 @@ def dask_run(n: int, mib: int) -> tuple[float, float]:
     )
     c = Client(cluster)
     try:
-        took = workload(c, n, mib)
+        took, _ = workload(c, n, mib)
         pids = list(c.run(os.getpid).values())
         peaks = peak_mib(pids)
     finally:
@@ -173,13 +208,22 @@ def main() -> int:
     )
     ap.add_argument("--skip-redis", action="store_true", help="no run with every value in Redis")
     ap.add_argument("--bin-dir", default=os.environ.get("WARREN_BIN_DIR", REPO / "target/release"))
+    ap.add_argument(
+        "--compare-cli",
+        type=Path,
+        help="another build's `warren` (an older commit's) to read a value with `result --raw`",
+    )
     args = ap.parse_args()
     if args.smoke:
         args.n, args.mib = 4, 8
     bin_dir = Path(args.bin_dir)
     store_dir = Path(tempfile.mkdtemp(prefix="warren-bench-store-"))
     try:
-        ws = warren_run(bin_dir, store_dir.as_uri(), args.n, args.mib)
+        clis = {"this build": bin_dir / "warren"}
+        if args.compare_cli:
+            clis["the other build"] = args.compare_cli
+        print("| read | wall (s) | CLI peak RSS (MiB) |\n|---|---|---|")
+        ws = warren_run(bin_dir, store_dir.as_uri(), args.n, args.mib, clis)
         print(f"  warren, directory store: {ws}", file=sys.stderr)
         rows = [("warren, `store_url` a directory", ws)]
         if args.s3:

@@ -20,7 +20,7 @@ from pathlib import Path
 import funcs
 import numpy as np
 import pytest
-from conftest import Stack, serving
+from conftest import BIN, LOGS, Stack, serving
 
 import warren
 from warren import WarrenError, _child, _envelopes, _pickle, _refs, _signing, _warren
@@ -218,6 +218,43 @@ def _gib_through_a_dependent(stack: Stack) -> None:
     probe = np.arange(0, 128 * MIB, 4099)
     np.testing.assert_array_equal(out[probe], (probe + 1.0) * 2)
     assert out[-1] == (128 * MIB) * 2.0
+    del out
+    _cli_streams_the_raw_bytes(stack, b.key, lambda i: (i + 1.0) * 2)
+
+
+def _cli_streams_the_raw_bytes(stack: Stack, key: str, element) -> None:  # noqa: ANN001
+    """`warren result --raw KEY > FILE` of the 1 GiB result writes the
+    array's buffer as it arrives: the file is the array, and the CLI's peak
+    is a few chunks, not the value (a wrapper process's children's peak RSS
+    is the CLI's own)."""
+    out_file = LOGS / f"raw-{key[:16]}.bin"
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "with open(sys.argv[1], 'wb') as out:\n"
+        "    done = subprocess.run(sys.argv[2:], stdout=out)\n"
+        "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", wrapper, str(out_file), str(BIN / "warren"), "result", "--raw", key],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    try:
+        code, peak_kib = ran.stdout.split()
+        assert code == "0", ran.stderr
+        assert out_file.stat().st_size == 128 * MIB * 8
+        written = np.memmap(out_file, dtype=np.float64, mode="r")
+        probe = np.arange(0, 128 * MIB, 4099)
+        np.testing.assert_array_equal(written[probe], element(probe))
+        assert written[-1] == element(128 * MIB - 1)
+        del written
+        assert int(peak_kib) < 128 * 1024, (
+            f"`warren result --raw` of a 1 GiB value peaked at {int(peak_kib) // 1024} MiB"
+        )
+    finally:
+        out_file.unlink(missing_ok=True)
 
 
 def test_a_gib_array_goes_through_a_dependent_on_a_directory_store(stack):

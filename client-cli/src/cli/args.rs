@@ -165,7 +165,8 @@ pub enum Command {
     /// type, message and traceback on stderr and exits 1.
     #[command(after_help = "Examples:
   warren result $N
-  warren result --timeout 10 $N || echo \"exit $?\"   # 3: still pending")]
+  warren result --timeout 10 $N || echo \"exit $?\"   # 3: still pending
+  warren result --raw $N > array.bin                 # a numpy array's buffer")]
     Result {
         /// The future's key.
         key: String,
@@ -174,7 +175,10 @@ pub enum Command {
         timeout: Option<f64>,
         /// A value that is not JSON (a Python tuple, bytes, a numpy array,
         /// a pickled object): write its raw bytes (its frames: the bytes, the
-        /// array's buffer, the pickle) to stdout instead of describing it.
+        /// array's buffer, the pickle) to stdout instead of describing it,
+        /// as they arrive (a value of any size, in a few MiB of memory). They
+        /// are checked against the value's hash on the way: exit 1 at the end
+        /// means what was written is not the value.
         #[arg(long)]
         raw: bool,
     },

@@ -3,6 +3,7 @@
 //! `warren_core::store::blobs`).
 
 use warren_core::store::blobs::BlobRef;
+use warren_core::store::stream::BlobReader;
 
 use super::Client;
 use crate::error::Error;
@@ -27,7 +28,7 @@ impl Client {
 
     /// The object store a value of `size` bytes lives in, if it lives in
     /// one: a caller with a buffer of its own reads a directory store's file
-    /// into it ([`warren_core::store::objects::Objects::read_into`]).
+    /// into it ([`warren_core::store::objects::Objects::read_opened`]).
     pub fn objects_for(&self, size: u64) -> Option<&warren_core::store::objects::Objects> {
         self.inner.store.objects_for(size)
     }
@@ -35,5 +36,12 @@ impl Client {
     /// The bytes `r` names, checked against its hash.
     pub async fn get_blob(&self, r: &BlobRef) -> Result<Vec<u8>, Error> {
         Ok(self.inner.store.get_blob(r).await?)
+    }
+
+    /// The bytes `r` names in chunks, checked as they come (the last chunk
+    /// or the end is an error if they are not the value's): for a value
+    /// too big to hold, written out as it arrives.
+    pub async fn read_blob(&self, r: &BlobRef) -> Result<BlobReader, Error> {
+        Ok(self.inner.store.read_blob(r).await?)
     }
 }

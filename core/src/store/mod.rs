@@ -54,6 +54,7 @@ pub mod output;
 pub mod primary;
 mod reply;
 pub mod schedules;
+pub mod stream;
 pub mod tasks;
 pub mod throttle;
 

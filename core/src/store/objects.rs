@@ -158,8 +158,9 @@ impl Objects {
         Ok(r.matches(buf))
     }
 
-    /// Starts reading value `r` from a store that is not a directory (S3):
-    /// the store has said the value's size, which is checked before the
+    /// Starts reading value `r` from the store (S3; a directory store's
+    /// files are better read with [`Objects::open_file`], in bigger chunks
+    /// than object_store's 8 KiB): the store has said the value's size, which is checked before the
     /// caller makes a buffer for it ([`Objects::read_incoming`]), so the
     /// value is copied once, from the network into that buffer.
     pub async fn open_object(&self, r: &BlobRef) -> Result<Opened<Incoming>> {
@@ -209,7 +210,7 @@ impl Objects {
         })
     }
 
-    fn failed(&self, cause: object_store::Error) -> Error {
+    pub(super) fn failed(&self, cause: object_store::Error) -> Error {
         Error::ObjectStore {
             url: self.url.clone(),
             cause,
@@ -291,9 +292,20 @@ pub enum Opened<T> {
     Changed,
 }
 
+impl<T> Opened<T> {
+    /// The same finding, of what `f` makes of the value.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Opened<U> {
+        match self {
+            Opened::Here(t) => Opened::Here(f(t)),
+            Opened::Missing => Opened::Missing,
+            Opened::Changed => Opened::Changed,
+        }
+    }
+}
+
 /// A value's bytes as a store other than a directory sends them, in chunks
 /// ([`Objects::open_object`]).
-pub struct Incoming(futures::stream::BoxStream<'static, object_store::Result<Bytes>>);
+pub struct Incoming(pub(super) futures::stream::BoxStream<'static, object_store::Result<Bytes>>);
 
 impl std::fmt::Debug for Incoming {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -161,6 +161,7 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
         }
     };
     assert_eq!(read_own(r.clone()).await.as_deref(), Ok(&big[..]));
+    assert_eq!(read_in_chunks(&client, &r).await.as_deref(), Ok(&big[..]));
     let longer = BlobRef {
         size: r.size + 1,
         ..r.clone()
@@ -178,6 +179,20 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
     let err = client.get_blob(&r).await.unwrap_err().to_string();
     assert!(err.contains("refused"), "{err}");
     assert_eq!(read_own(r.clone()).await, Err("not the value's bytes"));
+    // Read as it arrives (`warren result --raw`), the bytes pass before the
+    // check ends: the end is the error, and the CLI says that what it wrote
+    // is not the value.
+    let streamed = read_in_chunks(&client, &r).await;
+    assert!(
+        streamed.as_ref().is_err_and(|e| e.contains("refused")),
+        "{streamed:?}"
+    );
+    let out = c.warren(&["result", "--raw", f.key()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("discard them"),
+        "{stderr}"
+    );
 
     // The scheduler sweeps objects older than result_ttl_secs (4 s here,
     // so it sweeps every 4 s): within 15 s the object is gone.
@@ -190,6 +205,17 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     c.shutdown().await;
+}
+
+/// The value `r` names, read in chunks as `warren result --raw` reads it;
+/// the first error's text.
+async fn read_in_chunks(client: &warren_client::Client, r: &BlobRef) -> Result<Vec<u8>, String> {
+    let mut reader = client.read_blob(r).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await.map_err(|e| e.to_string())? {
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 #[tokio::test(flavor = "multi_thread")]
