@@ -160,9 +160,10 @@ impl Objects {
 
     /// Starts reading value `r` from the store (S3; a directory store's
     /// files are better read with [`Objects::open_file`], in bigger chunks
-    /// than object_store's 8 KiB): the store has said the value's size, which is checked before the
-    /// caller makes a buffer for it ([`Objects::read_incoming`]), so the
-    /// value is copied once, from the network into that buffer.
+    /// than object_store's 8 KiB): the store has said the value's size,
+    /// which is checked before the caller makes a buffer for it
+    /// ([`Objects::read_incoming`]), so the value is copied once, from the
+    /// network into that buffer.
     pub async fn open_object(&self, r: &BlobRef) -> Result<Opened<Incoming>> {
         match self.store.get(&self.path(&r.hash)).await {
             Ok(got) if got.meta.size == r.size => Ok(Opened::Here(Incoming(got.into_stream()))),

@@ -55,11 +55,7 @@ impl Store {
             };
             match opened {
                 Opened::Here(source) => return Ok(BlobReader::new(r, source)),
-                Opened::Changed => {
-                    return Err(Error::Script(
-                        r.changed(&format!(" in the object store {}", objects.url())),
-                    ));
-                }
+                Opened::Changed => return Err(changed_in(r, Some(objects))),
                 // Perhaps in Redis (a store_url set after it was written):
                 // get_blob looks everywhere and names what it did not find.
                 Opened::Missing => {}
@@ -127,14 +123,20 @@ impl BlobReader {
     }
 
     fn changed(&self) -> Error {
-        let place = match &self.source {
-            Source::File(_, o) | Source::Incoming(_, o) => {
-                format!(" in the object store {}", o.url())
-            }
-            Source::Whole(_) => String::new(),
+        let objects = match &self.source {
+            Source::File(_, o) | Source::Incoming(_, o) => Some(o),
+            Source::Whole(_) => None,
         };
-        Error::Script(self.r.changed(&place))
+        changed_in(&self.r, objects)
     }
+}
+
+/// The error of bytes that are not `r`'s, naming the store they came from.
+fn changed_in(r: &BlobRef, objects: Option<&Objects>) -> Error {
+    let place = objects.map_or(String::new(), |o| {
+        format!(" in the object store {}", o.url())
+    });
+    Error::Script(r.changed(&place))
 }
 
 /// Reads up to [`FILE_CHUNK`] bytes of `file` off the runtime's threads;
