@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use warren_client::{Client, SubmitOptions};
-use warren_integration_tests::{Cluster, bin};
+use warren_integration_tests::{Cluster, NO_KEY, bin};
 
 use crate::Args;
 
@@ -91,6 +91,10 @@ fn cli_noop(cluster: &Cluster, n: usize) -> Result<f64> {
     let mut map = std::process::Command::new(&warren)
         .args(["map", "--no-pure", "inc"])
         .args(&args)
+        // As every process of the cluster: a key in the machine's default
+        // place (a Python LocalCluster makes one) must not make this CLI
+        // sign, and refuse the cluster's unsigned replies.
+        .env("WARREN_KEY_FILE", NO_KEY)
         .env("WARREN_NAMESPACE", &cluster.settings.namespace)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -98,6 +102,7 @@ fn cli_noop(cluster: &Cluster, n: usize) -> Result<f64> {
     let keys = map.stdout.take().context("map's stdout")?;
     let gather = std::process::Command::new(&warren)
         .args(["gather", "-"])
+        .env("WARREN_KEY_FILE", NO_KEY)
         .env("WARREN_NAMESPACE", &cluster.settings.namespace)
         .stdin(keys)
         .output()
