@@ -19,6 +19,7 @@
 //! - [`reconnect`]: running a component again, with backoff, when a service goes away;
 //! - [`signing`] and [`envelope`]: the namespace key, MACs made with it, and the signed binary
 //!   envelope of a value that is not JSON (pure, tested with vectors);
+//! - [`binary`]: bytes and numpy arrays as Rust task functions take and return them;
 //! - [`msgauth`]: the MAC on every message that causes an effect, checked before it does;
 //! - [`store`]: the Redis key layout and the Lua scripts that are the only way state changes;
 //! - [`args`] and [`taskkey`]: futures inside arguments, and dask-style task keys;
@@ -30,6 +31,7 @@ pub mod access;
 pub mod allow;
 pub mod amqp;
 pub mod args;
+pub mod binary;
 pub mod command;
 pub mod dead_letter;
 pub mod envelope;

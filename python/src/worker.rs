@@ -219,9 +219,9 @@ impl Values {
     /// The blobs `args` refer to, each once, checked against its hash.
     fn fetch(&self, args: &[serde_json::Value]) -> Result<Vec<Blob>, TaskFailure> {
         let mut blobs: Vec<Blob> = Vec::new();
-        for r in blob_refs(args) {
+        for r in BlobRef::all_in(args) {
             // A big value the pool process reads from the store itself.
-            if self.store.in_objects(r.size) || blobs.iter().any(|b| b.hash == r.hash) {
+            if self.store.in_objects(r.size) {
                 continue;
             }
             let known = self
@@ -291,25 +291,6 @@ impl Values {
         }
         Ok(())
     }
-}
-
-/// Every blob reference inside `args`, in order (iterative: arguments may
-/// nest deeply).
-fn blob_refs(args: &[serde_json::Value]) -> Vec<BlobRef> {
-    let mut out = Vec::new();
-    let mut stack: Vec<&serde_json::Value> = args.iter().rev().collect();
-    while let Some(v) = stack.pop() {
-        if let Some(r) = BlobRef::from_json(v) {
-            out.push(r);
-            continue;
-        }
-        match v {
-            serde_json::Value::Array(a) => stack.extend(a.iter().rev()),
-            serde_json::Value::Object(o) => stack.extend(o.values().rev()),
-            _ => {}
-        }
-    }
-    out
 }
 
 /// A Python traceback with the task's place (key, function, worker) as

@@ -41,6 +41,37 @@ def test_the_cli_reads_a_future_python_made_and_python_one_the_cli_made(client, 
     assert r.returncode != 0 and "return a / b" in r.stderr, r.stderr
 
 
+def test_numpy_arrays_and_bytes_go_to_rust_functions_and_back(client, stack):
+    np = pytest.importorskip("numpy")
+    a = np.arange(6.0).reshape(2, 3)
+    # The stock Rust `scale` takes a Binary (the array's buffer, dtype and
+    # shape) and returns one: a numpy array comes back, not JSON.
+    scaled = client.submit("scale", a, 2.0)
+    out = scaled.result(timeout=30)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == (2, 3)
+    assert (out == a * 2.0).all()
+    # Its result as another Rust function's argument, and bytes from here.
+    assert client.submit("byte_count", scaled).result(timeout=30) == 48
+    assert client.submit("byte_count", b"hello").result(timeout=30) == 5
+    assert client.submit("byte_count", bytearray(3)).result(timeout=30) == 3
+    # The CLI describes it and writes its bytes.
+    r = cli(stack, "result", scaled.key)
+    assert r.returncode == 0 and "numpy.ndarray float64 (2, 3)" in r.stdout, r.stdout + r.stderr
+    raw = subprocess.run(
+        [str(BIN / "warren"), "result", "--raw", scaled.key],
+        env=stack.env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert raw.returncode == 0 and raw.stdout == (a * 2.0).tobytes(), raw.stderr
+    # A Rust function's error names what it got; a value Rust cannot take
+    # is refused here, naming it.
+    e = client.submit("scale", np.arange(3), 2.0).exception(timeout=30)
+    assert "numpy array of float64, got numpy.ndarray int64 (3,)" in str(e), e
+    with pytest.raises(TypeError, match=r"argument 1 is a builtins.set .*bytes, a numpy array"):
+        client.submit("byte_count", {1, 2})
+
+
 @pytest.mark.parametrize("started", ["in a terminal", "in the background"])
 def test_ctrl_c_interrupts_result_with_keyboard_interrupt(stack, started):
     # A background job or nohup starts the child with SIGINT (and SIGHUP)

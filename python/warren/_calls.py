@@ -4,7 +4,9 @@ Three ways a call travels, chosen per call:
 
 - **Plain** (what the CLI and Rust speak): a ``@task`` function (or a
   registered name) with positional arguments that are all JSON. Futures in
-  them are ``{"$future": key}``, anywhere.
+  them are ``{"$future": key}``, anywhere. For a Rust function, ``bytes``
+  and numpy arrays among them are stored first and travel as their
+  references, which it takes as ``Binary``.
 - **JSON arguments with a head** (``{"$warren_fn": <function reference or
   null>, "kwargs": {...}}``, then the positional arguments as JSON): keyword
   arguments, or a function sent as code, when every argument is JSON. The
@@ -112,7 +114,13 @@ def prepare(
                 f"{name} is a Rust function: it takes positional arguments only, not "
                 f"{', '.join(kwargs)}="
             )
-        data = [_values.encode(a, f"argument {i + 1}", future_key) for i, a in enumerate(args)]
+
+        def binary(v: object) -> dict[str, Any] | None:
+            return _binary_ref(client, v)
+
+        data = [
+            _values.encode(a, f"argument {i + 1}", future_key, binary) for i, a in enumerate(args)
+        ]
         return Call(_values.dumps(data), key)
     by_value = name == CODE_FUNC
     code = code_token(fn) if callable(fn) and not isinstance(fn, str) else name.encode()
@@ -137,6 +145,21 @@ def prepare(
     fn_token = fn_ref[_refs.BLOB].encode() if fn_ref else code
     token = fn_token + b"\0" + ref[_refs.BLOB].encode() + b"\0" + "\0".join(deps).encode()
     return Call(_values.dumps(data), key or make_key(key_prefix(fn, name), pure, token))
+
+
+def _binary_ref(client: Any, v: object) -> dict[str, Any] | None:
+    """A ``bytes``, ``bytearray`` or numpy array (of numbers) for a Rust
+    function, stored: its reference, which the function takes as a
+    ``Binary`` (``warren_core::binary``). ``None`` for anything else."""
+    t = type(v)
+    dtype = getattr(v, "dtype", None)
+    is_array = t.__module__ == "numpy" and dtype is not None and not dtype.hasobject
+    if t not in (bytes, bytearray) and not is_array:
+        return None
+    kind, header, frames, _ = _envelopes.encode(v, client._keys, _values.no_future)
+    if kind != "data":
+        return None
+    return client._store_sealed(kind, _signing.VALUE, header, frames)
 
 
 def _stored_function(

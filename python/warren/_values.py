@@ -27,16 +27,28 @@ def _shown(value: object) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
-def encode(value: object, where: str, future_key: Callable[[object], str | None]) -> Any:
-    """``value`` as plain JSON data; ``future_key(v)`` names a future's key.
+def encode(
+    value: object,
+    where: str,
+    future_key: Callable[[object], str | None],
+    stored: Callable[[object], dict[str, Any] | None] | None = None,
+) -> Any:
+    """``value`` as plain JSON data; ``future_key(v)`` names a future's key,
+    and ``stored(v)``, where given, stores a value of another type it takes
+    (bytes and numpy arrays for a Rust function) and gives its reference.
 
     Raises ``TypeError`` (or ``ValueError`` for a float JSON cannot carry)
     naming ``where`` and the path inside it.
     """
-    return _encode(value, where, future_key)
+    return _encode(value, where, future_key, stored)
 
 
-def _encode(v: object, path: str, future_key: Callable[[object], str | None]) -> Any:
+def _encode(
+    v: object,
+    path: str,
+    future_key: Callable[[object], str | None],
+    stored: Callable[[object], dict[str, Any] | None] | None = None,
+) -> Any:
     if v is None or isinstance(v, (bool, str)):
         return v
     if isinstance(v, int):
@@ -51,7 +63,7 @@ def _encode(v: object, path: str, future_key: Callable[[object], str | None]) ->
             raise ValueError(f"{path} is {v!r}, which JSON cannot carry")
         return float(v)
     if isinstance(v, (list, tuple)):
-        return [_encode(x, f"{path}[{i}]", future_key) for i, x in enumerate(v)]
+        return [_encode(x, f"{path}[{i}]", future_key, stored) for i, x in enumerate(v)]
     if isinstance(v, dict):
         out = {}
         for k, x in v.items():
@@ -60,14 +72,18 @@ def _encode(v: object, path: str, future_key: Callable[[object], str | None]) ->
                     f"{path} is a dict with a {type(k).__name__} key ({_shown(k)}); "
                     "warren's dicts need str keys"
                 )
-            out[k] = _encode(x, f"{path}[{k!r}]", future_key)
+            out[k] = _encode(x, f"{path}[{k!r}]", future_key, stored)
         return out
     key = future_key(v)
     if key is not None:
         return {"$future": key}
+    ref = stored(v) if stored is not None else None
+    if ref is not None:
+        return ref
+    also = ", bytes, a numpy array" if stored is not None else ""
     raise TypeError(
         f"{path} is a {type(v).__module__}.{type(v).__qualname__} ({_shown(v)}), which warren "
-        "cannot send: values must be None, bool, int, float, str, list, tuple or dict "
+        f"cannot send: values must be None, bool, int, float, str, list, tuple{also} or dict "
         "with str keys"
     )
 

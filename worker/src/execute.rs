@@ -1,16 +1,18 @@
 //! Running one task's function: on tokio's blocking pool (task functions are
 //! plain blocking code, and the runtime must stay free to receive and
 //! report), or in a child process ([`crate::isolation`]), with its time
-//! limit, its `processing` report, its metrics, and the size check of its
-//! result.
+//! limit, its `processing` report, its metrics, the values it read and made
+//! ([`crate::values`]), and the size check of its result.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{debug, info};
+use warren_core::binary::context;
 use warren_core::messages::{TaskFailure, TaskResult, WorkMessage};
 use warren_core::settings::Isolation;
 use warren_core::sizing;
+use warren_core::store::Store;
 
 use crate::registry::CallSite;
 use crate::report::Report;
@@ -19,7 +21,12 @@ use crate::shared::Shared;
 
 /// Runs the function on the blocking pool; says `processing` if it takes a
 /// while; gives up at the task's time limit (asking the function to stop).
-pub(crate) async fn execute(shared: &Shared, msg: WorkMessage, seat: Arc<Seat>) -> TaskResult {
+pub(crate) async fn execute(
+    shared: &Shared,
+    store: &Store,
+    msg: WorkMessage,
+    seat: Arc<Seat>,
+) -> TaskResult {
     let registry = shared.registry.clone();
     let identity = shared.identity.clone();
     let key = msg.key.clone();
@@ -48,24 +55,35 @@ pub(crate) async fn execute(shared: &Shared, msg: WorkMessage, seat: Arc<Seat>) 
         shared.isolation
     };
     let mut handle = match isolation {
-        Isolation::Thread => tokio::task::spawn_blocking(move || {
-            let site = CallSite {
-                key: &msg.key,
-                worker: &identity,
-                seat: Some(&seat),
-            };
-            crate::cancel::with_flag(flag, || registry.call(&msg.func, msg.args, site))
-        }),
+        Isolation::Thread => {
+            let values = crate::values::through_store(store, tokio::runtime::Handle::current());
+            tokio::task::spawn_blocking(move || {
+                let site = CallSite {
+                    key: &msg.key,
+                    worker: &identity,
+                    seat: Some(&seat),
+                };
+                context::within(values, || {
+                    crate::cancel::with_flag(flag, || registry.call(&msg.func, msg.args, site))
+                })
+            })
+        }
         // The child watches the same flag: a time limit, a cancel or a
         // restart sets it, and the child is ended for real.
-        Isolation::Process => tokio::spawn(crate::isolation::run_in_child(
-            msg.key,
-            msg.func,
-            msg.args,
-            identity,
-            flag,
-            shared.max_memory_per_task_mb,
-        )),
+        Isolation::Process => {
+            let store = store.clone();
+            let memory = shared.max_memory_per_task_mb;
+            tokio::spawn(async move {
+                let values = match crate::values::read_all(&store, &msg.key, &msg.args).await {
+                    Ok(v) => v,
+                    Err(failure) => return (Err(failure), Vec::new()),
+                };
+                crate::isolation::run_in_child(
+                    msg.key, msg.func, msg.args, values, identity, flag, memory,
+                )
+                .await
+            })
+        }
     };
     let deadline = async {
         match limit {
@@ -115,6 +133,14 @@ pub(crate) async fn execute(shared: &Shared, msg: WorkMessage, seat: Arc<Seat>) 
                 shared.identity
             ),
         ));
+    };
+    let joined = match joined {
+        Ok((Ok(v), made)) => match crate::values::store_made(store, &key, made).await {
+            Ok(()) => Ok(Ok(v)),
+            Err(failure) => Ok(Err(failure)),
+        },
+        Ok((Err(failure), _)) => Ok(Err(failure)),
+        Err(e) => Err(e),
     };
     match joined {
         Ok(Ok(v)) => match oversized(&key, &v, result_limit(shared)) {

@@ -23,10 +23,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warren_core::binary::context::{self, Made};
 use warren_core::messages::TaskFailure;
+use warren_core::store::blobs::BlobRef;
 
 use crate::registry::{CallSite, Registry};
 
@@ -37,13 +40,52 @@ pub const GRACE: Duration = Duration::from_secs(2);
 /// How often a running child is checked for a stop request.
 const POLL: Duration = Duration::from_millis(20);
 
-/// What a child is asked to run, on its stdin.
+/// What a child is asked to run: one line on its stdin, followed by the
+/// bytes of the stored values in `values`, in order (a child holds no
+/// connection to read them itself; see [`crate::values`]).
 #[derive(Debug, Serialize, Deserialize)]
 struct ChildTask {
     key: String,
     func: String,
     args: Vec<Value>,
     worker: String,
+    #[serde(default)]
+    values: Vec<Value>,
+}
+
+/// What a child answers: one line, its result, then one line listing the
+/// values it made (their references), then their bytes, in order.
+fn child_answer(result: &Result<Value, TaskFailure>, made: &[Made]) -> Vec<u8> {
+    let mut out = serde_json::to_vec(result).unwrap_or_default();
+    out.push(b'\n');
+    let refs: Vec<Value> = made.iter().map(|m| m.blob.to_json()).collect();
+    out.extend(serde_json::to_vec(&refs).unwrap_or_default());
+    out.push(b'\n');
+    for m in made {
+        out.extend_from_slice(&m.envelope);
+    }
+    out
+}
+
+/// Splits what follows a line of JSON into the values it announces:
+/// `(reference, bytes)` each. `None` if the announced sizes do not add up.
+fn split_values(refs: &[Value], mut rest: Bytes) -> Option<Vec<(BlobRef, Bytes)>> {
+    let mut out = Vec::with_capacity(refs.len());
+    for r in refs {
+        let r = BlobRef::from_json(r)?;
+        let n = usize::try_from(r.size).ok().filter(|n| *n <= rest.len())?;
+        let bytes = rest.split_to(n);
+        out.push((r, bytes));
+    }
+    rest.is_empty().then_some(out)
+}
+
+/// The first line of `bytes` and what follows it.
+fn first_line(bytes: &Bytes) -> (Bytes, Bytes) {
+    match bytes.iter().position(|b| *b == b'\n') {
+        Some(i) => (bytes.slice(..i), bytes.slice(i + 1..)),
+        None => (bytes.clone(), Bytes::new()),
+    }
 }
 
 /// Whether this process is a child run by a worker.
@@ -54,30 +96,33 @@ pub fn is_child() -> bool {
 /// The child's whole life: one task from stdin, its result on stdout, exit.
 pub fn child_main(registry: &Registry) -> ! {
     let mut input = Vec::new();
-    let result = match std::io::stdin().read_to_end(&mut input) {
-        Ok(_) => match serde_json::from_slice::<ChildTask>(&input) {
-            Ok(t) => registry.call(
-                &t.func,
-                t.args,
-                CallSite {
-                    key: &t.key,
-                    worker: &t.worker,
-                    seat: None,
+    let bad = |what: String| (Err(TaskFailure::new("WorkerError", what, "")), Vec::new());
+    let (result, made) = match std::io::stdin().read_to_end(&mut input) {
+        Ok(_) => {
+            let (line, rest) = first_line(&Bytes::from(input));
+            match serde_json::from_slice::<ChildTask>(&line) {
+                Ok(t) => match split_values(&t.values, rest) {
+                    Some(given) => {
+                        let given = given.into_iter().map(|(r, b)| (r.hash, b)).collect();
+                        let site = CallSite {
+                            key: &t.key,
+                            worker: &t.worker,
+                            seat: None,
+                        };
+                        context::within(crate::values::handed(given), || {
+                            registry.call(&t.func, t.args, site)
+                        })
+                    }
+                    None => {
+                        bad("the values after the task on stdin are not those it announced".into())
+                    }
                 },
-            ),
-            Err(e) => Err(TaskFailure::new(
-                "WorkerError",
-                format!("bad task on stdin: {e}"),
-                "",
-            )),
-        },
-        Err(e) => Err(TaskFailure::new(
-            "WorkerError",
-            format!("reading stdin: {e}"),
-            "",
-        )),
+                Err(e) => bad(format!("bad task on stdin: {e}")),
+            }
+        }
+        Err(e) => bad(format!("reading stdin: {e}")),
     };
-    let body = serde_json::to_vec(&result).unwrap_or_default();
+    let body = child_answer(&result, &made);
     let mut out = std::io::stdout().lock();
     let code = if out.write_all(&body).and_then(|()| out.flush()).is_ok() {
         0
@@ -93,19 +138,21 @@ pub async fn run_in_child(
     key: String,
     func: String,
     args: Vec<Value>,
+    values: Vec<(BlobRef, Vec<u8>)>,
     worker: String,
     stop: Arc<AtomicBool>,
     max_memory_mb: u64,
-) -> Result<Value, TaskFailure> {
+) -> (Result<Value, TaskFailure>, Vec<Made>) {
     let spawned = spawn(max_memory_mb);
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            return Err(TaskFailure::new(
+            let e = TaskFailure::new(
                 "WorkerError",
                 format!("cannot start a process for task {key}: {e}"),
                 "",
-            ));
+            );
+            return (Err(e), Vec::new());
         }
     };
     let task = ChildTask {
@@ -113,11 +160,22 @@ pub async fn run_in_child(
         func,
         args,
         worker,
+        values: values.iter().map(|(r, _)| r.to_json()).collect(),
     };
     if let Some(mut stdin) = child.stdin.take() {
-        let body = serde_json::to_vec(&task).unwrap_or_default();
-        // A child that died at once shows in its exit status below.
-        let _ = stdin.write_all(&body).await;
+        let mut line = serde_json::to_vec(&task).unwrap_or_default();
+        line.push(b'\n');
+        // Written while the child reads, so no pipe fills up. A child that
+        // died at once shows in its exit status below.
+        tokio::spawn(async move {
+            if stdin.write_all(&line).await.is_ok() {
+                for (_, bytes) in values {
+                    if stdin.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
     }
     let mut stdout = child.stdout.take();
     let reading = tokio::spawn(async move {
@@ -138,9 +196,42 @@ pub async fn run_in_child(
             }
         }
     };
-    let out = reading.await.unwrap_or_default();
-    let status = status.map_err(|e| TaskFailure::new("WorkerError", e.to_string(), ""))?;
-    outcome(&key, status, &out, max_memory_mb)
+    let out = Bytes::from(reading.await.unwrap_or_default());
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            return (
+                Err(TaskFailure::new("WorkerError", e.to_string(), "")),
+                Vec::new(),
+            );
+        }
+    };
+    let (line, rest) = first_line(&out);
+    let result = outcome(&key, status, &line, max_memory_mb);
+    if result.is_err() {
+        return (result, Vec::new());
+    }
+    let (refs, bytes) = first_line(&rest);
+    let made = serde_json::from_slice::<Vec<Value>>(&refs)
+        .ok()
+        .and_then(|refs| split_values(&refs, bytes));
+    match made {
+        Some(made) => {
+            let made = made
+                .into_iter()
+                .map(|(blob, envelope)| Made { blob, envelope })
+                .collect();
+            (result, made)
+        }
+        None => {
+            let e = TaskFailure::new(
+                "WorkerError",
+                format!("the values task {key} made did not come whole from its process"),
+                "",
+            );
+            (Err(e), Vec::new())
+        }
+    }
 }
 
 /// Starts the worker's own binary as a child in its own process group.
@@ -273,6 +364,30 @@ mod tests {
         assert!(!e.message.contains("capped"), "{}", e.message);
         let capped = outcome("k-1", aborted, b"", 256).unwrap_err();
         assert!(capped.message.contains("256 MiB"), "{}", capped.message);
+    }
+
+    #[test]
+    fn values_follow_their_line_in_order_and_must_add_up() {
+        let made = [b"first".as_slice(), b"2nd"]
+            .map(|b| Made {
+                blob: BlobRef::of(b),
+                envelope: Bytes::copy_from_slice(b),
+            })
+            .to_vec();
+        let answer = Bytes::from(child_answer(&Ok(serde_json::json!(1)), &made));
+        let (line, rest) = first_line(&answer);
+        assert_eq!(&line[..], br#"{"Ok":1}"#);
+        let (refs, bytes) = first_line(&rest);
+        let refs: Vec<Value> = serde_json::from_slice(&refs).unwrap();
+        let split = split_values(&refs, bytes.clone()).unwrap();
+        assert_eq!(split.len(), 2);
+        assert_eq!((&split[1].1[..], &split[1].0), (&b"2nd"[..], &made[1].blob));
+        // Bytes short, or left over: the announcement is not what came.
+        assert!(split_values(&refs, bytes.slice(..7)).is_none());
+        let mut more = bytes.to_vec();
+        more.push(0);
+        assert!(split_values(&refs, Bytes::from(more)).is_none());
+        assert!(split_values(&[serde_json::json!("x")], Bytes::new()).is_none());
     }
 
     #[test]

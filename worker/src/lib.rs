@@ -18,7 +18,8 @@
 //! ```
 //!
 //! - [`registry`]: registering functions, and turning errors and panics into
-//!   `{type, message, traceback}`;
+//!   `{type, message, traceback}`; a [`Binary`] argument or result is a stored
+//!   value (Python's `bytes`, a numpy array), read and stored by `values`;
 //! - [`runner`]: the worker loop: consuming work queues, taking each task
 //!   through [`admission`] to [`execute`], and [`report`]ing outcomes with
 //!   confirms before acking (the parts it shares live in `shared`, what it
@@ -55,8 +56,10 @@ pub mod secrets;
 mod shared;
 pub mod slots;
 pub mod stock;
+mod values;
 pub mod watchdog;
 
 pub use error::WorkerError;
 pub use registry::{Registry, TaskError, TaskFn};
 pub use runner::Worker;
+pub use warren_core::binary::Binary;

@@ -8,7 +8,7 @@ use warren_worker::{Worker, stock};
 
 /// A warren worker. Runs registered functions (the notebook's: is_prime,
 /// count_primes_less_than, add_them, goes_wrong; and inc, sum, sleep, identity,
-/// raise_panic) from the work queues of a namespace. Start as many as you like, on
+/// raise_panic, scale, byte_count) from the work queues of a namespace. Start as many as you like, on
 /// as many machines as you like: they share the queues.
 ///
 /// Settings come from (later wins): defaults, warren.toml (or --config), WARREN_*

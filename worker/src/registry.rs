@@ -2,7 +2,8 @@
 //!
 //! Functions take positional arguments decoded from JSON with serde and return
 //! `Result<T, E>` where `T: Serialize` and `E` converts into [`TaskError`] (any
-//! `std::error::Error` does, through `?`). A wrong number of arguments or an
+//! `std::error::Error` does, through `?`). Bytes and numpy arrays, which are
+//! stored values rather than JSON, are [`crate::Binary`] arguments and results. A wrong number of arguments or an
 //! argument of the wrong type is a `TypeError`, worded as Python would, and a
 //! panic is caught and becomes a `Panic` error with its source location: a task
 //! can never take its worker down.
@@ -106,7 +107,11 @@ fn decode_arg<T: DeserializeOwned>(name: &str, index: usize, v: Value) -> Result
             s
         }
     };
-    let given = json_type_name(&v);
+    let given = if warren_core::store::blobs::BlobRef::from_json(&v).is_some() {
+        "a stored value"
+    } else {
+        json_type_name(&v)
+    };
     serde_json::from_value(v).map_err(|e| {
         let wanted = python_type_name(std::any::type_name::<T>());
         // serde's own text repeats the two types in Rust's words; keep only
@@ -152,6 +157,7 @@ fn python_type_name(rust: &str) -> String {
         "bool" => "bool",
         "String" | "str" | "&str" | "char" => "str",
         "Value" => "a JSON value",
+        "Binary" => "bytes or a numpy array",
         _ if rust.contains("Vec<") => "list",
         _ if rust.contains("HashMap<") || rust.contains("BTreeMap<") || rust.contains("Map<") => {
             "dict"

@@ -535,7 +535,7 @@ fn queue(shared: &Arc<Shared>, store: &Store, msg: WorkMessage, ack: Arc<PackAck
                         msg.priority,
                         tokio::runtime::Handle::current(),
                     );
-                    let result = execute(&shared, msg, seat.clone()).await;
+                    let result = execute(&shared, &store, msg, seat.clone()).await;
                     // Ended, or abandoned at its time limit: the slot is free
                     // either way, and a late rejoin takes none.
                     seat.close();

@@ -3,13 +3,15 @@
 //! `is_prime` and `count_primes_less_than` are the notebook's naive algorithm,
 //! line for line, so the work is real CPU work. `add_them`, `inc` and `sum` follow
 //! Python's `+` on JSON values (numbers, strings, lists), so the notebook's cells
-//! give the notebook's results.
+//! give the notebook's results. `scale` and `byte_count` take stored values
+//! ([`Binary`]: a numpy array, bytes) rather than JSON.
 
 use std::time::Duration;
 
 use serde_json::{Number, Value};
 
 use crate::registry::{Registry, TaskError};
+use warren_core::binary::Binary;
 
 /// A registry with every stock function.
 pub fn registry() -> Registry {
@@ -35,6 +37,8 @@ pub fn registry() -> Registry {
         crate::cancel::sleep(Duration::from_secs_f64(secs))?;
         Ok(Value::Null)
     });
+    r.register("scale", scale);
+    r.register("byte_count", |b: Binary| Ok::<_, TaskError>(b.len()));
     r.register(
         "raise_panic",
         |message: String| -> Result<Value, TaskError> { panic!("{message}") },
@@ -105,6 +109,30 @@ pub fn add(x: &Value, y: &Value) -> Result<Value, TaskError> {
             ),
         )),
     }
+}
+
+/// `a * k` for a numpy array of float64 (`"<f8"`): a new array of the same
+/// shape, made and read without JSON.
+pub fn scale(a: Binary, k: f64) -> Result<Binary, TaskError> {
+    if a.dtype() != Some("<f8") {
+        return Err(TaskError::new(
+            "TypeError",
+            format!(
+                "scale() takes a numpy array of float64, got {}",
+                a.describe()
+            ),
+        ));
+    }
+    let shape = a.shape().map(<[u64]>::to_vec).unwrap_or_default();
+    let out: Vec<u8> = a
+        .chunks_exact(8)
+        .flat_map(|c| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(c);
+            (f64::from_le_bytes(x) * k).to_le_bytes()
+        })
+        .collect();
+    Ok(Binary::array(out, "<f8", shape)?)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use warren_core::timing::RetryPolicy;
 /// Submit tasks, build DAGs by passing futures (@KEY) as arguments, and gather
 /// results. Workers run registered functions (stock: is_prime,
 /// count_primes_less_than, add_them, goes_wrong, inc, sum, sleep, identity,
-/// raise_panic).
+/// raise_panic, scale, byte_count).
 ///
 /// Settings come from (later wins): defaults (local RabbitMQ and Redis, namespace
 /// "warren"), ./warren.toml or --config, WARREN_* environment variables

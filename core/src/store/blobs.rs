@@ -84,6 +84,27 @@ impl BlobRef {
         )
     }
 
+    /// Every reference inside `args`, in order, each once (iterative:
+    /// arguments may nest deeply).
+    pub fn all_in(args: &[Value]) -> Vec<Self> {
+        let mut out: Vec<Self> = Vec::new();
+        let mut stack: Vec<&Value> = args.iter().rev().collect();
+        while let Some(v) = stack.pop() {
+            if let Some(r) = Self::from_json(v) {
+                if !out.contains(&r) {
+                    out.push(r);
+                }
+                continue;
+            }
+            match v {
+                Value::Array(a) => stack.extend(a.iter().rev()),
+                Value::Object(o) => stack.extend(o.values().rev()),
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// Whether `bytes` are the bytes this reference names.
     pub fn matches(&self, bytes: &[u8]) -> bool {
         bytes.len() as u64 == self.size && Self::of(bytes).hash == self.hash
@@ -245,6 +266,18 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reference_inside_arguments_is_found_once_in_order() {
+        let a = BlobRef::of(b"a");
+        let b = BlobRef::of(b"b");
+        let args = [
+            json!({"x": [a.to_json(), {"y": b.to_json()}]}),
+            a.to_json(),
+            json!({"$blob": "short", "size": 1}),
+        ];
+        assert_eq!(BlobRef::all_in(&args), vec![a, b]);
+    }
 
     #[test]
     fn a_value_lives_in_the_object_store_only_over_inline_max() {

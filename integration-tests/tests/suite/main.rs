@@ -18,6 +18,7 @@ mod access;
 mod alarms;
 mod bad_input;
 mod bad_submit;
+mod binary;
 mod cli;
 mod cli_usability;
 mod commands;
