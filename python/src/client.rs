@@ -147,11 +147,10 @@ impl Client {
         Ok((r.hash, r.size))
     }
 
-    /// The client's object store when it is a directory (`file://`), into
-    /// whose files a big value is sealed straight from its buffers; `None`
-    /// otherwise (an S3 store takes whole values).
-    fn directory_store(&self) -> Option<crate::objects::Objects> {
-        let store = self.inner.objects().filter(|o| o.dir().is_some())?;
+    /// The client's object store (`store_url`), into which a big value is
+    /// sealed straight from its buffers; `None` without one.
+    fn object_store(&self) -> Option<crate::objects::Objects> {
+        let store = self.inner.objects()?;
         let inline_max = self.inner.settings().inline_max_bytes;
         Some(crate::objects::Objects::new(store.clone(), inline_max))
     }

@@ -151,13 +151,12 @@ impl Keys {
     }
 
     /// Seals `header` and `frames` for `purpose` straight into the object
-    /// store `objects`: its `(hash, size)` reference. A directory store's
-    /// file is written as the envelope is made, so a big value is never
-    /// held twice in memory; other stores get it whole. The frames are
-    /// Python buffers, read holding the GIL.
+    /// store `objects`: its `(hash, size)` reference. The envelope is
+    /// written as it is made (a directory store's file, an S3 multipart
+    /// upload: [`warren_core::store::upload`]), so a big value is never held
+    /// twice in memory. The frames are Python buffers, read holding the GIL.
     fn seal_to(
         &self,
-        py: Python<'_>,
         objects: &crate::objects::Objects,
         kind: &str,
         purpose: &str,
@@ -171,30 +170,14 @@ impl Keys {
             .collect::<PyResult<Vec<_>>>()?;
         let slices: Vec<&[u8]> = frames.iter().map(PyFrame::bytes).collect();
         let ring = self.ring.as_ref();
-        let store = &objects.store;
-        let failed = |e: String| crate::WarrenError::new_err(e);
-        let Some(dir) = store.dir() else {
-            let mut whole = Vec::new();
-            let (len, hash) = envelope::seal_into(&mut whole, kind, purpose, header, &slices, ring)
-                .map_err(|e| BadSignature::new_err(e.to_string()))?;
-            let bytes = whole.into();
-            released(py, || {
-                crate::blocking::runtime().block_on(store.put(&hash, bytes))
+        let (len, hash) = objects
+            .store
+            .put_sealed(crate::blocking::runtime().handle(), &mut |mut out| {
+                envelope::seal_into(&mut out, kind, purpose, header, &slices, ring)
+                    .map_err(std::io::Error::other)
             })
-            .map_err(|e| failed(e.to_string()))?;
-            return Ok((hash, len));
-        };
-        let mut sealed = 0;
-        let hash = warren_core::store::objects::write_named(dir, |file| {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            let (len, hash) = envelope::seal_into(&mut out, kind, purpose, header, &slices, ring)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            std::io::Write::flush(&mut out)?;
-            sealed = len;
-            Ok(hash)
-        })
-        .map_err(|e| failed(format!("the object store {}: {e}", store.url())))?;
-        Ok((hash, sealed))
+            .map_err(|e| crate::WarrenError::new_err(e.to_string()))?;
+        Ok((hash, len))
     }
 
     /// Seals `header` and `frames` for `purpose`; a `pickle` needs a key.

@@ -16,7 +16,7 @@
 //! `read_incoming` for S3), as
 //! [`warren_core::store::Store::get_blob`] checks them. Writing is
 //! `Keys.seal_to` (in [`crate::keys`]): a result is sealed straight into
-//! the store's file.
+//! the store as it is made (a directory's file, an S3 multipart upload).
 
 use std::collections::HashMap;
 

@@ -219,7 +219,31 @@ def _gib_through_a_dependent(stack: Stack) -> None:
     np.testing.assert_array_equal(out[probe], (probe + 1.0) * 2)
     assert out[-1] == (128 * MIB) * 2.0
     del out
+    # A task's argument (1 GiB, read into place) and its result (1 GiB,
+    # sealed into the store as it is made) are all a pool process holds:
+    # a result sealed in memory first would add a third GiB.
+    peak = max(_pool_peaks_mib(stack))
+    assert peak < 2600, f"a pool process peaked at {peak} MiB for 1 GiB in and out"
     _cli_streams_the_raw_bytes(stack, b.key, lambda i: (i + 1.0) * 2)
+
+
+def _pool_peaks_mib(stack: Stack) -> list[int]:
+    """The peak memory (VmHWM) of each pool process of the stack's workers."""
+    workers = {p.pid for p in stack.procs if "worker" in p.args}
+    peaks = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) not in workers:
+                continue
+            status = (entry / "status").read_text()
+        except (OSError, ValueError, IndexError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) // 1024)
+    assert peaks, f"no pool process of workers {workers} was found"
+    return peaks
 
 
 def _cli_streams_the_raw_bytes(stack: Stack, key: str, element) -> None:  # noqa: ANN001

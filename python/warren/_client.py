@@ -39,8 +39,9 @@ from ._task import PYTHON_QUEUE, registration
 
 __all__ = ["CancelledError", "Client", "Future", "TaskLogs"]
 
-#: From this size on, a value is sealed straight into a directory store's
-#: file rather than into memory first (see ``Client._store_sealed``).
+#: From this size on, a value is sealed straight into the object store (a
+#: directory's file, an S3 upload) rather than into memory first (see
+#: ``Client._store_sealed``).
 _SEALED_INTO_FILE = 16 * 1024 * 1024
 
 #: A stored function is stored again after this long (values live
@@ -127,8 +128,8 @@ class Client:
             self._owns_cluster = True
         self._rust = _cluster.connect(config, overrides)
         self._keys = self._rust.keys()
-        #: A directory store, which big values are sealed into (or None).
-        self._objects = self._rust.directory_store()
+        #: The object store, which big values are sealed into (or None).
+        self._objects = self._rust.object_store()
         # Functions sent as code that this client stored, by hash: when.
         self._stored: dict[str, float] = {}
         self._served: set[_Resolved] = set()
@@ -369,8 +370,8 @@ class Client:
         self, kind: str, purpose: str, header: bytes, frames: list[Any]
     ) -> dict[str, Any]:
         """The reference of the envelope of ``header`` and ``frames``. A
-        value of :data:`_SEALED_INTO_FILE` or more, with a directory store,
-        is sealed straight into its file: the client never holds it twice.
+        value of :data:`_SEALED_INTO_FILE` or more, with an object store, is
+        sealed straight into it: the client never holds it twice.
         Anything smaller is sealed, then stored in the background while the
         next is sealed (faster for many values: measured in BENCHMARKS.md)."""
         objects = self._objects

@@ -57,6 +57,7 @@ pub mod schedules;
 pub mod stream;
 pub mod tasks;
 pub mod throttle;
+pub mod upload;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -13,8 +13,9 @@
 //! twenty dependents is one object, a rerun that computes the same bytes
 //! writes the same object, and a reader checks the bytes against the hash,
 //! so an object someone changed is refused. A write is atomic (a directory
-//! store writes a temporary file and renames it into place; an S3 `PUT` is
-//! whole or absent): a worker killed while writing leaves no partial object
+//! store writes a temporary file and renames it into place; an S3 object
+//! appears when its `PUT` or multipart upload completes, see
+//! [`super::upload`]): a worker killed while writing leaves no partial object
 //! under the name. A directory store does not fsync: a written value
 //! survives any process's death, not the machine's power loss (as Redis
 //! with its default `appendfsync everysec` may lose the last second).
@@ -199,16 +200,27 @@ impl Objects {
         &self.url
     }
 
-    fn path(&self, hash: &str) -> Path {
+    /// The object of the value `hash`.
+    pub(super) fn path(&self, hash: &str) -> Path {
         self.prefix.clone().join(hash)
     }
 
-    /// A directory store's file error, as object_store words its own.
+    /// An I/O error writing or reading value `hash` (a directory store's
+    /// file, a value being sealed), as object_store words its own.
     pub fn failed_io(&self, hash: &str, source: std::io::Error) -> Error {
         self.failed(object_store::Error::Generic {
-            store: "directory",
+            store: if self.dir.is_some() {
+                "directory"
+            } else {
+                "S3"
+            },
             source: format!("value {hash}: {source}").into(),
         })
+    }
+
+    /// The store itself, for the writes of [`super::upload`].
+    pub(super) fn store(&self) -> &dyn ObjectStore {
+        self.store.as_ref()
     }
 
     pub(super) fn failed(&self, cause: object_store::Error) -> Error {

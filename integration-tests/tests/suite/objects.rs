@@ -336,3 +336,101 @@ async fn forgotten_values_leave_the_store(env: Vec<(String, String)>) {
     assert!(!redis.exists::<_, bool>(&blob_key).await.unwrap());
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_are_sealed_into_a_directory_store_as_they_are_made() {
+    let (dir, env) = dir_store("sealed");
+    sealed_as_made(env).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_are_sealed_into_an_s3_store_as_they_are_made() {
+    sealed_as_made(s3_env()).await;
+}
+
+/// [`Objects::put_sealed`]: a value of three parts and a bit stored as it
+/// is made is the envelope `seal` makes, under its hash; written again, the
+/// same; one that fails or changes while it is written leaves no object.
+async fn sealed_as_made(env: Vec<(String, String)>) {
+    let mut pairs: Vec<(String, String)> = env
+        .into_iter()
+        .map(|(k, v)| (k.trim_start_matches("WARREN_").to_lowercase(), v))
+        .collect();
+    pairs.push((
+        "namespace".into(),
+        format!(
+            "it-sealed-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+    ));
+    let pairs: Vec<(&str, String)> = pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let settings = warren_core::Settings::load(None, &pairs).expect("settings");
+    let objects = Objects::open(&settings)
+        .unwrap()
+        .expect("a store_url is set");
+    let frame: Vec<u8> = (0..(3 * warren_core::store::upload::PART_BYTES + 3))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let whole = envelope::seal(Kind::Data, "value", b"{}", &[&frame], None).unwrap();
+    let want = BlobRef::of(&whole);
+
+    // `calls` counts the value being made; `spoil(call, envelope)` changes
+    // what one call makes: cut short (an error) or other bytes.
+    let put = |spoil: fn(usize, &mut Vec<u8>) -> std::io::Result<()>| {
+        let (objects, frame) = (objects.clone(), frame.clone());
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut calls = 0;
+            objects.put_sealed(&rt, &mut |out| {
+                calls += 1;
+                let mut made = Vec::new();
+                envelope::seal_into(&mut made, Kind::Data, "value", b"{}", &[&frame], None)
+                    .map_err(std::io::Error::other)?;
+                spoil(calls, &mut made)?;
+                out.write_all(&made)?;
+                Ok((made.len() as u64, BlobRef::of(&made).hash))
+            })
+        })
+    };
+    let made = put(|_, _| Ok(())).await.unwrap().expect("stored");
+    assert_eq!(made, (want.size, want.hash.clone()));
+    let stored = objects.get(&want.hash).await.unwrap();
+    assert_eq!(stored.as_deref(), Some(&whole[..]), "the envelope, whole");
+    assert_eq!(put(|_, _| Ok(())).await.unwrap().unwrap(), made, "again");
+    objects.delete(&want.hash).await.unwrap();
+
+    // Cut short on the last making (S3's upload; a directory's only one).
+    let last = if objects.dir().is_some() { 1 } else { 2 };
+    let failed = put(if last == 1 {
+        |_, _| Err(std::io::Error::other("cut short"))
+    } else {
+        |call, _| match call {
+            2 => Err(std::io::Error::other("cut short")),
+            _ => Ok(()),
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        failed.is_err_and(|e| e.to_string().contains("cut short")),
+        "the error is the seal's"
+    );
+    assert_eq!(objects.get(&want.hash).await.unwrap(), None, "no object");
+    if last == 2 {
+        // Other bytes the second time: refused, nothing under either name.
+        let changed = put(|call, made| {
+            if call == 2 {
+                made[100] ^= 1;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(
+            changed.is_err_and(|e| e.to_string().contains("changed while it was written")),
+            "a value made differently twice is refused"
+        );
+        assert_eq!(objects.get(&want.hash).await.unwrap(), None, "no object");
+    }
+}
