@@ -27,7 +27,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use warren_core::binary::context::{self, Made};
+use warren_core::binary::{
+    self,
+    context::{self, Made},
+};
 use warren_core::messages::TaskFailure;
 use warren_core::store::blobs::BlobRef;
 
@@ -54,17 +57,22 @@ struct ChildTask {
 }
 
 /// What a child answers: one line, its result, then one line listing the
-/// values it made (their references), then their bytes, in order.
-fn child_answer(result: &Result<Value, TaskFailure>, made: &[Made]) -> Vec<u8> {
-    let mut out = serde_json::to_vec(result).unwrap_or_default();
-    out.push(b'\n');
+/// values it made (their references), then their envelopes, in order,
+/// each made as it is written.
+fn child_answer(
+    out: &mut dyn Write,
+    result: &Result<Value, TaskFailure>,
+    made: &[Made],
+) -> std::io::Result<()> {
+    out.write_all(&serde_json::to_vec(result).unwrap_or_default())?;
+    out.write_all(b"\n")?;
     let refs: Vec<Value> = made.iter().map(|m| m.blob.to_json()).collect();
-    out.extend(serde_json::to_vec(&refs).unwrap_or_default());
-    out.push(b'\n');
+    out.write_all(&serde_json::to_vec(&refs).unwrap_or_default())?;
+    out.write_all(b"\n")?;
     for m in made {
-        out.extend_from_slice(&m.envelope);
+        binary::encode_into(&m.value, out)?;
     }
-    out
+    out.flush()
 }
 
 /// Splits what follows a line of JSON into the values it announces:
@@ -122,9 +130,8 @@ pub fn child_main(registry: &Registry) -> ! {
         }
         Err(e) => bad(format!("reading stdin: {e}")),
     };
-    let body = child_answer(&result, &made);
-    let mut out = std::io::stdout().lock();
-    let code = if out.write_all(&body).and_then(|()| out.flush()).is_ok() {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let code = if child_answer(&mut out, &result, &made).is_ok() {
         0
     } else {
         1
@@ -215,14 +222,16 @@ pub async fn run_in_child(
     let made = serde_json::from_slice::<Vec<Value>>(&refs)
         .ok()
         .and_then(|refs| split_values(&refs, bytes));
+    let made = made.and_then(|made| {
+        made.into_iter()
+            .map(|(blob, envelope)| {
+                let value = binary::decode(envelope, None).ok()?;
+                Some(Made { blob, value })
+            })
+            .collect::<Option<Vec<_>>>()
+    });
     match made {
-        Some(made) => {
-            let made = made
-                .into_iter()
-                .map(|(blob, envelope)| Made { blob, envelope })
-                .collect();
-            (result, made)
-        }
+        Some(made) => (result, made),
         None => {
             let e = TaskFailure::new(
                 "WorkerError",
@@ -369,19 +378,27 @@ mod tests {
     #[test]
     fn values_follow_their_line_in_order_and_must_add_up() {
         let made = [b"first".as_slice(), b"2nd"]
-            .map(|b| Made {
-                blob: BlobRef::of(b),
-                envelope: Bytes::copy_from_slice(b),
+            .map(|b| {
+                let value = warren_core::binary::Binary::new(b.to_vec());
+                let envelope = binary::encode(&value).unwrap();
+                Made {
+                    blob: BlobRef::of(&envelope),
+                    value,
+                }
             })
             .to_vec();
-        let answer = Bytes::from(child_answer(&Ok(serde_json::json!(1)), &made));
+        let mut answer = Vec::new();
+        child_answer(&mut answer, &Ok(serde_json::json!(1)), &made).unwrap();
+        let answer = Bytes::from(answer);
         let (line, rest) = first_line(&answer);
         assert_eq!(&line[..], br#"{"Ok":1}"#);
         let (refs, bytes) = first_line(&rest);
         let refs: Vec<Value> = serde_json::from_slice(&refs).unwrap();
         let split = split_values(&refs, bytes.clone()).unwrap();
         assert_eq!(split.len(), 2);
-        assert_eq!((&split[1].1[..], &split[1].0), (&b"2nd"[..], &made[1].blob));
+        assert_eq!(split[1].0, made[1].blob);
+        let second = binary::decode(split[1].1.clone(), None).unwrap();
+        assert_eq!(second.as_bytes(), b"2nd");
         // Bytes short, or left over: the announcement is not what came.
         assert!(split_values(&refs, bytes.slice(..7)).is_none());
         let mut more = bytes.to_vec();

@@ -13,7 +13,10 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use warren_core::binary::context::{Made, Values};
+use warren_core::binary::{
+    self,
+    context::{Made, Values},
+};
 use warren_core::messages::TaskFailure;
 use warren_core::store::Store;
 use warren_core::store::blobs::BlobRef;
@@ -60,19 +63,43 @@ pub(crate) async fn read_all(
 }
 
 /// Stores the values task `key` made; its result may be reported only then.
+/// A big one is sealed straight into the object store as it is made (no
+/// second copy of it in memory); others are sealed and put in Redis.
 pub(crate) async fn store_made(
     store: &Store,
     key: &str,
     made: Vec<Made>,
 ) -> Result<(), TaskFailure> {
+    let failed = |e: String| {
+        TaskFailure::new(
+            "WorkerError",
+            format!("the result of task {key} could not be stored: {e}"),
+            "",
+        )
+    };
     for m in made {
-        store.put_blob_as(&m.blob, m.envelope).await.map_err(|e| {
-            TaskFailure::new(
-                "WorkerError",
-                format!("the result of task {key} could not be stored: {e}"),
-                "",
-            )
-        })?;
+        match store.objects() {
+            Some(objects) if store.in_objects(m.blob.size) => {
+                let want = (m.blob.size, m.blob.hash.clone());
+                let (objects, rt) = (objects.clone(), tokio::runtime::Handle::current());
+                let sealed = tokio::task::spawn_blocking(move || {
+                    objects.put_sealed(&rt, &mut |out| binary::encode_into(&m.value, out))
+                })
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(e.to_string()))?;
+                if sealed != want {
+                    return Err(failed("its value changed while it was stored".into()));
+                }
+            }
+            _ => {
+                let envelope = binary::encode(&m.value).map_err(|e| failed(e.0))?;
+                store
+                    .put_blob_as(&m.blob, Bytes::from(envelope))
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+        }
     }
     Ok(())
 }

@@ -16,20 +16,20 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::{Binary, decode, encode};
+use super::{Binary, decode, encode_into};
 use crate::store::blobs::BlobRef;
 
 /// Reads a stored value's bytes (checked against its hash), or says why not.
 pub type Fetch = Box<dyn FnMut(&BlobRef) -> Result<Bytes, String> + Send>;
 
-/// A value a task made: its reference and its envelope, to be stored
-/// before the task's result is reported.
+/// A value a task made: its reference and the value, to be sealed into
+/// the store ([`super::encode_into`]) before the task's result is reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Made {
     /// The envelope's reference (what the result holds).
     pub blob: BlobRef,
-    /// The envelope.
-    pub envelope: Bytes,
+    /// The value.
+    pub value: Binary,
 }
 
 /// What one task's thread reads values through, and what it made.
@@ -79,10 +79,12 @@ fn read(r: &BlobRef) -> Result<Binary, String> {
     })
 }
 
-/// `b` sealed and kept for storing; its reference.
+/// `b` kept for storing; the reference of its envelope (made into
+/// nothing here, for its hash: the envelope is made once more, straight
+/// into the store).
 fn keep(b: &Binary) -> Result<BlobRef, String> {
-    let envelope = encode(b).map_err(|e| e.0)?;
-    let blob = BlobRef::of(&envelope);
+    let (size, hash) = encode_into(b, &mut std::io::sink()).map_err(|e| e.to_string())?;
+    let blob = BlobRef { hash, size };
     CURRENT.with(|c| {
         let mut current = c.borrow_mut();
         let values = current.as_mut().ok_or_else(|| {
@@ -92,7 +94,7 @@ fn keep(b: &Binary) -> Result<BlobRef, String> {
         if !values.made.iter().any(|m| m.blob == blob) {
             values.made.push(Made {
                 blob: blob.clone(),
-                envelope: Bytes::from(envelope),
+                value: b.clone(),
             });
         }
         Ok(blob)
@@ -120,6 +122,7 @@ impl Serialize for Binary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::binary::encode;
     use std::collections::HashMap;
 
     fn from_map(map: HashMap<String, Bytes>) -> Values {
@@ -148,11 +151,12 @@ mod tests {
         assert_eq!(&arg[..], b"abc");
         assert_eq!(made.len(), 1);
         assert_eq!(out, made[0].blob.to_json());
-        assert!(made[0].blob.matches(&made[0].envelope));
-        assert_eq!(
-            decode(made[0].envelope.clone(), None).unwrap().as_bytes(),
-            b"xyz"
+        let envelope = encode(&made[0].value).unwrap();
+        assert!(
+            made[0].blob.matches(&envelope),
+            "the reference is the envelope's"
         );
+        assert_eq!(made[0].value.as_bytes(), b"xyz");
         // Outside a task, both directions are errors, never panics.
         let e = serde_json::from_value::<Binary>(r.to_json()).unwrap_err();
         assert!(e.to_string().contains("inside a task"), "{e}");

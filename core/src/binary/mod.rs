@@ -232,6 +232,34 @@ pub fn decode(envelope: Bytes, keys: Option<&Keyring>) -> Result<Binary, BinaryE
 /// `b` as a data envelope (unsigned: data builds values, never runs code),
 /// the form Python's codec writes for the same value.
 pub fn encode(b: &Binary) -> Result<Vec<u8>, BinaryError> {
+    let header = header(b)?;
+    Ok(envelope::seal(
+        Kind::Data,
+        VALUE_PURPOSE,
+        &header,
+        &[b.as_bytes()],
+        None,
+    )?)
+}
+
+/// [`encode`], written to `out` as it is made (a big value goes to a store
+/// without a second copy in memory); its length and BLAKE3 hash, its
+/// reference.
+pub fn encode_into(b: &Binary, out: &mut dyn std::io::Write) -> std::io::Result<(u64, String)> {
+    let header = header(b).map_err(|e| std::io::Error::other(e.0))?;
+    envelope::seal_into(
+        &mut &mut *out,
+        Kind::Data,
+        VALUE_PURPOSE,
+        &header,
+        &[b.as_bytes()],
+        None,
+    )
+    .map_err(std::io::Error::other)
+}
+
+/// The JSON header of `b`'s envelope.
+fn header(b: &Binary) -> Result<Vec<u8>, BinaryError> {
     let root = Root {
         tag: if b.array.is_some() {
             "ndarray"
@@ -248,14 +276,7 @@ pub fn encode(b: &Binary) -> Result<Vec<u8>, BinaryError> {
         root,
         describe: b.describe(),
     };
-    let header = serde_json::to_vec(&header).map_err(|e| BinaryError(e.to_string()))?;
-    Ok(envelope::seal(
-        Kind::Data,
-        VALUE_PURPOSE,
-        &header,
-        &[b.as_bytes()],
-        None,
-    )?)
+    serde_json::to_vec(&header).map_err(|e| BinaryError(e.to_string()))
 }
 
 /// A data envelope's header, its fields in the order Python writes them
