@@ -151,6 +151,17 @@ pub struct Settings {
     /// store of `store_url`, when one is set.
     #[serde(default = "default_inline_max_bytes")]
     pub inline_max_bytes: usize,
+    /// Bytes of values a process keeps on its machine's disk beside an S3
+    /// store, so that a task reading a value written or read there before
+    /// does not fetch it again ([`crate::store::cache`]); 0 (the default)
+    /// keeps none. A directory store is not cached: it is a disk already.
+    #[serde(default)]
+    pub cache_bytes: u64,
+    /// The directory of that cache, shared by the processes of the
+    /// machine's user; empty: `warren-<uid>/cache` under the temporary
+    /// directory.
+    #[serde(default)]
+    pub cache_dir: String,
     /// The S3 server of an `s3://` store, as `https://host[:port]` (or
     /// `http://` on a private network); empty: `AWS_ENDPOINT_URL`, else AWS.
     #[serde(default)]
@@ -256,6 +267,8 @@ impl Default for Settings {
             redis_min_replicas: 0,
             store_url: String::new(),
             inline_max_bytes: default_inline_max_bytes(),
+            cache_bytes: 0,
+            cache_dir: String::new(),
             s3_endpoint: String::new(),
             s3_region: String::new(),
             s3_access_key_id: String::new(),
@@ -270,7 +283,7 @@ impl Default for Settings {
 
 impl Settings {
     /// The setting names, as in `warren.toml`; `WARREN_<NAME>` sets each.
-    pub const FIELDS: [&'static str; 35] = [
+    pub const FIELDS: [&'static str; 37] = [
         "amqp_url",
         "redis_url",
         "namespace",
@@ -298,6 +311,8 @@ impl Settings {
         "redis_min_replicas",
         "store_url",
         "inline_max_bytes",
+        "cache_bytes",
+        "cache_dir",
         "s3_endpoint",
         "s3_region",
         "s3_access_key_id",

@@ -124,19 +124,54 @@ pub(crate) fn read_value<'py>(
             Opened::Missing => return Ok(Got::Missing),
             Opened::Changed => return Ok(Got::Changed),
         },
-        None => match released(py, || runtime().block_on(store.open_object(r))).map_err(failed)? {
-            Opened::Here(incoming) => PyByteArray::new_with(py, len, |buf| {
-                outcome = released(py, || {
-                    runtime().block_on(store.read_incoming(r, incoming, buf))
-                });
-                Ok(())
-            })?,
-            Opened::Missing => return Ok(Got::Missing),
-            Opened::Changed => return Ok(Got::Changed),
-        },
+        None => {
+            if let Some(cached) = read_cached(py, store, r, len)? {
+                return Ok(Got::Value(cached));
+            }
+            match released(py, || runtime().block_on(store.open_object(r))).map_err(failed)? {
+                Opened::Here(incoming) => PyByteArray::new_with(py, len, |buf| {
+                    outcome = released(py, || {
+                        let read = runtime().block_on(store.read_incoming(r, incoming, buf));
+                        if let (Ok(true), Some(cache)) = (&read, store.cache()) {
+                            cache.keep(&r.hash, buf);
+                        }
+                        read
+                    });
+                    Ok(())
+                })?,
+                Opened::Missing => return Ok(Got::Missing),
+                Opened::Changed => return Ok(Got::Changed),
+            }
+        }
     };
     match outcome.map_err(failed)? {
         true => Ok(Got::Value(made)),
         false => Ok(Got::Changed),
     }
+}
+
+/// The value `r` from the S3 store's cache on this machine, if it is there
+/// whole and unchanged (a changed file is forgotten, and the store read).
+fn read_cached<'py>(
+    py: Python<'py>,
+    store: &Store,
+    r: &BlobRef,
+    len: usize,
+) -> PyResult<Option<Bound<'py, PyByteArray>>> {
+    let Some(cache) = store.cache() else {
+        return Ok(None);
+    };
+    let Some(file) = released(py, || cache.open(r)) else {
+        return Ok(None);
+    };
+    let mut whole = false;
+    let buf = PyByteArray::new_with(py, len, |buf| {
+        whole = released(py, || store.read_opened(r, file, buf)).unwrap_or(false);
+        Ok(())
+    })?;
+    if whole {
+        return Ok(Some(buf));
+    }
+    cache.forget(&r.hash);
+    Ok(None)
 }

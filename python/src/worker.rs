@@ -306,7 +306,7 @@ fn with_site(traceback: &str, key: &str, func: &str, worker: &str) -> String {
 
 /// The settings a client needs, as a task's `get_client()` connects with
 /// them: the worker's own, sent to each pool process once it is ready.
-const CLIENT_SETTINGS: [&str; 17] = [
+const CLIENT_SETTINGS: [&str; 19] = [
     "amqp_url",
     "redis_url",
     "namespace",
@@ -322,6 +322,8 @@ const CLIENT_SETTINGS: [&str; 17] = [
     // values (and a task's client for big results).
     "store_url",
     "inline_max_bytes",
+    "cache_bytes",
+    "cache_dir",
     "s3_endpoint",
     "s3_region",
     "s3_access_key_id",

@@ -312,21 +312,44 @@ print(peak() - before, before, f.result(timeout=600))
     )
 
 
-def test_a_gib_array_goes_through_a_dependent_on_an_s3_store():
-    """The same on a real S3-compatible server (Garage, which scripts/s3.sh
-    starts; scripts/test.sh runs it first)."""
+def _s3_settings() -> dict[str, str]:
+    """The S3 store of scripts/s3.sh (Garage), unless WARREN_TEST_S3_* name
+    another."""
     env = os.environ.get
-    s = Stack(
-        "gib-s3",
-        store_url=f"s3://{env('WARREN_TEST_S3_BUCKET', 'warren-test')}/py-{os.getpid()}",
-        s3_endpoint=env("WARREN_TEST_S3_ENDPOINT", "http://127.0.0.1:3900"),
-        s3_region=env("WARREN_TEST_S3_REGION", "garage"),
-        s3_access_key_id=env("WARREN_TEST_S3_ACCESS_KEY_ID", "GK0000000000000000000000a1"),
-        s3_secret_access_key=env(
+    return {
+        "store_url": f"s3://{env('WARREN_TEST_S3_BUCKET', 'warren-test')}/py-{os.getpid()}",
+        "s3_endpoint": env("WARREN_TEST_S3_ENDPOINT", "http://127.0.0.1:3900"),
+        "s3_region": env("WARREN_TEST_S3_REGION", "garage"),
+        "s3_access_key_id": env("WARREN_TEST_S3_ACCESS_KEY_ID", "GK0000000000000000000000a1"),
+        "s3_secret_access_key": env(
             "WARREN_TEST_S3_SECRET_ACCESS_KEY",
             "776172726e0000000000000000000000000000000000000000000000000000b1",
         ),
-    )
+    }
+
+
+def test_a_chain_on_one_machine_keeps_its_s3_values_in_the_cache(tmp_path):
+    """With `cache_bytes`, a pool process keeps the result it writes to S3
+    on this machine's disk too, and the dependent and the client read it
+    from there (the store's copy is the durable one)."""
+    cache = tmp_path / "cache"
+    s = Stack("cache-s3", cache_bytes=str(64 * MIB), cache_dir=str(cache), **_s3_settings())
+    s.scheduler()
+    s.python_worker(accept_code=True)
+    with serving(s, 1):
+        c = s.client()
+        made = c.submit(lambda: np.arange(MIB, dtype=np.float64), pure=False)
+        total = c.submit(lambda a: float(a.sum()), made, pure=False)
+        assert total.result(timeout=60) == float(MIB * (MIB - 1) // 2)
+        np.testing.assert_array_equal(made.result(timeout=60), np.arange(MIB, dtype=np.float64))
+        kept = [f for f in cache.iterdir() if re.fullmatch(r"[0-9a-f]{64}", f.name)]
+        assert [f.stat().st_size > 8 * MIB for f in kept] == [True], kept
+
+
+def test_a_gib_array_goes_through_a_dependent_on_an_s3_store():
+    """The same on a real S3-compatible server (Garage, which scripts/s3.sh
+    starts; scripts/test.sh runs it first)."""
+    s = Stack("gib-s3", **_s3_settings())
     s.scheduler()
     s.python_worker(accept_code=True)
     with serving(s, 1):

@@ -44,6 +44,7 @@
 
 pub mod admin;
 pub mod blobs;
+pub mod cache;
 pub mod cluster;
 pub mod coordination;
 mod encode;

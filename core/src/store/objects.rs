@@ -46,6 +46,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::blobs::BlobRef;
+use super::cache::Cache;
 pub use super::location::Location;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
@@ -61,6 +62,8 @@ pub struct Objects {
     /// A directory store's `<DIR>/<namespace>/blobs`, which is written and
     /// read with plain file calls (see [`Objects::file`]).
     dir: Option<PathBuf>,
+    /// An S3 store's cache on this machine (setting `cache_bytes`).
+    cache: Option<Cache>,
 }
 
 impl std::fmt::Debug for Objects {
@@ -79,6 +82,7 @@ impl Objects {
             cause,
         };
         let mut files = None;
+        let mut cache = None;
         let (store, root): (Arc<dyn ObjectStore>, String) = match Location::parse(url)? {
             Location::Redis => return Ok(None),
             Location::Dir(dir) => {
@@ -94,6 +98,7 @@ impl Objects {
             }
             Location::S3 { bucket, prefix } => {
                 let store = s3_builder(settings, &bucket).build().map_err(failed)?;
+                cache = Cache::from_settings(settings);
                 (Arc::new(store), prefix)
             }
         };
@@ -107,7 +112,13 @@ impl Objects {
             prefix,
             url: url.to_string(),
             dir: files,
+            cache,
         }))
+    }
+
+    /// The cache of an S3 store's values on this machine, if one is set.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
     }
 
     /// A directory store's directory of values (`<DIR>/<namespace>/blobs`);
@@ -240,24 +251,56 @@ impl Objects {
             };
         }
         self.store
-            .put(&self.path(hash), PutPayload::from(bytes))
+            .put(&self.path(hash), PutPayload::from(bytes.clone()))
             .await
             .map_err(|e| self.failed(e))?;
+        self.cache_later(hash, bytes);
         Ok(())
     }
 
-    /// The bytes stored under `hash`, or `None` if there are none. The
-    /// caller checks them against the hash.
+    /// The bytes stored under `hash`, or `None` if there are none (from the
+    /// cache, if it has them whole). The caller checks them against the
+    /// hash.
     pub async fn get(&self, hash: &str) -> Result<Option<Bytes>> {
+        if let Some(cache) = self.cache.clone() {
+            let name = hash.to_string();
+            let cached = tokio::task::spawn_blocking(move || cache.read(&name)).await;
+            if let Ok(Some(bytes)) = cached {
+                return Ok(Some(Bytes::from(bytes)));
+            }
+        }
         match self.store.get(&self.path(hash)).await {
-            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| self.failed(e))?)),
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|e| self.failed(e))?;
+                self.cache_later(hash, bytes.clone());
+                Ok(Some(bytes))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.failed(e)),
         }
     }
 
-    /// Deletes the value `hash`; one already gone is not an error.
+    /// Keeps `bytes` in the cache, if there is one and they are the value
+    /// `hash`, off the caller's path (a cache write is never waited for).
+    fn cache_later(&self, hash: &str, bytes: Bytes) {
+        if let Some(cache) = self.cache.clone() {
+            let hash = hash.to_string();
+            tokio::task::spawn_blocking(move || {
+                if BlobRef::of(&bytes).hash == hash {
+                    cache.keep(&hash, &bytes);
+                }
+            });
+        }
+    }
+
+    /// Deletes the value `hash`; one already gone is not an error. This
+    /// machine's cache forgets it too (other machines' caches keep their
+    /// copy until it is evicted: bounded, and only ever read by a holder of
+    /// the value's reference).
     pub async fn delete(&self, hash: &str) -> Result<()> {
+        if let Some(cache) = &self.cache {
+            cache.forget(hash);
+        }
         match self.store.delete(&self.path(hash)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.failed(e)),

@@ -78,7 +78,10 @@ impl Objects {
             rt,
             upload: WriteMultipart::new_with_chunk_size(upload, PART_BYTES),
         };
-        let made = seal(&mut parts);
+        let made = match self.cache() {
+            None => seal(&mut parts),
+            Some(cache) => sealed_and_cached(cache, &mut parts, seal, (len, &hash)),
+        };
         let upload = parts.upload;
         match made {
             Ok((again, same)) if (again, same.as_str()) == (len, hash.as_str()) => {
@@ -96,6 +99,57 @@ impl Objects {
                 Err(self.failed_io(&hash, e))
             }
         }
+    }
+}
+
+/// `seal` into `parts` and, beside them, into a file of `cache` kept under
+/// the value's name if it is made whole and the same as the first time
+/// (`want`). What `seal` returned, whatever became of the file: a cache
+/// that cannot be written fails no write.
+fn sealed_and_cached(
+    cache: &super::cache::Cache,
+    parts: &mut Parts<'_>,
+    seal: &mut Seal<'_>,
+    want: (u64, &str),
+) -> std::io::Result<(u64, String)> {
+    let mut made = None;
+    let _ = cache.keep_written(|file| {
+        let mut tee = Tee {
+            upload: parts,
+            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+        };
+        let result = seal(&mut tee);
+        let file_ok = tee.file.take().is_some_and(|mut f| f.flush().is_ok());
+        let name = match &result {
+            Ok((len, hash)) if file_ok && (*len, hash.as_str()) == want => Ok(hash.clone()),
+            _ => Err(std::io::Error::other("not cached")),
+        };
+        made = Some(result);
+        name
+    });
+    made.unwrap_or_else(|| Err(std::io::Error::other("the cache did not start the write")))
+}
+
+/// Writes to an upload and, while it can, to a cache file; a failed cache
+/// write drops the file and the upload goes on.
+struct Tee<'a, 'b, W: Write> {
+    upload: &'a mut Parts<'b>,
+    file: Option<W>,
+}
+
+impl<W: Write> Write for Tee<'_, '_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.upload.write(buf)?;
+        if let Some(f) = &mut self.file
+            && f.write_all(&buf[..n]).is_err()
+        {
+            self.file = None;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

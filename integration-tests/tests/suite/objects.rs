@@ -434,3 +434,100 @@ async fn sealed_as_made(env: Vec<(String, String)>) {
         assert_eq!(objects.get(&want.hash).await.unwrap(), None, "no object");
     }
 }
+
+/// An S3 store with a cache on this machine (`cache_bytes`): a value
+/// written is kept there and read from there (even once the store has lost
+/// it), a changed file is a miss read from the store, and the cache stays
+/// within its bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_stores_cache_keeps_what_was_written_within_its_bound() {
+    let cache_dir = store_dir("cache");
+    let mut pairs: Vec<(String, String)> = s3_env()
+        .into_iter()
+        .map(|(k, v)| (k.trim_start_matches("WARREN_").to_lowercase(), v))
+        .collect();
+    pairs.push(("namespace".into(), "it-cache".into()));
+    let uncached: Vec<(&str, String)> =
+        pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let mut cached = uncached.clone();
+    cached.push(("cache_bytes", (50u64 << 20).to_string()));
+    cached.push(("cache_dir", cache_dir.display().to_string()));
+    let open = |pairs: &[(&str, String)]| {
+        let settings = warren_core::Settings::load(None, pairs).expect("settings");
+        Objects::open(&settings)
+            .unwrap()
+            .expect("a store_url is set")
+    };
+    let (objects, store_only) = (open(&cached), open(&uncached));
+    assert!(objects.cache().is_some() && store_only.cache().is_none());
+    let value = |seed: u8| {
+        let frame = vec![seed; 20 << 20];
+        envelope::seal(Kind::Data, "value", b"{}", &[&frame], None).unwrap()
+    };
+    let put_sealed = |bytes: Vec<u8>| {
+        let (objects, rt) = (objects.clone(), tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || {
+            objects.put_sealed(&rt, &mut |out| {
+                out.write_all(&bytes)?;
+                Ok((bytes.len() as u64, BlobRef::of(&bytes).hash))
+            })
+        })
+    };
+
+    // Written (as a pool process writes a result): kept; read from the
+    // cache even once the store has lost it.
+    let a = value(1);
+    let ra = BlobRef::of(&a);
+    put_sealed(a.clone()).await.unwrap().expect("stored");
+    assert!(cache_dir.join(&ra.hash).exists(), "kept as it was written");
+    store_only.delete(&ra.hash).await.unwrap();
+    assert_eq!(store_only.get(&ra.hash).await.unwrap(), None);
+    assert_eq!(
+        objects.get(&ra.hash).await.unwrap().as_deref(),
+        Some(&a[..])
+    );
+
+    // A changed file is a miss: the store's bytes, and the file forgotten.
+    store_only
+        .put(&ra.hash, Bytes::from(a.clone()))
+        .await
+        .unwrap();
+    let mut changed = a.clone();
+    changed[10] ^= 1;
+    std::fs::write(cache_dir.join(&ra.hash), &changed).unwrap();
+    assert_eq!(
+        objects.get(&ra.hash).await.unwrap().as_deref(),
+        Some(&a[..])
+    );
+
+    // Three values of 20 MiB in a cache of 50: the oldest goes.
+    for seed in 2..5 {
+        put_sealed(value(seed)).await.unwrap().expect("stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held: u64 = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(
+        held <= 50 << 20,
+        "the cache holds {held} bytes, over its bound"
+    );
+    assert!(
+        cache_dir.join(BlobRef::of(&value(4)).hash).exists(),
+        "the newest stays"
+    );
+    for seed in 1..5 {
+        objects
+            .delete(&BlobRef::of(&value(seed)).hash)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        std::fs::read_dir(&cache_dir).unwrap().count(),
+        0,
+        "deleted here: forgotten here"
+    );
+    std::fs::remove_dir_all(&cache_dir).unwrap();
+}
