@@ -61,14 +61,7 @@ async fn arrays_go_through_rust_functions(client: &Client, n: usize) {
     assert_eq!(counted.result().await.unwrap(), json!(n * 8));
 
     // Not a stored value: the registry's TypeError, in Python's words.
-    let e = client
-        .submit("scale", (json!([1.0, 2.0]), 2.0))
-        .await
-        .unwrap()
-        .result()
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = error_of(client, "scale", vec![json!([1.0, 2.0]), json!(2.0)]).await;
     assert!(
         e.contains("scale() argument 1 must be bytes or a numpy array, got list"),
         "{e}"
@@ -83,14 +76,7 @@ async fn arrays_go_through_rust_functions(client: &Client, n: usize) {
     )
     .unwrap();
     let t = client.put_blob(tuple).await.unwrap();
-    let e = client
-        .submit("byte_count", (t.to_json(),))
-        .await
-        .unwrap()
-        .result()
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = error_of(client, "byte_count", vec![t.to_json()]).await;
     assert!(
         e.contains("got a stored value") && e.contains("tuple of 0, not bytes"),
         "{e}"
@@ -98,6 +84,12 @@ async fn arrays_go_through_rust_functions(client: &Client, n: usize) {
     // A function that takes JSON gets the reference and reads nothing.
     let same = client.submit("identity", (r.to_json(),)).await.unwrap();
     assert_eq!(same.result().await.unwrap(), r.to_json());
+}
+
+/// The error task `func(args)` ends with, as text.
+async fn error_of(client: &Client, func: &str, args: Vec<Value>) -> String {
+    let f = client.submit(func, args).await.unwrap();
+    f.result().await.unwrap_err().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -337,6 +337,27 @@ async fn forgotten_values_leave_the_store(env: Vec<(String, String)>) {
     c.shutdown().await;
 }
 
+/// The store `env` (`WARREN_*` settings) names, for a namespace of its own,
+/// opened with the settings `more` as well.
+fn objects_of(env: Vec<(String, String)>, more: &[(&str, String)]) -> Objects {
+    let ns = format!(
+        "it-store-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let names: Vec<(String, String)> = env
+        .into_iter()
+        .map(|(k, v)| (k.trim_start_matches("WARREN_").to_lowercase(), v))
+        .collect();
+    let mut pairs: Vec<(&str, String)> =
+        names.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    pairs.push(("namespace", ns));
+    pairs.extend(more.iter().cloned());
+    let settings = warren_core::Settings::load(None, &pairs).expect("settings");
+    Objects::open(&settings)
+        .expect("the store opens")
+        .expect("a store_url is set")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn values_are_sealed_into_a_directory_store_as_they_are_made() {
     let (dir, env) = dir_store("sealed");
@@ -353,22 +374,7 @@ async fn values_are_sealed_into_an_s3_store_as_they_are_made() {
 /// is made is the envelope `seal` makes, under its hash; written again, the
 /// same; one that fails or changes while it is written leaves no object.
 async fn sealed_as_made(env: Vec<(String, String)>) {
-    let mut pairs: Vec<(String, String)> = env
-        .into_iter()
-        .map(|(k, v)| (k.trim_start_matches("WARREN_").to_lowercase(), v))
-        .collect();
-    pairs.push((
-        "namespace".into(),
-        format!(
-            "it-sealed-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
-    ));
-    let pairs: Vec<(&str, String)> = pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let settings = warren_core::Settings::load(None, &pairs).expect("settings");
-    let objects = Objects::open(&settings)
-        .unwrap()
-        .expect("a store_url is set");
+    let objects = objects_of(env, &[]);
     let frame: Vec<u8> = (0..(3 * warren_core::store::upload::PART_BYTES + 3))
         .map(|i| (i % 251) as u8)
         .collect();
@@ -442,23 +448,12 @@ async fn sealed_as_made(env: Vec<(String, String)>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_stores_cache_keeps_what_was_written_within_its_bound() {
     let cache_dir = store_dir("cache");
-    let mut pairs: Vec<(String, String)> = s3_env()
-        .into_iter()
-        .map(|(k, v)| (k.trim_start_matches("WARREN_").to_lowercase(), v))
-        .collect();
-    pairs.push(("namespace".into(), "it-cache".into()));
-    let uncached: Vec<(&str, String)> =
-        pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let mut cached = uncached.clone();
-    cached.push(("cache_bytes", (50u64 << 20).to_string()));
-    cached.push(("cache_dir", cache_dir.display().to_string()));
-    let open = |pairs: &[(&str, String)]| {
-        let settings = warren_core::Settings::load(None, pairs).expect("settings");
-        Objects::open(&settings)
-            .unwrap()
-            .expect("a store_url is set")
-    };
-    let (objects, store_only) = (open(&cached), open(&uncached));
+    let env = s3_env();
+    let cache = [
+        ("cache_bytes", (50u64 << 20).to_string()),
+        ("cache_dir", cache_dir.display().to_string()),
+    ];
+    let (objects, store_only) = (objects_of(env.clone(), &cache), objects_of(env, &[]));
     assert!(objects.cache().is_some() && store_only.cache().is_none());
     let value = |seed: u8| {
         let frame = vec![seed; 20 << 20];
