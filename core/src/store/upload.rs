@@ -7,8 +7,9 @@
 //! to the right name is a request per 5 GiB, and a crash between the copy
 //! and the delete leaks the temporary object. So the value is made twice
 //! instead: once into nothing, for its hash and length (BLAKE3 runs at
-//! gigabytes a second, a small part of an upload's time), then into a
-//! multipart upload under its own name, in parts of [`PART_BYTES`] with at
+//! gigabytes a second, a small part of an upload's time; a value of one
+//! part is kept from this first making and sent with one `PUT`), then into
+//! a multipart upload under its own name, in parts of [`PART_BYTES`] with at
 //! most [`PARTS_IN_FLIGHT`] on the way. An object appears only when its
 //! upload completes, so a writer that dies leaves no partial value under
 //! the name (only parts, which a bucket's lifecycle rule for incomplete
@@ -53,22 +54,27 @@ impl Objects {
             .map_err(|e| self.failed_io("(new)", e))?;
             return Ok((sealed, hash));
         }
-        let (len, hash) = seal(&mut std::io::sink()).map_err(|e| self.failed_io("(new)", e))?;
+        // The first making keeps a value of one part (then it is the only
+        // one, and a single PUT stores it), and only hashes a bigger one.
+        let mut first = Small::default();
+        let (len, hash) = seal(&mut first).map_err(|e| self.failed_io("(new)", e))?;
         if !is_hash(&hash) {
             let e = std::io::Error::other(format!("{hash:?} is not a value's name"));
             return Err(self.failed_io("(new)", e));
         }
         let path = self.path(&hash);
+        if !first.over {
+            let whole = bytes::Bytes::from(first.whole.unwrap_or_default());
+            rt.block_on(self.store().put(&path, PutPayload::from(whole.clone())))
+                .map_err(|e| self.failed(e))?;
+            if let Some(cache) = self.cache() {
+                cache.keep(&hash, &whole);
+            }
+            return Ok((len, hash));
+        }
         if let Ok(meta) = rt.block_on(self.store().head(&path))
             && meta.size == len
         {
-            return Ok((len, hash));
-        }
-        if len <= PART_BYTES as u64 {
-            let mut whole = Vec::with_capacity(len as usize);
-            seal(&mut whole).map_err(|e| self.failed_io(&hash, e))?;
-            rt.block_on(self.store().put(&path, PutPayload::from(whole)))
-                .map_err(|e| self.failed(e))?;
             return Ok((len, hash));
         }
         let upload = rt
@@ -146,6 +152,33 @@ impl<W: Write> Write for Tee<'_, '_, W> {
             self.file = None;
         }
         Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The first making of a value: kept whole while it fits in one part,
+/// else only counted on (its hash is all that is wanted of it).
+#[derive(Default)]
+struct Small {
+    whole: Option<Vec<u8>>,
+    over: bool,
+}
+
+impl Write for Small {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.over {
+            let whole = self.whole.get_or_insert_with(Vec::new);
+            if whole.len() + buf.len() <= PART_BYTES {
+                whole.extend_from_slice(buf);
+            } else {
+                self.whole = None;
+                self.over = true;
+            }
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -406,6 +406,30 @@ async fn sealed_as_made(env: Vec<(String, String)>) {
     assert_eq!(put(|_, _| Ok(())).await.unwrap().unwrap(), made, "again");
     objects.delete(&want.hash).await.unwrap();
 
+    // One part's worth: kept from the first making, stored with one PUT.
+    let small = envelope::seal(Kind::Data, "value", b"{}", &[&frame[..1 << 20]], None).unwrap();
+    let r = BlobRef::of(&small);
+    let (objects2, rt, bytes) = (
+        objects.clone(),
+        tokio::runtime::Handle::current(),
+        small.clone(),
+    );
+    let stored_small = tokio::task::spawn_blocking(move || {
+        objects2.put_sealed(&rt, &mut |out| {
+            out.write_all(&bytes)?;
+            Ok((bytes.len() as u64, BlobRef::of(&bytes).hash))
+        })
+    })
+    .await
+    .unwrap()
+    .expect("stored");
+    assert_eq!(stored_small, (r.size, r.hash.clone()));
+    assert_eq!(
+        objects.get(&r.hash).await.unwrap().as_deref(),
+        Some(&small[..])
+    );
+    objects.delete(&r.hash).await.unwrap();
+
     // Cut short on the last making (S3's upload; a directory's only one).
     let last = if objects.dir().is_some() { 1 } else { 2 };
     let failed = put(if last == 1 {
