@@ -189,16 +189,21 @@ impl Store {
     /// The bytes `r` names; an error if they are gone (expired, forgotten)
     /// or are not the bytes the reference names.
     pub async fn get_blob(&self, r: &BlobRef) -> Result<Vec<u8>> {
+        // The object store checks what it reads (`Objects::get`); only
+        // Redis's bytes are checked here, so no value is hashed twice.
         let bytes = match &self.objects {
             Some(objects) if lives_in_objects(r.size, self.inline_max) => {
-                match objects.get(&r.hash).await? {
-                    Some(b) => Some(Vec::from(b)),
+                match objects.get(r).await? {
+                    Some(b) => return Ok(Vec::from(b)),
                     None => self.redis_blob(r).await?,
                 }
             }
             Some(objects) => match self.redis_blob(r).await? {
                 Some(b) => Some(b),
-                None => objects.get(&r.hash).await?.map(Vec::from),
+                None => match objects.get(r).await? {
+                    Some(b) => return Ok(Vec::from(b)),
+                    None => None,
+                },
             },
             None => self.redis_blob(r).await?,
         };

@@ -258,21 +258,31 @@ impl Objects {
         Ok(())
     }
 
-    /// The bytes stored under `hash`, or `None` if there are none (from the
-    /// cache, if it has them whole). The caller checks them against the
-    /// hash.
-    pub async fn get(&self, hash: &str) -> Result<Option<Bytes>> {
+    /// The bytes of value `r`, checked against it, or `None` if there are
+    /// none: from the cache if it has them (its read checks them), else
+    /// from the store, checked once here, so the caller hashes nothing again
+    /// and the cache keeps them without hashing them a third time. Bytes
+    /// that are not `r`'s are an error naming the value.
+    pub async fn get(&self, r: &BlobRef) -> Result<Option<Bytes>> {
         if let Some(cache) = self.cache.clone() {
-            let name = hash.to_string();
+            let name = r.hash.clone();
             let cached = tokio::task::spawn_blocking(move || cache.read(&name)).await;
-            if let Ok(Some(bytes)) = cached {
+            if let Ok(Some(bytes)) = cached
+                && bytes.len() as u64 == r.size
+            {
                 return Ok(Some(Bytes::from(bytes)));
             }
         }
-        match self.store.get(&self.path(hash)).await {
+        match self.store.get(&self.path(&r.hash)).await {
             Ok(got) => {
                 let bytes = got.bytes().await.map_err(|e| self.failed(e))?;
-                self.cache_later(hash, bytes.clone());
+                if !r.matches(&bytes) {
+                    return Err(Error::Script(r.changed("")));
+                }
+                if let Some(cache) = self.cache.clone() {
+                    let (hash, bytes) = (r.hash.clone(), bytes.clone());
+                    tokio::task::spawn_blocking(move || cache.keep(&hash, &bytes));
+                }
                 Ok(Some(bytes))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -281,7 +291,9 @@ impl Objects {
     }
 
     /// Keeps `bytes` in the cache, if there is one and they are the value
-    /// `hash`, off the caller's path (a cache write is never waited for).
+    /// `hash` (a caller's hash is checked: a wrong one must not name a
+    /// cached file), off the caller's path (a cache write is never waited
+    /// for).
     fn cache_later(&self, hash: &str, bytes: Bytes) {
         if let Some(cache) = self.cache.clone() {
             let hash = hash.to_string();
@@ -508,13 +520,14 @@ mod tests {
         };
         let objects = Objects::open(&settings).unwrap().unwrap();
         let hash = blake3::hash(b"big").to_hex().to_string();
-        assert_eq!(objects.get(&hash).await.unwrap(), None);
+        let big = BlobRef::of(b"big");
+        assert_eq!(objects.get(&big).await.unwrap(), None);
         objects
             .put(&hash, Bytes::from_static(b"big"))
             .await
             .unwrap();
         assert_eq!(
-            objects.get(&hash).await.unwrap().as_deref(),
+            objects.get(&big).await.unwrap().as_deref(),
             Some(&b"big"[..])
         );
         let blobs = dir.join("ns").join("blobs");
@@ -537,24 +550,25 @@ mod tests {
         assert_eq!(read(&other), Err("missing"));
         std::fs::write(blobs.join(&other.hash), b"bug").unwrap();
         assert_eq!(read(&other), Err("changed"));
+        let refused = objects.get(&other).await.unwrap_err().to_string();
+        assert!(refused.contains("are not the value's"), "{refused}");
         std::fs::write(blobs.join(&other.hash), b"bags").unwrap();
         assert_eq!(read(&other), Err("changed size"));
         std::fs::remove_file(blobs.join(&other.hash)).unwrap();
         // What a writer killed mid-write leaves: a temporary file, which no
         // reader takes for the value and the sweep removes.
-        let other = blake3::hash(b"cut").to_hex().to_string();
         std::fs::write(blobs.join("new#w1-0"), b"cu").unwrap();
-        assert_eq!(objects.get(&other).await.unwrap(), None);
+        assert_eq!(objects.get(&BlobRef::of(b"cut")).await.unwrap(), None);
         // Written just now: not older than an hour, so kept.
         assert_eq!(
             objects.sweep(Duration::from_secs(3600), 10).await.unwrap(),
             0
         );
-        assert!(objects.get(&hash).await.unwrap().is_some());
+        assert!(objects.get(&big).await.unwrap().is_some());
         // Older than "no time at all" only once a second has passed.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(objects.sweep(Duration::ZERO, 10).await.unwrap(), 2);
-        assert_eq!(objects.get(&hash).await.unwrap(), None);
+        assert_eq!(objects.get(&big).await.unwrap(), None);
         assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -92,9 +92,9 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
     let objects = Objects::open(&c.settings)
         .expect("the store opens")
         .expect("a store_url is set");
-    let stored = |hash: String| {
-        let objects = objects.clone();
-        async move { objects.get(&hash).await.expect("the store answers") }
+    let stored = |r: &BlobRef| {
+        let (objects, r) = (objects.clone(), r.clone());
+        async move { objects.get(&r).await.expect("the store answers") }
     };
     let mut redis = redis::Client::open(c.settings.redis_url.as_str())
         .unwrap()
@@ -107,7 +107,7 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
     let frame: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
     let big = envelope::seal(Kind::Data, "value", b"{}", &[frame.as_slice()], None).unwrap();
     let r = client.put_blob(big.clone()).await.unwrap();
-    assert_eq!(stored(r.hash.clone()).await.as_deref(), Some(&big[..]));
+    assert_eq!(stored(&r).await.as_deref(), Some(&big[..]));
     let in_redis: bool = redis.exists(format!("{ns}:blob:{}", r.hash)).await.unwrap();
     assert!(!in_redis, "a big value must not be in Redis");
     assert_eq!(client.get_blob(&r).await.unwrap(), big);
@@ -126,7 +126,7 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
 
     // At most inline_max_bytes: in Redis, not in the store.
     let small = client.put_blob(&b"small"[..]).await.unwrap();
-    assert_eq!(stored(small.hash.clone()).await, None);
+    assert_eq!(stored(&small).await, None);
     let in_redis: bool = redis
         .exists(format!("{ns}:blob:{}", small.hash))
         .await
@@ -197,7 +197,7 @@ async fn big_values_go_to_the_store(mut env: Vec<(String, String)>) {
     // The scheduler sweeps objects older than result_ttl_secs (4 s here,
     // so it sweeps every 4 s): within 15 s the object is gone.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while stored(r.hash.clone()).await.is_some() {
+    while stored(&r).await.is_some() {
         assert!(
             Instant::now() < deadline,
             "the scheduler did not sweep an object older than result_ttl_secs"
@@ -246,8 +246,8 @@ async fn forgotten_values_leave_the_store(env: Vec<(String, String)>) {
         .expect("the store opens")
         .expect("a store_url is set");
     let stored = |r: &BlobRef| {
-        let (objects, hash) = (objects.clone(), r.hash.clone());
-        async move { objects.get(&hash).await.expect("the store answers") }
+        let (objects, r) = (objects.clone(), r.clone());
+        async move { objects.get(&r).await.expect("the store answers") }
     };
     let store = Store::connect(&c.settings).await.expect("Redis answers");
     let reap = || {
@@ -401,7 +401,7 @@ async fn sealed_as_made(env: Vec<(String, String)>) {
     };
     let made = put(|_, _| Ok(())).await.unwrap().expect("stored");
     assert_eq!(made, (want.size, want.hash.clone()));
-    let stored = objects.get(&want.hash).await.unwrap();
+    let stored = objects.get(&want).await.unwrap();
     assert_eq!(stored.as_deref(), Some(&whole[..]), "the envelope, whole");
     assert_eq!(put(|_, _| Ok(())).await.unwrap().unwrap(), made, "again");
     objects.delete(&want.hash).await.unwrap();
@@ -424,10 +424,7 @@ async fn sealed_as_made(env: Vec<(String, String)>) {
     .unwrap()
     .expect("stored");
     assert_eq!(stored_small, (r.size, r.hash.clone()));
-    assert_eq!(
-        objects.get(&r.hash).await.unwrap().as_deref(),
-        Some(&small[..])
-    );
+    assert_eq!(objects.get(&r).await.unwrap().as_deref(), Some(&small[..]));
     objects.delete(&r.hash).await.unwrap();
 
     // Cut short on the last making (S3's upload; a directory's only one).
@@ -446,7 +443,7 @@ async fn sealed_as_made(env: Vec<(String, String)>) {
         failed.is_err_and(|e| e.to_string().contains("cut short")),
         "the error is the seal's"
     );
-    assert_eq!(objects.get(&want.hash).await.unwrap(), None, "no object");
+    assert_eq!(objects.get(&want).await.unwrap(), None, "no object");
     if last == 2 {
         // Other bytes the second time: refused, nothing under either name.
         let changed = put(|call, made| {
@@ -461,7 +458,7 @@ async fn sealed_as_made(env: Vec<(String, String)>) {
             changed.is_err_and(|e| e.to_string().contains("changed while it was written")),
             "a value made differently twice is refused"
         );
-        assert_eq!(objects.get(&want.hash).await.unwrap(), None, "no object");
+        assert_eq!(objects.get(&want).await.unwrap(), None, "no object");
     }
 }
 
@@ -500,11 +497,8 @@ async fn an_s3_stores_cache_keeps_what_was_written_within_its_bound() {
     put_sealed(a.clone()).await.unwrap().expect("stored");
     assert!(cache_dir.join(&ra.hash).exists(), "kept as it was written");
     store_only.delete(&ra.hash).await.unwrap();
-    assert_eq!(store_only.get(&ra.hash).await.unwrap(), None);
-    assert_eq!(
-        objects.get(&ra.hash).await.unwrap().as_deref(),
-        Some(&a[..])
-    );
+    assert_eq!(store_only.get(&ra).await.unwrap(), None);
+    assert_eq!(objects.get(&ra).await.unwrap().as_deref(), Some(&a[..]));
 
     // A changed file is a miss: the store's bytes, and the file forgotten.
     store_only
@@ -514,10 +508,7 @@ async fn an_s3_stores_cache_keeps_what_was_written_within_its_bound() {
     let mut changed = a.clone();
     changed[10] ^= 1;
     std::fs::write(cache_dir.join(&ra.hash), &changed).unwrap();
-    assert_eq!(
-        objects.get(&ra.hash).await.unwrap().as_deref(),
-        Some(&a[..])
-    );
+    assert_eq!(objects.get(&ra).await.unwrap().as_deref(), Some(&a[..]));
 
     // Three values of 20 MiB in a cache of 50: the oldest goes.
     for seed in 2..5 {
