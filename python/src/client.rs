@@ -17,11 +17,12 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc};
-use warren_client::{Error, SubmitOptions, Terminal, WaitMode};
+use warren_client::{Error, Terminal, WaitMode};
 use warren_core::Settings;
 use warren_core::store::blobs::BlobRef;
 
 use crate::blocking::{released, runtime, wait};
+use crate::publishing::{Publishing, Submission};
 use crate::puts::Puts;
 use crate::{UnservedFunction, WarrenError};
 
@@ -239,52 +240,54 @@ impl Client {
         retry: Option<String>,
         concurrency_key: Option<String>,
     ) -> PyResult<Vec<String>> {
-        let retry = retry
-            .map(|text| {
-                serde_json::from_str::<warren_core::timing::RetryPolicy>(&text)
-                    .map_err(|e| PyValueError::new_err(format!("retry policy: {e}")))
-            })
-            .transpose()?;
-        if !keys.is_empty() && keys.len() != arg_lists.len() {
-            return Err(PyValueError::new_err(format!(
-                "{} keys for {} tasks",
-                keys.len(),
-                arg_lists.len()
-            )));
-        }
-        let lists = arg_lists
-            .iter()
-            .map(|a| match serde_json::from_str::<Value>(a) {
-                Ok(Value::Array(v)) => Ok(v),
-                Ok(_) => Err(PyValueError::new_err("arguments must be a JSON array")),
-                Err(e) => Err(PyValueError::new_err(format!(
-                    "arguments are not JSON: {e}"
-                ))),
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let opts = SubmitOptions {
-            key: None,
+        let options = Submission::new(
             pure,
-            queue,
             retries,
-            timeout_secs: timeout,
             priority,
-            delay: delay_ms.map(std::time::Duration::from_millis),
+            queue,
+            timeout,
+            delay_ms,
             at_ms,
             retry,
             concurrency_key,
-            detach: false,
-        };
-        let mut keys = keys;
-        keys.resize(lists.len(), None);
-        let calls: Vec<(Vec<Value>, Option<String>)> = lists.into_iter().zip(keys).collect();
-        let (client, puts) = (self.inner.clone(), self.puts.clone());
-        let keys = wait(py, async move {
-            puts.settle().await?;
-            let fs = client.map_with_keys(&func, calls, &opts).await?;
-            Ok(fs.iter().map(|f| f.key().to_string()).collect())
-        })?;
-        keys.map_err(to_py)
+        )?;
+        let job = options.publish(&self.inner, &self.puts, func, arg_lists, keys)?;
+        wait(py, job)?.map_err(to_py)
+    }
+
+    /// [`Client::submit`], published in the background: returns at once,
+    /// and the `Publishing`'s `keys()` waits for the keys. `map` publishes
+    /// its batches so while it seals the next (see [`crate::publishing`]).
+    #[pyo3(signature = (func, arg_lists, keys, pure, retries, priority, queue, timeout, delay_ms=None, at_ms=None, retry=None, concurrency_key=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn submit_later(
+        &self,
+        func: String,
+        arg_lists: Vec<String>,
+        keys: Vec<Option<String>>,
+        pure: bool,
+        retries: u32,
+        priority: i64,
+        queue: Option<String>,
+        timeout: Option<f64>,
+        delay_ms: Option<u64>,
+        at_ms: Option<u64>,
+        retry: Option<String>,
+        concurrency_key: Option<String>,
+    ) -> PyResult<Publishing> {
+        let options = Submission::new(
+            pure,
+            retries,
+            priority,
+            queue,
+            timeout,
+            delay_ms,
+            at_ms,
+            retry,
+            concurrency_key,
+        )?;
+        let job = options.publish(&self.inner, &self.puts, func, arg_lists, keys)?;
+        Ok(Publishing::start(job))
     }
 
     /// Fails unless a live worker consuming `queue` runs `func`.

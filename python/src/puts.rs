@@ -29,6 +29,11 @@ pub const IN_FLIGHT: u64 = 256 << 20;
 #[derive(Default)]
 pub struct Puts {
     pending: Mutex<VecDeque<Put>>,
+    /// Held by a [`Puts::settle`] while it waits: a settle that finds the
+    /// stores it must wait for already taken by another one waits for that
+    /// one to end (batches of a `map` settle concurrently, see
+    /// [`crate::publishing`]).
+    settling: tokio::sync::Mutex<()>,
 }
 
 struct Put {
@@ -65,9 +70,10 @@ impl Puts {
         }
     }
 
-    /// Waits until every store started has ended; the first error, if one
-    /// failed (the others are still waited for).
+    /// Waits until every store started before this call has ended; the
+    /// first error, if one failed (the others are still waited for).
     pub async fn settle(&self) -> Result<(), Error> {
+        let _turn = self.settling.lock().await;
         let taken: Vec<Put> = self.lock().drain(..).collect();
         let mut first = Ok(());
         for put in taken {

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -200,6 +201,29 @@ def test_a_maps_arguments_are_stored_in_the_background_and_all_before_it_is_sent
         aside.rename(blobs)
     # The client goes on: the next call stores and runs.
     assert c.submit(lambda a: float(a.sum()), np.ones(MIB), pure=False).result(timeout=60) == MIB
+
+
+def test_a_map_of_stored_values_starts_early_and_fails_whole(stack):
+    """``map`` publishes calls whose arguments are stored values in growing
+    batches, so the first tasks are sent while later arguments are still
+    sealed; an argument that cannot be sent still fails the whole ``map``:
+    the batches already published are cancelled."""
+    c = stack.client()
+    arrays = [np.full(MIB // 8, float(i)) for i in range(24)]  # 1 MiB each
+    before = submitted(c)
+    fs = c.map(lambda a: float(a[0]), arrays, pure=False)
+    assert c.gather(fs) == [float(i) for i in range(24)]
+    assert submitted(c) - before == 24
+    keys = [f"early-{i}-{time.time_ns()}" for i in range(5)]
+    unsendable = threading.Lock()
+    before = submitted(c)
+    with pytest.raises(TypeError, match="lock"):
+        c.map(lambda a: a, [*arrays[:4], unsendable], key=keys, delay=120)
+    # The first batch (2 MiB of values) was published before the lock was
+    # met, and is cancelled; the rest was never sent.
+    c._rust.flush()
+    assert submitted(c) - before == 2
+    assert [s for s, _ in c._rust.statuses(keys[:2])] == ["cancelled", "cancelled"]
 
 
 def submitted(c) -> int:  # noqa: ANN001

@@ -9,6 +9,7 @@ reprs.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -31,6 +32,7 @@ from . import (
     _schedules,
     _signing,
     _timing,
+    _warren,
 )
 from ._cluster import LocalCluster, setting_text
 from ._errors import UnservedFunction
@@ -43,6 +45,12 @@ __all__ = ["CancelledError", "Client", "Future", "TaskLogs"]
 #: directory's file, an S3 upload) rather than into memory first (see
 #: ``Client._store_sealed``).
 _SEALED_INTO_FILE = 16 * 1024 * 1024
+
+#: ``map`` publishes the calls prepared so far once their stored values
+#: reach this many bytes, then twice as many each time, up to the last: the
+#: first tasks start early, and a big map is still a few batches.
+_FIRST_BATCH_BYTES = 2 * 1024 * 1024
+_LAST_BATCH_BYTES = 32 * 1024 * 1024
 
 #: A stored function is stored again after this long (values live
 #: ``result_ttl_secs``, a day by default).
@@ -134,6 +142,8 @@ class Client:
         self._stored: dict[str, float] = {}
         self._served: set[_Resolved] = set()
         self._served_lock = threading.Lock()
+        #: Bytes of values stored since the last submit (see `map`).
+        self._stored_bytes = 0
         if forward_output is None:
             from ._progress import _in_notebook
 
@@ -232,7 +242,10 @@ class Client:
     ) -> list[Future]:
         """One task per item (several iterables are zipped, as in ``map``);
         ``kwargs`` go to every call. ``key``: a list of keys, one per task.
-        The other options are :meth:`submit`'s, for every task."""
+        The other options are :meth:`submit`'s, for every task. Calls with
+        big arguments (arrays) start while later ones are prepared; an
+        argument that cannot be sent still fails the whole ``map``, and the
+        tasks already sent are cancelled."""
         if not iterables:
             raise TypeError("map() needs at least one iterable of arguments")
         target = self._resolve(fn, queue, allow_unserved)
@@ -249,22 +262,55 @@ class Client:
         elif key is not None:
             raise TypeError("map(key=...) takes a list of keys, one per task")
         stored: dict[int, dict[str, Any]] = {}
-        calls = [
-            _calls.prepare(self, fn, target.name, args, kwargs, pure, k, stored)
-            for args, k in zip(items, keys, strict=True)
-        ]
-        made = self._rust.submit(
-            target.name,
-            [c.args for c in calls],
-            [c.key for c in calls],
-            pure,
-            retries,
-            priority,
-            target.queue,
-            timeout,
-            concurrency_key=concurrency_key,
-            **when,
-        )
+
+        def publish(calls: list[_calls.Call]) -> _warren.Publishing:
+            self._stored_bytes = 0
+            return self._rust.submit_later(
+                target.name,
+                [c.args for c in calls],
+                [c.key for c in calls],
+                pure,
+                retries,
+                priority,
+                target.queue,
+                timeout,
+                concurrency_key=concurrency_key,
+                **when,
+            )
+
+        # Calls whose arguments are stored values (arrays, say) are
+        # published in growing batches as they are prepared, in the
+        # background, so workers start on the first while the client seals
+        # the rest (issue 32's array row); calls of JSON arguments store
+        # nothing and go in one batch.
+        batches: list[_warren.Publishing] = []
+        calls: list[_calls.Call] = []
+        publish_at = _FIRST_BATCH_BYTES
+        self._stored_bytes = 0
+        failed: BaseException | None = None
+        try:
+            for args, k in zip(items, keys, strict=True):
+                calls.append(_calls.prepare(self, fn, target.name, args, kwargs, pure, k, stored))
+                if self._stored_bytes >= publish_at:
+                    batches.append(publish(calls))
+                    calls = []
+                    publish_at = min(2 * publish_at, _LAST_BATCH_BYTES)
+            if calls or not batches:
+                batches.append(publish(calls))
+        except BaseException as e:
+            failed = e
+        made: list[str] = []
+        for batch in batches:
+            try:
+                made += batch.keys()
+            except BaseException as e:
+                failed = failed or e
+        if failed is not None:
+            # An argument that cannot be sent fails the whole map, as it did
+            # before batches: what was already published is cancelled.
+            if made:
+                self._rust.cancel(made)
+            raise failed
         self._watch(made)
         return [Future(k, self) for k in made]
 
@@ -378,6 +424,7 @@ class Client:
         size = _envelopes.at_least(header, frames)
         if objects is not None and size >= _SEALED_INTO_FILE and objects.holds(size):
             digest, size = self._keys.seal_to(objects, kind, purpose, header, frames)
+            self._stored_bytes += size
             return {_refs.BLOB: digest, "size": size}
         return self._put_blob_later(self._keys.seal(kind, purpose, header, frames))
 
@@ -385,6 +432,7 @@ class Client:
         """``data``'s reference, while it is stored in the background: the
         next message this client publishes waits until it is stored."""
         digest, size = self._rust.put_blob_later(data)
+        self._stored_bytes += size
         return {_refs.BLOB: digest, "size": size}
 
     def _load(self, payload: str) -> Any:
@@ -450,7 +498,8 @@ class Client:
         order is raised (``errors="skip"`` leaves failed ones out of lists
         and sets). An iterator gives an iterator of values, gathered as it is
         read (as dask's does). ``direct`` changes nothing: values come from
-        Redis, never from a worker."""
+        Redis or the object store, never from a worker; big ones are read as
+        their tasks end, while later ones still run."""
         del direct
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
@@ -465,12 +514,47 @@ class Client:
         for f in found:
             if f._final is None:
                 by_key.setdefault(f.key, []).append(f)
+        loaded: dict[str, Any] = {}
         if by_key:
-            finals = self._rust.outcomes(list(by_key), None)
-            for same, final in zip(by_key.values(), finals, strict=True):
+            self._settle_as_they_end(by_key, loaded)
+        return _fill(futures, errors, self, loaded)
+
+    def _settle_as_they_end(self, by_key: dict[str, list[Future]], loaded: dict[str, Any]) -> None:
+        """Settles every future of ``by_key``. While the values that arrive
+        are stored ones (references, ``"$blob"``), each is read into
+        ``loaded`` as its task ends, while later tasks still run: a
+        ``gather`` of big values ends soon after the last task does, not
+        after reading every value in turn (issue 32's array row). At the
+        first small value the rest is waited for at once: a wake-up per
+        task would cost a no-op ``map`` more than reading saves."""
+        stream = self._rust.as_completed(list(by_key))
+        left = dict(by_key)
+        while left:
+            arrivals = stream.ready()
+            if not arrivals:
+                one = stream.next(None)
+                if one is None:
+                    break
+                arrivals = [one]
+            small = False
+            for key, state, payload in arrivals:
+                final = (state, payload)
+                for f in left.pop(key, ()):
+                    f._settle(final)
+                if state == "finished" and _refs.BLOB in payload:
+                    # A value that cannot be read now is read again, and its
+                    # error raised, in input order, by `_fill`.
+                    with contextlib.suppress(Exception):
+                        loaded[key] = self._load(payload)
+                else:
+                    small = True
+            if small:
+                break
+        if left:
+            finals = self._rust.outcomes(list(left), None)
+            for same, final in zip(left.values(), finals, strict=True):
                 for f in same:
                     f._settle(final)
-        return _fill(futures, errors, self)
 
     @_aio.maybe_async
     def cancel(self, futures: Iterable[Future] | Future) -> None:
@@ -617,15 +701,17 @@ def _failed(x: Any) -> bool:
     return isinstance(x, Future) and x._final is not None and x._final[0] != "finished"
 
 
-def _fill(x: Any, errors: str, client: Client) -> Any:
+def _fill(x: Any, errors: str, client: Client, loaded: dict[str, Any]) -> Any:
     if isinstance(x, Future):
         assert x._final is not None
+        if x.key in loaded and x._final[0] == "finished":
+            return loaded[x.key]
         return client._value(x.key, x._final)
     if isinstance(x, (list, tuple, set, frozenset)):
-        out = [_fill(y, errors, client) for y in x if not (errors == "skip" and _failed(y))]
+        out = [_fill(y, errors, client, loaded) for y in x if not (errors == "skip" and _failed(y))]
         if isinstance(x, (set, frozenset)):
             return type(x)(out)
         return type(x)(out) if isinstance(x, tuple) else out
     if isinstance(x, dict):
-        return {k: _fill(v, errors, client) for k, v in x.items()}
+        return {k: _fill(v, errors, client, loaded) for k, v in x.items()}
     return x
