@@ -111,7 +111,7 @@ impl Submission {
 /// The keys of a published batch, or why it was not.
 type Published = Result<Vec<String>, Error>;
 
-/// A batch being published in the background (`Client.submit_later`).
+/// A batch being published in the background (`Client.submit`).
 #[pyclass(module = "warren._warren", frozen)]
 pub struct Publishing {
     /// Taken by the one `keys()` that waits for it.

@@ -244,7 +244,7 @@ def forged_call(c, keys, marker: Path) -> warren.Future:
     )
     ref = c._put_blob(envelope)
     args = __import__("json").dumps([{"$warren_call": ref}])
-    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None)
+    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None).keys()
     return warren.Future(key, c)
 
 
@@ -260,7 +260,7 @@ def test_forged_and_unsigned_code_runs_nothing(c, tmp_path):
     relabelled = data[:5] + b"\x01" + data[6:]
     ref = c._put_blob(relabelled)
     args = __import__("json").dumps([{"$warren_call": ref}])
-    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None)
+    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None).keys()
     e = warren.Future(key, c).exception(timeout=60)
     assert e.type == "BadSignature" and "not signed" in str(e), e
     # Any flipped byte of a good one.
@@ -294,13 +294,13 @@ def test_a_stored_function_beside_a_call_envelope_is_checked_like_one_inside(c, 
     envelope, _ = _envelopes.seal_call(None, (b"x",), {}, c._keys, c._future_key)
     call = {"$warren_call": c._put_blob(envelope), "$warren_fn": fn_ref}
     args = __import__("json").dumps([call])
-    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None)
+    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None).keys()
     e = warren.Future(key, c).exception(timeout=60)
     assert e.type == "BadSignature" and "does not hold" in str(e), e
     # A registered function's task with a stored function beside it.
     mine = {"$warren_call": call["$warren_call"], "$warren_fn": c._function_ref(owned)}
     args = __import__("json").dumps([mine])
-    (key,) = c._rust.submit("funcs:echo", [args], [None], False, 0, 0, "python", None)
+    (key,) = c._rust.submit("funcs:echo", [args], [None], False, 0, 0, "python", None).keys()
     e = warren.Future(key, c).exception(timeout=60)
     assert "funcs:echo was sent a function as code" in str(e), e
     assert not marker.exists()

@@ -204,20 +204,40 @@ class Client:
             delay, at, retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on
         )
         call = _calls.prepare(self, fn, target.name, args, kwargs, pure, key)
-        keys = self._rust.submit(
-            target.name,
-            [call.args],
-            [call.key],
-            pure,
-            retries,
-            priority,
-            target.queue,
-            timeout,
-            concurrency_key=concurrency_key,
-            **when,
-        )
+        publish = self._publisher(target, pure, retries, priority, timeout, concurrency_key, when)
+        keys = publish([call]).keys()
         self._watch(keys)
         return Future(keys[0], self)
+
+    def _publisher(
+        self,
+        target: _Resolved,
+        pure: bool,
+        retries: int,
+        priority: int,
+        timeout: float | None,
+        concurrency_key: str | None,
+        when: dict[str, Any],
+    ) -> Callable[[list[_calls.Call]], _warren.Publishing]:
+        """What publishes a batch of calls to ``target`` with these options,
+        in the background (its ``keys()`` waits)."""
+
+        def publish(calls: list[_calls.Call]) -> _warren.Publishing:
+            self._stored_bytes = 0
+            return self._rust.submit(
+                target.name,
+                [c.args for c in calls],
+                [c.key for c in calls],
+                pure,
+                retries,
+                priority,
+                target.queue,
+                timeout,
+                concurrency_key=concurrency_key,
+                **when,
+            )
+
+        return publish
 
     def map(
         self,
@@ -263,20 +283,7 @@ class Client:
             raise TypeError("map(key=...) takes a list of keys, one per task")
         stored: dict[int, dict[str, Any]] = {}
 
-        def publish(calls: list[_calls.Call]) -> _warren.Publishing:
-            self._stored_bytes = 0
-            return self._rust.submit_later(
-                target.name,
-                [c.args for c in calls],
-                [c.key for c in calls],
-                pure,
-                retries,
-                priority,
-                target.queue,
-                timeout,
-                concurrency_key=concurrency_key,
-                **when,
-            )
+        publish = self._publisher(target, pure, retries, priority, timeout, concurrency_key, when)
 
         # Calls whose arguments are stored values (arrays, say) are
         # published in growing batches as they are prepared, in the
@@ -386,7 +393,7 @@ class Client:
             args.append(json.dumps([arg], separators=(",", ":")))
             prefix = re.sub(r"[^A-Za-z0-9_.-]", "", type(v).__name__) or "value"
             keys.append(_calls.make_key(prefix, hashed, token))
-        made = self._rust.submit(_calls.VALUE_FUNC, args, keys, True, 0, 0, None, timeout)
+        made = self._rust.submit(_calls.VALUE_FUNC, args, keys, True, 0, 0, None, timeout).keys()
         return [Future(k, self) for k in made]
 
     # -- values --------------------------------------------------------

@@ -81,21 +81,6 @@ class Client:
         at_ms: int | None = None,
         retry: str | None = None,
         concurrency_key: str | None = None,
-    ) -> list[str]: ...
-    def submit_later(
-        self,
-        func: str,
-        arg_lists: list[str],
-        keys: list[str | None],
-        pure: bool,
-        retries: int,
-        priority: int,
-        queue: str | None,
-        timeout: float | None,
-        delay_ms: int | None = None,
-        at_ms: int | None = None,
-        retry: str | None = None,
-        concurrency_key: str | None = None,
     ) -> Publishing: ...
     def check_served(self, func: str, queue: str) -> None: ...
     def add_schedule(
