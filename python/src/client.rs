@@ -217,41 +217,18 @@ impl Client {
         warren_core::settings::redact_url(&self.inner.settings().redis_url)
     }
 
-    /// Submits `func` once per argument list (JSON arrays), published in
-    /// the background (see [`crate::publishing`]): returns at once, and the
-    /// `Publishing`'s `keys()` waits for the keys (or the error).
-    /// `keys` names each task's future where given (else warren's pure or
-    /// random key), one per argument list or none at all.
-    /// `delay_ms`, `at_ms` and `retry` (a `timing::RetryPolicy` as JSON)
-    /// say when each task may run.
-    #[pyo3(signature = (func, arg_lists, keys, pure, retries, priority, queue, timeout, delay_ms=None, at_ms=None, retry=None, concurrency_key=None))]
-    #[allow(clippy::too_many_arguments)]
+    /// Submits `func` once per argument list (JSON arrays) with `options`,
+    /// published in the background (see [`crate::publishing`]): returns at
+    /// once, and the `Publishing`'s `keys()` waits for the keys (or the
+    /// error). `keys` names each task's future where given (else warren's
+    /// pure or random key), one per argument list or none at all.
     fn submit(
         &self,
         func: String,
         arg_lists: Vec<String>,
         keys: Vec<Option<String>>,
-        pure: bool,
-        retries: u32,
-        priority: i64,
-        queue: Option<String>,
-        timeout: Option<f64>,
-        delay_ms: Option<u64>,
-        at_ms: Option<u64>,
-        retry: Option<String>,
-        concurrency_key: Option<String>,
+        options: &Submission,
     ) -> PyResult<Publishing> {
-        let options = Submission::new(
-            pure,
-            retries,
-            priority,
-            queue,
-            timeout,
-            delay_ms,
-            at_ms,
-            retry,
-            concurrency_key,
-        )?;
         let job = options.publish(&self.inner, &self.puts, func, arg_lists, keys)?;
         Ok(Publishing::start(job))
     }

@@ -55,6 +55,7 @@ fn _warren(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<coordination::Coordination>()?;
     m.add_class::<output::OutputStream>()?;
     m.add_class::<publishing::Publishing>()?;
+    m.add_class::<publishing::Submission>()?;
     m.add_class::<keys::Keys>()?;
     m.add_class::<objects::Objects>()?;
     m.add("BadSignature", m.py().get_type::<keys::BadSignature>())?;

@@ -25,16 +25,22 @@ use crate::blocking::{runtime, wait};
 use crate::client::to_py;
 use crate::puts::Puts;
 
-/// The options every task of one `submit` or `map` shares.
+/// The options every task of one `submit` or `map` shares, checked once
+/// when Python makes them and used for each batch it publishes.
+#[pyclass(frozen, module = "warren._warren")]
 pub struct Submission {
     opts: SubmitOptions,
 }
 
+#[pymethods]
 impl Submission {
     /// Checks the options as Python gave them; `retry` is a
-    /// `timing::RetryPolicy` as JSON.
+    /// `timing::RetryPolicy` as JSON. `delay_ms`, `at_ms` and `retry` say
+    /// when each task may run.
+    #[new]
+    #[pyo3(signature = (pure=true, retries=0, priority=0, queue=None, timeout=None, *, delay_ms=None, at_ms=None, retry=None, concurrency_key=None))]
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    fn new(
         pure: bool,
         retries: u32,
         priority: i64,
@@ -67,12 +73,14 @@ impl Submission {
             },
         })
     }
+}
 
+impl Submission {
     /// The work of publishing `func` once per argument list (JSON arrays),
     /// each named by its key where given: it settles the client's stores
     /// first. Bad arguments are refused here, before anything runs.
     pub fn publish(
-        self,
+        &self,
         client: &warren_client::Client,
         puts: &Arc<Puts>,
         func: String,
@@ -99,7 +107,7 @@ impl Submission {
         let mut keys = keys;
         keys.resize(lists.len(), None);
         let calls: Vec<(Vec<Value>, Option<String>)> = lists.into_iter().zip(keys).collect();
-        let (client, puts, opts) = (client.clone(), puts.clone(), self.opts);
+        let (client, puts, opts) = (client.clone(), puts.clone(), self.opts.clone());
         Ok(async move {
             puts.settle().await?;
             let fs = client.map_with_keys(&func, calls, &opts).await?;

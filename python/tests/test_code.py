@@ -29,6 +29,12 @@ import warren
 from warren import _envelopes, _refs, _warren
 
 
+def _publish(c: warren.Client, func: str, args: str, queue: str) -> list[str]:
+    """Publishes one call as the client's Rust half takes it, past every
+    check the Python client makes before it (a forged or relabelled call)."""
+    return c._rust.submit(func, [args], [None], _warren.Submission(False, queue=queue)).keys()
+
+
 @pytest.fixture(scope="module")
 def code_stack():
     s = Stack("code")
@@ -244,7 +250,7 @@ def forged_call(c, keys, marker: Path) -> warren.Future:
     )
     ref = c._put_blob(envelope)
     args = __import__("json").dumps([{"$warren_call": ref}])
-    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None).keys()
+    (key,) = _publish(c, "warren:call", args, "code")
     return warren.Future(key, c)
 
 
@@ -260,7 +266,7 @@ def test_forged_and_unsigned_code_runs_nothing(c, tmp_path):
     relabelled = data[:5] + b"\x01" + data[6:]
     ref = c._put_blob(relabelled)
     args = __import__("json").dumps([{"$warren_call": ref}])
-    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None).keys()
+    (key,) = _publish(c, "warren:call", args, "code")
     e = warren.Future(key, c).exception(timeout=60)
     assert e.type == "BadSignature" and "not signed" in str(e), e
     # Any flipped byte of a good one.
@@ -294,13 +300,13 @@ def test_a_stored_function_beside_a_call_envelope_is_checked_like_one_inside(c, 
     envelope, _ = _envelopes.seal_call(None, (b"x",), {}, c._keys, c._future_key)
     call = {"$warren_call": c._put_blob(envelope), "$warren_fn": fn_ref}
     args = __import__("json").dumps([call])
-    (key,) = c._rust.submit("warren:call", [args], [None], False, 0, 0, "code", None).keys()
+    (key,) = _publish(c, "warren:call", args, "code")
     e = warren.Future(key, c).exception(timeout=60)
     assert e.type == "BadSignature" and "does not hold" in str(e), e
     # A registered function's task with a stored function beside it.
     mine = {"$warren_call": call["$warren_call"], "$warren_fn": c._function_ref(owned)}
     args = __import__("json").dumps([mine])
-    (key,) = c._rust.submit("funcs:echo", [args], [None], False, 0, 0, "python", None).keys()
+    (key,) = _publish(c, "funcs:echo", args, "python")
     e = warren.Future(key, c).exception(timeout=60)
     assert "funcs:echo was sent a function as code" in str(e), e
     assert not marker.exists()

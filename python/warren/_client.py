@@ -63,6 +63,14 @@ def _default_queue(name: str) -> str:
     return PYTHON_QUEUE if ":" in name else "default"
 
 
+class _StoredBytes(threading.local):
+    """Bytes of values stored since the last publish, counted per thread:
+    two threads mapping on one client do not move each other's batch
+    boundaries (``map``)."""
+
+    bytes = 0
+
+
 class _Resolved(NamedTuple):
     name: str
     queue: str
@@ -143,7 +151,7 @@ class Client:
         self._served: set[_Resolved] = set()
         self._served_lock = threading.Lock()
         #: Bytes of values stored since the last submit (see `map`).
-        self._stored_bytes = 0
+        self._since_publish = _StoredBytes()
         if forward_output is None:
             from ._progress import _in_notebook
 
@@ -222,19 +230,20 @@ class Client:
         """What publishes a batch of calls to ``target`` with these options,
         in the background (its ``keys()`` waits)."""
 
+        options = _warren.Submission(
+            pure,
+            retries,
+            priority,
+            target.queue,
+            timeout,
+            concurrency_key=concurrency_key,
+            **when,
+        )
+
         def publish(calls: list[_calls.Call]) -> _warren.Publishing:
-            self._stored_bytes = 0
+            self._since_publish.bytes = 0
             return self._rust.submit(
-                target.name,
-                [c.args for c in calls],
-                [c.key for c in calls],
-                pure,
-                retries,
-                priority,
-                target.queue,
-                timeout,
-                concurrency_key=concurrency_key,
-                **when,
+                target.name, [c.args for c in calls], [c.key for c in calls], options
             )
 
         return publish
@@ -293,12 +302,12 @@ class Client:
         batches: list[_warren.Publishing] = []
         calls: list[_calls.Call] = []
         publish_at = _FIRST_BATCH_BYTES
-        self._stored_bytes = 0
+        self._since_publish.bytes = 0
         failed: BaseException | None = None
         try:
             for args, k in zip(items, keys, strict=True):
                 calls.append(_calls.prepare(self, fn, target.name, args, kwargs, pure, k, stored))
-                if self._stored_bytes >= publish_at:
+                if self._since_publish.bytes >= publish_at:
                     batches.append(publish(calls))
                     calls = []
                     publish_at = min(2 * publish_at, _LAST_BATCH_BYTES)
@@ -393,7 +402,8 @@ class Client:
             args.append(json.dumps([arg], separators=(",", ":")))
             prefix = re.sub(r"[^A-Za-z0-9_.-]", "", type(v).__name__) or "value"
             keys.append(_calls.make_key(prefix, hashed, token))
-        made = self._rust.submit(_calls.VALUE_FUNC, args, keys, True, 0, 0, None, timeout).keys()
+        options = _warren.Submission(timeout=timeout)
+        made = self._rust.submit(_calls.VALUE_FUNC, args, keys, options).keys()
         return [Future(k, self) for k in made]
 
     # -- values --------------------------------------------------------
@@ -431,7 +441,7 @@ class Client:
         size = _envelopes.at_least(header, frames)
         if objects is not None and size >= _SEALED_INTO_FILE and objects.holds(size):
             digest, size = self._keys.seal_to(objects, kind, purpose, header, frames)
-            self._stored_bytes += size
+            self._since_publish.bytes += size
             return {_refs.BLOB: digest, "size": size}
         return self._put_blob_later(self._keys.seal(kind, purpose, header, frames))
 
@@ -439,7 +449,7 @@ class Client:
         """``data``'s reference, while it is stored in the background: the
         next message this client publishes waits until it is stored."""
         digest, size = self._rust.put_blob_later(data)
-        self._stored_bytes += size
+        self._since_publish.bytes += size
         return {_refs.BLOB: digest, "size": size}
 
     def _load(self, payload: str) -> Any:

@@ -60,6 +60,21 @@ class Coordination:
 class Publishing:
     def keys(self) -> list[str]: ...
 
+class Submission:
+    def __init__(
+        self,
+        pure: bool = True,
+        retries: int = 0,
+        priority: int = 0,
+        queue: str | None = None,
+        timeout: float | None = None,
+        *,
+        delay_ms: int | None = None,
+        at_ms: int | None = None,
+        retry: str | None = None,
+        concurrency_key: str | None = None,
+    ) -> None: ...
+
 class Client:
     namespace: str
     amqp_url: str
@@ -72,15 +87,7 @@ class Client:
         func: str,
         arg_lists: list[str],
         keys: list[str | None],
-        pure: bool,
-        retries: int,
-        priority: int,
-        queue: str | None,
-        timeout: float | None,
-        delay_ms: int | None = None,
-        at_ms: int | None = None,
-        retry: str | None = None,
-        concurrency_key: str | None = None,
+        options: Submission,
     ) -> Publishing: ...
     def check_served(self, func: str, queue: str) -> None: ...
     def add_schedule(
