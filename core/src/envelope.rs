@@ -10,14 +10,23 @@
 //! holds its bytes.
 //!
 //! The layout is length-prefixed throughout, and the MAC covers every byte
-//! before it, the kind and purpose included:
+//! before it (the body), the kind and purpose included:
 //!
 //! ```text
-//! "WRNE" | version 2 | kind (0 data, 1 pickle) | purpose (u8 length, ASCII)
+//! "WRNE" | version 3 | kind (0 data, 1 pickle) | purpose (u8 length, ASCII)
 //!        | key id (8 bytes, zeros when unsigned)
 //!        | header (u32 length, JSON) | frames (u32 count, then u64 length and bytes each)
-//!        | MAC (32 bytes, keyed BLAKE3 under the key's subkey for the purpose; signed only)
+//!        | MAC (32 bytes; signed only)
 //! ```
+//!
+//! The MAC is keyed BLAKE3, under the key's subkey for the purpose, of the
+//! body's plain BLAKE3 hash (version 3; version 2 keyed the whole body).
+//! Why over the hash: a stored value is named by the BLAKE3 hash of all its
+//! bytes, and BLAKE3 is a tree hash whose state after the body can be
+//! finished once for the MAC and continued over the MAC for the name, so
+//! [`seal_into`] hashes a value's bytes once instead of twice (the hashing
+//! was 31% of all CPU in issue 36's benchmark, BENCHMARKS.md). A MAC of a
+//! collision-resistant hash is as strong as a MAC of the bytes.
 //!
 //! A data envelope needs no key: its codecs build values, never run code.
 //! A pickle envelope is opened only when it is signed by a key the reader
@@ -29,9 +38,13 @@ use crate::signing::{Keyring, SigningError, hex};
 
 /// The magic bytes every envelope starts with.
 pub const MAGIC: &[u8; 4] = b"WRNE";
-/// 2 since the MAC became keyed BLAKE3 (1 was HMAC-SHA256): an envelope of
-/// the other kind is refused by its version, not as a bad signature.
-pub(crate) const VERSION: u8 = 2;
+/// The version sealed: 3 since the MAC covers the body's hash (2 keyed the
+/// body itself; 1 was HMAC-SHA256, refused by its version, not as a bad
+/// signature).
+pub(crate) const VERSION: u8 = 3;
+/// Version 2 is still opened: values stored before an upgrade live until
+/// their futures are forgotten (`result_ttl_secs`).
+pub(crate) const OLD_VERSION: u8 = 2;
 const UNSIGNED: [u8; 8] = [0; 8];
 
 /// What an envelope holds.
@@ -197,7 +210,6 @@ pub fn seal_into<W: std::io::Write>(
     let len = sealed_len(kind, purpose, header, frames, keys)? as u64;
     let mut w = Tee {
         out,
-        mac: keys.map(|k| k.signer(purpose, len - 32).1),
         content: blake3::Hasher::new(),
     };
     w.put(MAGIC)?;
@@ -211,17 +223,22 @@ pub fn seal_into<W: std::io::Write>(
         w.put(&(f.len() as u64).to_le_bytes())?;
         w.put(f)?;
     }
-    if let Some(m) = w.mac.take() {
-        w.put(m.finalize().as_bytes())?;
+    if let Some(keys) = keys {
+        // The body's hash is the content hash so far, finished on a copy.
+        let body = w.content.clone().finalize();
+        w.put(&mac_of_body(purpose, keys, &body))?;
     }
     Ok((len, w.content.finalize().to_hex().to_string()))
 }
 
-/// [`seal_into`]'s writer: the bytes go out and into the MAC (until it is
-/// written) and the content hash.
+/// The MAC of a body whose BLAKE3 hash is `body`, by the current key.
+fn mac_of_body(purpose: &str, keys: &Keyring, body: &blake3::Hash) -> [u8; 32] {
+    keys.sign(purpose, &[body.as_bytes()]).1
+}
+
+/// [`seal_into`]'s writer: the bytes go out and into the content hash.
 struct Tee<'a, W> {
     out: &'a mut W,
-    mac: Option<blake3::Hasher>,
     content: blake3::Hasher,
 }
 
@@ -230,9 +247,6 @@ impl<W: std::io::Write> Tee<'_, W> {
         self.out
             .write_all(bytes)
             .map_err(|e| EnvelopeError::Write(e.to_string()))?;
-        if let Some(m) = self.mac.as_mut() {
-            m.update(bytes);
-        }
         self.content.update(bytes);
         Ok(())
     }
@@ -244,7 +258,7 @@ pub fn sign_body(out: &mut [u8], purpose: &str, keys: &Keyring) {
     let Some(body_end) = out.len().checked_sub(32) else {
         return;
     };
-    let (_, mac) = keys.sign(purpose, &[&out[..body_end]]);
+    let mac = mac_of_body(purpose, keys, &blake3::hash(&out[..body_end]));
     out[body_end..].copy_from_slice(&mac);
 }
 
@@ -297,6 +311,8 @@ pub struct Parsed {
     /// Where the MAC starts (the end of what it covers).
     body_end: usize,
     id: [u8; 8],
+    /// [`VERSION`] or [`OLD_VERSION`]: what the MAC covers.
+    version: u8,
 }
 
 /// Parses an envelope's layout (bounds checked, nothing verified).
@@ -306,9 +322,9 @@ pub fn inspect(bytes: &[u8]) -> Result<Parsed, EnvelopeError> {
         return Err(EnvelopeError::Malformed("no WRNE magic".into()));
     }
     let version = r.byte()?;
-    if version != VERSION {
+    if version != VERSION && version != OLD_VERSION {
         return Err(EnvelopeError::Malformed(format!(
-            "version {version} (this build reads {VERSION})"
+            "version {version} (this build reads {OLD_VERSION} and {VERSION})"
         )));
     }
     let kind = match r.byte()? {
@@ -356,6 +372,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Parsed, EnvelopeError> {
         frames,
         body_end,
         id,
+        version,
     })
 }
 
@@ -372,12 +389,15 @@ pub fn open(bytes: &[u8], purpose: &str, keys: Option<&Keyring>) -> Result<Opene
     }
     let signed_by = match (&p.key_id, keys) {
         (Some(id), Some(keys)) => {
-            keys.verify(
-                purpose,
-                &[&bytes[..p.body_end]],
-                &p.id,
-                &bytes[p.body_end..],
-            )?;
+            let body = &bytes[..p.body_end];
+            let body_hash;
+            let covered: &[u8] = if p.version == OLD_VERSION {
+                body
+            } else {
+                body_hash = blake3::hash(body);
+                body_hash.as_bytes()
+            };
+            keys.verify(purpose, &[covered], &p.id, &bytes[p.body_end..])?;
             Some(id.clone())
         }
         (Some(_), None) if p.kind == Kind::Pickle => return Err(EnvelopeError::NoKey),
@@ -506,7 +526,7 @@ mod tests {
     #[test]
     fn the_layout_is_fixed_byte_for_byte_and_written_only_into_its_size() {
         let sealed = seal(Kind::Data, "args", b"{}", &[b"ab"], None).unwrap();
-        let mut expected = b"WRNE\x02\x00\x04args".to_vec();
+        let mut expected = b"WRNE\x03\x00\x04args".to_vec();
         expected.extend([0u8; 8]); // no key id
         expected.extend(2u32.to_le_bytes());
         expected.extend(b"{}");
@@ -559,6 +579,77 @@ mod tests {
         let mut replay = result.clone();
         replay[8..14].copy_from_slice(b"code\0\0");
         assert!(open(&replay, "code", Some(&keys)).is_err());
+    }
+
+    /// `hex` of `bytes`, for vectors.
+    fn hexed(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn the_mac_covers_the_bodys_hash_and_the_name_continues_it() {
+        // Computed apart from this code with Python's `blake3` package:
+        // mac = keyed_blake3(derive_key(CONTEXT, key || "args"),
+        //                    le64(32) || blake3(body)), name = blake3(body || mac).
+        let sealed = seal(Kind::Data, "args", b"{}", &[b"ab"], Some(&ring(1))).unwrap();
+        let (body, mac) = sealed.split_at(sealed.len() - 32);
+        assert_eq!(&body[..5], b"WRNE\x03");
+        assert_eq!(
+            hexed(mac),
+            "522ef2c76ab69afefd894759b581463011756f57203f88093e44709cbe68156a"
+        );
+        let mut into = Vec::new();
+        let frames: [&[u8]; 1] = [b"ab"];
+        let (len, name) = seal_into(
+            &mut into,
+            Kind::Data,
+            "args",
+            b"{}",
+            &frames,
+            Some(&ring(1)),
+        )
+        .unwrap();
+        assert_eq!(
+            (into.as_slice(), len),
+            (sealed.as_slice(), sealed.len() as u64)
+        );
+        assert_eq!(
+            name,
+            "9363fd4fa5e11bd7f497e2d7b9c044b0375de22781720dfd9c5e82ef6b39db70"
+        );
+    }
+
+    #[test]
+    fn a_version_2_envelope_still_opens_and_its_mac_binds_its_version() {
+        // Sealed by the previous release (the MAC keyed over the body), as
+        // values stored before an upgrade are: computed with Python's `blake3`.
+        let old = "57524e450200046172677372cd6e8422c407fb020000007b7d010000000200000000000000\
+                   61626e6778e6f72749ed1882e2e88e3bffb0e3c0c089f3480e60c07ba83dc2e462a3";
+        let old: Vec<u8> = (0..old.len() / 2)
+            .map(|i| u8::from_str_radix(&old[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let opened = open(&old, "args", Some(&ring(1))).unwrap();
+        assert_eq!(parts(&old, &opened), (&b"{}"[..], vec![&b"ab"[..]]));
+        assert!(open(&old, "args", Some(&ring(2))).is_err(), "another key");
+        // Relabelling either version as the other breaks its MAC: the
+        // version byte is part of what each MAC covers.
+        let mut relabelled = old.clone();
+        relabelled[4] = VERSION;
+        assert!(matches!(
+            open(&relabelled, "args", Some(&ring(1))),
+            Err(EnvelopeError::Signature(_))
+        ));
+        let mut new = seal(Kind::Data, "args", b"{}", &[b"ab"], Some(&ring(1))).unwrap();
+        new[4] = OLD_VERSION;
+        assert!(matches!(
+            open(&new, "args", Some(&ring(1))),
+            Err(EnvelopeError::Signature(_))
+        ));
+        new[4] = 4;
+        assert!(matches!(
+            open(&new, "args", Some(&ring(1))),
+            Err(EnvelopeError::Malformed(_))
+        ));
     }
 
     #[test]

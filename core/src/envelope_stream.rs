@@ -14,7 +14,7 @@
 //! ([`crate::store::stream::BlobReader`]), and nothing read this way is
 //! ever loaded as a value, only written out.
 
-use crate::envelope::{EnvelopeError, Kind, MAGIC, VERSION};
+use crate::envelope::{EnvelopeError, Kind, MAGIC, OLD_VERSION, VERSION};
 
 /// The largest header read this way: headers describe a value (its codec,
 /// type, shape) in a few hundred bytes; a length past this is a hostile or
@@ -163,9 +163,9 @@ impl Unframer {
                 if &b[..4] != MAGIC {
                     return Err(EnvelopeError::Malformed("no WRNE magic".into()));
                 }
-                if b[4] != VERSION {
+                if b[4] != VERSION && b[4] != OLD_VERSION {
                     return Err(EnvelopeError::Malformed(format!(
-                        "version {} (this build reads {VERSION})",
+                        "version {} (this build reads {OLD_VERSION} and {VERSION})",
                         b[4]
                     )));
                 }

@@ -175,15 +175,6 @@ impl Keyring {
         (self.current.id(), self.current.mac(purpose, parts))
     }
 
-    /// The current key's MAC for `purpose` over one part whose bytes are
-    /// given later, as [`sign`](Self::sign) computes it over `&[part]`:
-    /// for a part written as it is made, too big to hold twice.
-    pub fn signer(&self, purpose: &str, part_len: u64) -> ([u8; 8], blake3::Hasher) {
-        let mut m = self.current.hasher(purpose, &[]);
-        m.update(&part_len.to_le_bytes());
-        (self.current.id(), m)
-    }
-
     /// Checks a signature by key `id` over `parts` for `purpose`.
     pub fn verify(
         &self,
