@@ -380,6 +380,36 @@ pub fn inspect(bytes: &[u8]) -> Result<Parsed, EnvelopeError> {
 /// of `keys`; a data envelope's signature is checked when `keys` is given
 /// and it has one (and refused if wrong), else it opens unchecked.
 pub fn open(bytes: &[u8], purpose: &str, keys: Option<&Keyring>) -> Result<Opened, EnvelopeError> {
+    open_checked(bytes, purpose, keys, None)
+}
+
+/// The BLAKE3 hash of all but the last 32 bytes of a stored value (a
+/// signed envelope's body), found while its name was checked
+/// ([`crate::store::blobs::BlobRef::check`]): [`open_checked`] does not
+/// hash the body again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyHash {
+    hash: blake3::Hash,
+    len: usize,
+}
+
+impl BodyHash {
+    /// The hash `hash` of a value's first `len` bytes.
+    pub(crate) fn new(hash: blake3::Hash, len: usize) -> Self {
+        Self { hash, len }
+    }
+}
+
+/// [`open`] of bytes whose name was just checked, with the body hash that
+/// check found (`body`, from [`crate::store::blobs::BlobRef::check`] of
+/// these same bytes): a version 3 MAC is then checked without hashing the
+/// body a second time. A hash of another length is not used.
+pub fn open_checked(
+    bytes: &[u8],
+    purpose: &str,
+    keys: Option<&Keyring>,
+    body: Option<&BodyHash>,
+) -> Result<Opened, EnvelopeError> {
     let p = inspect(bytes)?;
     if p.purpose != purpose {
         return Err(EnvelopeError::Purpose {
@@ -389,13 +419,15 @@ pub fn open(bytes: &[u8], purpose: &str, keys: Option<&Keyring>) -> Result<Opene
     }
     let signed_by = match (&p.key_id, keys) {
         (Some(id), Some(keys)) => {
-            let body = &bytes[..p.body_end];
+            let whole = &bytes[..p.body_end];
             let body_hash;
-            let covered: &[u8] = if p.version == OLD_VERSION {
-                body
-            } else {
-                body_hash = blake3::hash(body);
-                body_hash.as_bytes()
+            let covered: &[u8] = match body {
+                _ if p.version == OLD_VERSION => whole,
+                Some(b) if b.len == p.body_end => b.hash.as_bytes(),
+                _ => {
+                    body_hash = blake3::hash(whole);
+                    body_hash.as_bytes()
+                }
             };
             keys.verify(purpose, &[covered], &p.id, &bytes[p.body_end..])?;
             Some(id.clone())
@@ -649,6 +681,30 @@ mod tests {
         assert!(matches!(
             open(&new, "args", Some(&ring(1))),
             Err(EnvelopeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn opening_with_the_body_hash_of_a_name_check_gives_the_same_answers() {
+        use crate::store::blobs::BlobRef;
+        let keys = ring(1);
+        let sealed = seal(Kind::Pickle, "code", b"{}", &[b"p"], Some(&keys)).unwrap();
+        let body = BlobRef::of(&sealed).check(&sealed).unwrap();
+        assert_eq!(
+            open_checked(&sealed, "code", Some(&keys), Some(&body)),
+            open(&sealed, "code", Some(&keys))
+        );
+        assert!(open_checked(&sealed, "code", Some(&ring(2)), Some(&body)).is_err());
+        // A hash of another length is not trusted for these bytes.
+        let other = BodyHash::new(blake3::hash(b"x"), 1);
+        assert!(open_checked(&sealed, "code", Some(&keys), Some(&other)).is_ok());
+        let mut forged = sealed.clone();
+        let last_of_body = forged.len() - 33; // the pickle's one byte
+        forged[last_of_body] ^= 1;
+        let forged_body = BlobRef::of(&forged).check(&forged).unwrap();
+        assert!(matches!(
+            open_checked(&forged, "code", Some(&keys), Some(&forged_body)),
+            Err(EnvelopeError::Signature(_))
         ));
     }
 

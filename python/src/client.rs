@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::keys::{Keys, OpenedIn};
 use crate::objects::Got;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -185,13 +186,36 @@ impl Client {
         // copy. Anything else (missing there too) takes the general path,
         // which also looks in Redis and says where it looked.
         if let (Some(objects), Ok(len)) = (self.inner.objects_for(size), usize::try_from(size))
-            && let Ok(Got::Value(buf)) = crate::objects::read_value(py, objects, &r, len)
+            && let Ok(Got::Value(buf, _)) = crate::objects::read_value(py, objects, &r, len)
         {
             return Ok(buf);
         }
         let inner = self.inner.clone();
         let bytes = wait(py, async move { inner.get_blob(&r).await })?.map_err(to_py)?;
         Ok(pyo3::types::PyByteArray::new(py, &bytes))
+    }
+
+    /// The envelope `(hash, size)` names, read from the object store and
+    /// opened by `keys` for `purpose`, hashed once for its name and its
+    /// MAC together (see `Objects.open_envelope`): the bytes and
+    /// `Keys.open_in`'s answer. `None` if it is not there to read (a value
+    /// in Redis): then `get_blob`, which says where it looked.
+    fn open_blob<'py>(
+        &self,
+        py: Python<'py>,
+        hash: String,
+        size: u64,
+        keys: PyRef<'py, Keys>,
+        purpose: &str,
+    ) -> PyResult<Option<(Bound<'py, pyo3::types::PyByteArray>, OpenedIn<'py>)>> {
+        let r = BlobRef { hash, size };
+        if let (Some(objects), Ok(len)) = (self.inner.objects_for(size), usize::try_from(size))
+            && let Ok(Got::Value(buf, body)) = crate::objects::read_value(py, objects, &r, len)
+        {
+            let opened = keys.opened_in(py, &buf, purpose, Some(&body))?;
+            return Ok(Some((buf, opened)));
+        }
+        Ok(None)
     }
 
     /// The namespace: prefix of every queue and Redis key.

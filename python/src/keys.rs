@@ -13,7 +13,7 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
-use warren_core::envelope::{self, EnvelopeError, Frame, Kind};
+use warren_core::envelope::{self, BodyHash, EnvelopeError, Frame, Kind};
 use warren_core::signing::Keyring;
 
 use crate::blocking::released;
@@ -250,11 +250,26 @@ impl Keys {
         data: &Bound<'py, PyByteArray>,
         purpose: &str,
     ) -> PyResult<OpenedIn<'py>> {
+        self.opened_in(py, data, purpose, None)
+    }
+}
+
+impl Keys {
+    /// [`Keys::open_in`], with the body hash of the check of the bytes'
+    /// name when they were just read and checked (then the body is not
+    /// hashed again: [`envelope::open_checked`]).
+    pub(crate) fn opened_in<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyByteArray>,
+        purpose: &str,
+        body: Option<&BodyHash>,
+    ) -> PyResult<OpenedIn<'py>> {
         // SAFETY: the GIL is held from here to the end of this function and
         // nothing in between runs Python code, so no thread can resize or
         // free the bytearray while the slice is read.
         let bytes = unsafe { data.as_bytes() };
-        let opened = envelope::open(bytes, purpose, self.ring.as_ref())
+        let opened = envelope::open_checked(bytes, purpose, self.ring.as_ref(), body)
             .map_err(|e| BadSignature::new_err(e.to_string()))?;
         let kind = match opened.kind {
             Kind::Data => "data",
@@ -271,7 +286,7 @@ impl Keys {
 }
 
 /// [`Keys::open_in`]'s answer: frames as ranges of the envelope.
-type OpenedIn<'py> = (
+pub(crate) type OpenedIn<'py> = (
     &'static str,
     Bound<'py, PyBytes>,
     Vec<(usize, usize)>,

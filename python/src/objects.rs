@@ -23,11 +23,13 @@ use std::collections::HashMap;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
+use warren_core::envelope::BodyHash;
 use warren_core::store::blobs::BlobRef;
 use warren_core::store::objects::{Objects as Store, Opened};
 
 use crate::WarrenError;
 use crate::blocking::{released, runtime};
+use crate::keys::{Keys, OpenedIn};
 
 /// The object store a worker's settings name (`store_url`), and the size
 /// over which values live there (`inline_max_bytes`).
@@ -85,7 +87,35 @@ impl Objects {
         let changed = || WarrenError::new_err(r.changed(&format!(" in the object store {url}")));
         let len = usize::try_from(size).map_err(|_| changed())?;
         match read_value(py, &self.store, &r, len)? {
-            Got::Value(buf) => Ok(buf),
+            Got::Value(buf, _) => Ok(buf),
+            Got::Missing => Err(gone()),
+            Got::Changed => Err(changed()),
+        }
+    }
+
+    /// [`get`](Self::get) of an envelope sealed for `purpose`, opened by
+    /// `keys`: the bytes and [`Keys::open_in`]'s answer. Its bytes are
+    /// hashed once, for their name and their MAC together
+    /// ([`warren_core::envelope::open_checked`]), where `get` and then
+    /// `open_in` hash them twice.
+    fn open_envelope<'py>(
+        &self,
+        py: Python<'py>,
+        hash: String,
+        size: u64,
+        keys: PyRef<'py, Keys>,
+        purpose: &str,
+    ) -> PyResult<(Bound<'py, PyByteArray>, OpenedIn<'py>)> {
+        let r = BlobRef { hash, size };
+        let url = self.store.url();
+        let gone = || WarrenError::new_err(r.gone(&format!("not in the object store {url}")));
+        let changed = || WarrenError::new_err(r.changed(&format!(" in the object store {url}")));
+        let len = usize::try_from(size).map_err(|_| changed())?;
+        match read_value(py, &self.store, &r, len)? {
+            Got::Value(buf, body) => {
+                let opened = keys.opened_in(py, &buf, purpose, Some(&body))?;
+                Ok((buf, opened))
+            }
             Got::Missing => Err(gone()),
             Got::Changed => Err(changed()),
         }
@@ -94,8 +124,8 @@ impl Objects {
 
 /// What [`read_value`] found.
 pub(crate) enum Got<'py> {
-    /// The value's bytes, checked.
-    Value(Bound<'py, PyByteArray>),
+    /// The value's bytes, checked, and the hash of their body found then.
+    Value(Bound<'py, PyByteArray>, BodyHash),
     /// No value of that name.
     Missing,
     /// Stored bytes whose size or content are not the value's.
@@ -114,7 +144,7 @@ pub(crate) fn read_value<'py>(
     len: usize,
 ) -> PyResult<Got<'py>> {
     let failed = |e: warren_core::Error| WarrenError::new_err(e.to_string());
-    let mut outcome = Ok(false);
+    let mut outcome = Ok(None);
     let made = match released(py, || store.open_file(r)) {
         Some(opened) => match opened.map_err(failed)? {
             Opened::Here(file) => PyByteArray::new_with(py, len, |buf| {
@@ -125,14 +155,14 @@ pub(crate) fn read_value<'py>(
             Opened::Changed => return Ok(Got::Changed),
         },
         None => {
-            if let Some(cached) = read_cached(py, store, r, len)? {
-                return Ok(Got::Value(cached));
+            if let Some((cached, body)) = read_cached(py, store, r, len)? {
+                return Ok(Got::Value(cached, body));
             }
             match released(py, || runtime().block_on(store.open_object(r))).map_err(failed)? {
                 Opened::Here(incoming) => PyByteArray::new_with(py, len, |buf| {
                     outcome = released(py, || {
                         let read = runtime().block_on(store.read_incoming(r, incoming, buf));
-                        if let (Ok(true), Some(cache)) = (&read, store.cache()) {
+                        if let (Ok(Some(_)), Some(cache)) = (&read, store.cache()) {
                             cache.keep(&r.hash, buf);
                         }
                         read
@@ -145,8 +175,8 @@ pub(crate) fn read_value<'py>(
         }
     };
     match outcome.map_err(failed)? {
-        true => Ok(Got::Value(made)),
-        false => Ok(Got::Changed),
+        Some(body) => Ok(Got::Value(made, body)),
+        None => Ok(Got::Changed),
     }
 }
 
@@ -157,20 +187,20 @@ fn read_cached<'py>(
     store: &Store,
     r: &BlobRef,
     len: usize,
-) -> PyResult<Option<Bound<'py, PyByteArray>>> {
+) -> PyResult<Option<(Bound<'py, PyByteArray>, BodyHash)>> {
     let Some(cache) = store.cache() else {
         return Ok(None);
     };
     let Some(file) = released(py, || cache.open(r)) else {
         return Ok(None);
     };
-    let mut whole = false;
+    let mut whole = None;
     let buf = PyByteArray::new_with(py, len, |buf| {
-        whole = released(py, || store.read_opened(r, file, buf)).unwrap_or(false);
+        whole = released(py, || store.read_opened(r, file, buf)).unwrap_or(None);
         Ok(())
     })?;
-    if whole {
-        return Ok(Some(buf));
+    if let Some(body) = whole {
+        return Ok(Some((buf, body)));
     }
     cache.forget(&r.hash);
     Ok(None)

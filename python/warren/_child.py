@@ -110,18 +110,20 @@ class Task:
         return _refs.replace(v, self._open)
 
     def _open(self, sha: str, size: int) -> Any:
-        data = self.bytes_of(sha, size, "value")
+        data = self.envelope(sha, size, "value", _signing.VALUE)
         return _envelopes.open_value(data, self.keys, allow_pickle=self.accept_code)
 
-    def bytes_of(self, sha: str, size: int, what: str) -> bytes | bytearray:
-        """The bytes of a stored value: handed over by the worker, or read
-        here from the object store where a value of ``size`` lives."""
+    def envelope(self, sha: str, size: int, what: str, purpose: str) -> _envelopes.Envelope:
+        """A stored envelope: its bytes as the worker handed them over, or
+        read here from the object store where a value of ``size`` lives and
+        opened as ``purpose`` on the way (hashed once, not twice)."""
         data = self.blobs.get(sha)
-        if data is None and self.objects is not None and self.objects.holds(size):
-            data = self.objects.get(sha, size)
-        if data is None:
-            raise ValueError(f"the worker did not hand over {what} {sha}")
-        return data
+        if data is not None:
+            return data
+        if self.objects is not None and self.objects.holds(size):
+            found, opened = self.objects.open_envelope(sha, size, self.keys, purpose)
+            return _envelopes.Stored(found, opened, purpose)
+        raise ValueError(f"the worker did not hand over {what} {sha}")
 
     def call(self) -> tuple[Any, list[Any], dict[str, Any]]:
         """``(fn, args, kwargs)``."""
@@ -143,7 +145,7 @@ class Task:
             r = _refs.as_ref(first[_calls.CALL_FIELD])
             if r is None:
                 raise ValueError("a call without its envelope")
-            envelope = self.bytes_of(*r, "the call's envelope")
+            envelope = self.envelope(*r, "the call's envelope", _signing.CALL)
             deps = [self.value(a) for a in self.args[1:]]
             fn, args, kwargs = _envelopes.open_call(envelope, self.keys, deps, self.accept_code)
             if _calls.FN_FIELD in first:
@@ -165,7 +167,7 @@ class Task:
         once, then kept by its hash (the bytes of a hash never change)."""
         fn = _FUNCTIONS.get(sha)
         if fn is None:
-            data = self.bytes_of(sha, size, "function")
+            data = self.envelope(sha, size, "function", _signing.CALL)
             fn = _envelopes.open_function(data, self.keys, self.accept_code)
             if len(_FUNCTIONS) >= 256:
                 _FUNCTIONS.clear()

@@ -20,7 +20,7 @@ import json
 import linecache
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _pickle
 from ._codec import Decoder, Encoder, NeedsPickle, describe, header_bytes
@@ -72,8 +72,25 @@ def at_least(header: bytes, frames: list[Any]) -> int:
     return len(header) + sum(memoryview(f).nbytes for f in frames)
 
 
+class Stored(NamedTuple):
+    """An envelope read from the object store and opened there, in Rust
+    (``Objects.open_envelope``, ``Client.open_blob``): its bytes were hashed
+    once, for their name and their MAC together. ``opened`` is
+    ``Keys.open_in``'s answer, frames as ranges of ``data``."""
+
+    data: bytearray
+    opened: tuple[str, bytes, list[tuple[int, int]], str | None]
+    #: What it was opened as (``value``, ``call``).
+    purpose: str
+
+
+#: What the ``open_*`` functions take: an envelope's bytes, or one opened
+#: as it was read.
+Envelope = bytes | bytearray | Stored
+
+
 def _open(
-    data: bytes | bytearray,
+    data: Envelope,
     keys: Any,
     purpose: str,
     allow_pickle: bool,
@@ -82,8 +99,15 @@ def _open(
     """``(kind, header, body)`` of an envelope, opened and checked once (a
     value may carry megabytes); a pickle's body is :class:`Verified` and
     only where ``allow_pickle``, else :class:`PickleRefused` with
-    ``refusal`` (or what it says of the header)."""
-    if type(data) is bytearray:
+    ``refusal`` (or what it says of the header). An envelope opened as it
+    was read (:class:`Stored`) must have been opened as ``purpose``."""
+    if isinstance(data, Stored):
+        if data.purpose != purpose:
+            raise ValueError(f"an envelope opened as {data.purpose!r} offered as {purpose!r}")
+        kind, header, ranges, signed_by = data.opened
+        whole = memoryview(data.data)
+        frames = [whole[a:b] for a, b in ranges]
+    elif type(data) is bytearray:
         # From an object store: opened in place, each frame a view of it.
         kind, header, ranges, signed_by = keys.open_in(data, purpose)
         whole = memoryview(data)
@@ -101,7 +125,7 @@ def _open(
 
 
 def open_value(
-    data: bytes, keys: Any, deps: list[Any] | None = None, allow_pickle: bool = True
+    data: Envelope, keys: Any, deps: list[Any] | None = None, allow_pickle: bool = True
 ) -> Any:
     """The value of a ``value`` envelope (a pickle only signed, and only
     where ``allow_pickle``)."""
@@ -218,7 +242,7 @@ def seal_function(fn: Callable[..., Any], keys: Any) -> bytes:
     return keys.seal("pickle", CALL, header, [data, *buffers])
 
 
-def open_function(data: bytes, keys: Any, accept_code: bool) -> Callable[..., Any]:
+def open_function(data: Envelope, keys: Any, accept_code: bool) -> Callable[..., Any]:
     """The function of :func:`seal_function`'s envelope."""
     kind, h, body = _open(
         data,
@@ -238,7 +262,7 @@ def open_function(data: bytes, keys: Any, accept_code: bool) -> Callable[..., An
 
 
 def open_call(
-    data: bytes, keys: Any, deps: list[Any], accept_code: bool
+    data: Envelope, keys: Any, deps: list[Any], accept_code: bool
 ) -> tuple[Callable[..., Any] | None, list[Any], dict[str, Any]]:
     """``(fn or None, args, kwargs)`` of a call envelope."""
     kind, h, body = _open(data, keys, CALL, accept_code, _call_refusal)

@@ -48,6 +48,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use super::blobs::BlobRef;
 use super::cache::Cache;
 pub use super::location::Location;
+use crate::envelope::BodyHash;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
@@ -159,15 +160,15 @@ impl Objects {
     }
 
     /// Reads `file` (from [`Objects::open_file`]) into `buf`, of `r`'s
-    /// size; whether its bytes are `r`'s.
+    /// size; if its bytes are `r`'s, their body hash ([`BlobRef::check`]).
     pub fn read_opened(
         &self,
         r: &BlobRef,
         mut file: std::fs::File,
         buf: &mut [u8],
-    ) -> Result<bool> {
+    ) -> Result<Option<BodyHash>> {
         std::io::Read::read_exact(&mut file, buf).map_err(|e| self.failed_io(&r.hash, e))?;
-        Ok(r.matches(buf))
+        Ok(r.check(buf))
     }
 
     /// Starts reading value `r` from the store (S3; a directory store's
@@ -186,24 +187,24 @@ impl Objects {
     }
 
     /// Reads `incoming` (from [`Objects::open_object`]) into `buf`, of
-    /// `r`'s size; whether its bytes are `r`'s (more or fewer bytes than
-    /// that are not).
+    /// `r`'s size; if its bytes are `r`'s (more or fewer bytes than that
+    /// are not), their body hash ([`BlobRef::check`]).
     pub async fn read_incoming(
         &self,
         r: &BlobRef,
         mut incoming: Incoming,
         buf: &mut [u8],
-    ) -> Result<bool> {
+    ) -> Result<Option<BodyHash>> {
         let mut at = 0;
         while let Some(chunk) = incoming.0.next().await {
             let chunk = chunk.map_err(|e| self.failed(e))?;
             let Some(to) = buf.get_mut(at..at + chunk.len()) else {
-                return Ok(false);
+                return Ok(None);
             };
             to.copy_from_slice(&chunk);
             at += chunk.len();
         }
-        Ok(at == buf.len() && r.matches(buf))
+        Ok(if at == buf.len() { r.check(buf) } else { None })
     }
 
     /// The store's URL (the setting `store_url`).
@@ -548,7 +549,7 @@ mod tests {
                 Opened::Here(f) => objects
                     .read_opened(r, f, &mut buf)
                     .unwrap()
-                    .then_some(buf)
+                    .map(|_| buf)
                     .ok_or("changed"),
                 Opened::Missing => Err("missing"),
                 Opened::Changed => Err("changed size"),
