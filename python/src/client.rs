@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::keys::{Keys, OpenedIn};
+use crate::keys::Keys;
 use crate::objects::Got;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -207,15 +207,17 @@ impl Client {
         size: u64,
         keys: PyRef<'py, Keys>,
         purpose: &str,
-    ) -> PyResult<Option<(Bound<'py, pyo3::types::PyByteArray>, OpenedIn<'py>)>> {
+    ) -> PyResult<Option<crate::objects::Opened<'py>>> {
         let r = BlobRef { hash, size };
-        if let (Some(objects), Ok(len)) = (self.inner.objects_for(size), usize::try_from(size))
-            && let Ok(Got::Value(buf, body)) = crate::objects::read_value(py, objects, &r, len)
-        {
-            let opened = keys.opened_in(py, &buf, purpose, Some(&body))?;
-            return Ok(Some((buf, opened)));
+        match (self.inner.objects_for(size), usize::try_from(size)) {
+            (Some(objects), Ok(len)) => match crate::objects::read_value(py, objects, &r, len) {
+                Ok(Got::Value(buf, body)) => {
+                    crate::objects::opened(py, buf, &body, &keys, purpose).map(Some)
+                }
+                _ => Ok(None),
+            },
+            _ => Ok(None),
         }
-        Ok(None)
     }
 
     /// The namespace: prefix of every queue and Redis key.

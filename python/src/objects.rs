@@ -25,7 +25,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 use warren_core::envelope::BodyHash;
 use warren_core::store::blobs::BlobRef;
-use warren_core::store::objects::{Objects as Store, Opened};
+use warren_core::store::objects::{Objects as Store, Opened as Found};
 
 use crate::WarrenError;
 use crate::blocking::{released, runtime};
@@ -81,16 +81,7 @@ impl Objects {
         hash: String,
         size: u64,
     ) -> PyResult<Bound<'py, PyByteArray>> {
-        let r = BlobRef { hash, size };
-        let url = self.store.url();
-        let gone = || WarrenError::new_err(r.gone(&format!("not in the object store {url}")));
-        let changed = || WarrenError::new_err(r.changed(&format!(" in the object store {url}")));
-        let len = usize::try_from(size).map_err(|_| changed())?;
-        match read_value(py, &self.store, &r, len)? {
-            Got::Value(buf, _) => Ok(buf),
-            Got::Missing => Err(gone()),
-            Got::Changed => Err(changed()),
-        }
+        Ok(self.read(py, hash, size)?.0)
     }
 
     /// [`get`](Self::get) of an envelope sealed for `purpose`, opened by
@@ -105,21 +96,48 @@ impl Objects {
         size: u64,
         keys: PyRef<'py, Keys>,
         purpose: &str,
-    ) -> PyResult<(Bound<'py, PyByteArray>, OpenedIn<'py>)> {
+    ) -> PyResult<Opened<'py>> {
+        let (buf, body) = self.read(py, hash, size)?;
+        opened(py, buf, &body, &keys, purpose)
+    }
+}
+
+impl Objects {
+    /// [`read_value`], its misses as errors naming the value and the store.
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        hash: String,
+        size: u64,
+    ) -> PyResult<(Bound<'py, PyByteArray>, BodyHash)> {
         let r = BlobRef { hash, size };
         let url = self.store.url();
         let gone = || WarrenError::new_err(r.gone(&format!("not in the object store {url}")));
         let changed = || WarrenError::new_err(r.changed(&format!(" in the object store {url}")));
         let len = usize::try_from(size).map_err(|_| changed())?;
         match read_value(py, &self.store, &r, len)? {
-            Got::Value(buf, body) => {
-                let opened = keys.opened_in(py, &buf, purpose, Some(&body))?;
-                Ok((buf, opened))
-            }
+            Got::Value(buf, body) => Ok((buf, body)),
             Got::Missing => Err(gone()),
             Got::Changed => Err(changed()),
         }
     }
+}
+
+/// A stored envelope read and opened: its bytes and [`Keys::open_in`]'s
+/// answer.
+pub(crate) type Opened<'py> = (Bound<'py, PyByteArray>, OpenedIn<'py>);
+
+/// `buf`, just read and checked with `body` its body hash, opened by `keys`
+/// as `purpose`.
+pub(crate) fn opened<'py>(
+    py: Python<'py>,
+    buf: Bound<'py, PyByteArray>,
+    body: &BodyHash,
+    keys: &Keys,
+    purpose: &str,
+) -> PyResult<Opened<'py>> {
+    let parts = keys.opened_in(py, &buf, purpose, Some(body))?;
+    Ok((buf, parts))
 }
 
 /// What [`read_value`] found.
@@ -147,19 +165,19 @@ pub(crate) fn read_value<'py>(
     let mut outcome = Ok(None);
     let made = match released(py, || store.open_file(r)) {
         Some(opened) => match opened.map_err(failed)? {
-            Opened::Here(file) => PyByteArray::new_with(py, len, |buf| {
+            Found::Here(file) => PyByteArray::new_with(py, len, |buf| {
                 outcome = released(py, || store.read_opened(r, file, buf));
                 Ok(())
             })?,
-            Opened::Missing => return Ok(Got::Missing),
-            Opened::Changed => return Ok(Got::Changed),
+            Found::Missing => return Ok(Got::Missing),
+            Found::Changed => return Ok(Got::Changed),
         },
         None => {
             if let Some((cached, body)) = read_cached(py, store, r, len)? {
                 return Ok(Got::Value(cached, body));
             }
             match released(py, || runtime().block_on(store.open_object(r))).map_err(failed)? {
-                Opened::Here(incoming) => PyByteArray::new_with(py, len, |buf| {
+                Found::Here(incoming) => PyByteArray::new_with(py, len, |buf| {
                     outcome = released(py, || {
                         let read = runtime().block_on(store.read_incoming(r, incoming, buf));
                         if let (Ok(Some(_)), Some(cache)) = (&read, store.cache()) {
@@ -169,8 +187,8 @@ pub(crate) fn read_value<'py>(
                     });
                     Ok(())
                 })?,
-                Opened::Missing => return Ok(Got::Missing),
-                Opened::Changed => return Ok(Got::Changed),
+                Found::Missing => return Ok(Got::Missing),
+                Found::Changed => return Ok(Got::Changed),
             }
         }
     };
