@@ -36,7 +36,10 @@ fn pythons_bytes_and_arrays_decode_and_encode_to_the_same_bytes() {
 #[test]
 fn values_sealed_before_version_3_still_decode() {
     for (old, new) in [(PY_BYTES_V2, PY_BYTES), (PY_ARRAY_V2, PY_ARRAY)] {
-        assert_eq!(decode(unhex(old), None).unwrap(), decode(unhex(new), None).unwrap());
+        assert_eq!(
+            decode(unhex(old), None).unwrap(),
+            decode(unhex(new), None).unwrap()
+        );
     }
 }
 
