@@ -33,8 +33,13 @@ for program in warren warren-scheduler warren-worker; do
   strip --strip-debug -o "$data/scripts/$program" "target/release/$program"
 done
 
+# The venv's interpreter, named as `pip install ./python` names it: pyo3's
+# build script reruns when PYO3_PYTHON changes, so a wheel built for another
+# path of the same Python recompiled pyo3 and the extension (60-150 s) and the
+# next `pip install ./python` did it again.
 echo "wheel.sh: maturin build --release" >&2
-(cd python && ../.venv/bin/maturin build --release --quiet --out "$(cd .. && realpath "$out")" >&2)
+(cd python && ../.venv/bin/maturin build --release --quiet -i "$(cd .. && pwd)/.venv/bin/python3" \
+  --out "$(cd .. && realpath "$out")" >&2)
 wheel=$(ls -t "$out"/warren-*.whl | head -1)
 [ -n "$wheel" ] || { echo "wheel.sh: maturin wrote no wheel to $out" >&2; exit 1; }
 realpath "$wheel"
