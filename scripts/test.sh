@@ -39,7 +39,7 @@ bash scripts/python-env.sh --test
 step "pytest python/tests (the Python client and workers, and the notebook in Jupyter)"
 # From the repository's root, so that `import warren` is the installed package.
 WARREN_BIN_DIR="$PWD/target/release" .venv/bin/python3 -m pytest -q -p no:cacheprovider python/tests
-step "benchmarks and cluster scripts in their short forms (exit 0 and a table; no speed asserted)"
+step "benchmarks in their short forms (exit 0 and a table; no speed asserted)"
 bash scripts/bench-smoke.sh
 step "signal tests again, started as nohup or a background job starts them (SIGINT and SIGHUP ignored)"
 # A shell's background job inherits SIGINT ignored, nohup SIGHUP: every test

@@ -30,6 +30,13 @@ async fn cluster_sh_makes_a_cluster_warren_runs_on_and_down_removes_it() {
         "cluster.sh up (are ports 5701-5703 or 7001-7006 taken? `bash scripts/cluster.sh down`): {stdout}{}",
         String::from_utf8_lossy(&up.stderr)
     );
+    // `status` names each node and says it is up: three RabbitMQ nodes,
+    // three Redis servers and three sentinels.
+    let status = run(&["status"]);
+    let said = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.status.success(), "cluster.sh status: {said}");
+    assert_eq!(said.matches(": up").count(), 9, "cluster.sh status: {said}");
+    assert!(said.contains("amqp 5702: up"), "cluster.sh status: {said}");
     let env = exports(&stdout);
     let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
@@ -141,6 +148,12 @@ async fn cluster_sh_makes_a_cluster_warren_runs_on_and_down_removes_it() {
         down.status.success(),
         "{}",
         String::from_utf8_lossy(&down.stderr)
+    );
+    let status = run(&["status"]);
+    let said = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.status.success() && !said.contains(": up") && said.contains("amqp 5701: down"),
+        "cluster.sh status after down: {said}"
     );
     for port in [
         5701, 5702, 5703, 7001, 7002, 7003, 7004, 7005, 7006, 7011, 7012, 7013, 7014, 7015, 7016,
