@@ -29,7 +29,9 @@ def shown(output: nbformat.NotebookNode) -> str:
 
 
 def wait_for_python_workers(n: int, within: float = 60) -> None:
-    """Until `n` Python workers have started their pools and announced."""
+    """Until `n` Python workers that accept code have started their pools
+    and announced: the notebook's functions, defined in its cells, travel as
+    code, which only the `code` queue's workers run."""
     import time
 
     import warren
@@ -37,11 +39,11 @@ def wait_for_python_workers(n: int, within: float = 60) -> None:
     client = warren.Client()
     deadline = time.monotonic() + within
     while True:
-        live = [w for w in client.info()["workers"] if "python" in w["queues"]]
+        live = [w for w in client.info()["workers"] if "code" in w["queues"]]
         if len(live) >= n:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{n} Python workers did not start within {within}s")
+            raise TimeoutError(f"{n} Python workers accepting code did not start within {within}s")
         time.sleep(0.2)
 
 
